@@ -1,0 +1,3 @@
+from cistern.cli.main import main
+
+main()
