@@ -1,0 +1,152 @@
+"""Byte-level tests of the PDU codec and the framer (RFC 7143 section 11)."""
+
+from __future__ import annotations
+
+import crc32c
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cistern.wire import pdu as P
+from cistern.wire.constants import BHS_LEN, Opcode, RejectReason
+from cistern.wire.framing import FramingError, HeaderDigestError, PduReader, crc32c_digest, frame_pdu
+
+
+def test_every_opcode_round_trips() -> None:
+    for opcode in Opcode:
+        cls = P.pdu_class(opcode)
+        assert cls is not None, opcode
+        pdu = cls()
+        raw = pdu.encode_header()
+        assert len(raw) == BHS_LEN
+        assert raw[0] & 0x3F == opcode
+        assert P.decode_bhs(raw) == pdu
+
+
+def test_scsi_command_field_offsets() -> None:
+    cdb = bytes([0x28, 0, 0, 0, 0, 1, 0, 0, 8, 0]) + bytes(6)
+    cmd = P.ScsiCommand(0xC1, P.encode_lun(1), 0x11223344, 4096, 7, 9, cdb, immediate=True, data=b"xyz")
+    raw = cmd.encode_header()
+    assert raw[0] == 0x41  # I bit + opcode 1
+    assert raw[1] == 0xC1
+    assert raw[5:8] == b"\x00\x00\x03"
+    assert raw[8:16] == bytes([0, 1, 0, 0, 0, 0, 0, 0])
+    assert raw[16:20] == bytes.fromhex("11223344")
+    assert int.from_bytes(raw[20:24], "big") == 4096
+    assert int.from_bytes(raw[24:28], "big") == 7
+    assert int.from_bytes(raw[28:32], "big") == 9
+    assert bytes(raw[32:48]) == cdb
+    back = P.decode(cmd.encode())
+    assert back.read and not back.write and back.attribute == 1 and back.data == b"xyz"
+
+
+def test_login_response_status_and_flags() -> None:
+    rsp = P.LoginResponse(P.login_flags(True, False, 1, 3), 0, 0, b"\x80\x00\x00\x00\x00\x01", 5, 3)
+    rsp.status_class, rsp.status_detail = 2, 1
+    raw = rsp.encode_header()
+    assert raw[1] == 0x87
+    assert raw[36:38] == b"\x02\x01"
+    back = P.decode_bhs(raw)
+    assert isinstance(back, P.LoginResponse)
+    assert back.transit and not back.cont and back.csg == 1 and back.nsg == 3
+
+
+def test_lun_encoding() -> None:
+    assert P.encode_lun(0) == 0
+    assert P.decode_lun(P.encode_lun(5)) == 5
+    assert P.encode_lun(300) >> 56 == 0x41
+    assert P.decode_lun(P.encode_lun(300)) == 300
+    assert P.decode_lun(0x0001_0000_0000_0001) == -1  # multi-level addressing is not ours
+    with pytest.raises(ValueError):
+        P.encode_lun(20000)
+
+
+def test_unknown_opcode_is_reported_not_raised_by_reader() -> None:
+    raw = bytearray(BHS_LEN)
+    raw[0] = 0x1C  # not an iSCSI opcode
+    raw[7] = 5  # 5 bytes of data (padded to 8)
+    reader = PduReader()
+    frames = reader.feed(bytes(raw) + b"hello\0\0\0" + P.NopOut(itt=1).encode())
+    assert len(frames) == 2
+    assert frames[0].pdu is None and frames[0].error is not None
+    assert frames[0].error.reason == RejectReason.COMMAND_NOT_SUPPORTED
+    assert isinstance(frames[1].pdu, P.NopOut)  # still in sync after the bad PDU
+
+
+def test_reader_byte_at_a_time_with_digests() -> None:
+    pdu = P.TextRequest(itt=3, data=b"SendTargets=All\0")
+    wire = b"".join(bytes(b) for b in frame_pdu(pdu, header_digest=True, data_digest=True))
+    reader = PduReader(header_digest=True, data_digest=True)
+    frames = []
+    for i in range(len(wire)):
+        frames += reader.feed(wire[i : i + 1])
+    assert len(frames) == 1
+    assert frames[0].data_digest_ok
+    assert bytes(frames[0].pdu.data) == b"SendTargets=All\0"  # type: ignore[union-attr]
+
+
+def test_header_digest_mismatch_is_fatal() -> None:
+    wire = bytearray(b"".join(bytes(b) for b in frame_pdu(P.NopOut(itt=1), header_digest=True)))
+    wire[50] ^= 1
+    with pytest.raises(HeaderDigestError):
+        PduReader(header_digest=True).feed(bytes(wire))
+
+
+def test_data_digest_mismatch_is_flagged() -> None:
+    wire = bytearray(
+        b"".join(
+            bytes(b) for b in frame_pdu(P.NopOut(itt=1, data=b"ping"), header_digest=False, data_digest=True)
+        )
+    )
+    wire[BHS_LEN] ^= 0xFF
+    (frame,) = PduReader(data_digest=True).feed(bytes(wire))
+    assert not frame.data_digest_ok
+
+
+def test_digest_byte_order_matches_rfc_example() -> None:
+    # RFC 3720 B.4: 32 bytes of zeroes have CRC32C 0x8a9136aa, sent as aa 36 91 8a
+    assert crc32c.crc32c(bytes(32)) == 0x8A9136AA
+    assert crc32c_digest(bytes(32)) == bytes.fromhex("aa36918a")
+
+
+def test_oversized_data_segment_is_rejected_before_reading_it() -> None:
+    raw = bytearray(P.NopOut(itt=1).encode_header())
+    raw[5:8] = (1 << 20).to_bytes(3, "big")
+    with pytest.raises(FramingError):
+        PduReader(max_data_segment_length=8192).feed(bytes(raw))
+
+
+def test_sink_receives_data_in_place() -> None:
+    target = bytearray(16)
+    reader = PduReader(sink=lambda p: memoryview(target)[4:] if isinstance(p, P.DataOut) else None)
+    (frame,) = reader.feed(P.DataOut(itt=1, data=b"abcdef").encode())
+    assert frame.sunk
+    assert bytes(target[4:10]) == b"abcdef"
+
+
+def test_extended_cdb_ahs() -> None:
+    extra = bytes(range(16))
+    ahs = (len(extra) + 1).to_bytes(2, "big") + bytes([1, 0]) + extra
+    cmd = P.ScsiCommand(cdb16=bytes(16), ahs=ahs)
+    back = P.decode(cmd.encode())
+    assert isinstance(back, P.ScsiCommand)
+    cdb, bidi = back.parse_ahs()
+    assert len(cdb) == 32 and cdb[16:] == extra and bidi is None
+    bad = P.ScsiCommand(ahs=bytes([0, 9, 1, 0]))
+    with pytest.raises(P.PduError):
+        P.decode(bad.encode()).parse_ahs()  # type: ignore[attr-defined]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=0, max_size=400))
+def test_reader_never_raises_anything_but_framing_errors(blob: bytes) -> None:
+    reader = PduReader(max_data_segment_length=256, header_digest=bool(blob[:1] and blob[0] & 1))
+    try:
+        for frame in reader.feed(blob):
+            if frame.pdu is not None and isinstance(frame.pdu, P.ScsiCommand):
+                try:
+                    frame.pdu.parse_ahs()
+                except P.PduError:
+                    pass
+    except FramingError:
+        pass
