@@ -1,0 +1,90 @@
+"""One logical unit (SAM-5 LU) of a target: its LUN, the backing store, and how it presents itself.
+
+Backends: ``file`` (a regular file, created sparse at ``size`` if missing), ``block`` (a block device),
+``memory`` (RAM, lost on exit; ``size`` required). ``vendor``/``product``/``revision`` override the
+INQUIRY T10 strings (SPC-5 6.7.2: 8, 16 and 4 ASCII characters); ``serial`` overrides VPD page 0x80.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from cistern.config.errors import ConfigValueError
+from cistern.config.fields import PathField, SizeBytes
+from cistern.config.sizes import human_size
+
+MAX_LUN = 16383  # single-level LUN, peripheral/flat addressing (SAM-5 4.7)
+Backend = Literal["file", "memory", "block"]
+
+
+def _ascii_field(value: str | None, what: str, max_len: int, *, spaces: bool) -> str | None:
+    if value is None:
+        return None
+    low = 0x20 if spaces else 0x21
+    if not value or len(value) > max_len or any(not low <= ord(ch) <= 0x7E for ch in value):
+        kind = "printable ASCII" if spaces else "printable ASCII without spaces"
+        raise ConfigValueError(f"{value!r}: {what} must be 1..{max_len} characters of {kind}")
+    return value
+
+
+class LunConfig(BaseModel):
+    """A LUN and its backing store."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    lun: Annotated[int, Field(ge=0, le=MAX_LUN)]
+    backend: Backend
+    path: PathField | None = None
+    size: SizeBytes | None = None
+    block_size: Literal[512, 4096] = 512
+    read_only: bool = False
+    thin: bool = False
+    removable: bool = False
+    serial: str | None = None
+    vendor: str | None = None
+    product: str | None = None
+    revision: str | None = None
+
+    @field_validator("serial")
+    @classmethod
+    def _serial(cls, value: str | None) -> str | None:
+        return _ascii_field(value, "serial", 64, spaces=False)
+
+    @field_validator("vendor")
+    @classmethod
+    def _vendor(cls, value: str | None) -> str | None:
+        return _ascii_field(value, "vendor", 8, spaces=True)
+
+    @field_validator("product")
+    @classmethod
+    def _product(cls, value: str | None) -> str | None:
+        return _ascii_field(value, "product", 16, spaces=True)
+
+    @field_validator("revision")
+    @classmethod
+    def _revision(cls, value: str | None) -> str | None:
+        return _ascii_field(value, "revision", 4, spaces=True)
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> LunConfig:
+        if self.backend == "memory":
+            if self.path is not None:
+                raise ConfigValueError("a memory LUN has no path", at=("path",))
+            if self.size is None:
+                raise ConfigValueError("a memory LUN needs a size", at=("size",))
+        elif self.path is None:
+            raise ConfigValueError(f"a {self.backend} LUN needs a path", at=("path",))
+        if self.size is not None:
+            if self.size < self.block_size:
+                raise ConfigValueError(
+                    f"{self.size} bytes is smaller than one {self.block_size}-byte block", at=("size",)
+                )
+            if self.size % self.block_size:
+                raise ConfigValueError(
+                    f"{self.size} bytes ({human_size(self.size)}) is not a multiple of block_size "
+                    f"{self.block_size}",
+                    at=("size",),
+                )
+        return self

@@ -1,0 +1,173 @@
+"""The declarative configuration: an object tree shaped like rtslib's (root -> target -> portal group ->
+portals/ACL/LUNs), validated by pydantic, read from TOML, written back with :func:`save_config`.
+
+    Config
+      log_level, portals (default for targets), discovery_auth
+      targets: [TargetConfig]  name, alias, portals, tpgt, acl | open, auth, params, luns: [LunConfig]
+
+This module is the public face of :mod:`cistern.config`; the node classes live in their own files.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cistern.config.auth import AuthConfig, ChapConfig
+from cistern.config.checks import check_paths as _check_paths
+from cistern.config.errors import ConfigError, ConfigIssue, ConfigValueError
+from cistern.config.errors import issues_from_validation_error as _issues
+from cistern.config.fields import PortalField
+from cistern.config.lun import LunConfig
+from cistern.config.params import ParamsConfig
+from cistern.config.portals import Portal
+from cistern.config.target import DEFAULT_PORTAL, TargetConfig
+from cistern.config.toml_writer import dumps as toml_dumps
+
+__all__ = [
+    "DEFAULT_PORTAL",
+    "AuthConfig",
+    "ChapConfig",
+    "Config",
+    "ConfigError",
+    "ConfigIssue",
+    "LunConfig",
+    "ParamsConfig",
+    "Portal",
+    "TargetConfig",
+    "load_config",
+    "parse_config",
+    "save_config",
+]
+
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+
+class Config(BaseModel):
+    """The root. ``portals`` here is the default for targets that do not list their own."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    log_level: LogLevel = "info"
+    portals: list[PortalField] | None = None
+    discovery_auth: AuthConfig | None = None
+    targets: list[TargetConfig] = Field(default_factory=list)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("portals")
+    @classmethod
+    def _portals(cls, value: list[Portal] | None) -> list[Portal] | None:
+        if value is not None and not value:
+            raise ConfigValueError("leave portals out rather than empty")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        names: dict[str, int] = {}
+        paths: dict[Path, tuple[int, int]] = {}
+        for t_index, target in enumerate(self.targets):
+            if target.name in names:
+                raise ConfigValueError(
+                    f"{target.name!r} is already the name of targets[{names[target.name]}]",
+                    at=("targets", t_index, "name"),
+                )
+            names[target.name] = t_index
+            if self.portals and "portals" not in target.model_fields_set:
+                target.portals = list(self.portals)
+            for l_index, lun in enumerate(target.luns):
+                if lun.path is None:
+                    continue
+                key = Path(os.path.abspath(lun.path))
+                if key in paths:
+                    t0, l0 = paths[key]
+                    raise ConfigValueError(
+                        f"{str(lun.path)!r} already backs targets[{t0}].luns[{l0}]",
+                        at=("targets", t_index, "luns", l_index, "path"),
+                    )
+                paths[key] = (t_index, l_index)
+        return self
+
+    def target(self, name: str) -> TargetConfig | None:
+        """The target called ``name`` (any case for iqn.), or None."""
+        wanted = name.lower()
+        return next((t for t in self.targets if t.name.lower() == wanted), None)
+
+    def dump(self) -> dict[str, Any]:
+        """A plain dict in the TOML shape (sizes as ``"1G"``, portals as ``"HOST:PORT"``); None left out."""
+        return _prune(self.model_dump(mode="json", exclude_none=True))
+
+
+def _prune(value: Any) -> Any:
+    """Drop empty tables and empty arrays, which say nothing in TOML."""
+    if isinstance(value, dict):
+        out = {k: _prune(v) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v not in ({}, [])}
+    if isinstance(value, list):
+        return [_prune(v) for v in value]
+    return value
+
+
+def parse_config(
+    data: Mapping[str, Any], *, base_dir: str | Path | None = None, check_paths: bool = False
+) -> Config:
+    """Validate an already-parsed mapping. Relative LUN paths are taken from ``base_dir`` if given."""
+    context = {"base_dir": Path(base_dir)} if base_dir is not None else None
+    try:
+        config = Config.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise ConfigError(_issues(exc, Config)) from None
+    if check_paths:
+        issues = _check_paths(config)
+        if issues:
+            raise ConfigError(issues)
+    return config
+
+
+def load_config(path: str | Path, *, check_paths: bool = True) -> Config:
+    """Read and validate a TOML config; raises :class:`ConfigError` naming each bad path and value.
+
+    ``check_paths`` also checks the backing files/devices on this host (see :mod:`cistern.config.checks`).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {str(path)!r}: {exc.strerror}", source=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{str(path)!r} is not UTF-8 text: {exc.reason}", source=str(path)) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", source=str(path)) from None
+    try:
+        return parse_config(data, base_dir=path.resolve().parent, check_paths=check_paths)
+    except ConfigError as exc:
+        exc.source = str(path)
+        raise
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write ``config`` as TOML, atomically, readable by the owner only (it may hold CHAP secrets)."""
+    path = Path(path)
+    text = "# cistern configuration (written by cistern)\n" + toml_dumps(config.dump())
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

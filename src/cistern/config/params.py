@@ -1,0 +1,92 @@
+"""Operational parameter overrides (RFC 7143 section 13): what the target offers or accepts in login.
+
+Every field is optional; ``None`` leaves the implementation's default. Field names are the RFC key names
+in snake case (MaxRecvDataSegmentLength -> ``max_recv_data_segment_length``). :meth:`ParamsConfig.text_keys`
+gives the RFC spelling and text values.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from cistern.config.errors import ConfigValueError
+
+Digest = Literal["CRC32C", "None"]
+SegmentLength = Annotated[int, Field(ge=512, le=2**24 - 1)]
+
+#: snake_case field -> RFC 7143 key name
+RFC_KEY_NAMES: dict[str, str] = {
+    "max_recv_data_segment_length": "MaxRecvDataSegmentLength",
+    "max_burst_length": "MaxBurstLength",
+    "first_burst_length": "FirstBurstLength",
+    "initial_r2t": "InitialR2T",
+    "immediate_data": "ImmediateData",
+    "max_outstanding_r2t": "MaxOutstandingR2T",
+    "max_connections": "MaxConnections",
+    "default_time2wait": "DefaultTime2Wait",
+    "default_time2retain": "DefaultTime2Retain",
+    "data_pdu_in_order": "DataPDUInOrder",
+    "data_sequence_in_order": "DataSequenceInOrder",
+    "error_recovery_level": "ErrorRecoveryLevel",
+    "header_digest": "HeaderDigest",
+    "data_digest": "DataDigest",
+}
+
+
+class ParamsConfig(BaseModel):
+    """Login key overrides for one target. Digest lists are in preference order."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    max_recv_data_segment_length: SegmentLength | None = None
+    max_burst_length: SegmentLength | None = None
+    first_burst_length: SegmentLength | None = None
+    initial_r2t: bool | None = None
+    immediate_data: bool | None = None
+    max_outstanding_r2t: Annotated[int, Field(ge=1, le=65535)] | None = None
+    max_connections: Annotated[int, Field(ge=1, le=65535)] | None = None
+    default_time2wait: Annotated[int, Field(ge=0, le=3600)] | None = None
+    default_time2retain: Annotated[int, Field(ge=0, le=3600)] | None = None
+    data_pdu_in_order: bool | None = None
+    data_sequence_in_order: bool | None = None
+    error_recovery_level: Annotated[int, Field(ge=0, le=2)] | None = None
+    header_digest: list[Digest] | None = None
+    data_digest: list[Digest] | None = None
+
+    @field_validator("header_digest", "data_digest")
+    @classmethod
+    def _digest_list(cls, value: list[Digest] | None) -> list[Digest] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ConfigValueError('must list at least one of "CRC32C", "None"')
+        if len(set(value)) != len(value):
+            raise ConfigValueError(f"{value!r} lists a digest twice")
+        return value
+
+    @model_validator(mode="after")
+    def _burst_order(self) -> ParamsConfig:
+        first, burst = self.first_burst_length, self.max_burst_length
+        if first is not None and burst is not None and first > burst:
+            raise ConfigValueError(
+                f"{first} exceeds max_burst_length {burst} (RFC 7143 section 13.14)",
+                at=("first_burst_length",),
+            )
+        return self
+
+    def text_keys(self) -> dict[str, str]:
+        """The overrides as RFC 7143 text keys: ``{"InitialR2T": "No", "HeaderDigest": "CRC32C,None"}``."""
+        keys: dict[str, str] = {}
+        for field, key in RFC_KEY_NAMES.items():
+            value = getattr(self, field)
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                keys[key] = "Yes" if value else "No"
+            elif isinstance(value, list):
+                keys[key] = ",".join(value)
+            else:
+                keys[key] = str(value)
+        return keys

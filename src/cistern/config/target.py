@@ -1,0 +1,93 @@
+"""One iSCSI target node (RFC 7143 section 4.2.7) with one target portal group: portals, access, LUNs.
+
+Access is explicit: either ``acl`` lists the initiator names allowed to log in, or ``open = true`` admits
+any initiator. Exactly one of the two; a target with neither would refuse everyone.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from cistern.config.auth import AuthConfig
+from cistern.config.errors import ConfigValueError
+from cistern.config.fields import IscsiName, PortalField
+from cistern.config.lun import LunConfig
+from cistern.config.params import ParamsConfig
+from cistern.config.portals import Portal
+
+DEFAULT_PORTAL = Portal("127.0.0.1", 3260)
+MAX_ALIAS_BYTES = 255
+
+
+class TargetConfig(BaseModel):
+    """A target: its name, where it listens (one portal group, tag ``tpgt``), who may log in, its LUNs."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: IscsiName
+    alias: str | None = None
+    portals: list[PortalField] = Field(default_factory=lambda: [DEFAULT_PORTAL])
+    tpgt: Annotated[int, Field(ge=1, le=65535)] = 1
+    acl: list[IscsiName] = Field(default_factory=list)
+    open: bool = False
+    auth: AuthConfig | None = None
+    params: ParamsConfig = Field(default_factory=ParamsConfig)
+    luns: list[LunConfig] = Field(default_factory=list)
+
+    @field_validator("alias")
+    @classmethod
+    def _alias(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value or len(value.encode("utf-8")) > MAX_ALIAS_BYTES or any(ord(ch) < 0x20 for ch in value):
+            raise ConfigValueError(
+                f"{value!r}: alias must be 1..{MAX_ALIAS_BYTES} bytes without control characters"
+            )
+        return value
+
+    @field_validator("portals")
+    @classmethod
+    def _portals(cls, value: list[Portal]) -> list[Portal]:
+        if not value:
+            raise ConfigValueError("a target needs at least one portal")
+        _no_duplicates([str(p) for p in value], "portal")
+        return value
+
+    @field_validator("acl")
+    @classmethod
+    def _acl(cls, value: list[str]) -> list[str]:
+        _no_duplicates(value, "initiator")
+        return value
+
+    @model_validator(mode="after")
+    def _access_and_luns(self) -> TargetConfig:
+        if self.open and self.acl:
+            raise ConfigValueError(
+                "open = true admits every initiator; remove acl or set open = false", at=("open",)
+            )
+        if not self.open and not self.acl:
+            raise ConfigValueError(
+                "no initiator may log in: list initiator names in acl, or set open = true", at=("acl",)
+            )
+        seen: dict[int, int] = {}
+        for index, lun in enumerate(self.luns):
+            if lun.lun in seen:
+                raise ConfigValueError(
+                    f"LUN {lun.lun} is already used by luns[{seen[lun.lun]}]", at=("luns", index, "lun")
+                )
+            seen[lun.lun] = index
+        return self
+
+    @property
+    def chap(self) -> bool:
+        return self.auth is not None and self.auth.chap is not None
+
+
+def _no_duplicates(values: list[str], what: str) -> None:
+    seen: dict[str, int] = {}
+    for index, value in enumerate(values):
+        if value in seen:
+            raise ConfigValueError(f"{what} {value!r} is listed twice (also at [{seen[value]}])", at=(index,))
+        seen[value] = index
