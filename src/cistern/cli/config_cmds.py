@@ -1,0 +1,96 @@
+"""``cistern config check FILE`` (validate and summarize) and ``cistern config example``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from cistern.cli.output import config_error_exit
+from cistern.config.example import EXAMPLE_TOML
+from cistern.config.model import Config, ConfigError, TargetConfig, load_config
+from cistern.config.sizes import human_size
+
+
+def _access(target: TargetConfig) -> str:
+    if target.open:
+        return "open"
+    return "\n".join(target.acl)
+
+
+def _auth(target: TargetConfig) -> str:
+    if target.auth is None or target.auth.chap is None:
+        return "none"
+    chap = target.auth.chap
+    kind = (
+        f"mutual CHAP ({chap.username} / {chap.mutual_username})"
+        if chap.mutual
+        else f"CHAP ({chap.username})"
+    )
+    return f"{kind}\n{', '.join(target.auth.chap_algorithms)}"
+
+
+def _flags(target: TargetConfig, index: int) -> str:
+    lun = target.luns[index]
+    flags = [name for name in ("read_only", "thin", "removable") if getattr(lun, name)]
+    return ", ".join(flags) or "-"
+
+
+def summary_tables(config: Config) -> list[Table]:
+    """Rich tables describing ``config``: targets, then LUNs."""
+    targets = Table(title="Targets", show_lines=True)
+    for column in ("Target", "Portals (TPGT)", "Access", "Auth", "LUNs"):
+        targets.add_column(column, overflow="fold")
+    for target in config.targets:
+        name = target.name + (f"\n({target.alias})" if target.alias else "")
+        portals = "\n".join(str(p) for p in target.portals) + f"\n(tpgt {target.tpgt})"
+        targets.add_row(name, portals, _access(target), _auth(target), str(len(target.luns)))
+    luns = Table(title="LUNs")
+    for column in ("Target", "LUN", "Backend", "Size", "Block", "Path", "Flags"):
+        luns.add_column(column, overflow="fold")
+    for target in config.targets:
+        for index, lun in enumerate(target.luns):
+            size = human_size(lun.size) if lun.size is not None else "(device/file)"
+            path = str(lun.path) if lun.path is not None else "-"
+            luns.add_row(
+                target.name, str(lun.lun), lun.backend, size, str(lun.block_size), path, _flags(target, index)
+            )
+    return [targets, luns]
+
+
+@click.group("config")
+def config_group() -> None:
+    """Check and write cistern configuration files."""
+
+
+@config_group.command("check")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--no-path-checks",
+    is_flag=True,
+    help="Skip checks of backing files/devices (for a config meant for another host).",
+)
+@click.pass_context
+def check(ctx: click.Context, file: Path, no_path_checks: bool) -> None:
+    """Validate FILE and print a summary of its targets and LUNs."""
+    try:
+        config = load_config(file, check_paths=not no_path_checks)
+    except ConfigError as exc:
+        config_error_exit(ctx, exc, file)
+        return
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    if config.targets:
+        for table in summary_tables(config):
+            console.print(table)
+    n_luns = sum(len(t.luns) for t in config.targets)
+    click.echo(f"OK: {file} is valid ({len(config.targets)} target(s), {n_luns} LUN(s))")
+
+
+@config_group.command("example")
+def example() -> None:
+    """Print an annotated example configuration (TOML)."""
+    click.echo(EXAMPLE_TOML, nl=False)

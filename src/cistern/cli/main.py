@@ -1,0 +1,64 @@
+"""The ``cistern`` command: a click group holding the target-side commands (demo, serve, config) and,
+when :mod:`cistern.cli.initiator_cmds` exists, the initiator commands it registers.
+
+Contract for that module: ``def register(group: click.Group) -> None`` adds its commands to the group.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass
+
+import click
+
+from cistern import __version__
+from cistern.cli.config_cmds import config_group
+from cistern.cli.server_cmds import demo, serve
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CliState:
+    """What the group passes to its commands (``ctx.obj``)."""
+
+    verbose: int = 0
+
+
+@click.group("cistern", context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="cistern")
+@click.option("-v", "--verbose", count=True, help="More logging: -v for info, -vv for debug.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
+    """cistern: an iSCSI target, initiator and storage system in Python."""
+    ctx.obj = CliState(verbose=verbose)
+
+
+cli.add_command(demo)
+cli.add_command(serve)
+cli.add_command(config_group)
+
+
+def register_optional(group: click.Group, module_name: str = "cistern.cli.initiator_cmds") -> bool:
+    """Let ``module_name`` add its commands; a missing module is fine, a broken one is reported."""
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            return False
+        log.warning("%s is not available: %s", module_name, exc)
+        return False
+    except ImportError as exc:
+        log.warning("%s is not available: %s", module_name, exc)
+        return False
+    module.register(group)
+    return True
+
+
+register_optional(cli)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="cistern")

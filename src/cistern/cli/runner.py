@@ -1,0 +1,82 @@
+"""Running the target server from the command line: an event loop (uvloop when installed), SIGINT/SIGTERM
+handlers that cancel the serve task, and a clean return once the server has shut down.
+
+The server is :func:`cistern.target.server.serve` ``(config, *, on_ready) -> None``: it runs until
+cancelled, then logs sessions out and flushes. A second signal cancels again, interrupting a slow shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from cistern.config.model import Config
+
+log = logging.getLogger(__name__)
+
+BoundAddresses = list[tuple[str, int]]
+OnReady = Callable[[BoundAddresses], None]
+
+
+class ServeFn(Protocol):
+    def __call__(self, config: Config, *, on_ready: OnReady | None = None) -> Awaitable[None]: ...
+
+
+def load_serve() -> ServeFn:
+    """The server entry point, imported late so the CLI works while the target package is incomplete."""
+    from cistern.target.server import serve
+
+    return serve
+
+
+async def serve_until_signalled(config: Config, serve: ServeFn, on_ready: OnReady | None = None) -> None:
+    """Run ``serve`` until SIGINT or SIGTERM, then cancel it and wait for its clean shutdown."""
+    loop = asyncio.get_running_loop()
+    task: asyncio.Future[None] = asyncio.ensure_future(serve(config, on_ready=on_ready))
+    received = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal received
+        received += 1
+        name = signal.Signals(signum).name
+        if received == 1:
+            log.warning("%s received: shutting down (send again to stop at once)", name)
+        else:
+            log.warning("%s received again: stopping now", name)
+        task.cancel()
+
+    installed: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, on_signal, signum)
+            installed.append(signum)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
+            log.debug("cannot install a handler for %s", signal.Signals(signum).name)
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if not task.cancelled() or (current is not None and current.cancelling()):
+            raise  # we were cancelled ourselves, not by a signal
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], Any] = uvloop.new_event_loop
+    return factory
+
+
+def run_server(config: Config, on_ready: OnReady | None = None, serve: ServeFn | None = None) -> None:
+    """Serve ``config`` until a signal arrives; blocks. Uses uvloop when it is installed."""
+    serve_fn = serve if serve is not None else load_serve()
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(serve_until_signalled(config, serve_fn, on_ready))
