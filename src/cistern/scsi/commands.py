@@ -1,0 +1,172 @@
+"""The command table: every supported operation code, its CDB USAGE DATA, and its handler.
+
+The CDB USAGE DATA (SPC-4 6.35, REPORT SUPPORTED OPERATION CODES) doubles as the reserved-bit mask:
+any CDB bit the usage data does not mark as examined is rejected with INVALID FIELD IN CDB and a field
+pointer to it.  This keeps what we report and what we enforce identical by construction.
+REPORT SUPPORTED OPERATION CODES itself lives here because it reads the table.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from . import inquiry, mode, sbc, spc
+from .lu import LogicalUnit
+from .sense import invalid_field
+from .task import ScsiResult, ScsiTask
+
+Handler = Callable[[object, LogicalUnit, ScsiTask, bytes], Awaitable[ScsiResult]]
+
+SERVICE_ACTION_IN_16 = 0x9E
+MAINTENANCE_IN = 0xA3
+SA_READ_CAPACITY_16 = 0x10
+SA_GET_LBA_STATUS = 0x12
+SA_REPORT_SUPPORTED_OPCODES = 0x0C
+
+NOMINAL_TIMEOUT = 30  # seconds, for the command timeouts descriptor
+RECOMMENDED_TIMEOUT = 60
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    opcode: int
+    service_action: int | None
+    name: str
+    usage: bytes
+    handler: Handler
+    ua_exempt: bool = False  # INQUIRY, REPORT LUNS, REQUEST SENSE (SPC-4 5.12 / SAM-5 5.14)
+    needs_medium: bool = True
+    writes: bool = False
+    thin_only: bool = False
+    inv_mask: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        full = (1 << (8 * len(self.usage))) - 1
+        object.__setattr__(self, "inv_mask", full & ~int.from_bytes(self.usage, "big"))
+
+    @property
+    def cdb_length(self) -> int:
+        return len(self.usage)
+
+    def available(self, lu: LogicalUnit) -> bool:
+        return lu.thin or not self.thin_only
+
+
+def _u(*b: int) -> bytes:
+    return bytes(b)
+
+
+F4 = (0xFF,) * 4
+F8 = (0xFF,) * 8
+
+
+async def report_supported_opcodes(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+    """REPORT SUPPORTED OPERATION CODES (SPC-4 6.35), reporting options 000b-011b, RCTD."""
+    rctd = bool(cdb[2] & 0x80)
+    option = cdb[2] & 0x07
+    req_op = cdb[3]
+    (req_sa,) = struct.unpack_from(">H", cdb, 4)
+    (alloc,) = struct.unpack_from(">I", cdb, 6)
+    timeouts = struct.pack(">HxBII", 0x0A, 0, NOMINAL_TIMEOUT, RECOMMENDED_TIMEOUT) if rctd else b""
+    specs = [s for s in COMMANDS if s.available(lu)]
+    if option == 0:
+        body = bytearray()
+        for s in specs:
+            flags = (0x02 if rctd else 0) | (0x01 if s.service_action is not None else 0)
+            body += struct.pack(">BxHxBH", s.opcode, s.service_action or 0, flags, s.cdb_length) + timeouts
+        data = struct.pack(">I", len(body)) + bytes(body)
+    elif option in (1, 2, 3):
+        with_sa = [s for s in specs if s.opcode == req_op and s.service_action is not None]
+        match: CommandSpec | None = None
+        if option == 1:
+            if with_sa:
+                raise invalid_field(2)
+            match = next((s for s in specs if s.opcode == req_op), None)
+        elif option == 2:
+            if not with_sa and any(s.opcode == req_op for s in specs):
+                raise invalid_field(2)
+            match = next((s for s in with_sa if s.service_action == req_sa), None)
+        else:
+            match = next(
+                (s for s in specs if s.opcode == req_op and s.service_action in (None, req_sa)), None
+            )
+        if match is None:
+            data = bytes((0, 0x01, 0, 0))  # SUPPORT 001b: not supported
+        else:
+            data = (
+                struct.pack(">xBH", (0x80 if rctd else 0) | 0x03, match.cdb_length) + match.usage + timeouts
+            )
+    else:
+        raise invalid_field(2, 2)
+    return ScsiResult(data_in=data[:alloc], transfer_length=alloc)
+
+
+# fmt: off
+COMMANDS: tuple[CommandSpec, ...] = (
+    CommandSpec(0x00, None, "TEST UNIT READY", _u(0x00, 0, 0, 0, 0, 0), spc.test_unit_ready),
+    CommandSpec(0x03, None, "REQUEST SENSE", _u(0x03, 0x01, 0, 0, 0xFF, 0), spc.request_sense,  # type: ignore[arg-type]
+                ua_exempt=True, needs_medium=False),
+    CommandSpec(0x08, None, "READ(6)", _u(0x08, 0x1F, 0xFF, 0xFF, 0xFF, 0), sbc.read6),
+    CommandSpec(0x0A, None, "WRITE(6)", _u(0x0A, 0x1F, 0xFF, 0xFF, 0xFF, 0), sbc.write6, writes=True),
+    CommandSpec(0x12, None, "INQUIRY", _u(0x12, 0x01, 0xFF, 0xFF, 0xFF, 0), inquiry.inquiry,  # type: ignore[arg-type]
+                ua_exempt=True, needs_medium=False),
+    CommandSpec(0x15, None, "MODE SELECT(6)", _u(0x15, 0x11, 0, 0, 0xFF, 0), mode.mode_select6, needs_medium=False),
+    CommandSpec(0x1A, None, "MODE SENSE(6)", _u(0x1A, 0x08, 0xFF, 0xFF, 0xFF, 0), mode.mode_sense6, needs_medium=False),
+    CommandSpec(0x1B, None, "START STOP UNIT", _u(0x1B, 0x01, 0, 0, 0x07, 0), sbc.start_stop_unit, needs_medium=False),
+    CommandSpec(0x1E, None, "PREVENT ALLOW MEDIUM REMOVAL", _u(0x1E, 0, 0, 0, 0x03, 0), sbc.prevent_allow,
+                needs_medium=False),
+    CommandSpec(0x25, None, "READ CAPACITY(10)", _u(0x25, 0, *F4, 0, 0, 0x01, 0), sbc.read_capacity10),
+    CommandSpec(0x28, None, "READ(10)", _u(0x28, 0x1E, *F4, 0x1F, 0xFF, 0xFF, 0), sbc.read10),
+    CommandSpec(0x2A, None, "WRITE(10)", _u(0x2A, 0x1A, *F4, 0x1F, 0xFF, 0xFF, 0), sbc.write10, writes=True),
+    CommandSpec(0x2E, None, "WRITE AND VERIFY(10)", _u(0x2E, 0x12, *F4, 0x1F, 0xFF, 0xFF, 0), sbc.write_verify10,
+                writes=True),
+    CommandSpec(0x2F, None, "VERIFY(10)", _u(0x2F, 0x16, *F4, 0x1F, 0xFF, 0xFF, 0), sbc.verify10),
+    CommandSpec(0x34, None, "PRE-FETCH(10)", _u(0x34, 0x02, *F4, 0x1F, 0xFF, 0xFF, 0), sbc.prefetch10),
+    CommandSpec(0x35, None, "SYNCHRONIZE CACHE(10)", _u(0x35, 0x06, *F4, 0x1F, 0xFF, 0xFF, 0), sbc.sync_cache10),
+    CommandSpec(0x41, None, "WRITE SAME(10)", _u(0x41, 0x08, *F4, 0x1F, 0xFF, 0xFF, 0), sbc.write_same10, writes=True),
+    CommandSpec(0x42, None, "UNMAP", _u(0x42, 0, 0, 0, 0, 0, 0x1F, 0xFF, 0xFF, 0), sbc.unmap, writes=True,
+                thin_only=True),
+    CommandSpec(0x55, None, "MODE SELECT(10)", _u(0x55, 0x11, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0), mode.mode_select10,
+                needs_medium=False),
+    CommandSpec(0x5A, None, "MODE SENSE(10)", _u(0x5A, 0x18, 0xFF, 0xFF, 0, 0, 0, 0xFF, 0xFF, 0), mode.mode_sense10,
+                needs_medium=False),
+    CommandSpec(0x88, None, "READ(16)", _u(0x88, 0x1E, *F8, *F4, 0x1F, 0), sbc.read16),
+    CommandSpec(0x8A, None, "WRITE(16)", _u(0x8A, 0x1A, *F8, *F4, 0x1F, 0), sbc.write16, writes=True),
+    CommandSpec(0x8E, None, "WRITE AND VERIFY(16)", _u(0x8E, 0x12, *F8, *F4, 0x1F, 0), sbc.write_verify16,
+                writes=True),
+    CommandSpec(0x8F, None, "VERIFY(16)", _u(0x8F, 0x16, *F8, *F4, 0x1F, 0), sbc.verify16),
+    CommandSpec(0x90, None, "PRE-FETCH(16)", _u(0x90, 0x02, *F8, *F4, 0x1F, 0), sbc.prefetch16),
+    CommandSpec(0x91, None, "SYNCHRONIZE CACHE(16)", _u(0x91, 0x06, *F8, *F4, 0x1F, 0), sbc.sync_cache16),
+    CommandSpec(0x93, None, "WRITE SAME(16)", _u(0x93, 0x09, *F8, *F4, 0x1F, 0), sbc.write_same16, writes=True),
+    CommandSpec(0x9E, SA_READ_CAPACITY_16, "READ CAPACITY(16)", _u(0x9E, 0x1F, *F8, *F4, 0x01, 0),
+                sbc.read_capacity16),
+    CommandSpec(0x9E, SA_GET_LBA_STATUS, "GET LBA STATUS", _u(0x9E, 0x1F, *F8, *F4, 0, 0), sbc.get_lba_status,
+                thin_only=True),
+    CommandSpec(0xA0, None, "REPORT LUNS", _u(0xA0, 0, 0xFF, 0, 0, 0, *F4, 0, 0), spc.report_luns,  # type: ignore[arg-type]
+                ua_exempt=True, needs_medium=False),
+    CommandSpec(0xA3, SA_REPORT_SUPPORTED_OPCODES, "REPORT SUPPORTED OPERATION CODES",
+                _u(0xA3, 0x1F, 0x87, 0xFF, 0xFF, 0xFF, *F4, 0, 0), report_supported_opcodes, needs_medium=False),
+    CommandSpec(0xA8, None, "READ(12)", _u(0xA8, 0x1E, *F4, *F4, 0x1F, 0), sbc.read12),
+    CommandSpec(0xAA, None, "WRITE(12)", _u(0xAA, 0x1A, *F4, *F4, 0x1F, 0), sbc.write12, writes=True),
+    CommandSpec(0xAE, None, "WRITE AND VERIFY(12)", _u(0xAE, 0x12, *F4, *F4, 0x1F, 0), sbc.write_verify12,
+                writes=True),
+    CommandSpec(0xAF, None, "VERIFY(12)", _u(0xAF, 0x16, *F4, *F4, 0x1F, 0), sbc.verify12),
+)
+# fmt: on
+
+
+def build_tables() -> tuple[list[CommandSpec | None], dict[tuple[int, int], CommandSpec]]:
+    """(by opcode for commands without service action, by (opcode, SA) for the rest)."""
+    by_op: list[CommandSpec | None] = [None] * 256
+    by_sa: dict[tuple[int, int], CommandSpec] = {}
+    for s in COMMANDS:
+        if s.service_action is None:
+            by_op[s.opcode] = s
+        else:
+            by_sa[(s.opcode, s.service_action)] = s
+    return by_op, by_sa
+
+
+SA_OPCODES = frozenset(s.opcode for s in COMMANDS if s.service_action is not None)

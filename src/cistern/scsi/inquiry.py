@@ -1,0 +1,116 @@
+"""INQUIRY (SPC-4 6.6) and the vital product data pages (SPC-4 7.8, SBC-3 6.6).
+
+Standard data claims SPC-4 (VERSION 0x06), HiSup, CmdQue, with version descriptors SAM-5, iSCSI, SPC-4,
+SBC-3.  VPD pages: 0x00 supported pages, 0x80 unit serial number, 0x83 device identification (NAA
+logical unit designator, T10 vendor ID, relative target port, target port group, SCSI name strings of
+the target port and target device), 0xB0 block limits, 0xB1 block device characteristics and, on thin
+LUs, 0xB2 logical block provisioning.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from .lu import MAX_UNMAP_BLOCKS, MAX_UNMAP_DESCRIPTORS, MAX_WRITE_SAME_BLOCKS, LogicalUnit
+from .sense import invalid_field
+from .task import ITNexus, ScsiResult
+
+VERSION_DESCRIPTORS = (0x00A0, 0x0960, 0x0460, 0x04C0)  # SAM-5, iSCSI, SPC-4, SBC-3
+PQ_NOT_CONNECTED = 0x7F  # peripheral qualifier 3, device type 0x1F (SPC-4 6.6.2)
+
+_INQ_CDB = struct.Struct(">BBH")  # byte 1 (EVPD), PAGE CODE, ALLOCATION LENGTH
+_BLOCK_LIMITS = struct.Struct(">BBHIIIIIII Q")
+
+
+def standard_inquiry(lu: LogicalUnit | None) -> bytes:
+    if lu is None:
+        return bytes((PQ_NOT_CONNECTED, 0, 0x06, 0x12, 31)) + bytes(31)
+    data = bytearray(96)
+    data[0] = 0x00
+    data[1] = 0x80 if lu.removable else 0x00
+    data[2] = 0x06  # SPC-4
+    data[3] = 0x12  # HISUP, RESPONSE DATA FORMAT 2
+    data[4] = len(data) - 5
+    data[7] = 0x02  # CMDQUE
+    data[8:16] = lu.vendor
+    data[16:32] = lu.product
+    data[32:36] = lu.revision
+    for i, desc in enumerate(VERSION_DESCRIPTORS):
+        struct.pack_into(">H", data, 58 + 2 * i, desc)
+    return bytes(data)
+
+
+def _page(code: int, body: bytes) -> bytes:
+    return struct.pack(">BBH", 0x00, code, len(body)) + body
+
+
+def _designator(proto_codeset: int, piv_assoc_type: int, value: bytes) -> bytes:
+    return bytes((proto_codeset, piv_assoc_type, 0, len(value))) + value
+
+
+def _name_string(name: str) -> bytes:
+    raw = name.encode("utf-8") + b"\0"
+    return raw + bytes(-len(raw) % 4)
+
+
+def supported_pages(lu: LogicalUnit) -> list[int]:
+    pages = [0x00, 0x80, 0x83, 0xB0, 0xB1]
+    if lu.thin:
+        pages.append(0xB2)
+    return pages
+
+
+def vpd_page(lu: LogicalUnit, code: int, nexus: ITNexus) -> bytes | None:
+    if code == 0x00:
+        return _page(0x00, bytes(supported_pages(lu)))
+    if code == 0x80:
+        return _page(0x80, lu.serial.encode("ascii", "replace"))
+    if code == 0x83:
+        naa_type = 0x03  # association: logical unit, designator type NAA
+        body = _designator(0x01, naa_type, lu.naa_id)
+        body += _designator(0x02, 0x01, lu.vendor + lu.serial.encode("ascii", "replace"))
+        body += _designator(0x51, 0x94, struct.pack(">HH", 0, nexus.relative_port))
+        body += _designator(0x51, 0x95, struct.pack(">HH", 0, nexus.tpgt))
+        body += _designator(0x53, 0x98, _name_string(nexus.target_port))
+        body += _designator(0x53, 0xA8, _name_string(nexus.target_name))
+        return _page(0x83, body)
+    if code == 0xB0:
+        thin = lu.thin
+        body = _BLOCK_LIMITS.pack(
+            0x01,  # WSNZ: WRITE SAME with zero blocks is rejected
+            0,  # MAXIMUM COMPARE AND WRITE LENGTH
+            1,  # OPTIMAL TRANSFER LENGTH GRANULARITY
+            lu.max_transfer_blocks,  # MAXIMUM TRANSFER LENGTH
+            lu.max_transfer_blocks,  # OPTIMAL TRANSFER LENGTH
+            0,  # MAXIMUM PREFETCH LENGTH (0: no limit reported)
+            MAX_UNMAP_BLOCKS if thin else 0,
+            MAX_UNMAP_DESCRIPTORS if thin else 0,
+            1 if thin else 0,  # OPTIMAL UNMAP GRANULARITY
+            0,  # UGAVALID / UNMAP GRANULARITY ALIGNMENT
+            MAX_WRITE_SAME_BLOCKS,
+        )
+        return _page(0xB0, body + bytes(0x3C - len(body)))
+    if code == 0xB1:
+        body = struct.pack(">HBB", 0x0001, 0, 0)  # MEDIUM ROTATION RATE 1: non-rotating
+        return _page(0xB1, body + bytes(0x3C - len(body)))
+    if code == 0xB2 and lu.thin:
+        # LBPU, LBPWS, LBPWS10, LBPRZ; PROVISIONING TYPE 2 (thin)
+        return _page(0xB2, bytes((0, 0x80 | 0x40 | 0x20 | 0x04, 0x02, 0)))
+    return None
+
+
+async def inquiry(server: object, lu: LogicalUnit | None, task, cdb: bytes) -> ScsiResult:  # type: ignore[no-untyped-def]
+    flags, page, alloc = _INQ_CDB.unpack_from(cdb, 1)
+    if not flags & 0x01:
+        if page:
+            raise invalid_field(2)
+        data = standard_inquiry(lu)
+    else:
+        if lu is None:
+            data = bytes((PQ_NOT_CONNECTED, page, 0, 0))
+        else:
+            page_data = vpd_page(lu, page, task.nexus)
+            if page_data is None:
+                raise invalid_field(2)
+            data = page_data
+    return ScsiResult(data_in=data[:alloc], transfer_length=alloc)

@@ -1,0 +1,393 @@
+"""Block commands (SBC-3): READ/WRITE 6/10/12/16, VERIFY, WRITE AND VERIFY, PRE-FETCH,
+SYNCHRONIZE CACHE, READ CAPACITY 10/16, START STOP UNIT, PREVENT ALLOW MEDIUM REMOVAL, WRITE SAME 10/16,
+UNMAP and GET LBA STATUS.
+
+The READ/WRITE path is the hot path: one precompiled ``struct`` decode, one range check, one exactly
+sized ``bytearray`` per read filled in place by the store, a ``memoryview`` slice of the data-out buffer
+per write.  No protection information is supported, so RDPROTECT/WRPROTECT/VRPROTECT are rejected by the
+CDB usage masks (INVALID FIELD IN CDB).
+"""
+
+from __future__ import annotations
+
+import struct
+
+from .lu import MAX_UNMAP_BLOCKS, MAX_UNMAP_DESCRIPTORS, MAX_WRITE_SAME_BLOCKS, LogicalUnit
+from .sense import (
+    INVALID_FIELD_IN_COMMAND_IU,
+    LBA_OUT_OF_RANGE,
+    MEDIUM_REMOVAL_PREVENTED,
+    MISCOMPARE_DURING_VERIFY,
+    PARAMETER_LIST_LENGTH_ERROR,
+    UNRECOVERED_READ_ERROR,
+    WRITE_ERROR,
+    CheckCondition,
+    SenseKey,
+    invalid_field,
+    invalid_param,
+)
+from .task import ScsiResult, ScsiTask
+
+_RW6 = struct.Struct(">BHB")  # from byte 1: LBA(20..16), LBA(15..0), TRANSFER LENGTH
+_RW10 = struct.Struct(">BIxH")  # from byte 1: flags, LBA, (group), TRANSFER LENGTH
+_RW12 = struct.Struct(">BII")  # from byte 1: flags, LBA, TRANSFER LENGTH
+_RW16 = struct.Struct(">BQI")  # from byte 1: flags, LBA, TRANSFER LENGTH
+_RC10 = struct.Struct(">II")
+_RC16 = struct.Struct(">QIBB")
+_UNMAP_DESC = struct.Struct(">QI4x")
+_LBA_STATUS = struct.Struct(">IIQIB3x")
+
+_FUA = 0x08
+_GOOD = ScsiResult  # alias for readability
+
+
+def _lba_oob() -> CheckCondition:
+    return CheckCondition(SenseKey.ILLEGAL_REQUEST, LBA_OUT_OF_RANGE)
+
+
+def _check_range(lu: LogicalUnit, lba: int, n: int, len_byte: int) -> None:
+    if lba + n > lu.num_blocks:
+        raise _lba_oob()
+    if n > lu.max_transfer_blocks:
+        raise invalid_field(len_byte)
+
+
+# -- READ --------------------------------------------------------------------------------------
+
+
+async def _read(lu: LogicalUnit, lba: int, n: int, len_byte: int) -> ScsiResult:
+    if lba + n > lu.num_blocks:
+        raise _lba_oob()
+    if n > lu.max_transfer_blocks:
+        raise invalid_field(len_byte)
+    bs = lu.block_size
+    nbytes = n * bs
+    buf = memoryview(bytearray(nbytes))
+    if nbytes:
+        try:
+            await lu.store.read_into(lba * bs, buf)
+        except OSError:
+            raise CheckCondition(SenseKey.MEDIUM_ERROR, UNRECOVERED_READ_ERROR, information=lba) from None
+    return ScsiResult(data_in=buf, transfer_length=nbytes)
+
+
+async def read6(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+    hi, lo, n = _RW6.unpack_from(cdb, 1)
+    return await _read(lu, (hi & 0x1F) << 16 | lo, n or 256, 4)
+
+
+async def read10(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+    _, lba, n = _RW10.unpack_from(cdb, 1)
+    return await _read(lu, lba, n, 7)
+
+
+async def read12(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+    _, lba, n = _RW12.unpack_from(cdb, 1)
+    return await _read(lu, lba, n, 6)
+
+
+async def read16(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+    _, lba, n = _RW16.unpack_from(cdb, 1)
+    return await _read(lu, lba, n, 10)
+
+
+# -- WRITE -------------------------------------------------------------------------------------
+
+
+def _data_out(task: ScsiTask, nbytes: int) -> memoryview:
+    data = task.data_out
+    if data is None or len(data) < nbytes:
+        # The initiator sent less than the CDB asks for (SPDTL > EDTL): transfer nothing.
+        raise CheckCondition(SenseKey.ILLEGAL_REQUEST, INVALID_FIELD_IN_COMMAND_IU)
+    mv = data if isinstance(data, memoryview) else memoryview(data)
+    return mv if len(mv) == nbytes else mv[:nbytes]
+
+
+async def _write(lu: LogicalUnit, task: ScsiTask, lba: int, n: int, fua: bool, len_byte: int) -> ScsiResult:
+    lu.check_writable()
+    if lba + n > lu.num_blocks:
+        raise _lba_oob()
+    if n > lu.max_transfer_blocks:
+        raise invalid_field(len_byte)
+    bs = lu.block_size
+    nbytes = n * bs
+    if nbytes:
+        mv = _data_out(task, nbytes)
+        try:
+            await lu.store.write(lba * bs, mv)
+            if fua or not lu.wce:
+                await lu.store.flush()
+        except OSError:
+            raise CheckCondition(SenseKey.MEDIUM_ERROR, WRITE_ERROR, information=lba) from None
+    return ScsiResult(transfer_length=nbytes)
+
+
+async def write6(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+    hi, lo, n = _RW6.unpack_from(cdb, 1)
+    return await _write(lu, task, (hi & 0x1F) << 16 | lo, n or 256, False, 4)
+
+
+async def write10(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+    flags, lba, n = _RW10.unpack_from(cdb, 1)
+    return await _write(lu, task, lba, n, bool(flags & _FUA), 7)
+
+
+async def write12(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+    flags, lba, n = _RW12.unpack_from(cdb, 1)
+    return await _write(lu, task, lba, n, bool(flags & _FUA), 6)
+
+
+async def write16(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+    flags, lba, n = _RW16.unpack_from(cdb, 1)
+    return await _write(lu, task, lba, n, bool(flags & _FUA), 10)
+
+
+# -- WRITE AND VERIFY --------------------------------------------------------------------------
+
+
+async def write_verify10(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+    _, lba, n = _RW10.unpack_from(cdb, 1)
+    return await _write(lu, task, lba, n, True, 7)
+
+
+async def write_verify12(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+    _, lba, n = _RW12.unpack_from(cdb, 1)
+    return await _write(lu, task, lba, n, True, 6)
+
+
+async def write_verify16(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+    _, lba, n = _RW16.unpack_from(cdb, 1)
+    return await _write(lu, task, lba, n, True, 10)
+
+
+# -- VERIFY ------------------------------------------------------------------------------------
+
+
+def _first_difference(a: memoryview, b: memoryview) -> int:
+    step = 4096
+    for off in range(0, len(a), step):
+        if a[off : off + step] != b[off : off + step]:
+            for i in range(off, min(off + step, len(a))):
+                if a[i] != b[i]:
+                    return i
+    return -1
+
+
+async def _verify(lu: LogicalUnit, task: ScsiTask, flags: int, lba: int, n: int, len_byte: int) -> ScsiResult:
+    bytchk = (flags >> 1) & 0x03
+    if bytchk == 0x02:
+        raise invalid_field(1, 2)
+    _check_range(lu, lba, n, len_byte)
+    bs = lu.block_size
+    if bytchk == 0 or n == 0:
+        return ScsiResult(transfer_length=0 if bytchk == 0 else n * bs)
+    expected_len = n * bs if bytchk == 0x01 else bs
+    expected = _data_out(task, expected_len)
+    medium = memoryview(bytearray(n * bs))
+    try:
+        await lu.store.read_into(lba * bs, medium)
+    except OSError:
+        raise CheckCondition(SenseKey.MEDIUM_ERROR, UNRECOVERED_READ_ERROR, information=lba) from None
+    if bytchk == 0x01:
+        offset = _first_difference(medium, expected)
+    else:  # 11b: the single data-out block is compared with every block
+        offset = -1
+        for i in range(n):
+            rel = _first_difference(medium[i * bs : (i + 1) * bs], expected)
+            if rel >= 0:
+                offset = i * bs + rel
+                break
+    if offset >= 0:
+        raise CheckCondition(SenseKey.MISCOMPARE, MISCOMPARE_DURING_VERIFY, information=offset)
+    return ScsiResult(transfer_length=expected_len)
+
+
+async def verify10(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+    flags, lba, n = _RW10.unpack_from(cdb, 1)
+    return await _verify(lu, task, flags, lba, n, 7)
+
+
+async def verify12(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+    flags, lba, n = _RW12.unpack_from(cdb, 1)
+    return await _verify(lu, task, flags, lba, n, 6)
+
+
+async def verify16(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+    flags, lba, n = _RW16.unpack_from(cdb, 1)
+    return await _verify(lu, task, flags, lba, n, 10)
+
+
+# -- PRE-FETCH / SYNCHRONIZE CACHE -------------------------------------------------------------
+
+
+async def prefetch10(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+    _, lba, n = _RW10.unpack_from(cdb, 1)
+    if lba + n > lu.num_blocks:
+        raise _lba_oob()
+    # There is no cache to load the blocks into, so GOOD (not CONDITION MET), SBC-3 5.9.
+    return ScsiResult(transfer_length=0)
+
+
+async def prefetch16(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+    _, lba, n = _RW16.unpack_from(cdb, 1)
+    if lba + n > lu.num_blocks:
+        raise _lba_oob()
+    return ScsiResult(transfer_length=0)
+
+
+async def _sync(lu: LogicalUnit, lba: int, n: int) -> ScsiResult:
+    if lba + n > lu.num_blocks:
+        raise _lba_oob()
+    try:
+        await lu.store.flush()
+    except OSError:
+        raise CheckCondition(SenseKey.MEDIUM_ERROR, WRITE_ERROR) from None
+    return ScsiResult(transfer_length=0)
+
+
+async def sync_cache10(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+    _, lba, n = _RW10.unpack_from(cdb, 1)
+    return await _sync(lu, lba, n)
+
+
+async def sync_cache16(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+    _, lba, n = _RW16.unpack_from(cdb, 1)
+    return await _sync(lu, lba, n)
+
+
+# -- READ CAPACITY -----------------------------------------------------------------------------
+
+
+async def read_capacity10(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+    (lba,) = struct.unpack_from(">I", cdb, 2)
+    if lba and not cdb[8] & 0x01:
+        raise invalid_field(2)
+    last = lu.num_blocks - 1
+    data = _RC10.pack(last if last < 0xFFFFFFFF else 0xFFFFFFFF, lu.block_size)
+    return ScsiResult(data_in=data, transfer_length=8)
+
+
+async def read_capacity16(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+    (lba, alloc) = struct.unpack_from(">QI", cdb, 2)
+    if lba and not cdb[14] & 0x01:
+        raise invalid_field(2)
+    lbp = (0x80 | 0x40) if lu.thin else 0  # LBPME, LBPRZ
+    data = _RC16.pack(max(lu.num_blocks - 1, 0), lu.block_size, 0, 0) + bytes((lbp, 0)) + bytes(16)
+    return ScsiResult(data_in=data[:alloc], transfer_length=alloc)
+
+
+# -- START STOP UNIT / PREVENT ALLOW MEDIUM REMOVAL -------------------------------------------
+
+
+async def start_stop_unit(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+    no_flush, loej, start = cdb[4] & 0x04, cdb[4] & 0x02, cdb[4] & 0x01
+    if not start and not no_flush and lu.medium_present:
+        try:
+            await lu.store.flush()
+        except OSError:
+            raise CheckCondition(SenseKey.MEDIUM_ERROR, WRITE_ERROR) from None
+    if loej and lu.removable:
+        if not start and lu.prevent:
+            raise CheckCondition(SenseKey.ILLEGAL_REQUEST, MEDIUM_REMOVAL_PREVENTED)
+        lu.medium_present = bool(start)
+    return ScsiResult(transfer_length=0)
+
+
+async def prevent_allow(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+    prevent = cdb[4] & 0x03
+    if prevent & 0x02:  # 10b/11b: obsolete / media changer
+        raise invalid_field(4, 1)
+    if prevent:
+        lu.prevent.add(task.nexus)
+    else:
+        lu.prevent.discard(task.nexus)
+    return ScsiResult(transfer_length=0)
+
+
+# -- WRITE SAME / UNMAP / GET LBA STATUS -------------------------------------------------------
+
+
+async def _write_same(
+    lu: LogicalUnit, task: ScsiTask, flags: int, lba: int, n: int, len_byte: int, ndob: bool
+) -> ScsiResult:
+    lu.check_writable()
+    if n == 0:  # WSNZ=1 in the Block Limits page
+        raise invalid_field(len_byte)
+    if lba + n > lu.num_blocks:
+        raise _lba_oob()
+    if n > MAX_WRITE_SAME_BLOCKS:
+        raise invalid_field(len_byte)
+    bs = lu.block_size
+    if ndob:
+        block = bytes(bs)
+        transfer = 0
+    else:
+        block = bytes(_data_out(task, bs))
+        transfer = bs
+    unmap = bool(flags & 0x08)
+    try:
+        if unmap and lu.thin and not any(block):
+            await lu.store.unmap(lba * bs, n * bs)
+        else:
+            per_chunk = max(1, (1 << 20) // bs)
+            chunk = block * min(per_chunk, n)
+            done = 0
+            while done < n:
+                count = min(per_chunk, n - done)
+                await lu.store.write((lba + done) * bs, memoryview(chunk)[: count * bs])
+                done += count
+        if not lu.wce:
+            await lu.store.flush()
+    except OSError:
+        raise CheckCondition(SenseKey.MEDIUM_ERROR, WRITE_ERROR, information=lba) from None
+    return ScsiResult(transfer_length=transfer)
+
+
+async def write_same10(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+    flags, lba, n = _RW10.unpack_from(cdb, 1)
+    return await _write_same(lu, task, flags, lba, n, 7, False)
+
+
+async def write_same16(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+    flags, lba, n = _RW16.unpack_from(cdb, 1)
+    return await _write_same(lu, task, flags, lba, n, 10, bool(flags & 0x01))
+
+
+async def unmap(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+    lu.check_writable()
+    (length,) = struct.unpack_from(">H", cdb, 7)
+    if length == 0:
+        return ScsiResult(transfer_length=0)
+    data = bytes(task.data_out or b"")[:length]
+    if length < 8 or len(data) < length:
+        raise CheckCondition(SenseKey.ILLEGAL_REQUEST, PARAMETER_LIST_LENGTH_ERROR)
+    (bd_len,) = struct.unpack_from(">H", data, 2)
+    bd_len = min(bd_len, len(data) - 8) // 16 * 16
+    if bd_len // 16 > MAX_UNMAP_DESCRIPTORS:
+        raise invalid_param(2)
+    ranges = []
+    for off in range(8, 8 + bd_len, 16):
+        lba, n = _UNMAP_DESC.unpack_from(data, off)
+        if lba + n > lu.num_blocks:
+            raise _lba_oob()
+        if n > MAX_UNMAP_BLOCKS:
+            raise invalid_param(off + 8)
+        ranges.append((lba, n))
+    bs = lu.block_size
+    try:
+        for lba, n in ranges:
+            if n:
+                await lu.store.unmap(lba * bs, n * bs)
+    except OSError:
+        raise CheckCondition(SenseKey.MEDIUM_ERROR, WRITE_ERROR) from None
+    return ScsiResult(transfer_length=length)
+
+
+async def get_lba_status(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+    lba, alloc = struct.unpack_from(">QI", cdb, 2)
+    if lba >= lu.num_blocks:
+        raise _lba_oob()
+    count = min(lu.num_blocks - lba, 0xFFFFFFFF)
+    # Every block is reported mapped (provisioning status 0): hole tracking is not implemented yet.
+    data = _LBA_STATUS.pack(20, 0, lba, count, 0)
+    return ScsiResult(data_in=data[:alloc], transfer_length=alloc)

@@ -1,0 +1,191 @@
+"""The SCSI device server for one target: routes a task to its logical unit and command handler.
+
+Order of checks for a command (SAM-5 5.14, SPC-4 5.12): logical unit exists (else 25/00, except
+INQUIRY, REPORT LUNS and REQUEST SENSE, which answer for a missing LU); a pending unit attention is
+reported (and consumed) for every command except INQUIRY, REPORT LUNS and REQUEST SENSE; operation
+code and service action (20/00, 24/00); CDB length and reserved bits against the CDB usage data
+(24/00 with a field pointer); medium present (3A/00); the per-LU access hook (reservations later);
+then the handler.  ``execute`` never raises: every failure is CHECK CONDITION with sense data.
+"""
+
+from __future__ import annotations
+
+from .commands import SA_OPCODES, CommandSpec, build_tables
+from .inquiry import inquiry
+from .lu import LogicalUnit
+from .sense import (
+    BUS_DEVICE_RESET_FUNCTION_OCCURRED,
+    CAPACITY_DATA_HAS_CHANGED,
+    INTERNAL_TARGET_FAILURE,
+    INVALID_COMMAND_OPERATION_CODE,
+    INVALID_FIELD_IN_CDB,
+    LOGICAL_UNIT_NOT_SUPPORTED,
+    MEDIUM_NOT_PRESENT,
+    POWER_ON_OCCURRED,
+    POWER_ON_RESET,
+    REPORTED_LUNS_DATA_HAS_CHANGED,
+    CheckCondition,
+    SenseKey,
+    build_sense,
+    invalid_field,
+)
+from .spc import report_luns, request_sense
+from .task import ITNexus, ScsiResult, ScsiTask, Status
+
+TMF_FUNCTIONS = frozenset(
+    {"ABORT_TASK_SET", "CLEAR_TASK_SET", "LUN_RESET", "TARGET_WARM_RESET", "TARGET_COLD_RESET"}
+)
+_INQUIRY, _REQUEST_SENSE, _REPORT_LUNS = 0x12, 0x03, 0xA0
+_UA_EXEMPT = frozenset({_INQUIRY, _REQUEST_SENSE, _REPORT_LUNS})
+_BY_OP, _BY_SA = build_tables()
+
+
+def _reserved_bit_error(cdb: bytes, spec: CommandSpec) -> CheckCondition:
+    for i, allowed in enumerate(spec.usage):
+        bad = cdb[i] & ~allowed & 0xFF
+        if bad:
+            return invalid_field(i, bad.bit_length() - 1)
+    return CheckCondition(SenseKey.ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB)
+
+
+class DeviceServer:
+    """The device server of one SCSI target device: its logical units by LUN."""
+
+    def __init__(self, luns: dict[int, LogicalUnit], *, target_name: str) -> None:
+        self.target_name = target_name
+        self.luns: dict[int, LogicalUnit] = dict(luns)
+        self.nexuses: set[ITNexus] = set()
+        for lun, lu in self.luns.items():
+            if lu.lun != lun:
+                raise ValueError(f"LUN key {lun} does not match LogicalUnit.lun {lu.lun}")
+
+    # -- command execution -----------------------------------------------------------------------
+
+    async def execute(self, task: ScsiTask) -> ScsiResult:
+        """Execute one SCSI command; never raises for bad input."""
+        lu: LogicalUnit | None = None
+        try:
+            cdb = task.cdb if type(task.cdb) is bytes else bytes(task.cdb)
+            if not cdb:
+                raise CheckCondition(SenseKey.ILLEGAL_REQUEST, INVALID_COMMAND_OPERATION_CODE)
+            op = cdb[0]
+            lu = self.luns.get(task.lun)
+            if lu is None:
+                return await self._no_lu(task, cdb, op)
+            if lu.ua and op not in _UA_EXEMPT:
+                ua = lu.pop_ua(task.nexus)
+                if ua is not None:
+                    return ScsiResult(
+                        Status.CHECK_CONDITION,
+                        sense=build_sense(SenseKey.UNIT_ATTENTION, ua, descriptor=lu.d_sense),
+                    )
+            spec = _BY_OP[op]
+            if spec is None:
+                spec = self._lookup_sa(cdb, op)
+            if not spec.available(lu):
+                if spec.service_action is not None:
+                    raise invalid_field(1, 4)
+                raise CheckCondition(SenseKey.ILLEGAL_REQUEST, INVALID_COMMAND_OPERATION_CODE)
+            n = len(spec.usage)
+            if len(cdb) < n:
+                raise CheckCondition(SenseKey.ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB)
+            if int.from_bytes(cdb[:n], "big") & spec.inv_mask:
+                raise _reserved_bit_error(cdb, spec)
+            if spec.needs_medium and not lu.medium_present:
+                raise CheckCondition(SenseKey.NOT_READY, MEDIUM_NOT_PRESENT)
+            lu.check_access(task, spec)
+            return await spec.handler(self, lu, task, cdb)
+        except CheckCondition as cc:
+            return ScsiResult(Status.CHECK_CONDITION, sense=cc.sense(lu.d_sense if lu is not None else False))
+        except Exception:  # a bug of ours: report it as sense, never to the transport
+            return ScsiResult(
+                Status.CHECK_CONDITION,
+                sense=build_sense(
+                    SenseKey.HARDWARE_ERROR,
+                    INTERNAL_TARGET_FAILURE,
+                    descriptor=lu.d_sense if lu is not None else False,
+                ),
+            )
+
+    @staticmethod
+    def _lookup_sa(cdb: bytes, op: int) -> CommandSpec:
+        if op not in SA_OPCODES:
+            raise CheckCondition(SenseKey.ILLEGAL_REQUEST, INVALID_COMMAND_OPERATION_CODE)
+        spec = _BY_SA.get((op, cdb[1] & 0x1F)) if len(cdb) > 1 else None
+        if spec is None:
+            raise invalid_field(1, 4)
+        return spec
+
+    async def _no_lu(self, task: ScsiTask, cdb: bytes, op: int) -> ScsiResult:
+        """Commands addressed to a LUN that has no logical unit (SPC-4 6.6.2, 6.33, 6.39)."""
+        handler = {_INQUIRY: inquiry, _REPORT_LUNS: report_luns, _REQUEST_SENSE: request_sense}.get(op)
+        if handler is None:
+            raise CheckCondition(SenseKey.ILLEGAL_REQUEST, LOGICAL_UNIT_NOT_SUPPORTED)
+        spec = _BY_OP[op]
+        assert spec is not None
+        if len(cdb) < len(spec.usage):
+            raise CheckCondition(SenseKey.ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB)
+        if int.from_bytes(cdb[: len(spec.usage)], "big") & spec.inv_mask:
+            raise _reserved_bit_error(cdb, spec)
+        return await handler(self, None, task, cdb)  # type: ignore[arg-type]
+
+    # -- I_T nexus events and task management -----------------------------------------------------
+
+    def nexus_added(self, nexus: ITNexus) -> None:
+        """A new I_T nexus exists (login): POWER ON, RESET, OR BUS DEVICE RESET OCCURRED for it."""
+        self.nexuses.add(nexus)
+        for lu in self.luns.values():
+            lu.nexuses.add(nexus)
+            lu.establish_ua(nexus, POWER_ON_RESET)
+
+    def nexus_lost(self, nexus: ITNexus) -> None:
+        """I_T nexus loss (SAM-5 6.3.4): drop its unit attentions and medium-removal holds."""
+        self.nexuses.discard(nexus)
+        for lu in self.luns.values():
+            lu.forget_nexus(nexus)
+
+    def task_management(self, function: str, nexus: ITNexus, lun: int | None) -> None:
+        """Unit attentions required by SAM-5 after a task management function.
+
+        The task set type is one per I_T nexus (control mode page TST=001b), so ABORT TASK SET and
+        CLEAR TASK SET only affect the caller's own tasks and establish nothing.
+        """
+        if function not in TMF_FUNCTIONS:
+            raise ValueError(f"unknown task management function {function!r}")
+        if function == "LUN_RESET":
+            lu = self.luns.get(lun) if lun is not None else None
+            if lu is not None:
+                lu.prevent.clear()
+                lu.establish_ua_all(BUS_DEVICE_RESET_FUNCTION_OCCURRED)
+        elif function in ("TARGET_WARM_RESET", "TARGET_COLD_RESET"):
+            cold = function == "TARGET_COLD_RESET"
+            for lu in self.luns.values():
+                lu.prevent.clear()
+                if cold:
+                    lu.d_sense = lu.swp = False
+                lu.establish_ua_all(POWER_ON_OCCURRED if cold else POWER_ON_RESET)
+
+    # -- configuration changes ---------------------------------------------------------------------
+
+    def add_lun(self, lu: LogicalUnit) -> None:
+        if lu.lun in self.luns:
+            raise ValueError(f"LUN {lu.lun} already exists")
+        for other in self.luns.values():
+            other.establish_ua_all(REPORTED_LUNS_DATA_HAS_CHANGED)
+        self.luns[lu.lun] = lu
+        for nexus in self.nexuses:
+            lu.nexuses.add(nexus)
+            lu.establish_ua(nexus, POWER_ON_RESET)
+
+    def remove_lun(self, lun: int) -> LogicalUnit | None:
+        lu = self.luns.pop(lun, None)
+        if lu is not None:
+            for other in self.luns.values():
+                other.establish_ua_all(REPORTED_LUNS_DATA_HAS_CHANGED)
+        return lu
+
+    def capacity_changed(self, lun: int) -> None:
+        """Re-read a LU's capacity from its store; CAPACITY DATA HAS CHANGED (2A/09) when it moved."""
+        lu = self.luns.get(lun)
+        if lu is not None and lu.refresh_capacity():
+            lu.establish_ua_all(CAPACITY_DATA_HAS_CHANGED)

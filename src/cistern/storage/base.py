@@ -1,0 +1,78 @@
+"""The backing-store interface every SCSI logical unit sits on.
+
+A :class:`BackingStore` is a flat, byte-addressed array of ``size`` bytes, read and written in whole
+logical blocks by the SCSI device server (SBC-3 section 4.5: logical blocks).  It is deliberately small:
+``read_into`` fills a caller-owned buffer (no extra copy on the hot path), ``write`` takes any
+bytes-like object, ``flush`` makes written data durable (SYNCHRONIZE CACHE, FUA), ``unmap`` deallocates
+a range so that it reads back as zeroes (SBC-3 section 4.7: logical block provisioning).
+
+Implementations raise :class:`OSError` (or a subclass) on I/O failure; the device server turns that
+into sense data (MEDIUM ERROR), never into an exception towards the transport.
+"""
+
+from __future__ import annotations
+
+import abc
+
+VALID_BLOCK_SIZES = (512, 4096)
+
+
+class StoreError(OSError):
+    """A backing-store failure that is not an errno from the operating system."""
+
+
+class BackingStore(abc.ABC):
+    """Abstract asynchronous block store (see module docstring)."""
+
+    size: int
+    block_size: int
+    read_only: bool
+    supports_unmap: bool = False
+
+    def __init__(self, size: int, *, block_size: int = 512, read_only: bool = False) -> None:
+        if block_size not in VALID_BLOCK_SIZES:
+            raise ValueError(f"block_size must be one of {VALID_BLOCK_SIZES}, not {block_size}")
+        if size < 0:
+            raise ValueError("size must not be negative")
+        self.size = size
+        self.block_size = block_size
+        self.read_only = read_only
+
+    @property
+    def num_blocks(self) -> int:
+        """Number of whole logical blocks (a partial trailing block is not addressable)."""
+        return self.size // self.block_size
+
+    def _check_range(self, offset: int, length: int) -> None:
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise StoreError(f"range {offset}+{length} outside store of {self.size} bytes")
+
+    @abc.abstractmethod
+    async def read_into(self, offset: int, buf: memoryview) -> None:
+        """Fill ``buf`` completely with the bytes at ``offset``."""
+
+    @abc.abstractmethod
+    async def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        """Write all of ``data`` at ``offset``."""
+
+    @abc.abstractmethod
+    async def flush(self) -> None:
+        """Make every completed write durable."""
+
+    async def unmap(self, offset: int, length: int) -> None:
+        """Deallocate a range; afterwards it reads back as zeroes.
+
+        The default writes zeroes, so a store without real deallocation still honours the contract.
+        """
+        self._check_range(offset, length)
+        chunk = 1 << 20
+        zero = bytes(min(chunk, length))
+        done = 0
+        while done < length:
+            n = min(chunk, length - done)
+            await self.write(offset + done, memoryview(zero)[:n])
+            done += n
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release the store's resources (idempotent)."""

@@ -1,0 +1,192 @@
+"""File and block-device backing stores.
+
+Blocking system calls (``preadv``, ``pwrite``, ``fdatasync``, ``fallocate``) run on a small
+:class:`~concurrent.futures.ThreadPoolExecutor` shared by all stores, never on the event loop.
+Unmap punches a hole with ``fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)`` (which reads back
+as zeroes on files and, since Linux 4.9, on block devices); where the filesystem cannot punch holes it
+falls back to writing zeroes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import os
+import stat
+import struct
+from concurrent.futures import ThreadPoolExecutor
+
+from .base import BackingStore, StoreError
+
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+BLKGETSIZE64 = 0x80081272  # _IOR(0x12, 114, size_t)
+
+_IO_THREADS = 4
+_executor: ThreadPoolExecutor | None = None
+
+
+def _get_executor() -> ThreadPoolExecutor:
+    global _executor
+    if _executor is None:
+        _executor = ThreadPoolExecutor(max_workers=_IO_THREADS, thread_name_prefix="cistern-io")
+    return _executor
+
+
+def _load_fallocate():  # type: ignore[no-untyped-def]
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.fallocate
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_fallocate = _load_fallocate()
+
+
+def punch_hole(fd: int, offset: int, length: int) -> bool:
+    """Deallocate ``[offset, offset+length)`` keeping the size; False when unsupported."""
+    if _fallocate is None or length == 0:
+        return _fallocate is not None
+    if _fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, errno.ENODEV):
+        return False
+    raise OSError(err, os.strerror(err))
+
+
+def _pread_full(fd: int, buf: memoryview, offset: int) -> None:
+    done = 0
+    total = len(buf)
+    while done < total:
+        n = os.preadv(fd, [buf[done:]], offset + done)
+        if n == 0:  # past end of a file shorter than announced: reads as zeroes
+            buf[done:] = bytes(total - done)
+            return
+        done += n
+
+
+def _pwrite_full(fd: int, data: memoryview, offset: int) -> None:
+    done = 0
+    total = len(data)
+    while done < total:
+        done += os.pwrite(fd, data[done:], offset + done)
+
+
+class FileStore(BackingStore):
+    """A regular file; created sparse (``truncate``) at ``size`` when it does not exist."""
+
+    supports_unmap = True
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        size: int | None = None,
+        *,
+        block_size: int = 512,
+        read_only: bool = False,
+    ) -> None:
+        self.path = os.fspath(path)
+        flags = os.O_RDONLY if read_only else os.O_RDWR
+        exists = os.path.exists(self.path)
+        if not exists:
+            if read_only:
+                raise FileNotFoundError(errno.ENOENT, "backing file does not exist", self.path)
+            if size is None:
+                raise ValueError("size is required to create a new backing file")
+            flags |= os.O_CREAT
+        fd = os.open(self.path, flags | os.O_CLOEXEC, 0o600)
+        try:
+            actual = self._probe_size(fd)
+            if not exists or (size is not None and actual < size and not read_only):
+                os.ftruncate(fd, size)  # type: ignore[arg-type]
+                actual = size  # type: ignore[assignment]
+            if size is not None and size < actual:
+                actual = size
+        except BaseException:
+            os.close(fd)
+            raise
+        super().__init__(actual, block_size=block_size, read_only=read_only)
+        self._fd: int | None = fd
+        self._can_punch = True
+
+    @staticmethod
+    def _probe_size(fd: int) -> int:
+        return os.fstat(fd).st_size
+
+    def _fileno(self) -> int:
+        if self._fd is None:
+            raise StoreError("store is closed")
+        return self._fd
+
+    async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
+        return await asyncio.get_running_loop().run_in_executor(_get_executor(), fn, *args)
+
+    async def read_into(self, offset: int, buf: memoryview) -> None:
+        fd = self._fileno()
+        self._check_range(offset, len(buf))
+        if len(buf):
+            await self._run(_pread_full, fd, buf, offset)
+
+    async def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        fd = self._fileno()
+        if self.read_only:
+            raise StoreError("store is read-only")
+        mv = data if isinstance(data, memoryview) else memoryview(data)
+        self._check_range(offset, len(mv))
+        if len(mv):
+            await self._run(_pwrite_full, fd, mv, offset)
+
+    async def flush(self) -> None:
+        fd = self._fileno()
+        if not self.read_only:
+            await self._run(os.fdatasync, fd)
+
+    async def unmap(self, offset: int, length: int) -> None:
+        fd = self._fileno()
+        if self.read_only:
+            raise StoreError("store is read-only")
+        self._check_range(offset, length)
+        if self._can_punch and await self._run(punch_hole, fd, offset, length):
+            return
+        self._can_punch = False
+        await super().unmap(offset, length)
+
+    async def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+class BlockDeviceStore(FileStore):
+    """An existing block device; its size comes from ``BLKGETSIZE64`` (or seeking to the end)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        size: int | None = None,
+        *,
+        block_size: int = 512,
+        read_only: bool = False,
+    ) -> None:
+        p = os.fspath(path)
+        if not os.path.exists(p):
+            raise FileNotFoundError(errno.ENOENT, "block device does not exist", p)
+        super().__init__(p, size, block_size=block_size, read_only=read_only)
+
+    @staticmethod
+    def _probe_size(fd: int) -> int:
+        if stat.S_ISBLK(os.fstat(fd).st_mode):
+            try:
+                buf = fcntl.ioctl(fd, BLKGETSIZE64, b"\0" * 8)
+                return int(struct.unpack("=Q", buf)[0])
+            except OSError:
+                pass
+        return os.lseek(fd, 0, os.SEEK_END)
