@@ -427,6 +427,33 @@ class Tgt:
         return iscsi_url(self.host, self.port, iqn, lun)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class TgtDisk:
+    """A target on a running :class:`Tgt` that is open to all initiators and holds one RAM disk."""
+
+    tgt: Tgt
+    tid: int
+    iqn: str
+    lun: int
+    size: int
+
+    @property
+    def portal_url(self) -> str:
+        return self.tgt.url()
+
+    @property
+    def url(self) -> str:
+        return self.tgt.url(self.iqn, self.lun)
+
+
+def open_ram_disk(tgt: Tgt, iqn: str, size: int, lun: int = 1) -> TgtDisk:
+    """Create target ``iqn`` on ``tgt`` with a ``size``-byte /dev/shm disk at ``lun``, admitting all."""
+    tid = tgt.new_target(iqn)
+    tgt.add_ram_lun(tid, lun, size)
+    tgt.bind_all(tid)
+    return TgtDisk(tgt=tgt, tid=tid, iqn=iqn, lun=lun, size=size)
+
+
 # --------------------------------------------------------------------------------------------------
 # iscsi-test-cu
 
