@@ -1,0 +1,818 @@
+"""One iSCSI connection on the target: framing, login, and the full feature phase (RFC 7143 sections 4-7, 11).
+
+The asyncio side is thin: :class:`Connection` is a ``BufferedProtocol`` whose ``get_buffer`` hands out the
+sans-I/O :class:`~cistern.wire.framing.PduReader`'s buffers, so Data-Out payloads land directly in the
+command's write buffer.  Outgoing PDUs leave through ``transport.writelines`` of header + payload view;
+read data is never copied between the device server and the socket.
+
+Hostile input handling, in one place:
+- a PDU that cannot be framed (oversized, bad header digest) drops the connection;
+- an undecodable or wrongly-placed PDU gets a Reject with the RFC 7143 11.17.1 reason;
+- a command whose data-out breaks the sequence rules fails with CHECK CONDITION and never touches the medium;
+- commands outside the CmdSN window are dropped silently (RFC 7143 4.2.2.1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from cistern.scsi.task import DataDirection, ScsiResult, ScsiTask, Status, TaskAttribute
+from cistern.target.login_glue import LoginDriver
+from cistern.target.tasks import DataOutError, Sequence, TargetTask, TaskState
+from cistern.wire import pdu as P
+from cistern.wire.constants import (
+    BHS_LEN,
+    FLAG_FINAL,
+    RESERVED_TAG,
+    RSP_OVERFLOW,
+    RSP_UNDERFLOW,
+    TEXT_CONTINUE,
+    AsyncEvent,
+    LogoutReason,
+    LogoutResponse,
+    Opcode,
+    RejectReason,
+    TmfFunction,
+    TmfResponse,
+)
+from cistern.wire.framing import FramingError, PduReader, frame_pdu
+from cistern.wire.serial import sn_add, sn_in_window, sn_lt
+
+if TYPE_CHECKING:
+    from cistern.target.server import TargetServer
+    from cistern.target.session import Session
+
+log = logging.getLogger("cistern.target")
+
+# SAM/SPC sense for transport-level failures of a command (fixed format, 18 bytes)
+_ABORTED_COMMAND = 0x0B
+
+
+def _fixed_sense(key: int, asc: int, ascq: int) -> bytes:
+    sense = bytearray(18)
+    sense[0] = 0x70
+    sense[2] = key
+    sense[7] = 10
+    sense[12] = asc
+    sense[13] = ascq
+    return bytes(sense)
+
+
+SENSE_DATA_PHASE_ERROR = _fixed_sense(_ABORTED_COMMAND, 0x4B, 0x00)
+SENSE_CRC_ERROR = _fixed_sense(_ABORTED_COMMAND, 0x47, 0x05)  # PROTOCOL SERVICE CRC ERROR
+SENSE_INVALID_FIELD_IN_IU = _fixed_sense(0x05, 0x0E, 0x03)  # INVALID FIELD IN COMMAND INFORMATION UNIT
+
+
+class Connection(asyncio.BufferedProtocol):
+    """An iSCSI connection, from TCP accept to close."""
+
+    def __init__(self, server: TargetServer, portal: tuple[str, int]) -> None:
+        self.server = server
+        self.portal = portal
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.reader = PduReader(max_data_segment_length=8192, sink=self._sink)
+        self.login: LoginDriver | None = LoginDriver(server, self)
+        self.session: Session | None = None
+        self.cid = 0
+        self.statsn = 0
+        self.tasks: dict[int, TargetTask] = {}  # ITT -> task (allegiant to this connection)
+        self._ttt = 0x100
+        self._closing = False
+        self._write_ok: asyncio.Future[None] | None = None
+        self._last_rx = time.monotonic()
+        self._ping_ttt: int | None = None
+        self._ping_sent = 0.0
+        self._timers: list[asyncio.TimerHandle] = []
+        self._text_pending: dict[int, tuple[bytes, int]] = {}  # TTT -> (remaining text, itt)
+        self._header_digest = False
+        self._data_digest = False
+        self._max_xmit = 8192
+        self._logout_sent = False
+
+    # ------------------------------------------------------------------ asyncio plumbing
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                import socket
+
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport.set_write_buffer_limits(high=4 * 1024 * 1024, low=1024 * 1024)
+        self.server.connections.add(self)
+        loop = asyncio.get_running_loop()
+        self._timers.append(loop.call_later(self.server.login_timeout, self._login_timeout))
+        log.debug("connection from %s on %s:%d", self.peer, *self.portal)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.reader.get_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._last_rx = time.monotonic()
+        try:
+            frame = self.reader.buffer_filled(nbytes)
+        except FramingError as exc:
+            log.warning("%s: dropping connection: %s", self.peer, exc)
+            self.close()
+            return
+        if frame is None or self._closing:
+            return
+        try:
+            self._on_frame(frame)
+        except Exception:  # a bug of ours: never let it kill the server, but drop this connection
+            log.exception("%s: internal error handling %s", self.peer, type(frame.pdu).__name__)
+            self.close()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        for timer in self._timers:
+            timer.cancel()
+        self.server.connections.discard(self)
+        if self._write_ok is not None and not self._write_ok.done():
+            self._write_ok.set_result(None)
+        for task in self.tasks.values():
+            task.aborted = True
+        self.tasks.clear()
+        if self.session is not None:
+            self.server.connection_closed(self)
+        log.debug("connection from %s closed", self.peer)
+
+    def pause_writing(self) -> None:
+        if self._write_ok is None or self._write_ok.done():
+            self._write_ok = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._write_ok is not None and not self._write_ok.done():
+            self._write_ok.set_result(None)
+
+    async def drain(self) -> None:
+        if self._write_ok is not None and not self._write_ok.done():
+            await self._write_ok
+
+    def close(self) -> None:
+        if not self._closing:
+            self._closing = True
+            if self.transport is not None:
+                self.transport.close()
+
+    def abort(self) -> None:
+        self._closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    # ------------------------------------------------------------------ sending
+
+    def send(self, pdu: P.PDU) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.transport.writelines(
+            frame_pdu(pdu, header_digest=self._header_digest, data_digest=self._data_digest)
+        )
+
+    def _next_statsn(self) -> int:
+        statsn = self.statsn
+        self.statsn = sn_add(statsn, 1)
+        return statsn
+
+    def _window(self) -> tuple[int, int]:
+        s = self.session
+        assert s is not None
+        return s.expcmdsn, s.maxcmdsn
+
+    def send_status(self, pdu: P.PDU) -> None:
+        """Send a PDU that carries status: it takes the next StatSN and the current CmdSN window."""
+        pdu.statsn = self._next_statsn()  # type: ignore[attr-defined]
+        pdu.expcmdsn, pdu.maxcmdsn = self._window()  # type: ignore[attr-defined]
+        self.send(pdu)
+
+    def reject(self, reason: RejectReason, header: bytes) -> None:
+        log.info("%s: Reject reason 0x%02x", self.peer, reason)
+        rej = P.Reject(reason=int(reason), data=bytes(header[:BHS_LEN]))
+        if self.session is None:
+            self.send(rej)
+            return
+        self.send_status(rej)
+
+    # ------------------------------------------------------------------ login glue
+
+    def enter_full_feature(self, session: Session, cid: int) -> None:
+        """Called by the login driver when the final Login Response has been queued."""
+        self.session = session
+        self.cid = cid
+        params = session.params
+        self.reader.max_data_segment_length = params.max_recv_data_segment_length
+        self.reader.header_digest = params.header_digest
+        self.reader.data_digest = params.data_digest
+        self._header_digest = params.header_digest
+        self._data_digest = params.data_digest
+        self._max_xmit = params.max_xmit_data_segment_length
+        self.login = None
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        self._schedule_nop()
+
+    def _login_timeout(self) -> None:
+        if self.login is not None:
+            log.info("%s: login timed out", self.peer)
+            self.close()
+
+    # ------------------------------------------------------------------ NOP-In pings (dead peer detection)
+
+    def _schedule_nop(self) -> None:
+        interval = self.server.nop_interval
+        if interval > 0 and not self._closing:
+            loop = asyncio.get_running_loop()
+            self._timers = [t for t in self._timers if not t.cancelled()]
+            self._timers.append(loop.call_later(interval, self._nop_tick))
+
+    def _nop_tick(self) -> None:
+        if self._closing or self.session is None:
+            return
+        now = time.monotonic()
+        if self._ping_ttt is not None and now - self._ping_sent > self.server.nop_timeout:
+            log.warning(
+                "%s: no answer to NOP-In ping for %.0f s: dropping connection",
+                self.peer,
+                now - self._ping_sent,
+            )
+            self.abort()
+            return
+        if self._ping_ttt is None and now - self._last_rx >= self.server.nop_interval:
+            self._ping_ttt = self._new_ttt()
+            self._ping_sent = now
+            exp, mx = self._window()
+            self.send(
+                P.NopIn(itt=RESERVED_TAG, ttt=self._ping_ttt, statsn=self.statsn, expcmdsn=exp, maxcmdsn=mx)
+            )
+        self._schedule_nop()
+
+    def _new_ttt(self) -> int:
+        self._ttt = (self._ttt + 1) & 0xFFFFFFFF
+        if self._ttt == RESERVED_TAG:
+            self._ttt = 0x100
+        return self._ttt
+
+    # ------------------------------------------------------------------ receive dispatch
+
+    def _sink(self, pdu: P.PDU) -> memoryview | None:
+        """Zero copy: a Data-Out payload lands directly in its command's write buffer."""
+        if type(pdu) is P.DataOut:
+            task = self.tasks.get(pdu.itt)
+            if task is not None and task.buf is not None:
+                return task.sink(pdu.buffer_offset, len(task.buf) - pdu.buffer_offset)
+        return None
+
+    def _on_frame(self, frame) -> None:  # type: ignore[no-untyped-def]
+        pdu = frame.pdu
+        if pdu is None:
+            assert frame.error is not None
+            self.reject(frame.error.reason, frame.header)
+            return
+        if self.login is not None:
+            if type(pdu) is not P.LoginRequest:
+                log.info("%s: %s during login: dropping connection", self.peer, type(pdu).__name__)
+                self.close()
+                return
+            self.login.receive(pdu)
+            return
+        if not frame.data_digest_ok:
+            self._data_digest_error(pdu, frame.header)
+            return
+        handler = self._HANDLERS.get(type(pdu))
+        if handler is None:
+            if pdu.OPCODE == Opcode.SNACK_REQUEST:  # ERL 0: no SNACK support (RFC 7143 11.16)
+                self.reject(RejectReason.PROTOCOL_ERROR, frame.header)
+            else:
+                self.reject(RejectReason.PROTOCOL_ERROR, frame.header)
+            return
+        handler(self, pdu, frame.header)
+
+    def _data_digest_error(self, pdu: P.PDU, header: bytes) -> None:
+        self.reject(RejectReason.DATA_DIGEST_ERROR, header)
+        if isinstance(pdu, P.DataOut):
+            task = self.tasks.get(pdu.itt)
+            if task is not None and task.state is TaskState.COLLECTING:
+                self._fail_task(task, SENSE_CRC_ERROR)
+
+    def _check_sn(self, pdu: P.PDU, header: bytes, on_deliver) -> None:  # type: ignore[no-untyped-def]
+        """Route a numbered request through the CmdSN window (RFC 7143 4.2.2.1)."""
+        session = self.session
+        assert session is not None
+        cmdsn = pdu.cmdsn  # type: ignore[attr-defined]
+        disposition = session.classify(cmdsn, pdu.immediate)
+        if disposition.name == "DROP":
+            log.info(
+                "%s: CmdSN 0x%08x outside window [0x%08x, 0x%08x]: dropped",
+                self.peer,
+                cmdsn,
+                session.expcmdsn,
+                session.maxcmdsn,
+            )
+            return
+        if disposition.name == "HOLD":
+            session.held[cmdsn] = on_deliver
+            return
+        if not pdu.immediate:
+            ready = session.advance()
+            on_deliver()
+            for deliver in ready:
+                deliver()
+        else:
+            on_deliver()
+
+    # ---- NOP-Out
+
+    def _on_nop_out(self, pdu: P.NopOut, header: bytes) -> None:
+        if pdu.ttt != RESERVED_TAG:  # the answer to our ping
+            if pdu.ttt == self._ping_ttt:
+                self._ping_ttt = None
+            return
+        if pdu.itt == RESERVED_TAG:
+            if not pdu.immediate:
+                self.reject(RejectReason.PROTOCOL_ERROR, header)  # RFC 7143 11.18: must be immediate
+            return
+
+        def deliver() -> None:
+            self.send_status(P.NopIn(lun=pdu.lun, itt=pdu.itt, ttt=RESERVED_TAG, data=bytes(pdu.data)))
+
+        self._check_sn(pdu, header, deliver)
+
+    # ---- SCSI Command
+
+    def _on_scsi_command(self, pdu: P.ScsiCommand, header: bytes) -> None:
+        session = self.session
+        assert session is not None
+        if session.discovery:
+            self.reject(RejectReason.PROTOCOL_ERROR, header)
+            return
+        if pdu.itt == RESERVED_TAG or pdu.itt in self.tasks:
+            reason = RejectReason.PROTOCOL_ERROR if pdu.itt == RESERVED_TAG else RejectReason.TASK_IN_PROGRESS
+            self.reject(reason, header)
+            return
+        try:
+            cdb, _bidi = pdu.parse_ahs()
+        except P.PduError as exc:
+            self.reject(exc.reason, header)
+            return
+        params = session.params
+        edtl = pdu.expected_data_transfer_length
+        dlen = len(pdu.data)
+        # Immediate data rules (RFC 7143 4.2.5.2, 13.13): only with W, within EDTL and FirstBurstLength
+        if dlen and (
+            not pdu.write or not params.immediate_data or dlen > edtl or dlen > params.first_burst_length
+        ):
+            self.reject(RejectReason.PROTOCOL_ERROR, header)
+            return
+        task = TargetTask(
+            pdu.itt, P.decode_lun(pdu.lun), pdu.cmdsn, bytes(cdb), pdu.flags, edtl, pdu.immediate
+        )
+
+        def deliver() -> None:
+            self._start_command(task, pdu)
+
+        self._check_sn(pdu, header, deliver)
+
+    def _start_command(self, task: TargetTask, pdu: P.ScsiCommand) -> None:
+        session = self.session
+        assert session is not None
+        if not task.immediate:
+            session.outstanding += 1
+        task.done = asyncio.get_running_loop().create_future()
+        self.tasks[task.itt] = task
+        if not pdu.write or task.edtl == 0:
+            task.state = TaskState.EXECUTING
+            self._spawn(task)
+            return
+        limits = session.target.limits if session.target else None
+        if limits is not None and task.edtl > limits.max_write_buffer:
+            # too large to buffer: refuse without reading data (the initiator gets no R2T)
+            self._complete(task, ScsiResult(Status.CHECK_CONDITION, _fixed_sense(0x05, 0x24, 0x00)))
+            return
+        params = session.params
+        task.buf = bytearray(task.edtl)
+        imm = len(pdu.data)
+        if imm:
+            task.buf[:imm] = pdu.data
+            task.received = imm
+        unsolicited_end = imm
+        if not params.initial_r2t:
+            unsolicited_end = min(params.first_burst_length, task.edtl)
+            if unsolicited_end > imm:
+                task.unsolicited = Sequence(RESERVED_TAG, imm, unsolicited_end - imm)
+        task.next_r2t_offset = unsolicited_end
+        if pdu.final is False and task.unsolicited is None:
+            pass  # F=0 only announces unsolicited Data-Out; nothing to wait for if none is allowed
+        self._send_r2ts(task)
+        self._maybe_execute(task)
+
+    def _send_r2ts(self, task: TargetTask) -> None:
+        session = self.session
+        assert session is not None
+        params = session.params
+        while task.next_r2t_offset < task.edtl and len(task.r2ts) < params.max_outstanding_r2t:
+            offset = task.next_r2t_offset
+            length = min(params.max_burst_length, task.edtl - offset)
+            ttt = self._new_ttt()
+            task.r2ts[ttt] = Sequence(ttt, offset, length)
+            task.next_r2t_offset = offset + length
+            exp, mx = self._window()
+            self.send(
+                P.R2T(
+                    lun=P.encode_lun(task.lun) if task.lun >= 0 else 0,
+                    itt=task.itt,
+                    ttt=ttt,
+                    statsn=self.statsn,
+                    expcmdsn=exp,
+                    maxcmdsn=mx,
+                    r2tsn=task.r2tsn,
+                    buffer_offset=offset,
+                    desired_data_transfer_length=length,
+                )
+            )
+            task.r2tsn += 1
+
+    def _maybe_execute(self, task: TargetTask) -> None:
+        if task.state is TaskState.COLLECTING and task.received >= task.edtl:
+            task.state = TaskState.EXECUTING
+            self._spawn(task)
+
+    # ---- Data-Out
+
+    def _on_data_out(self, pdu: P.DataOut, header: bytes) -> None:
+        task = self.tasks.get(pdu.itt)
+        if task is None or task.state is not TaskState.COLLECTING:
+            return  # data for an aborted or finished command: discard (RFC 7143 4.2.3.3 / 11.5.1)
+        data = pdu.data
+        if not isinstance(data, memoryview) or data.obj is not task.buf:
+            # not sunk (e.g. offset outside the buffer): validate first, then copy
+            sink = task.sink(pdu.buffer_offset, len(data))
+            if sink is None:
+                self._fail_task(task, SENSE_DATA_PHASE_ERROR, "Data-Out outside the expected transfer")
+                return
+        try:
+            seq = task.accept(pdu.ttt, pdu.datasn, pdu.buffer_offset, len(data), pdu.final)
+        except DataOutError as exc:
+            self._fail_task(task, SENSE_DATA_PHASE_ERROR, str(exc))
+            return
+        if not isinstance(data, memoryview) or data.obj is not task.buf:
+            assert task.buf is not None
+            task.buf[pdu.buffer_offset : pdu.buffer_offset + len(data)] = data
+        if seq.complete and seq.ttt != RESERVED_TAG:
+            del task.r2ts[seq.ttt]
+            self._send_r2ts(task)
+        self._maybe_execute(task)
+
+    def _fail_task(self, task: TargetTask, sense: bytes, why: str = "") -> None:
+        if why:
+            log.info("%s: ITT 0x%08x failed: %s", self.peer, task.itt, why)
+        task.state = TaskState.DONE
+        self._complete(task, ScsiResult(Status.CHECK_CONDITION, sense))
+
+    # ---- execution and response
+
+    def _spawn(self, task: TargetTask) -> None:
+        asyncio.get_running_loop().create_task(self._execute(task))
+
+    async def _execute(self, task: TargetTask) -> None:
+        session = self.session
+        assert session is not None and session.target is not None and session.nexus is not None
+        flags = task.flags
+        if flags & 0x40 and flags & 0x20:
+            direction = DataDirection.BIDI
+        elif flags & 0x20:
+            direction = DataDirection.WRITE
+        elif flags & 0x40:
+            direction = DataDirection.READ
+        else:
+            direction = DataDirection.NONE
+        scsi_task = ScsiTask(
+            session.nexus,
+            task.lun,
+            task.cdb,
+            task.itt,
+            TaskAttribute(flags & 7) if (flags & 7) <= 4 else TaskAttribute.SIMPLE,
+            direction,
+            task.edtl,
+            task.buf,
+        )
+        try:
+            result = await session.target.device.execute(scsi_task)
+        except Exception:
+            log.exception("%s: device server failed on CDB %s", self.peer, task.cdb[:16].hex())
+            result = ScsiResult(
+                Status.CHECK_CONDITION, _fixed_sense(0x04, 0x44, 0x00)
+            )  # INTERNAL TARGET FAILURE
+        if task.aborted or self._closing:
+            self._finish(task)
+            return
+        if result.data_in is not None and len(result.data_in) > 65536:
+            await self.drain()
+        self._complete(task, result)
+
+    def _finish(self, task: TargetTask) -> None:
+        task.state = TaskState.DONE
+        if self.tasks.get(task.itt) is task:
+            del self.tasks[task.itt]
+            session = self.session
+            if session is not None and not task.immediate:
+                session.outstanding -= 1
+        if task.done is not None and not task.done.done():
+            task.done.set_result(None)
+
+    def _complete(self, task: TargetTask, result: ScsiResult) -> None:
+        """Send Data-In (with phase-collapsed status when possible) and/or the SCSI Response."""
+        self._finish(task)
+        if task.aborted or self._closing:
+            return
+        edtl = task.edtl
+        lun_field = P.encode_lun(task.lun) if task.lun >= 0 else 0
+        data = result.data_in
+        is_read = bool(task.flags & 0x40)
+        sent = min(len(data), edtl) if (data is not None and is_read) else 0
+        rflags = FLAG_FINAL
+        residual = 0
+        if is_read:
+            wanted = result.transfer_length if result.transfer_length is not None else len(data or b"")
+            if wanted > edtl:
+                rflags |= RSP_OVERFLOW
+                residual = wanted - edtl
+            elif sent < edtl:
+                rflags |= RSP_UNDERFLOW
+                residual = edtl - sent
+        else:
+            wanted = result.transfer_length if result.transfer_length is not None else edtl
+            if wanted > edtl:
+                rflags |= RSP_OVERFLOW
+                residual = wanted - edtl
+            elif wanted < edtl:
+                rflags |= RSP_UNDERFLOW
+                residual = edtl - wanted
+        if sent:
+            assert data is not None
+            view = memoryview(data)[:sent] if not isinstance(data, memoryview) else data[:sent]
+            collapse = result.status == Status.GOOD and not result.sense
+            self._send_data_in(task, lun_field, view, collapse, rflags, residual, result.status)
+            if collapse:
+                return
+        rsp = P.ScsiResponse(
+            flags=rflags,
+            response=0,
+            status=int(result.status),
+            itt=task.itt,
+            expdatasn=self._datasn_after(sent),
+            residual_count=residual,
+            data=P.sense_segment(result.sense) if result.sense else b"",
+        )
+        self.send_status(rsp)
+
+    def _datasn_after(self, sent: int) -> int:
+        if not sent:
+            return 0
+        return (sent + self._max_xmit - 1) // self._max_xmit
+
+    def _send_data_in(
+        self,
+        task: TargetTask,
+        lun_field: int,
+        view: memoryview,
+        collapse: bool,
+        rflags: int,
+        residual: int,
+        status: int,
+    ) -> None:
+        session = self.session
+        assert session is not None
+        mxl = self._max_xmit
+        burst = session.params.max_burst_length
+        total = len(view)
+        offset = 0
+        datasn = 0
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        hd, dd = self._header_digest, self._data_digest
+        while offset < total:
+            n = min(mxl, total - offset)
+            end = offset + n
+            last = end >= total
+            # F ends each Data-In sequence (MaxBurstLength) and the whole transfer
+            seq_end = last or (end // burst != (end + 1) // burst and end % burst == 0)
+            pdu = P.DataIn(
+                lun=lun_field, itt=task.itt, datasn=datasn, buffer_offset=offset, data=view[offset:end]
+            )
+            if last and collapse:
+                pdu.flags = FLAG_FINAL | 0x01 | (rflags & (RSP_OVERFLOW | RSP_UNDERFLOW))
+                pdu.status = status
+                pdu.residual_count = residual
+                pdu.statsn = self._next_statsn()
+            else:
+                pdu.flags = FLAG_FINAL if seq_end else 0
+                pdu.statsn = 0
+            pdu.expcmdsn, pdu.maxcmdsn = self._window()
+            transport.writelines(frame_pdu(pdu, header_digest=hd, data_digest=dd))
+            offset = end
+            datasn += 1
+
+    # ---- Task management
+
+    def _on_tmf(self, pdu: P.TaskMgmtRequest, header: bytes) -> None:
+        def deliver() -> None:
+            asyncio.get_running_loop().create_task(self._tmf(pdu))
+
+        self._check_sn(pdu, header, deliver)
+
+    async def _tmf(self, pdu: P.TaskMgmtRequest) -> None:
+        session = self.session
+        assert session is not None
+        function = pdu.function
+        response = TmfResponse.FUNCTION_COMPLETE
+        lun = P.decode_lun(pdu.lun)
+        target = session.target
+        if target is None:
+            response = TmfResponse.FUNCTION_REJECTED
+        elif function == TmfFunction.ABORT_TASK:
+            task = self.tasks.get(pdu.referenced_task_tag)
+            if task is not None and task.lun == lun:
+                await self._abort([task])
+            elif (
+                task is None
+                and sn_in_window(pdu.refcmdsn, session.expcmdsn, session.maxcmdsn)
+                and sn_lt(pdu.refcmdsn, pdu.cmdsn)
+                and pdu.refcmdsn != session.expcmdsn
+                and pdu.refcmdsn in session.held
+            ):
+                session.held.pop(pdu.refcmdsn, None)  # never delivered: consider it received and aborted
+            else:
+                response = TmfResponse.TASK_DOES_NOT_EXIST
+        elif function in (
+            TmfFunction.ABORT_TASK_SET,
+            TmfFunction.CLEAR_TASK_SET,
+            TmfFunction.LOGICAL_UNIT_RESET,
+        ):
+            if lun not in target.device.luns:
+                response = TmfResponse.LUN_DOES_NOT_EXIST
+            else:
+                await self._abort([t for t in self._all_session_tasks() if t.lun == lun])
+                name = {
+                    TmfFunction.ABORT_TASK_SET: "ABORT_TASK_SET",
+                    TmfFunction.CLEAR_TASK_SET: "CLEAR_TASK_SET",
+                    TmfFunction.LOGICAL_UNIT_RESET: "LUN_RESET",
+                }[TmfFunction(function)]
+                assert session.nexus is not None
+                target.device.task_management(name, session.nexus, lun)
+        elif function in (TmfFunction.TARGET_WARM_RESET, TmfFunction.TARGET_COLD_RESET):
+            others = self.server.sessions_of(target.name)
+            tasks = [t for s in others for c in s.connections.values() for t in c.tasks.values()]
+            await self._abort(tasks)
+            assert session.nexus is not None
+            cold = function == TmfFunction.TARGET_COLD_RESET
+            target.device.task_management(
+                "TARGET_COLD_RESET" if cold else "TARGET_WARM_RESET", session.nexus, None
+            )
+            self.send_status(P.TaskMgmtResponse(response=int(response), itt=pdu.itt))
+            if cold:  # RFC 7143 11.5.1: all connections of all sessions to the target are closed
+                for s in others:
+                    for c in list(s.connections.values()):
+                        c.close()
+            else:
+                for s in others:
+                    if s is not session:
+                        for c in list(s.connections.values()):
+                            c.close()
+            return
+        elif function == TmfFunction.TASK_REASSIGN:
+            response = TmfResponse.TASK_REASSIGN_NOT_SUPPORTED
+        else:
+            response = TmfResponse.FUNCTION_NOT_SUPPORTED
+        self.send_status(P.TaskMgmtResponse(response=int(response), itt=pdu.itt))
+
+    def _all_session_tasks(self) -> list[TargetTask]:
+        session = self.session
+        assert session is not None
+        return [t for c in session.connections.values() for t in c.tasks.values()]
+
+    async def _abort(self, tasks: list[TargetTask]) -> None:
+        waits = []
+        for task in tasks:
+            task.aborted = True
+            if task.state is TaskState.COLLECTING:
+                for conn in self.session.connections.values() if self.session else ():
+                    if conn.tasks.get(task.itt) is task:
+                        conn._finish(task)
+            elif task.done is not None:
+                waits.append(task.done)
+        if waits:
+            await asyncio.wait(waits, timeout=30)
+
+    # ---- Text (SendTargets in full feature phase, RFC 7143 11.10, appendix C)
+
+    def _on_text(self, pdu: P.TextRequest, header: bytes) -> None:
+        def deliver() -> None:
+            self._text(pdu, header)
+
+        self._check_sn(pdu, header, deliver)
+
+    def _text(self, pdu: P.TextRequest, header: bytes) -> None:
+        if pdu.ttt != RESERVED_TAG:
+            pending = self._text_pending.pop(pdu.ttt, None)
+            if pending is None or pending[1] != pdu.itt:
+                self.reject(RejectReason.PROTOCOL_ERROR, header)
+                return
+            self._send_text(pending[0], pdu)
+            return
+        if pdu.cont:
+            # a continued request: we only support SendTargets, which fits in one PDU — answer empty
+            self.send_status(P.TextResponse(flags=0, itt=pdu.itt, ttt=self._new_ttt(), lun=pdu.lun))
+            return
+        answer = self.server.text_answer(self, bytes(pdu.data))
+        self._send_text(answer, pdu)
+
+    def _send_text(self, text: bytes, pdu: P.TextRequest) -> None:
+        limit = self._max_xmit
+        if len(text) > limit:
+            ttt = self._new_ttt()
+            self._text_pending[ttt] = (text[limit:], pdu.itt)
+            self.send_status(
+                P.TextResponse(flags=TEXT_CONTINUE, itt=pdu.itt, ttt=ttt, lun=pdu.lun, data=text[:limit])
+            )
+        else:
+            self.send_status(
+                P.TextResponse(flags=FLAG_FINAL, itt=pdu.itt, ttt=RESERVED_TAG, lun=pdu.lun, data=text)
+            )
+
+    # ---- Logout
+
+    def _on_logout(self, pdu: P.LogoutRequest, header: bytes) -> None:
+        def deliver() -> None:
+            session = self.session
+            assert session is not None
+            reason = pdu.reason
+            response = LogoutResponse.SUCCESS
+            if (
+                reason == LogoutReason.CLOSE_CONNECTION
+                and pdu.cid != self.cid
+                and pdu.cid not in session.connections
+            ):
+                response = LogoutResponse.CID_NOT_FOUND
+            elif reason == LogoutReason.REMOVE_CONNECTION_FOR_RECOVERY:
+                response = LogoutResponse.RECOVERY_NOT_SUPPORTED
+            elif reason not in (LogoutReason.CLOSE_SESSION, LogoutReason.CLOSE_CONNECTION):
+                self.reject(RejectReason.PROTOCOL_ERROR, header)
+                return
+            params = session.params
+            self.send_status(
+                P.LogoutResponse(
+                    response=int(response),
+                    itt=pdu.itt,
+                    time2wait=params.default_time2wait,
+                    time2retain=params.default_time2retain,
+                )
+            )
+            if response == LogoutResponse.SUCCESS:
+                if reason == LogoutReason.CLOSE_SESSION:
+                    self.server.end_session(session, exclude=self)
+                self.close()
+
+        self._check_sn(pdu, header, deliver)
+
+    # ---- Async logout request (shutdown)
+
+    def request_logout(self, seconds: int = 2) -> None:
+        if self.session is None or self._logout_sent:
+            return
+        self._logout_sent = True
+        exp, mx = self._window()
+        self.send(
+            P.AsyncMessage(
+                lun=0,
+                statsn=self._next_statsn(),
+                expcmdsn=exp,
+                maxcmdsn=mx,
+                async_event=int(AsyncEvent.LOGOUT_REQUEST),
+                parameter3=seconds,
+            )
+        )
+
+    _HANDLERS: dict[type, object] = {}
+
+
+Connection._HANDLERS = {
+    P.NopOut: Connection._on_nop_out,
+    P.ScsiCommand: Connection._on_scsi_command,
+    P.DataOut: Connection._on_data_out,
+    P.TaskMgmtRequest: Connection._on_tmf,
+    P.TextRequest: Connection._on_text,
+    P.LogoutRequest: Connection._on_logout,
+}

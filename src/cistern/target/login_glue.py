@@ -1,0 +1,189 @@
+"""Maps Login Request/Response PDUs onto the sans-I/O :class:`~cistern.wire.login.TargetLogin` (RFC 7143 6.3, 11.12-13).
+
+Owns what the state machine cannot know: the server's targets and sessions (TSIH checks, session
+reinstatement), StatSN/ExpCmdSN/MaxCmdSN of the responses, splitting a long response text over several
+Login Responses with the C bit, and switching the connection to full feature phase.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cistern.target.model import ChapSecret, TargetLimits, TargetSpec
+from cistern.wire import pdu as P
+from cistern.wire.chap import ChapAlgorithm, ChapCredentials
+from cistern.wire.login import ChapAuth, LoginStatus, LoginStep, TargetInfo, TargetLogin, TargetPolicy
+from cistern.wire.negotiation import NegotiationPolicy
+from cistern.wire.serial import sn_add
+
+if TYPE_CHECKING:
+    from cistern.target.connection import Connection
+    from cistern.target.server import TargetServer
+
+LOGIN_MAX_SEGMENT = 8192  # MaxRecvDataSegmentLength in force during login (RFC 7143 13.12)
+
+_ALGORITHMS = {
+    "MD5": ChapAlgorithm.MD5,
+    "SHA1": ChapAlgorithm.SHA1,
+    "SHA-1": ChapAlgorithm.SHA1,
+    "SHA-256": ChapAlgorithm.SHA256,
+    "SHA256": ChapAlgorithm.SHA256,
+    "SHA3-256": ChapAlgorithm.SHA3_256,
+}
+
+
+def negotiation_policy(limits: TargetLimits) -> NegotiationPolicy:
+    return NegotiationPolicy(
+        header_digest=tuple(limits.header_digests),
+        data_digest=tuple(limits.data_digests),
+        max_connections=1,
+        initial_r2t=limits.initial_r2t,
+        immediate_data=limits.immediate_data,
+        max_recv_data_segment_length=limits.max_recv_data_segment_length,
+        max_burst_length=limits.max_burst_length,
+        first_burst_length=min(limits.first_burst_length, limits.max_burst_length),
+        default_time2wait=limits.default_time2wait,
+        default_time2retain=limits.default_time2retain,
+        max_outstanding_r2t=limits.max_outstanding_r2t,
+        data_pdu_in_order=True,
+        data_sequence_in_order=True,
+        error_recovery_level=0,
+    )
+
+
+def chap_auth(chap: ChapSecret, mutual: ChapSecret | None, algorithms: tuple[str, ...]) -> ChapAuth:
+    user, secret = chap.username, chap.secret.encode()
+    return ChapAuth(
+        lookup_secret=lambda name: secret if name == user else None,
+        mutual=ChapCredentials(mutual.username, mutual.secret.encode()) if mutual else None,
+        algorithms=tuple(_ALGORITHMS[a] for a in algorithms if a in _ALGORITHMS),
+    )
+
+
+def target_info(target: TargetSpec) -> TargetInfo:
+    auth = chap_auth(target.chap, target.mutual_chap, target.chap_algorithms) if target.chap else None
+    return TargetInfo(
+        name=target.name,
+        allowed_initiators=target.acl,
+        auth=auth,
+        limits=negotiation_policy(target.limits),
+        alias=target.alias,
+    )
+
+
+class LoginDriver:
+    """The login phase of one connection."""
+
+    def __init__(self, server: TargetServer, conn: Connection) -> None:
+        self.server = server
+        self.conn = conn
+        portal_targets = [t for t in server.targets.values() if conn.portal in t.portals or not t.portals]
+        tpgt = portal_targets[0].tpgt if portal_targets else 1
+
+        def lookup(name: str) -> TargetInfo | None:
+            target = server.targets.get(name)
+            return target_info(target) if target is not None else None
+
+        discovery_auth = (
+            chap_auth(server.discovery_chap, None, ("SHA3-256", "SHA-256", "SHA1", "MD5"))
+            if (server.discovery_chap)
+            else None
+        )
+        self.login = TargetLogin(
+            TargetPolicy(
+                lookup_target=lookup,
+                portal_group_tag=tpgt,
+                limits=negotiation_policy(TargetLimits()),
+                discovery_auth=discovery_auth,
+            )
+        )
+        self._pending_text = b""  # rest of a response text longer than one PDU
+        self._pending_step: LoginStep | None = None
+        self._first = True
+
+    def receive(self, pdu: P.LoginRequest) -> None:
+        conn = self.conn
+        if self._first:
+            self._first = False
+            conn.statsn = pdu.expstatsn  # the initiator's idea of the starting StatSN is as good as any
+            if pdu.tsih != 0:
+                # adding a connection to an existing session: MaxConnections is 1 for now
+                known = self.server.sessions.get(pdu.tsih)
+                status = LoginStatus.TOO_MANY_CONNECTIONS if known else LoginStatus.SESSION_DOES_NOT_EXIST
+                self._respond(pdu, LoginStep(b"", pdu.csg, 0, False, status, failed=True), b"")
+                return
+        if self._pending_text:
+            if pdu.data:
+                self._respond(
+                    pdu, LoginStep(b"", pdu.csg, 0, False, LoginStatus.INITIATOR_ERROR, failed=True), b""
+                )
+                return
+            step = self._pending_step
+            assert step is not None
+            self._send_piece(pdu, step)
+            return
+        step = self.login.receive(
+            pdu.csg,
+            pdu.nsg,
+            pdu.transit,
+            pdu.cont,
+            int.from_bytes(pdu.isid, "big"),
+            pdu.tsih,
+            pdu.cid,
+            pdu.cmdsn,
+            bytes(pdu.data),
+            version_max=pdu.version_max,
+            version_min=pdu.version_min,
+        )
+        self._pending_text = step.text
+        self._pending_step = step
+        self._send_piece(pdu, step)
+
+    def _send_piece(self, pdu: P.LoginRequest, step: LoginStep) -> None:
+        text = self._pending_text
+        if len(text) > LOGIN_MAX_SEGMENT and not step.failed:
+            # RFC 7143 6.3: a long response goes in pieces with C=1 and T=0; the initiator asks for more
+            cut = text.rfind(b"\0", 0, LOGIN_MAX_SEGMENT) + 1 or LOGIN_MAX_SEGMENT
+            self._pending_text = text[cut:]
+            piece = LoginStep(text[:cut], step.csg, 0, False)
+            self._respond(pdu, piece, text[:cut], cont=True)
+            return
+        self._pending_text = b""
+        self._pending_step = None
+        self._respond(pdu, step, text)
+
+    def _respond(self, pdu: P.LoginRequest, step: LoginStep, text: bytes, cont: bool = False) -> None:
+        conn = self.conn
+        session = None
+        tsih = 0
+        if step.done is not None and not step.failed:
+            outcome = step.done
+            target = self.server.targets.get(outcome.target_name) if outcome.target_name else None
+            session = self.server.new_session(
+                outcome.initiator_name, pdu.isid, target, outcome.params, pdu.cmdsn
+            )
+            tsih = session.tsih
+        depth = session.queue_depth if session else 1
+        rsp = P.LoginResponse(
+            flags=P.login_flags(step.transit and not cont, cont, step.csg, step.nsg if step.transit else 0),
+            version_max=0,
+            version_active=0,
+            isid=pdu.isid,
+            tsih=tsih,
+            itt=pdu.itt,
+            statsn=conn.statsn,
+            expcmdsn=pdu.cmdsn,
+            maxcmdsn=sn_add(pdu.cmdsn, depth - 1),
+            status_class=step.status_class,
+            status_detail=step.status_detail,
+            data=text,
+        )
+        if step.failed or step.done is not None:
+            conn.statsn = sn_add(conn.statsn, 1)
+        conn.send(rsp)
+        if step.failed:
+            conn.close()
+            return
+        if session is not None:
+            session.connections[pdu.cid] = conn
+            conn.enter_full_feature(session, pdu.cid)

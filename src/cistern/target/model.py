@@ -1,0 +1,52 @@
+"""Runtime model of what the target serves: targets, their portals, ACLs, CHAP credentials and LUNs.
+
+Built from the declarative config (``cistern.config``) by :mod:`cistern.target.server`; kept separate from it
+so the protocol code depends on a few plain objects rather than on the config schema.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cistern.scsi.server import DeviceServer
+
+
+@dataclass(frozen=True, slots=True)
+class ChapSecret:
+    username: str
+    secret: str
+
+
+@dataclass(slots=True)
+class TargetLimits:
+    """What the target accepts and offers in operational negotiation (RFC 7143 section 13)."""
+
+    max_recv_data_segment_length: int = 262144
+    max_burst_length: int = 1048576
+    first_burst_length: int = 262144
+    max_outstanding_r2t: int = 1
+    initial_r2t: bool = False
+    immediate_data: bool = True
+    header_digests: tuple[str, ...] = ("CRC32C", "None")
+    data_digests: tuple[str, ...] = ("CRC32C", "None")
+    default_time2wait: int = 2
+    default_time2retain: int = 0
+    queue_depth: int = 128  # commands the CmdSN window admits per session
+    max_write_buffer: int = 64 * 1024 * 1024  # largest EDTL a single write may have
+
+
+@dataclass(slots=True)
+class TargetSpec:
+    name: str
+    device: DeviceServer
+    alias: str | None = None
+    tpgt: int = 1
+    portals: list[tuple[str, int]] = field(default_factory=list)
+    acl: frozenset[str] | None = None  # None: open to every initiator name (explicit open mode)
+    chap: ChapSecret | None = None  # the initiator must authenticate with this
+    mutual_chap: ChapSecret | None = None  # the target answers the initiator's challenge with this
+    chap_algorithms: tuple[str, ...] = ("SHA3-256", "SHA-256", "SHA1", "MD5")
+    limits: TargetLimits = field(default_factory=TargetLimits)
+
+    def admits(self, initiator_name: str) -> bool:
+        return self.acl is None or initiator_name in self.acl

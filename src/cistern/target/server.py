@@ -1,0 +1,292 @@
+"""The target server: portals, the session table, discovery answers, and clean shutdown.
+
+``serve(config)`` is what ``cistern serve`` and ``cistern demo`` run: it opens the backing stores, builds one
+SCSI device server per target, listens on every portal, and on cancellation asks every session to log out
+(Async Message, RFC 7143 11.9.1 event 1), closes the connections, and flushes and closes the stores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import socket
+from collections.abc import Callable
+
+from cistern.config.model import Config
+from cistern.scsi.lu import LogicalUnit
+from cistern.scsi.server import DeviceServer
+from cistern.scsi.task import ITNexus
+from cistern.storage.base import BackingStore
+from cistern.storage.factory import open_store
+from cistern.target.connection import Connection
+from cistern.target.model import ChapSecret, TargetLimits, TargetSpec
+from cistern.target.session import Session, SessionTable
+from cistern.wire.text import TextError, encode_text, parse_text
+
+log = logging.getLogger("cistern.target")
+
+
+class TargetServer:
+    """Everything one cistern process serves."""
+
+    def __init__(
+        self,
+        targets: list[TargetSpec],
+        *,
+        stores: list[BackingStore] | None = None,
+        discovery_chap: ChapSecret | None = None,
+        login_timeout: float = 15.0,
+        nop_interval: float = 10.0,
+        nop_timeout: float = 20.0,
+    ) -> None:
+        self.targets = {t.name: t for t in targets}
+        self.stores = stores or []
+        self.discovery_chap = discovery_chap
+        self.login_timeout = login_timeout
+        self.nop_interval = nop_interval
+        self.nop_timeout = nop_timeout
+        self.sessions = SessionTable()
+        self.connections: set[Connection] = set()
+        self._servers: list[asyncio.base_events.Server] = []
+        self.bound: list[tuple[str, int]] = []
+
+    # ---- lifecycle
+
+    async def start(self) -> list[tuple[str, int]]:
+        loop = asyncio.get_running_loop()
+        portals: dict[tuple[str, int], list[TargetSpec]] = {}
+        for target in self.targets.values():
+            for portal in target.portals:
+                portals.setdefault(portal, []).append(target)
+        for host, port in portals:
+            server = await loop.create_server(
+                lambda h=host, p=port: Connection(self, (h, p)),  # type: ignore[misc]
+                host,
+                port,
+                reuse_address=True,
+                backlog=128,
+            )
+            self._servers.append(server)
+            for sock in server.sockets:
+                addr = sock.getsockname()
+                self.bound.append((addr[0], addr[1]))
+        # a portal given with port 0 gets its real port now: advertise that in SendTargets
+        for target in self.targets.values():
+            target.portals = [self._bound_for(h, p) for h, p in target.portals]
+        return self.bound
+
+    def _bound_for(self, host: str, port: int) -> tuple[str, int]:
+        if port:
+            return host, port
+        for h, p in self.bound:
+            if h == host or socket.getaddrinfo(host, None)[0][4][0] == h:
+                return h, p
+        return host, port
+
+    async def stop(self, logout_grace: float = 2.0) -> None:
+        for server in self._servers:
+            server.close()
+        conns = [c for c in self.connections if c.session is not None]
+        for conn in conns:
+            conn.request_logout(int(logout_grace) or 1)
+        deadline = asyncio.get_running_loop().time() + logout_grace
+        while any(c in self.connections for c in conns) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.close()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 2)
+        for store in self.stores:
+            try:
+                await store.flush()
+                await store.close()
+            except OSError as exc:
+                log.error("closing store: %s", exc)
+
+    # ---- sessions
+
+    def sessions_of(self, target_name: str) -> list[Session]:
+        return [s for s in self.sessions if s.target is not None and s.target.name == target_name]
+
+    def new_session(
+        self,
+        initiator_name: str,
+        isid: bytes,
+        target: TargetSpec | None,
+        params,
+        cmdsn: int,  # type: ignore[no-untyped-def]
+    ) -> Session:
+        """Create a session, reinstating (closing) any old one with the same initiator port (RFC 7143 6.3.5)."""
+        old = self.sessions.find(initiator_name, isid, target.name if target else None)
+        if old is not None:
+            log.info("reinstating session of %s ISID %s", initiator_name, isid.hex())
+            self.end_session(old)
+        depth = target.limits.queue_depth if target else 8
+        session = Session(self.sessions.allocate_tsih(), initiator_name, isid, target, params, cmdsn, depth)
+        if target is not None:
+            session.nexus = ITNexus(initiator_name, isid, target.name, target.tpgt, target.tpgt)
+            target.device.nexus_added(session.nexus)
+        self.sessions.add(session)
+        return session
+
+    def end_session(self, session: Session, exclude: Connection | None = None) -> None:
+        if session.closed:
+            return
+        session.closed = True
+        self.sessions.remove(session)
+        for conn in list(session.connections.values()):
+            if conn is not exclude:
+                conn.abort()
+        if session.target is not None and session.nexus is not None:
+            session.target.device.nexus_lost(session.nexus)
+
+    def connection_closed(self, conn: Connection) -> None:
+        session = conn.session
+        if session is None:
+            return
+        if session.connections.get(conn.cid) is conn:
+            del session.connections[conn.cid]
+        if not session.connections:
+            # ERL 0: the session ends with its last connection (DefaultTime2Retain does not apply)
+            self.end_session(session)
+
+    # ---- discovery
+
+    def visible_targets(self, initiator_name: str) -> list[TargetSpec]:
+        return [t for t in self.targets.values() if t.admits(initiator_name)]
+
+    def text_answer(self, conn: Connection, data: bytes) -> bytes:
+        """Answer a full-feature-phase Text Request (SendTargets, RFC 7143 appendix C)."""
+        try:
+            pairs = parse_text(data)
+        except TextError:
+            return encode_text([])
+        session = conn.session
+        assert session is not None
+        out: list[tuple[str, str]] = []
+        for key, value in pairs:
+            if key != "SendTargets":
+                out.append((key, "NotUnderstood"))
+                continue
+            if value == "All" and not session.discovery:
+                out.append((key, "Reject"))
+                continue
+            for target in self.visible_targets(session.initiator_name):
+                if (
+                    value in ("All", "") and (value == "All" or target is session.target)
+                ) or value == target.name:
+                    out.append(("TargetName", target.name))
+                    for host, port in target.portals:
+                        shown = conn.portal[0] if host in ("0.0.0.0", "::") else host
+                        addr = f"[{shown}]" if ":" in shown else shown
+                        out.append(("TargetAddress", f"{addr}:{port},{target.tpgt}"))
+        return encode_text(out)
+
+
+# ---------------------------------------------------------------------------------------------- config
+
+
+def _serial_for(target: str, lun: int) -> str:
+    return hashlib.sha256(f"{target}/{lun}".encode()).hexdigest()[:16]
+
+
+def _limits(params) -> TargetLimits:  # type: ignore[no-untyped-def]
+    limits = TargetLimits()
+    for name in (
+        "max_recv_data_segment_length",
+        "max_burst_length",
+        "first_burst_length",
+        "max_outstanding_r2t",
+        "initial_r2t",
+        "immediate_data",
+        "default_time2wait",
+        "default_time2retain",
+    ):
+        value = getattr(params, name, None)
+        if value is not None:
+            setattr(limits, name, value)
+    if params.header_digest is not None:
+        limits.header_digests = tuple(params.header_digest)
+    if params.data_digest is not None:
+        limits.data_digests = tuple(params.data_digest)
+    limits.first_burst_length = min(limits.first_burst_length, limits.max_burst_length)
+    return limits
+
+
+def build_server(config: Config) -> TargetServer:
+    """Open every store and build the runtime objects; raises OSError/ValueError with a clear message."""
+    stores: list[BackingStore] = []
+    targets: list[TargetSpec] = []
+    try:
+        for tcfg in config.targets:
+            luns: dict[int, LogicalUnit] = {}
+            for lcfg in tcfg.luns:
+                store = open_store(
+                    lcfg.backend,
+                    str(lcfg.path) if lcfg.path is not None else None,
+                    lcfg.size,
+                    lcfg.block_size,
+                    lcfg.read_only,
+                )
+                stores.append(store)
+                kwargs = {}
+                for name in ("vendor", "product", "revision"):
+                    if getattr(lcfg, name, None):
+                        kwargs[name] = getattr(lcfg, name)
+                luns[lcfg.lun] = LogicalUnit(
+                    store,
+                    lun=lcfg.lun,
+                    serial=lcfg.serial or _serial_for(str(tcfg.name), lcfg.lun),
+                    read_only=lcfg.read_only,
+                    thin=lcfg.thin,
+                    removable=lcfg.removable,
+                    **kwargs,
+                )
+            device = DeviceServer(luns, target_name=str(tcfg.name))
+            chap = mutual = None
+            algorithms: tuple[str, ...] = ("SHA3-256", "SHA-256", "SHA1", "MD5")
+            if tcfg.auth is not None:
+                algorithms = tuple(tcfg.auth.chap_algorithms)
+                if tcfg.auth.chap is not None:
+                    c = tcfg.auth.chap
+                    chap = ChapSecret(c.username, c.secret)
+                    if c.mutual_username and c.mutual_secret:
+                        mutual = ChapSecret(c.mutual_username, c.mutual_secret)
+            targets.append(
+                TargetSpec(
+                    name=str(tcfg.name),
+                    device=device,
+                    alias=tcfg.alias,
+                    tpgt=tcfg.tpgt,
+                    portals=[(p.host, p.port) for p in tcfg.portals],
+                    acl=None if tcfg.open else frozenset(str(a) for a in tcfg.acl),
+                    chap=chap,
+                    mutual_chap=mutual,
+                    chap_algorithms=algorithms,
+                    limits=_limits(tcfg.params),
+                )
+            )
+    except BaseException:
+        for store in stores:
+            with contextlib.suppress(Exception):
+                store.close_sync()  # type: ignore[attr-defined]
+        raise
+    discovery = None
+    if config.discovery_auth is not None and config.discovery_auth.chap is not None:
+        discovery = ChapSecret(config.discovery_auth.chap.username, config.discovery_auth.chap.secret)
+    return TargetServer(targets, stores=stores, discovery_chap=discovery)
+
+
+async def serve(config: Config, *, on_ready: Callable[[list[tuple[str, int]]], None] | None = None) -> None:
+    """Serve ``config`` until cancelled, then shut down cleanly (async logout, flush, close)."""
+    server = build_server(config)
+    try:
+        bound = await server.start()
+        if on_ready is not None:
+            on_ready(bound)
+        await asyncio.Event().wait()
+    finally:
+        await asyncio.shield(server.stop())

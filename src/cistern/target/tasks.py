@@ -1,0 +1,92 @@
+"""Per-command transfer state on the target: data-out collection with R2T sequences (RFC 7143 4.2.3, 11.7, 11.8).
+
+With DataPDUInOrder=Yes and DataSequenceInOrder=Yes (the target always answers Yes to both: they are
+OR-valued keys, RFC 7143 13.19/13.20) every sequence — the unsolicited one and each R2T's — must arrive as
+DataSN 0, 1, 2… at contiguous offsets, ending with the F bit exactly at the sequence's end.  Anything else
+is a protocol error for that command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from dataclasses import dataclass, field
+
+from cistern.wire.constants import RESERVED_TAG
+
+
+class TaskState(enum.Enum):
+    COLLECTING = 1  # waiting for data-out
+    EXECUTING = 2  # handed to the device server
+    DONE = 3
+
+
+class DataOutError(Exception):
+    """A Data-Out PDU broke the sequence rules; the command fails (it never reaches the medium)."""
+
+
+@dataclass(slots=True)
+class Sequence:
+    """One data-out sequence: the unsolicited burst (TTT 0xffffffff) or the burst one R2T asked for."""
+
+    ttt: int
+    offset: int
+    length: int
+    received: int = 0
+    next_datasn: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.received >= self.length
+
+
+@dataclass(slots=True, eq=False)
+class TargetTask:
+    itt: int
+    lun: int
+    cmdsn: int
+    cdb: bytes
+    flags: int
+    edtl: int
+    immediate: bool
+    buf: bytearray | None = None  # the write buffer (EDTL bytes)
+    state: TaskState = TaskState.COLLECTING
+    received: int = 0  # data-out bytes received so far, all sequences
+    unsolicited: Sequence | None = None
+    r2ts: dict[int, Sequence] = field(default_factory=dict)  # TTT -> outstanding R2T sequence
+    next_r2t_offset: int = 0  # first byte not yet solicited
+    r2tsn: int = 0
+    aborted: bool = False
+    error: str | None = None
+    done: asyncio.Future[None] | None = None
+
+    def sink(self, offset: int, length: int) -> memoryview | None:
+        """Where a Data-Out payload may land (zero copy), if it is inside this task's buffer."""
+        if self.state is not TaskState.COLLECTING or self.buf is None:
+            return None
+        if offset < 0 or offset + length > len(self.buf):
+            return None
+        return memoryview(self.buf)[offset : offset + length]
+
+    def sequence_for(self, ttt: int) -> Sequence | None:
+        if ttt == RESERVED_TAG:
+            return self.unsolicited
+        return self.r2ts.get(ttt)
+
+    def accept(self, ttt: int, datasn: int, offset: int, length: int, final: bool) -> Sequence:
+        """Check one Data-Out against its sequence and account for it; raises DataOutError."""
+        seq = self.sequence_for(ttt)
+        if seq is None:
+            raise DataOutError(f"Data-Out with unknown Target Transfer Tag 0x{ttt:08x}")
+        if datasn != seq.next_datasn:
+            raise DataOutError(f"DataSN {datasn} where {seq.next_datasn} was expected")
+        if offset != seq.offset + seq.received:
+            raise DataOutError(f"Buffer Offset {offset} where {seq.offset + seq.received} was expected")
+        if seq.received + length > seq.length:
+            raise DataOutError("more data than the sequence allows")
+        seq.received += length
+        seq.next_datasn += 1
+        self.received += length
+        if final != seq.complete:
+            raise DataOutError("F bit does not match the end of the sequence")
+        return seq
