@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Install what the test suite needs on Debian 12; safe to run again (installs only what is missing).
+#
+#   apt: libiscsi-bin (iscsi-ls, iscsi-inq, iscsi-test-cu, iscsi-perf...), qemu-utils and
+#        qemu-block-extra (qemu-img/qemu-io with the iscsi:// driver), tgt (reference target),
+#        iproute2 and procps; python3-venv only when the system python3 must get a .venv.
+#   pip: the repository itself, editable, with the [test] extra.
+# Runs apt-get as root (directly, or through sudo when available).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/_python.sh"
+
+PACKAGES=(libiscsi-bin qemu-utils qemu-block-extra tgt iproute2 procps coreutils)
+
+as_root() {
+    if [[ "$(id -u)" -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo --preserve-env=DEBIAN_FRONTEND "$@"
+    else
+        echo "install-test-deps: need root (or sudo) to install: $*" >&2
+        exit 1
+    fi
+}
+
+missing_packages() {
+    local pkg
+    for pkg in "$@"; do
+        if [[ "$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null)" != "installed" ]]; then
+            printf '%s\n' "$pkg"
+        fi
+    done
+}
+
+apt_updated=0
+apt_install() {
+    local missing
+    mapfile -t missing < <(missing_packages "$@")
+    if [[ ${#missing[@]} -eq 0 ]]; then
+        return
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    if [[ $apt_updated -eq 0 ]]; then
+        as_root apt-get -o DPkg::Lock::Timeout=600 update
+        apt_updated=1
+    fi
+    echo "install-test-deps: installing ${missing[*]}"
+    as_root apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}"
+}
+
+apt_install "${PACKAGES[@]}"
+
+choose_python
+if [[ -z "$PYTHON" ]]; then
+    apt_install python3
+    choose_python
+fi
+if python_is_externally_managed "$PYTHON"; then
+    apt_install python3-venv python3-pip
+fi
+ensure_installable_python
+
+cd "$REPO_ROOT"
+"$PYTHON" -m pip install -e '.[test]'
+echo "install-test-deps: done (python: $PYTHON)"
