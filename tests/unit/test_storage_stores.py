@@ -1,0 +1,141 @@
+"""Backing stores: MemoryStore, FileStore on a real sparse temp file (read/write, fsync, hole punch
+reading back zeroes), BlockDeviceStore size probing on a regular file, and the open_store factory."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from cistern.storage import BlockDeviceStore, FileStore, MemoryStore, StoreError, open_store
+
+
+def test_memory_store_roundtrip_and_unmap() -> None:
+    async def go() -> None:
+        s = MemoryStore(8192, block_size=4096)
+        assert s.num_blocks == 2 and s.supports_unmap
+        await s.write(100, memoryview(b"hello"))
+        buf = bytearray(5)
+        await s.read_into(100, memoryview(buf))
+        assert buf == b"hello"
+        await s.unmap(0, 4096)
+        await s.read_into(100, memoryview(buf))
+        assert buf == bytes(5)
+        with pytest.raises(StoreError):
+            await s.write(8190, b"abc")
+        await s.close()
+        with pytest.raises(StoreError):
+            await s.read_into(0, memoryview(bytearray(1)))
+
+    asyncio.run(go())
+
+
+def test_memory_store_read_only_and_bad_block_size() -> None:
+    with pytest.raises(ValueError):
+        MemoryStore(4096, block_size=1024)
+
+    async def go() -> None:
+        s = MemoryStore(4096, read_only=True)
+        with pytest.raises(StoreError):
+            await s.write(0, b"x")
+
+    asyncio.run(go())
+
+
+def test_file_store_creates_sparse_file(tmp_path: Path) -> None:
+    path = tmp_path / "disk.img"
+    size = 64 * 1024 * 1024
+
+    async def go() -> None:
+        s = FileStore(path, size)
+        assert s.size == size and path.stat().st_size == size
+        assert path.stat().st_blocks * 512 < 1024 * 1024  # sparse: nothing allocated yet
+        data = os.urandom(8192)
+        await s.write(1 << 20, memoryview(data))
+        await s.flush()
+        buf = bytearray(8192)
+        await s.read_into(1 << 20, memoryview(buf))
+        assert buf == data
+        await s.close()
+        await s.close()  # idempotent
+        reopened = FileStore(path)
+        assert reopened.size == size
+        buf2 = bytearray(8192)
+        await reopened.read_into(1 << 20, memoryview(buf2))
+        assert buf2 == data
+        await reopened.close()
+
+    asyncio.run(go())
+
+
+def test_file_store_unmap_reads_back_zeroes(tmp_path: Path) -> None:
+    path = tmp_path / "thin.img"
+
+    async def go() -> None:
+        s = FileStore(path, 4 * 1024 * 1024)
+        await s.write(0, b"\xff" * (2 * 1024 * 1024))
+        await s.flush()
+        allocated = path.stat().st_blocks
+        await s.unmap(512 * 1024, 1024 * 1024)
+        buf = bytearray(2 * 1024 * 1024)
+        await s.read_into(0, memoryview(buf))
+        assert buf[: 512 * 1024] == b"\xff" * (512 * 1024)
+        assert buf[512 * 1024 : 1536 * 1024] == bytes(1024 * 1024)
+        assert buf[1536 * 1024 :] == b"\xff" * (512 * 1024)
+        assert path.stat().st_size == 4 * 1024 * 1024  # KEEP_SIZE
+        assert path.stat().st_blocks <= allocated
+        await s.close()
+
+    asyncio.run(go())
+
+
+def test_file_store_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        FileStore(tmp_path / "new.img")  # no size for a new file
+    with pytest.raises(FileNotFoundError):
+        FileStore(tmp_path / "missing.img", read_only=True)
+
+    async def go() -> None:
+        path = tmp_path / "ro.img"
+        FileStore(path, 4096)
+        s = FileStore(path, read_only=True)
+        assert s.read_only
+        with pytest.raises(StoreError):
+            await s.write(0, b"x")
+        with pytest.raises(StoreError):
+            await s.read_into(4000, memoryview(bytearray(200)))
+        await s.close()
+
+    asyncio.run(go())
+
+
+def test_block_device_store_probes_size_of_existing_path(tmp_path: Path) -> None:
+    path = tmp_path / "dev.img"
+    path.write_bytes(b"\x01" * 8192)
+
+    async def go() -> None:
+        s = BlockDeviceStore(path)
+        assert s.size == 8192
+        buf = bytearray(512)
+        await s.read_into(512, memoryview(buf))
+        assert buf == b"\x01" * 512
+        await s.close()
+
+    asyncio.run(go())
+    with pytest.raises(FileNotFoundError):
+        BlockDeviceStore(tmp_path / "nope")
+
+
+def test_open_store_factory(tmp_path: Path) -> None:
+    assert isinstance(open_store("memory", size=4096), MemoryStore)
+    fs = open_store("file", tmp_path / "f.img", 8192, block_size=4096)
+    assert isinstance(fs, FileStore) and fs.block_size == 4096
+    asyncio.run(fs.close())
+    with pytest.raises(ValueError):
+        open_store("tape", size=1)
+    with pytest.raises(ValueError):
+        open_store("memory")
+    with pytest.raises(ValueError):
+        open_store("file")
