@@ -56,7 +56,11 @@ def _run(config: Config) -> None:
 
     try:
         runner.run_server(config, on_ready=on_ready)
-    except OSError as exc:
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not exc.name.startswith("cistern."):
+            raise
+        raise click.ClickException(f"the target server is not available in this build: {exc}") from None
+    except (OSError, ValueError) as exc:  # cannot bind a portal, cannot open a backing store
         raise click.ClickException(f"cannot serve: {exc}") from None
 
 
