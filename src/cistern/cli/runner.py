@@ -48,10 +48,10 @@ async def serve_until_signalled(config: Config, serve: ServeFn, on_ready: OnRead
             log.warning("%s received again: stopping now", name)
         task.cancel()
 
-    installed: list[int] = []
+    installed: list[signal.Signals] = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         try:
-            loop.add_signal_handler(signum, on_signal, signum)
+            loop.add_signal_handler(signum, on_signal, int(signum))
             installed.append(signum)
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
             log.debug("cannot install a handler for %s", signal.Signals(signum).name)
