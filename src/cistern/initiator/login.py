@@ -1,0 +1,130 @@
+"""Driving the sans-I/O :class:`~cistern.wire.login.InitiatorLogin` over a TCP connection (RFC 7143 6.3,
+11.12, 11.13): Login Request/Response PDUs, text continuation with the C bit, status mapped to errors.
+
+:func:`login` is the :data:`~cistern.initiator.session.LoginFn` the session uses both for the first login
+and for reinstatement after a lost connection (same ISID, TSIH 0).
+"""
+
+from __future__ import annotations
+
+from cistern.initiator.connection import IscsiProtocol, open_connection
+from cistern.initiator.errors import AuthenticationError, LoginError, ProtocolError
+from cistern.initiator.params import LoginResult, SessionConfig
+from cistern.wire.chap import ChapCredentials
+from cistern.wire.login import InitiatorLogin, LoginProtocolError, LoginRejected, LoginStatus
+from cistern.wire.pdu import LoginRequest, LoginResponse, login_flags
+from cistern.wire.serial import sn_add
+from cistern.wire.text import split_text
+
+#: The login runs before MaxRecvDataSegmentLength is declared: 8192 is the default (RFC 7143 13.12).
+LOGIN_SEGMENT = 8192
+
+
+def _credentials(secret: object | None) -> ChapCredentials | None:
+    if secret is None:
+        return None
+    user, value = secret.user, secret.secret  # type: ignore[attr-defined]
+    return ChapCredentials(user, value.encode() if isinstance(value, str) else value)
+
+
+def _rejected(exc: LoginRejected, config: SessionConfig) -> LoginError:
+    status = exc.status
+    if status == LoginStatus.AUTHENTICATION_FAILURE:
+        who = f" as {config.chap.user!r}" if config.chap else " (no CHAP credentials given)"
+        return AuthenticationError(
+            f"authentication failed{who} at {config.host}:{config.port}", exc.status_class, exc.status_detail
+        )
+    if status == LoginStatus.AUTHORIZATION_FAILURE:
+        return AuthenticationError(
+            f"initiator {config.initiator_name} is not authorized for {config.target_name}",
+            exc.status_class,
+            exc.status_detail,
+        )
+    if status == LoginStatus.NOT_FOUND:
+        return LoginError(f"target {config.target_name} not found at {config.host}:{config.port}", 2, 3)
+    message = str(exc)
+    if exc.target_address:
+        message += f" (TargetAddress={exc.target_address})"
+    return LoginError(message, exc.status_class, exc.status_detail)
+
+
+async def login(config: SessionConfig, tsih: int = 0) -> tuple[IscsiProtocol, LoginResult]:
+    """Open a connection to the portal and log in; the protocol is returned ready for full feature phase
+    (reading paused until the session installs its handlers)."""
+    protocol = await open_connection(config.host, config.port, config.connect_timeout)
+    try:
+        return protocol, await _exchange(protocol, config, tsih)
+    except BaseException:
+        protocol.abort()
+        raise
+
+
+async def _exchange(protocol: IscsiProtocol, config: SessionConfig, tsih: int) -> LoginResult:
+    try:
+        machine = InitiatorLogin(
+            config.initiator_name,
+            config.target_name,
+            initiator_alias=config.initiator_alias,
+            chap=_credentials(config.chap),
+            mutual=_credentials(config.mutual_chap),
+            policy=config.policy,
+        )
+    except ValueError as exc:
+        raise LoginError(f"bad login settings: {exc}") from exc
+    cmdsn = 0
+    expstatsn = 0
+    request = machine.start()
+    while True:
+        segments = split_text(request.text, LOGIN_SEGMENT)
+        for i, segment in enumerate(segments):
+            last = i == len(segments) - 1
+            transit = request.transit and last
+            flags = login_flags(transit, not last, request.csg, request.nsg if transit else 0)
+            protocol.send(
+                LoginRequest(
+                    flags, 0, 0, config.isid, tsih, 0, 0, cmdsn, expstatsn, immediate=True, data=segment
+                )
+            )
+            frame = await protocol.next_login_frame(config.login_timeout)
+            pdu = frame.pdu
+            if not isinstance(pdu, LoginResponse):
+                raise ProtocolError(
+                    f"expected a Login Response, got {type(pdu).__name__ if pdu else frame.error}"
+                )
+            if pdu.version_active != 0 and pdu.status_class == 0:
+                raise ProtocolError(f"target chose unsupported iSCSI version {pdu.version_active}")
+            if pdu.status_class == 0 and pdu.isid != config.isid:
+                raise ProtocolError("Login Response for another ISID")
+            expstatsn = sn_add(pdu.statsn, 1)
+            if not last and (pdu.status_class != 0 or pdu.transit):
+                break  # the target answered before the whole text arrived: let the machine judge it
+        try:
+            request = machine.receive(
+                pdu.csg,
+                pdu.nsg,
+                pdu.transit,
+                pdu.cont,
+                pdu.status_class,
+                pdu.status_detail,
+                bytes(pdu.data),
+                pdu.tsih,
+            )
+        except LoginRejected as exc:
+            raise _rejected(exc, config) from None
+        except LoginProtocolError as exc:
+            text = str(exc)
+            if "mutual" in text or "CHAP" in text:
+                raise AuthenticationError(f"CHAP with {config.host}:{config.port} failed: {text}") from None
+            raise ProtocolError(f"login protocol error: {text}") from None
+        if request is None:
+            result = machine.result
+            assert result is not None
+            return LoginResult(
+                negotiated=result.params,
+                tsih=result.tsih,
+                expstatsn=expstatsn,
+                expcmdsn=pdu.expcmdsn,
+                maxcmdsn=pdu.maxcmdsn,
+                target_alias=result.target_alias,
+                target_portal_group_tag=result.target_portal_group_tag,
+            )

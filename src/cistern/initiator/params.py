@@ -1,0 +1,88 @@
+"""What an initiator session needs to log in and to stay up: target, identity, credentials, timers,
+and the reconnect policy (RFC 7143 sections 6, 7.1.4 Time2Wait, 6.3.5 session reinstatement)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from cistern.wire.negotiation import Negotiated, NegotiationPolicy
+
+DEFAULT_INITIATOR_NAME = "iqn.2024-01.org.cistern:initiator"
+DEFAULT_PORT = 3260
+
+
+@dataclass(frozen=True, slots=True)
+class ChapSecret:
+    """CHAP credentials: ``user`` is sent as CHAP_N, ``secret`` is the shared secret."""
+
+    user: str
+    secret: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReconnectPolicy:
+    """How a session recovers from a lost connection (session reinstatement with the same ISID).
+
+    ``max_attempts`` logins are tried, waiting ``initial_delay`` then multiplying by ``backoff`` up to
+    ``max_delay``; 0 disables reconnecting (outstanding commands then fail with ConnectionLost).
+    A command is re-issued at most ``max_reissue`` times before it fails with SessionFailed.
+    """
+
+    max_attempts: int = 8
+    initial_delay: float = 0.2
+    backoff: float = 2.0
+    max_delay: float = 5.0
+    max_reissue: int = 3
+
+    def delays(self) -> list[float]:
+        out, delay = [], self.initial_delay
+        for _ in range(self.max_attempts):
+            out.append(delay)
+            delay = min(self.max_delay, delay * self.backoff)
+        return out
+
+
+NO_RECONNECT = ReconnectPolicy(max_attempts=0)
+
+
+def new_isid() -> bytes:
+    """A random ISID of type 0x80 (RFC 7143 11.12.5: 'Random' qualifier)."""
+    return bytes([0x80]) + os.urandom(5)
+
+
+@dataclass(slots=True)
+class SessionConfig:
+    host: str
+    port: int = DEFAULT_PORT
+    target_name: str | None = None  # None: a Discovery session
+    initiator_name: str = DEFAULT_INITIATOR_NAME
+    initiator_alias: str | None = None
+    chap: ChapSecret | None = None
+    mutual_chap: ChapSecret | None = None  # the target's name and secret for mutual CHAP
+    policy: NegotiationPolicy = field(default_factory=NegotiationPolicy)
+    isid: bytes = field(default_factory=new_isid)
+    connect_timeout: float = 10.0
+    login_timeout: float = 15.0
+    nop_interval: float = 10.0  # send a NOP-Out after this long without traffic (0: never)
+    nop_timeout: float = 10.0  # ...and drop the connection if no NOP-In comes back in this time
+    logout_timeout: float = 5.0
+    retry_unit_attention: int = 3
+    reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
+
+    @property
+    def discovery(self) -> bool:
+        return self.target_name is None
+
+
+@dataclass(slots=True)
+class LoginResult:
+    """What a successful login gives the full feature phase."""
+
+    negotiated: Negotiated
+    tsih: int
+    expstatsn: int
+    expcmdsn: int
+    maxcmdsn: int
+    target_alias: str | None = None
+    target_portal_group_tag: int | None = None

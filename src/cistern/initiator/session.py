@@ -1,0 +1,724 @@
+"""The initiator's full feature phase: command window, data transfer, task management, keep-alive and
+recovery (RFC 7143 sections 3.2.2 CmdSN, 3.2.2.3 window, 10 PDUs, 6.3.5 session reinstatement, 7).
+
+A :class:`Session` owns one connection at a time.  Commands wait in FIFO order until their CmdSN fits the
+window ExpCmdSN..MaxCmdSN the target advertises, then go out with immediate data and unsolicited Data-Out
+as FirstBurstLength/ImmediateData/InitialR2T allow; R2Ts are answered with Data-Out sequences cut at the
+target's MaxRecvDataSegmentLength; Data-In lands in the command's buffer (the framer's sink) and may carry
+the status (phase collapse).
+
+When the connection drops (TCP error, digest error, a silent target caught by the NOP keep-alive) the
+session logs in again with the same ISID and TSIH 0, which reinstates the session on the target and ends
+the old one's tasks, and re-issues every command that had not completed, in CmdSN order.  A command either
+completes or fails with a clear error (:class:`SessionFailed`, :class:`ConnectionLost`), never silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from cistern.initiator.connection import IscsiProtocol
+from cistern.initiator.errors import (
+    CommandAborted,
+    CommandTimeout,
+    ConnectionLost,
+    IscsiError,
+    LoginError,
+    ProtocolError,
+    ServiceResponseError,
+    SessionFailed,
+    TaskManagementError,
+    UnitAttention,
+)
+from cistern.initiator.params import LoginResult, SessionConfig
+from cistern.initiator.task import TASK_ATTR_SIMPLE, Command, ScsiResult, raise_for_status
+from cistern.wire.constants import (
+    CMD_READ,
+    CMD_WRITE,
+    FLAG_FINAL,
+    RESERVED_TAG,
+    RSP_OVERFLOW,
+    RSP_UNDERFLOW,
+    AsyncEvent,
+    LogoutReason,
+    TmfFunction,
+    TmfResponse,
+)
+from cistern.wire.framing import Frame
+from cistern.wire.pdu import (
+    PDU,
+    R2T,
+    AsyncMessage,
+    Buffer,
+    DataIn,
+    DataOut,
+    LogoutRequest,
+    LogoutResponse,
+    NopIn,
+    NopOut,
+    Reject,
+    ScsiCommand,
+    ScsiResponse,
+    TaskMgmtRequest,
+    TaskMgmtResponse,
+    TextRequest,
+    TextResponse,
+    encode_lun,
+)
+from cistern.wire.serial import sn_add, sn_le, sn_lt
+from cistern.wire.text import TextError, encode_text, parse_text
+
+log = logging.getLogger(__name__)
+
+LoginFn = Callable[[SessionConfig, int], Awaitable[tuple[IscsiProtocol, LoginResult]]]
+"""Opens a TCP connection and logs in: (config, tsih) -> (protocol, result)."""
+
+
+class State(enum.Enum):
+    FULL_FEATURE = "full feature"
+    RECOVERING = "recovering"
+    CLOSING = "closing"
+    CLOSED = "closed"
+    FAILED = "failed"
+
+
+class Session:
+    """A logged-in iSCSI session.  Use :func:`cistern.initiator.connect` to make one."""
+
+    def __init__(
+        self, config: SessionConfig, login: LoginFn, protocol: IscsiProtocol, result: LoginResult
+    ) -> None:
+        self.config = config
+        self._login = login
+        self._pending: deque[Command] = deque()  # waiting for a CmdSN slot
+        self._tasks: dict[int, Command] = {}  # sent, not completed, by ITT
+        self._requests: dict[int, asyncio.Future[Any]] = {}  # NOP / TMF / Text / Logout, by ITT
+        self._text_parts: dict[int, bytearray] = {}
+        self._next_itt = 1
+        self._state = State.FULL_FEATURE
+        self._failure: BaseException | None = None
+        self._recovery: asyncio.Task[None] | None = None
+        self._keepalive: asyncio.Task[None] | None = None
+        self.reconnects = 0
+        self._conn: IscsiProtocol = protocol
+        self._install(protocol, result)
+        if config.nop_interval > 0:
+            self._keepalive = asyncio.get_running_loop().create_task(self._keepalive_loop())
+
+    # ----------------------------------------------------------------------------------------------
+    # connection installation and dispatch
+
+    def _install(self, protocol: IscsiProtocol, result: LoginResult) -> None:
+        self.negotiated = result.negotiated
+        self.tsih = result.tsih
+        self.target_alias = result.target_alias
+        self._cmdsn = result.expcmdsn
+        self._expcmdsn = result.expcmdsn
+        self._maxcmdsn = result.maxcmdsn
+        self._expstatsn = result.expstatsn
+        self._conn = protocol
+        n = result.negotiated
+        protocol.enter_full_feature(
+            header_digest=n.header_digest,
+            data_digest=n.data_digest,
+            max_recv_data_segment_length=n.max_recv_data_segment_length,
+            on_frame=self._on_frame,
+            on_lost=self._on_lost,
+            sink=self._sink,
+        )
+        self._handlers: dict[type[PDU], Callable[[Any, Frame], None]] = {
+            DataIn: self._on_data_in,
+            ScsiResponse: self._on_scsi_response,
+            R2T: self._on_r2t,
+            NopIn: self._on_nop_in,
+            TaskMgmtResponse: self._on_reply,
+            LogoutResponse: self._on_reply,
+            TextResponse: self._on_text_response,
+            Reject: self._on_reject,
+            AsyncMessage: self._on_async,
+        }
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    @property
+    def window(self) -> int:
+        """How many more commands the target accepts now (MaxCmdSN - CmdSN + 1)."""
+        return (self._maxcmdsn - self._cmdsn + 1) & 0xFFFFFFFF if sn_le(self._cmdsn, self._maxcmdsn) else 0
+
+    def _sink(self, pdu: PDU) -> memoryview | None:
+        if type(pdu) is DataIn:
+            cmd = self._tasks.get(pdu.itt)
+            if cmd is not None and cmd.read_buffer is not None:
+                return cmd.read_buffer[pdu.buffer_offset :]
+        return None
+
+    def _on_frame(self, frame: Frame) -> None:
+        pdu = frame.pdu
+        if pdu is None:
+            raise ProtocolError(f"undecodable PDU from the target: {frame.error}")
+        handler = self._handlers.get(type(pdu))
+        if handler is None:
+            raise ProtocolError(f"unexpected {type(pdu).__name__} from the target in full feature phase")
+        handler(pdu, frame)
+
+    def _update_sn(self, expcmdsn: int, maxcmdsn: int) -> None:
+        # RFC 7143 4.2.2.1: ignore a window with MaxCmdSN < ExpCmdSN - 1
+        if sn_lt(maxcmdsn, sn_add(expcmdsn, -1 & 0xFFFFFFFF)):
+            return
+        if sn_lt(self._expcmdsn, expcmdsn):
+            self._expcmdsn = expcmdsn
+        if sn_lt(self._maxcmdsn, maxcmdsn):
+            self._maxcmdsn = maxcmdsn
+            self._pump()
+
+    def _status_seen(self, statsn: int) -> None:
+        nxt = sn_add(statsn, 1)
+        if sn_lt(self._expstatsn, nxt):
+            self._expstatsn = nxt
+
+    # ----------------------------------------------------------------------------------------------
+    # commands
+
+    def _alloc_itt(self) -> int:
+        while True:
+            itt = self._next_itt
+            self._next_itt = (itt + 1) & 0xFFFFFFFF
+            if itt != RESERVED_TAG and itt not in self._tasks and itt not in self._requests:
+                return itt
+
+    def _check_usable(self) -> None:
+        if self._state in (State.CLOSED, State.CLOSING):
+            raise ConnectionLost("session is closed")
+        if self._state is State.FAILED:
+            raise SessionFailed(f"session failed: {self._failure}")
+
+    def submit(self, lun: int, cdb: bytes, data_out: Buffer | None = None, read_length: int = 0) -> Command:
+        """Queue one SCSI command and return its handle; ``await`` the handle for the result."""
+        self._check_usable()
+        if data_out is not None and read_length:
+            raise ValueError("bidirectional commands are not supported")
+        cmd = Command(lun, cdb, data_out, read_length)
+        self._pending.append(cmd)
+        self._pump()
+        return cmd
+
+    async def execute(
+        self,
+        lun: int,
+        cdb: bytes,
+        data_out: Buffer | None = None,
+        read_length: int = 0,
+        *,
+        timeout: float | None = None,
+        check: bool = True,
+    ) -> ScsiResult:
+        """Run one SCSI command; raise the mapped :class:`ScsiError` unless ``check`` is False.
+
+        UNIT ATTENTION is retried ``config.retry_unit_attention`` times (it reports a past event, e.g.
+        the I_T nexus loss a reconnect causes, not a failure of this command).
+        """
+        attempts = self.config.retry_unit_attention
+        while True:
+            cmd = self.submit(lun, cdb, data_out, read_length)
+            result = await self._wait(cmd, timeout)
+            if not check:
+                return result
+            try:
+                return raise_for_status(result)
+            except UnitAttention:
+                if attempts <= 0:
+                    raise
+                attempts -= 1
+
+    async def _wait(self, cmd: Command, timeout: float | None) -> ScsiResult:
+        if timeout is None:
+            return await cmd.future
+        try:
+            return await asyncio.wait_for(asyncio.shield(cmd.future), timeout)
+        except TimeoutError:
+            with contextlib.suppress(IscsiError):
+                await self.abort_task(cmd)
+            cmd.fail(CommandTimeout(f"command {cmd.cdb[:1].hex()} timed out after {timeout}s"))
+            raise CommandTimeout(f"command 0x{cmd.cdb[0]:02x} timed out after {timeout}s") from None
+
+    def _pump(self) -> None:
+        """Send queued commands while their CmdSN fits in the window."""
+        if self._state is not State.FULL_FEATURE:
+            return
+        pending = self._pending
+        while pending and sn_le(self._cmdsn, self._maxcmdsn):
+            cmd = pending.popleft()
+            if cmd.done:
+                continue
+            cmd.itt = self._alloc_itt()
+            cmd.cmdsn = self._cmdsn
+            self._cmdsn = sn_add(self._cmdsn, 1)
+            self._tasks[cmd.itt] = cmd
+            cmd.sent = True
+            cmd.in_received = 0
+            try:
+                self._send_command(cmd)
+            except ConnectionLost:
+                return  # on_lost will requeue it
+
+    def _send_command(self, cmd: Command) -> None:
+        n = self.negotiated
+        flags = TASK_ATTR_SIMPLE
+        immediate: Buffer = b""
+        unsolicited_end = 0
+        data_out = cmd.data_out
+        if data_out is not None and len(data_out):
+            flags |= CMD_WRITE
+            total = len(data_out)
+            first_burst = min(n.first_burst_length, total)
+            if n.immediate_data:
+                immediate = data_out[: min(first_burst, n.max_xmit_data_segment_length)]
+            unsolicited_end = len(immediate) if n.initial_r2t else first_burst
+        if cmd.read_length:
+            flags |= CMD_READ
+        if unsolicited_end <= len(immediate):
+            flags |= FLAG_FINAL
+        lun_field = encode_lun(cmd.lun)
+        pdu = ScsiCommand(
+            flags,
+            lun_field,
+            cmd.itt,
+            cmd.expected_length,
+            cmd.cmdsn,
+            self._expstatsn,
+            cmd.cdb.ljust(16, b"\0"),
+            data=immediate,
+        )
+        self._conn.send(pdu)
+        if unsolicited_end > len(immediate):
+            assert data_out is not None
+            self._send_data_out(
+                cmd, lun_field, RESERVED_TAG, len(immediate), unsolicited_end - len(immediate)
+            )
+
+    def _send_data_out(self, cmd: Command, lun_field: int, ttt: int, offset: int, length: int) -> None:
+        """One Data-Out sequence: PDUs of at most MaxRecvDataSegmentLength, F on the last."""
+        data = cmd.data_out
+        assert data is not None
+        seg = self.negotiated.max_xmit_data_segment_length
+        end = offset + length
+        datasn = 0
+        conn = self._conn
+        while offset < end:
+            n = min(seg, end - offset)
+            conn.send(
+                DataOut(
+                    FLAG_FINAL if offset + n >= end else 0,
+                    lun_field,
+                    cmd.itt,
+                    ttt,
+                    self._expstatsn,
+                    datasn,
+                    offset,
+                    data=data[offset : offset + n],
+                )
+            )
+            offset += n
+            datasn += 1
+
+    # ----------------------------------------------------------------------------------------------
+    # responses
+
+    def _on_data_in(self, pdu: DataIn, frame: Frame) -> None:
+        self._update_sn(pdu.expcmdsn, pdu.maxcmdsn)
+        cmd = self._tasks.get(pdu.itt)
+        if cmd is None:
+            return  # a task we aborted, or garbage: nothing to place it in
+        if not frame.data_digest_ok:
+            raise ConnectionLost("data digest error in Data-In")  # ERL 0: recover by reinstatement
+        n = len(pdu.data)
+        off = pdu.buffer_offset
+        buf = cmd.read_buffer
+        if n:
+            if buf is None or off + n > len(buf):
+                raise ProtocolError(f"Data-In beyond the expected transfer length (ITT 0x{pdu.itt:x})")
+            if not frame.sunk:
+                buf[off : off + n] = pdu.data
+            cmd.in_received = max(cmd.in_received, off + n)
+        if pdu.has_status:
+            self._status_seen(pdu.statsn)
+            residual = _residual(pdu.flags, pdu.residual_count)
+            del self._tasks[pdu.itt]
+            cmd.complete(pdu.status, residual, b"")
+
+    def _on_scsi_response(self, pdu: ScsiResponse, frame: Frame) -> None:
+        self._status_seen(pdu.statsn)
+        self._update_sn(pdu.expcmdsn, pdu.maxcmdsn)
+        cmd = self._tasks.pop(pdu.itt, None)
+        if cmd is None:
+            return
+        if not frame.data_digest_ok:
+            self._tasks[pdu.itt] = cmd
+            raise ConnectionLost("data digest error in SCSI Response")
+        if pdu.response != 0:
+            cmd.fail(ServiceResponseError(f"target failure (iSCSI Response 0x{pdu.response:02x})"))
+            return
+        cmd.complete(pdu.status, _residual(pdu.flags, pdu.residual_count), pdu.sense())
+
+    def _on_r2t(self, pdu: R2T, frame: Frame) -> None:
+        self._update_sn(pdu.expcmdsn, pdu.maxcmdsn)
+        cmd = self._tasks.get(pdu.itt)
+        if cmd is None:
+            return
+        data = cmd.data_out
+        off, length = pdu.buffer_offset, pdu.desired_data_transfer_length
+        if data is None or length == 0 or off + length > len(data):
+            raise ProtocolError(
+                f"R2T for bytes {off}+{length} outside the command's data (ITT 0x{pdu.itt:x})"
+            )
+        if cmd._hold_data_out:
+            cmd._held_r2ts.append(pdu)
+            return
+        self._send_data_out(cmd, encode_lun(cmd.lun), pdu.ttt, off, length)
+
+    def release_data_out(self, cmd: Command) -> None:
+        """Answer the R2Ts held back for ``cmd`` (fault injection for tests; see ``Command``)."""
+        cmd._hold_data_out = False
+        held, cmd._held_r2ts = cmd._held_r2ts, []
+        for r2t in held:
+            if cmd.itt in self._tasks:
+                self._send_data_out(
+                    cmd, encode_lun(cmd.lun), r2t.ttt, r2t.buffer_offset, r2t.desired_data_transfer_length
+                )
+
+    def _on_nop_in(self, pdu: NopIn, frame: Frame) -> None:
+        self._update_sn(pdu.expcmdsn, pdu.maxcmdsn)
+        if pdu.itt != RESERVED_TAG:
+            self._status_seen(pdu.statsn)
+            fut = self._requests.pop(pdu.itt, None)
+            if fut is not None and not fut.done():
+                fut.set_result(bytes(pdu.data))
+        if pdu.ttt != RESERVED_TAG:  # the target pings us: answer (RFC 7143 11.18)
+            self._conn.send(
+                NopOut(
+                    FLAG_FINAL, pdu.lun, RESERVED_TAG, pdu.ttt, self._cmdsn, self._expstatsn, immediate=True
+                )
+            )
+
+    def _on_reply(self, pdu: TaskMgmtResponse | LogoutResponse, frame: Frame) -> None:
+        self._status_seen(pdu.statsn)
+        self._update_sn(pdu.expcmdsn, pdu.maxcmdsn)
+        fut = self._requests.pop(pdu.itt, None)
+        if fut is not None and not fut.done():
+            fut.set_result(pdu)
+
+    def _on_text_response(self, pdu: TextResponse, frame: Frame) -> None:
+        self._status_seen(pdu.statsn)
+        self._update_sn(pdu.expcmdsn, pdu.maxcmdsn)
+        fut = self._requests.get(pdu.itt)
+        if fut is None:
+            return
+        parts = self._text_parts.setdefault(pdu.itt, bytearray())
+        parts += pdu.data
+        if len(parts) > 1 << 20:
+            raise ProtocolError("text response longer than 1 MiB")
+        if pdu.cont or not pdu.final:
+            # RFC 7143 11.10.4: ask for the rest with an empty Text Request echoing the TTT
+            self._conn.send(
+                TextRequest(FLAG_FINAL, 0, pdu.itt, pdu.ttt, self._cmdsn, self._expstatsn, immediate=True)
+            )
+            return
+        del self._requests[pdu.itt]
+        data = bytes(self._text_parts.pop(pdu.itt))
+        if not fut.done():
+            fut.set_result(data)
+
+    def _on_reject(self, pdu: Reject, frame: Frame) -> None:
+        self._status_seen(pdu.statsn)
+        self._update_sn(pdu.expcmdsn, pdu.maxcmdsn)
+        header = bytes(pdu.data)
+        if len(header) < 48:
+            return
+        itt = int.from_bytes(header[16:20], "big")
+        err = ProtocolError(
+            f"target rejected our PDU (opcode 0x{header[0] & 0x3F:02x}, reason 0x{pdu.reason:02x})"
+        )
+        cmd = self._tasks.pop(itt, None)
+        if cmd is not None:
+            cmd.fail(err)
+        fut = self._requests.pop(itt, None)
+        if fut is not None and not fut.done():
+            fut.set_exception(err)
+
+    def _on_async(self, pdu: AsyncMessage, frame: Frame) -> None:
+        self._status_seen(pdu.statsn)
+        self._update_sn(pdu.expcmdsn, pdu.maxcmdsn)
+        event = pdu.async_event
+        if event == AsyncEvent.LOGOUT_REQUEST:
+            log.info("target requests logout: reconnecting")
+            self._conn.abort(ConnectionLost("target requested logout"))
+        elif event in (AsyncEvent.CONNECTION_DROP, AsyncEvent.SESSION_DROP):
+            log.info("target announces it drops the connection")
+
+    # ----------------------------------------------------------------------------------------------
+    # non-SCSI requests: NOP, task management, text, logout
+
+    async def _request(self, pdu: PDU, timeout: float | None) -> Any:
+        self._check_usable()
+        if self._state is not State.FULL_FEATURE and not isinstance(pdu, LogoutRequest):
+            raise ConnectionLost("session is reconnecting")
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._requests[pdu.itt] = fut  # type: ignore[attr-defined]
+        try:
+            self._conn.send(pdu)
+            if timeout is None:
+                return await fut
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self._requests.pop(pdu.itt, None)  # type: ignore[attr-defined]
+
+    async def nop(self, data: bytes = b"", timeout: float | None = 10.0) -> float:
+        """Ping the target with a NOP-Out; return the round trip time in seconds."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        pdu = NopOut(
+            FLAG_FINAL, 0, self._alloc_itt(), RESERVED_TAG, self._cmdsn, self._expstatsn, immediate=True
+        )
+        pdu.data = data
+        echoed = await self._request(pdu, timeout)
+        if echoed != data:
+            raise ProtocolError("NOP-In did not echo the ping data")
+        return loop.time() - start
+
+    async def _tmf(self, function: TmfFunction, lun: int = 0, ref: Command | None = None) -> int:
+        pdu = TaskMgmtRequest(
+            FLAG_FINAL | function,
+            encode_lun(lun),
+            self._alloc_itt(),
+            ref.itt if ref is not None else RESERVED_TAG,
+            self._cmdsn,
+            self._expstatsn,
+            ref.cmdsn if ref is not None else 0,
+            0,
+            immediate=True,
+        )
+        resp: TaskMgmtResponse = await self._request(pdu, self.config.nop_timeout + 20)
+        return resp.response
+
+    async def abort_task(self, cmd: Command) -> int:
+        """ABORT TASK: the command fails with :class:`CommandAborted` unless it completed first."""
+        if cmd.done:
+            return TmfResponse.TASK_DOES_NOT_EXIST
+        if not cmd.sent:
+            with contextlib.suppress(ValueError):
+                self._pending.remove(cmd)
+            cmd.fail(CommandAborted("aborted before it was sent"))
+            return TmfResponse.FUNCTION_COMPLETE
+        response = await self._tmf(TmfFunction.ABORT_TASK, cmd.lun, cmd)
+        if response not in (TmfResponse.FUNCTION_COMPLETE, TmfResponse.TASK_DOES_NOT_EXIST):
+            raise TaskManagementError(f"ABORT TASK failed: {_tmf_name(response)}", response)
+        if not cmd.done:
+            self._tasks.pop(cmd.itt, None)
+            cmd.fail(CommandAborted("aborted by ABORT TASK"))
+        return response
+
+    async def lun_reset(self, lun: int) -> None:
+        """LOGICAL UNIT RESET: commands outstanding on ``lun`` fail with :class:`CommandAborted`."""
+        await self._reset(TmfFunction.LOGICAL_UNIT_RESET, lun)
+
+    async def target_reset(self, cold: bool = False) -> None:
+        """TARGET WARM (or COLD) RESET: every outstanding command fails with :class:`CommandAborted`."""
+        await self._reset(TmfFunction.TARGET_COLD_RESET if cold else TmfFunction.TARGET_WARM_RESET, None)
+
+    async def _reset(self, function: TmfFunction, lun: int | None) -> None:
+        response = await self._tmf(function, lun or 0)
+        if response != TmfResponse.FUNCTION_COMPLETE:
+            raise TaskManagementError(f"{function.name} failed: {_tmf_name(response)}", response)
+        for itt, cmd in list(self._tasks.items()):
+            if lun is None or cmd.lun == lun:
+                del self._tasks[itt]
+                cmd.fail(CommandAborted(f"aborted by {function.name}"))
+
+    async def text(self, pairs: list[tuple[str, str]], timeout: float = 30.0) -> list[tuple[str, str]]:
+        """A Text Request/Response exchange (e.g. SendTargets=All), continuations included."""
+        pdu = TextRequest(
+            FLAG_FINAL, 0, self._alloc_itt(), RESERVED_TAG, self._cmdsn, self._expstatsn, immediate=True
+        )
+        pdu.data = encode_text(pairs)
+        raw = await self._request(pdu, timeout)
+        try:
+            return parse_text(raw)
+        except TextError as exc:
+            raise ProtocolError(f"malformed text response: {exc}") from exc
+
+    async def logout(self, wait: float = 30.0) -> None:
+        """Wait (up to ``wait`` s) for outstanding commands, log out (close the session), close TCP."""
+        if self._state in (State.CLOSED, State.CLOSING):
+            return
+        if self._tasks or self._pending:
+            waiting = [c.future for c in (*self._tasks.values(), *self._pending)]
+            await asyncio.wait(waiting, timeout=wait)
+        if self._state is State.RECOVERING and self._recovery is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._recovery), wait)
+        state = self._state
+        self._state = State.CLOSING
+        self._stop_keepalive()
+        try:
+            if state is State.FULL_FEATURE:
+                pdu = LogoutRequest(
+                    FLAG_FINAL | LogoutReason.CLOSE_SESSION,
+                    self._alloc_itt(),
+                    0,
+                    self._cmdsn,
+                    self._expstatsn,
+                    immediate=True,
+                )
+                with contextlib.suppress(IscsiError, TimeoutError):
+                    await self._request(pdu, self.config.logout_timeout)
+        finally:
+            self._close(ConnectionLost("session logged out"))
+
+    async def close(self) -> None:
+        """Drop the connection without logging out; outstanding commands fail with ConnectionLost."""
+        self._state = State.CLOSING
+        self._stop_keepalive()
+        self._close(ConnectionLost("session closed"))
+
+    def _close(self, exc: BaseException) -> None:
+        self._state = State.CLOSED
+        if self._recovery is not None:
+            self._recovery.cancel()
+        self._conn.on_lost = None
+        self._conn.close()
+        self._fail_all(exc)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        for cmd in (*self._tasks.values(), *self._pending):
+            cmd.fail(exc)
+        self._tasks.clear()
+        self._pending.clear()
+        for fut in self._requests.values():
+            if not fut.done():
+                fut.set_exception(exc)
+        self._requests.clear()
+        self._text_parts.clear()
+
+    # ----------------------------------------------------------------------------------------------
+    # keep-alive and recovery
+
+    def _stop_keepalive(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            self._keepalive = None
+
+    async def _keepalive_loop(self) -> None:
+        interval, timeout = self.config.nop_interval, self.config.nop_timeout
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval / 2)
+            if self._state is not State.FULL_FEATURE:
+                continue
+            if loop.time() - self._conn.last_receive < interval:
+                continue
+            conn = self._conn
+            try:
+                await self.nop(timeout=timeout)
+            except TimeoutError:
+                if conn is self._conn:
+                    conn.abort(ConnectionLost(f"target did not answer a NOP-Out within {timeout}s"))
+            except IscsiError:
+                pass
+
+    def _on_lost(self, exc: BaseException | None) -> None:
+        if self._state is not State.FULL_FEATURE:
+            return
+        reason = (
+            exc
+            if isinstance(exc, IscsiError)
+            else ConnectionLost(f"connection lost: {exc or 'closed by target'}")
+        )
+        for fut in self._requests.values():
+            if not fut.done():
+                fut.set_exception(ConnectionLost(str(reason)))
+        self._requests.clear()
+        self._text_parts.clear()
+        if self.config.reconnect.max_attempts <= 0 or self.config.discovery:
+            self._state = State.FAILED
+            self._failure = reason
+            self._fail_all(reason)
+            return
+        self._state = State.RECOVERING
+        # re-issue every command that had not completed, in CmdSN order, ahead of those never sent
+        inflight = sorted(self._tasks.values(), key=lambda c: (c.cmdsn - self._expcmdsn) & 0xFFFFFFFF)
+        self._tasks.clear()
+        requeue: list[Command] = []
+        for cmd in inflight:
+            cmd.attempts += 1
+            cmd.sent = False
+            if cmd.attempts > self.config.reconnect.max_reissue:
+                cmd.fail(
+                    SessionFailed(f"command re-issued {cmd.attempts - 1} times without completing: {reason}")
+                )
+            else:
+                requeue.append(cmd)
+        self._pending.extendleft(reversed(requeue))
+        log.warning("connection lost (%s); reconnecting", reason)
+        self._recovery = asyncio.get_running_loop().create_task(self._recover(reason))
+
+    async def _recover(self, reason: BaseException) -> None:
+        policy = self.config.reconnect
+        last: BaseException = reason
+        for attempt, delay in enumerate(policy.delays(), 1):
+            await asyncio.sleep(delay)
+            if self._state is not State.RECOVERING:
+                return
+            try:
+                # TSIH 0 with the same ISID: session reinstatement (RFC 7143 6.3.5)
+                protocol, result = await self._login(self.config, 0)
+            except LoginError as exc:
+                last = exc
+                if not exc.retryable:
+                    break
+                continue
+            except (IscsiError, OSError) as exc:
+                last = exc
+                log.info("reconnect attempt %d failed: %s", attempt, exc)
+                continue
+            if self._state is not State.RECOVERING:
+                protocol.close()
+                return
+            self.reconnects += 1
+            self._install(protocol, result)
+            self._state = State.FULL_FEATURE
+            self._pump()
+            return
+        self._state = State.FAILED
+        self._failure = SessionFailed(f"could not reconnect after {policy.max_attempts} attempts: {last}")
+        self._fail_all(self._failure)
+
+    def kill_connection(self) -> None:
+        """Drop the TCP connection abruptly (RST), as a network failure would (tests, fault drills)."""
+        self._conn.abort()
+
+
+def _residual(flags: int, count: int) -> int:
+    if flags & RSP_UNDERFLOW:
+        return count
+    if flags & RSP_OVERFLOW:
+        return -count
+    return 0
+
+
+def _tmf_name(response: int) -> str:
+    try:
+        return TmfResponse(response).name
+    except ValueError:
+        return f"response {response}"
