@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cistern.wire.chap import ChapAlgorithm, ChapCredentials, chap_response
 from cistern.wire.login import (
@@ -439,3 +441,61 @@ def test_initiator_tolerates_not_understood_answers() -> None:
     i.receive(0, 1, True, False, 0, 0, b"AuthMethod=None\x00")
     assert i.receive(1, 3, True, False, 0, 0, b"MaxBurstLength=NotUnderstood\x00X-odd=1\x00") is None
     assert i.result is not None and i.result.params.max_burst_length == 262144
+
+
+# ---------------------------------------------------------------- property tests: no exception escapes
+
+_fields = st.tuples(st.integers(0, 3), st.integers(0, 3), st.booleans(), st.booleans())
+_texts = st.one_of(
+    st.binary(max_size=200),
+    st.lists(
+        st.tuples(
+            st.sampled_from(
+                [
+                    "AuthMethod",
+                    "CHAP_A",
+                    "CHAP_N",
+                    "CHAP_R",
+                    "CHAP_I",
+                    "CHAP_C",
+                    "InitiatorName",
+                    "TargetName",
+                    "SessionType",
+                    "MaxBurstLength",
+                    "HeaderDigest",
+                    "X-a",
+                    "IFMarker",
+                ]
+            ),
+            st.sampled_from(
+                ["None", "CHAP", "5", "0x00", "0bAA==", IQN_I, IQN_T, "Discovery", "Yes", "", "x,y"]
+            ),
+        ),
+        max_size=8,
+    ).map(encode_text),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(_fields, _texts), min_size=1, max_size=6))
+def test_target_login_never_raises(requests: list[tuple[tuple[int, int, bool, bool], bytes]]) -> None:
+    t = TargetLogin(policy(auth=chap_auth()))
+    for (csg, nsg, transit, cont), text in requests:
+        step = t.receive(csg, nsg, transit, cont, ISID, 0, 1, 5, text)
+        assert isinstance(step, LoginStep)
+        assert step.failed == (step.status != LoginStatus.SUCCESS)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(_fields, _texts), min_size=1, max_size=6))
+def test_initiator_login_raises_only_login_errors(
+    responses: list[tuple[tuple[int, int, bool, bool], bytes]],
+) -> None:
+    i = InitiatorLogin(IQN_I, IQN_T, chap=USER, mutual=TGT)
+    i.start()
+    try:
+        for (csg, nsg, transit, cont), text in responses:
+            if i.receive(csg, nsg, transit, cont, 0, 0, text) is None:
+                break
+    except (LoginProtocolError, LoginRejected):
+        pass
