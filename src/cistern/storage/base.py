@@ -76,3 +76,7 @@ class BackingStore(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Release the store's resources (idempotent)."""
+
+    @abc.abstractmethod
+    def close_sync(self) -> None:
+        """Release the store's resources without an event loop (error paths, shutdown; idempotent)."""

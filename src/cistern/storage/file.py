@@ -160,6 +160,9 @@ class FileStore(BackingStore):
         await super().unmap(offset, length)
 
     async def close(self) -> None:
+        self.close_sync()
+
+    def close_sync(self) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)

@@ -51,3 +51,6 @@ class MemoryStore(BackingStore):
 
     async def close(self) -> None:
         self._data = None
+
+    def close_sync(self) -> None:
+        self._data = None
