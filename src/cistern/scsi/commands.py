@@ -11,13 +11,14 @@ from __future__ import annotations
 import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import inquiry, mode, sbc, spc
 from .lu import LogicalUnit
 from .sense import invalid_field
 from .task import ScsiResult, ScsiTask
 
-Handler = Callable[[object, LogicalUnit, ScsiTask, bytes], Awaitable[ScsiResult]]
+Handler = Callable[[object, Any, ScsiTask, bytes], Awaitable[ScsiResult]]
 
 SERVICE_ACTION_IN_16 = 0x9E
 MAINTENANCE_IN = 0xA3
@@ -106,11 +107,11 @@ async def report_supported_opcodes(server: object, lu: LogicalUnit, task: ScsiTa
 # fmt: off
 COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(0x00, None, "TEST UNIT READY", _u(0x00, 0, 0, 0, 0, 0), spc.test_unit_ready),
-    CommandSpec(0x03, None, "REQUEST SENSE", _u(0x03, 0x01, 0, 0, 0xFF, 0), spc.request_sense,  # type: ignore[arg-type]
+    CommandSpec(0x03, None, "REQUEST SENSE", _u(0x03, 0x01, 0, 0, 0xFF, 0), spc.request_sense,
                 ua_exempt=True, needs_medium=False),
     CommandSpec(0x08, None, "READ(6)", _u(0x08, 0x1F, 0xFF, 0xFF, 0xFF, 0), sbc.read6),
     CommandSpec(0x0A, None, "WRITE(6)", _u(0x0A, 0x1F, 0xFF, 0xFF, 0xFF, 0), sbc.write6, writes=True),
-    CommandSpec(0x12, None, "INQUIRY", _u(0x12, 0x01, 0xFF, 0xFF, 0xFF, 0), inquiry.inquiry,  # type: ignore[arg-type]
+    CommandSpec(0x12, None, "INQUIRY", _u(0x12, 0x01, 0xFF, 0xFF, 0xFF, 0), inquiry.inquiry,
                 ua_exempt=True, needs_medium=False),
     CommandSpec(0x15, None, "MODE SELECT(6)", _u(0x15, 0x11, 0, 0, 0xFF, 0), mode.mode_select6, needs_medium=False),
     CommandSpec(0x1A, None, "MODE SENSE(6)", _u(0x1A, 0x08, 0xFF, 0xFF, 0xFF, 0), mode.mode_sense6, needs_medium=False),
@@ -144,7 +145,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
                 sbc.read_capacity16),
     CommandSpec(0x9E, SA_GET_LBA_STATUS, "GET LBA STATUS", _u(0x9E, 0x1F, *F8, *F4, 0, 0), sbc.get_lba_status,
                 thin_only=True),
-    CommandSpec(0xA0, None, "REPORT LUNS", _u(0xA0, 0, 0xFF, 0, 0, 0, *F4, 0, 0), spc.report_luns,  # type: ignore[arg-type]
+    CommandSpec(0xA0, None, "REPORT LUNS", _u(0xA0, 0, 0xFF, 0, 0, 0, *F4, 0, 0), spc.report_luns,
                 ua_exempt=True, needs_medium=False),
     CommandSpec(0xA3, SA_REPORT_SUPPORTED_OPCODES, "REPORT SUPPORTED OPERATION CODES",
                 _u(0xA3, 0x1F, 0x87, 0xFF, 0xFF, 0xFF, *F4, 0, 0), report_supported_opcodes, needs_medium=False),

@@ -13,7 +13,7 @@ import struct
 
 from .lu import MAX_UNMAP_BLOCKS, MAX_UNMAP_DESCRIPTORS, MAX_WRITE_SAME_BLOCKS, LogicalUnit
 from .sense import invalid_field
-from .task import ITNexus, ScsiResult
+from .task import ITNexus, ScsiResult, ScsiTask
 
 VERSION_DESCRIPTORS = (0x00A0, 0x0960, 0x0460, 0x04C0)  # SAM-5, iSCSI, SPC-4, SBC-3
 PQ_NOT_CONNECTED = 0x7F  # peripheral qualifier 3, device type 0x1F (SPC-4 6.6.2)
@@ -99,7 +99,7 @@ def vpd_page(lu: LogicalUnit, code: int, nexus: ITNexus) -> bytes | None:
     return None
 
 
-async def inquiry(server: object, lu: LogicalUnit | None, task, cdb: bytes) -> ScsiResult:  # type: ignore[no-untyped-def]
+async def inquiry(server: object, lu: LogicalUnit | None, task: ScsiTask, cdb: bytes) -> ScsiResult:
     flags, page, alloc = _INQ_CDB.unpack_from(cdb, 1)
     if not flags & 0x01:
         if page:

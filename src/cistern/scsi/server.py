@@ -127,7 +127,7 @@ class DeviceServer:
             raise CheckCondition(SenseKey.ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB)
         if int.from_bytes(cdb[: len(spec.usage)], "big") & spec.inv_mask:
             raise _reserved_bit_error(cdb, spec)
-        return await handler(self, None, task, cdb)  # type: ignore[arg-type]
+        return await handler(self, None, task, cdb)
 
     # -- I_T nexus events and task management -----------------------------------------------------
 

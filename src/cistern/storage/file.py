@@ -17,7 +17,9 @@ import fcntl
 import os
 import stat
 import struct
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from .base import BackingStore, StoreError
 
@@ -26,6 +28,7 @@ FALLOC_FL_PUNCH_HOLE = 0x02
 BLKGETSIZE64 = 0x80081272  # _IOR(0x12, 114, size_t)
 
 _IO_THREADS = 4
+T = TypeVar("T")
 _executor: ThreadPoolExecutor | None = None
 
 
@@ -36,7 +39,7 @@ def _get_executor() -> ThreadPoolExecutor:
     return _executor
 
 
-def _load_fallocate():  # type: ignore[no-untyped-def]
+def _load_fallocate() -> Any:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         fn = libc.fallocate
@@ -126,7 +129,7 @@ class FileStore(BackingStore):
             raise StoreError("store is closed")
         return self._fd
 
-    async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(_get_executor(), fn, *args)
 
     async def read_into(self, offset: int, buf: memoryview) -> None:
