@@ -8,9 +8,9 @@ and for reinstatement after a lost connection (same ISID, TSIH 0).
 from __future__ import annotations
 
 from cistern.initiator.connection import IscsiProtocol, open_connection
-from cistern.initiator.errors import AuthenticationError, LoginError, ProtocolError
+from cistern.initiator.errors import AuthenticationError, ConnectionLost, LoginError, ProtocolError
 from cistern.initiator.params import LoginResult, SessionConfig
-from cistern.wire.chap import ChapCredentials
+from cistern.wire.chap import ChapAlgorithm, ChapCredentials
 from cistern.wire.login import InitiatorLogin, LoginProtocolError, LoginRejected, LoginStatus
 from cistern.wire.pdu import LoginRequest, LoginResponse, login_flags
 from cistern.wire.serial import sn_add
@@ -18,6 +18,7 @@ from cistern.wire.text import split_text
 
 #: The login runs before MaxRecvDataSegmentLength is declared: 8192 is the default (RFC 7143 13.12).
 LOGIN_SEGMENT = 8192
+MD5 = int(ChapAlgorithm.MD5)
 
 
 def _credentials(secret: object | None) -> ChapCredentials | None:
@@ -51,15 +52,31 @@ def _rejected(exc: LoginRejected, config: SessionConfig) -> LoginError:
 async def login(config: SessionConfig, tsih: int = 0) -> tuple[IscsiProtocol, LoginResult]:
     """Open a connection to the portal and log in; the protocol is returned ready for full feature phase
     (reading paused until the session installs its handlers)."""
+    algorithms = tuple(config.chap_algorithms)
+    try:
+        return await _attempt(config, tsih, algorithms)
+    except (LoginError, ProtocolError, ConnectionLost) as exc:
+        # CHAP_A fallback: some targets accept CHAP_A=7 (SHA-256) and then cannot take its 32-byte
+        # CHAP_R (tgt 1.0.85 answers 0x0200).  Retry once offering MD5 only, as libiscsi does.
+        if config.chap is None or algorithms == (MD5,) or isinstance(exc, AuthenticationError):
+            raise
+        return await _attempt(config, tsih, (MD5,))
+
+
+async def _attempt(
+    config: SessionConfig, tsih: int, algorithms: tuple[int, ...]
+) -> tuple[IscsiProtocol, LoginResult]:
     protocol = await open_connection(config.host, config.port, config.connect_timeout)
     try:
-        return protocol, await _exchange(protocol, config, tsih)
+        return protocol, await _exchange(protocol, config, tsih, algorithms)
     except BaseException:
         protocol.abort()
         raise
 
 
-async def _exchange(protocol: IscsiProtocol, config: SessionConfig, tsih: int) -> LoginResult:
+async def _exchange(
+    protocol: IscsiProtocol, config: SessionConfig, tsih: int, algorithms: tuple[int, ...]
+) -> LoginResult:
     try:
         machine = InitiatorLogin(
             config.initiator_name,
@@ -67,6 +84,7 @@ async def _exchange(protocol: IscsiProtocol, config: SessionConfig, tsih: int) -
             initiator_alias=config.initiator_alias,
             chap=_credentials(config.chap),
             mutual=_credentials(config.mutual_chap),
+            chap_algorithms=algorithms,
             policy=config.policy,
         )
     except ValueError as exc:

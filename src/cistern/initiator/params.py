@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from cistern.wire.chap import DEFAULT_ALGORITHMS
 from cistern.wire.negotiation import Negotiated, NegotiationPolicy
 
 DEFAULT_INITIATOR_NAME = "iqn.2024-01.org.cistern:initiator"
@@ -60,6 +61,7 @@ class SessionConfig:
     initiator_alias: str | None = None
     chap: ChapSecret | None = None
     mutual_chap: ChapSecret | None = None  # the target's name and secret for mutual CHAP
+    chap_algorithms: tuple[int, ...] = tuple(int(a) for a in DEFAULT_ALGORITHMS)  # CHAP_A offer
     policy: NegotiationPolicy = field(default_factory=NegotiationPolicy)
     isid: bytes = field(default_factory=new_isid)
     connect_timeout: float = 10.0

@@ -383,15 +383,15 @@ class Session:
             raise ProtocolError(
                 f"R2T for bytes {off}+{length} outside the command's data (ITT 0x{pdu.itt:x})"
             )
-        if cmd._hold_data_out:
-            cmd._held_r2ts.append(pdu)
+        if cmd.hold_data_out:
+            cmd.held_r2ts.append(pdu)
             return
         self._send_data_out(cmd, encode_lun(cmd.lun), pdu.ttt, off, length)
 
     def release_data_out(self, cmd: Command) -> None:
         """Answer the R2Ts held back for ``cmd`` (fault injection for tests; see ``Command``)."""
-        cmd._hold_data_out = False
-        held, cmd._held_r2ts = cmd._held_r2ts, []
+        cmd.hold_data_out = False
+        held, cmd.held_r2ts = cmd.held_r2ts, []
         for r2t in held:
             if cmd.itt in self._tasks:
                 self._send_data_out(

@@ -66,13 +66,13 @@ class Command:
     """One SCSI command.  Created by :meth:`Session.submit`; await it for the result."""
 
     __slots__ = (
-        "_held_r2ts",
-        "_hold_data_out",
         "attempts",
         "cdb",
         "cmdsn",
         "data_out",
         "future",
+        "held_r2ts",
+        "hold_data_out",
         "in_received",
         "itt",
         "lun",
@@ -95,8 +95,9 @@ class Command:
         self.sent = False
         self.in_received = 0  # highest Data-In byte received (for the residual check)
         self.attempts = 0
-        self._hold_data_out = False  # fault injection for tests: queue R2Ts instead of answering
-        self._held_r2ts: list[Any] = []
+        #: fault injection (tests, drills): hold R2Ts unanswered until Session.release_data_out()
+        self.hold_data_out = False
+        self.held_r2ts: list[Any] = []
 
     @property
     def expected_length(self) -> int:
