@@ -276,16 +276,22 @@ class Connection(asyncio.BufferedProtocol):
 
     def _on_frame(self, frame) -> None:  # type: ignore[no-untyped-def]
         pdu = frame.pdu
-        if pdu is None:
-            assert frame.error is not None
-            self.reject(frame.error.reason, frame.header)
-            return
         if self.login is not None:
+            # RFC 7143 6.3: only Login Requests are allowed before full feature phase; anything else,
+            # an undecodable header included, is a protocol error that ends the connection
             if type(pdu) is not P.LoginRequest:
-                log.info("%s: %s during login: dropping connection", self.peer, type(pdu).__name__)
+                log.info(
+                    "%s: %s during login: dropping connection",
+                    self.peer,
+                    type(pdu).__name__ if pdu else frame.error,
+                )
                 self.close()
                 return
             self.login.receive(pdu)
+            return
+        if pdu is None:
+            assert frame.error is not None
+            self.reject(frame.error.reason, frame.header)
             return
         if not frame.data_digest_ok:
             self._data_digest_error(pdu, frame.header)
