@@ -25,8 +25,6 @@ REQUIRED_SUITES = {
     "iSCSIdatasn",
     "iSCSIResiduals",
     "iSCSITMF",
-    "iSCSISendTargets",
-    "iSCSINop",
     "Inquiry",
     "Mandatory",
     "ModeSense6",
