@@ -103,6 +103,20 @@ def _data_out(task: ScsiTask, nbytes: int) -> memoryview:
     return mv if len(mv) == nbytes else mv[:nbytes]
 
 
+def _received(task: ScsiTask, nbytes: int) -> memoryview:
+    """The data-out bytes to write: at most ``nbytes``.
+
+    When the initiator sent less than the CDB asks for (SPDTL > EDTL, an iSCSI residual overflow) only
+    what arrived is written and the command completes normally (FCP-4 / RFC 7143 11.4.5.2 option a);
+    the transport reports the overflow from ``transfer_length``.
+    """
+    data = task.data_out
+    if data is None:
+        return memoryview(b"")
+    mv = data if isinstance(data, memoryview) else memoryview(data)
+    return mv if len(mv) <= nbytes else mv[:nbytes]
+
+
 async def _write(lu: LogicalUnit, task: ScsiTask, lba: int, n: int, fua: bool, len_byte: int) -> ScsiResult:
     lu.check_writable()
     if lba + n > lu.num_blocks:
@@ -112,9 +126,10 @@ async def _write(lu: LogicalUnit, task: ScsiTask, lba: int, n: int, fua: bool, l
     bs = lu.block_size
     nbytes = n * bs
     if nbytes:
-        mv = _data_out(task, nbytes)
+        mv = _received(task, nbytes)
         try:
-            await lu.store.write(lba * bs, mv)
+            if len(mv):
+                await lu.store.write(lba * bs, mv)
             if fua or not lu.wce:
                 await lu.store.flush()
         except OSError:
