@@ -228,6 +228,12 @@ def test_no_medium_on_removable_lu() -> None:
     assert key_asc(run(srv, eject)) == (0x5, 0x53, 0x02)
     assert run(srv, bytes((0x1E, 0, 0, 0, 0, 0))).status == Status.GOOD
     assert run(srv, eject).status == Status.GOOD
+    run(srv, bytes((0x1E, 0, 0, 0, 1, 0)))
+    assert key_asc(run(srv, load)) == (0x5, 0x53, 0x02)  # loading is prevented too
+    run(srv, bytes((0x1E, 0, 0, 0, 0, 0)))
+    assert run(srv, bytes((0x1B, 0, 0, 0, 0x32, 0))).status == Status.GOOD  # power condition: LOEJ ignored
+    assert key_asc(run(srv, bytes(6))) == no_medium
+    assert run(srv, load).status == Status.GOOD
 
 
 def test_write_same_unmap_get_lba_status_on_thin_lu() -> None:
@@ -249,6 +255,7 @@ def test_write_same_unmap_get_lba_status_on_thin_lu() -> None:
     d = bytes(run(srv, gls).data_in or b"")
     assert struct.unpack_from(">IIQI", d, 0) == (20, 0, 5, NB - 5)
     thick, _ = make()
+    assert key_asc(run(thick, struct.pack(">BBIBHB", 0x41, 0x08, 8, 0, 4, 0), bytes(512))) == INVALID_CDB
     assert key_asc(run(thick, unmap, unmap_param)) == (0x5, 0x20, 0x00)
     assert key_asc(run(thick, gls)) == INVALID_CDB
 

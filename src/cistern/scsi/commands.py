@@ -115,7 +115,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
                 ua_exempt=True, needs_medium=False),
     CommandSpec(0x15, None, "MODE SELECT(6)", _u(0x15, 0x11, 0, 0, 0xFF, 0), mode.mode_select6, needs_medium=False),
     CommandSpec(0x1A, None, "MODE SENSE(6)", _u(0x1A, 0x08, 0xFF, 0xFF, 0xFF, 0), mode.mode_sense6, needs_medium=False),
-    CommandSpec(0x1B, None, "START STOP UNIT", _u(0x1B, 0x01, 0, 0, 0x07, 0), sbc.start_stop_unit, needs_medium=False),
+    CommandSpec(0x1B, None, "START STOP UNIT", _u(0x1B, 0x01, 0, 0x0F, 0xF7, 0), sbc.start_stop_unit, needs_medium=False),
     CommandSpec(0x1E, None, "PREVENT ALLOW MEDIUM REMOVAL", _u(0x1E, 0, 0, 0, 0x03, 0), sbc.prevent_allow,
                 needs_medium=False),
     CommandSpec(0x25, None, "READ CAPACITY(10)", _u(0x25, 0, *F4, 0, 0, 0x01, 0), sbc.read_capacity10),

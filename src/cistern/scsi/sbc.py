@@ -295,14 +295,19 @@ async def read_capacity16(server: object, lu: LogicalUnit, task: ScsiTask, cdb: 
 
 
 async def start_stop_unit(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+    power_condition = cdb[4] >> 4
     no_flush, loej, start = cdb[4] & 0x04, cdb[4] & 0x02, cdb[4] & 0x01
+    if power_condition:
+        # A power condition transition: START and LOEJ are ignored (SBC-3 5.25); we have no power
+        # states to change, so nothing happens.
+        return ScsiResult(transfer_length=0)
     if not start and not no_flush and lu.medium_present:
         try:
             await lu.store.flush()
         except OSError:
             raise CheckCondition(SenseKey.MEDIUM_ERROR, WRITE_ERROR) from None
     if loej and lu.removable:
-        if not start and lu.prevent:
+        if lu.prevent:  # neither eject nor load while PREVENT ALLOW MEDIUM REMOVAL holds it
             raise CheckCondition(SenseKey.ILLEGAL_REQUEST, MEDIUM_REMOVAL_PREVENTED)
         lu.medium_present = bool(start)
     return ScsiResult(transfer_length=0)
@@ -340,6 +345,8 @@ async def _write_same(
         block = bytes(_data_out(task, bs))
         transfer = bs
     unmap = bool(flags & 0x08)
+    if unmap and not lu.thin:  # LBPWS/LBPWS10 are not set on a fully provisioned LU
+        raise invalid_field(1, 3)
     try:
         if unmap and lu.thin and not any(block):
             await lu.store.unmap(lba * bs, n * bs)
