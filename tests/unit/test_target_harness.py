@@ -171,10 +171,15 @@ class Client:
                     frame.pdu.data = bytes(frame.pdu.data)
                     self.frames.append(frame.pdu)
         pdu = self.frames.pop(0)
+        # ExpStatSN follows every PDU that carries status; R2T, unsolicited NOP-In and Data-In without
+        # status repeat the current StatSN without consuming it (RFC 7143 11.7.4, 11.8.2, 11.19)
         statsn = getattr(pdu, "statsn", None)
-        if statsn is not None and not isinstance(pdu, (P.R2T, P.NopIn, P.LoginResponse)):
-            if not isinstance(pdu, P.DataIn) or pdu.has_status:
-                self.expstatsn = (statsn + 1) & 0xFFFFFFFF
+        carries_status = not isinstance(pdu, (P.R2T, P.LoginResponse, P.DataIn, P.NopIn)) or (
+            (isinstance(pdu, P.DataIn) and pdu.has_status)
+            or (isinstance(pdu, P.NopIn) and pdu.itt != RESERVED_TAG)
+        )
+        if statsn is not None and carries_status:
+            self.expstatsn = (statsn + 1) & 0xFFFFFFFF
         return pdu
 
     async def expect(self, cls: type[P.PDU], timeout: float = 2.0) -> P.PDU:

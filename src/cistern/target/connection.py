@@ -358,37 +358,51 @@ class Connection(asyncio.BufferedProtocol):
     # ---- SCSI Command
 
     def _on_scsi_command(self, pdu: P.ScsiCommand, header: bytes) -> None:
-        session = self.session
-        assert session is not None
-        if session.discovery:
-            self.reject(RejectReason.PROTOCOL_ERROR, header)
-            return
-        if pdu.itt == RESERVED_TAG or pdu.itt in self.tasks:
-            reason = RejectReason.PROTOCOL_ERROR if pdu.itt == RESERVED_TAG else RejectReason.TASK_IN_PROGRESS
-            self.reject(reason, header)
-            return
-        try:
-            cdb, _bidi = pdu.parse_ahs()
-        except P.PduError as exc:
-            self.reject(exc.reason, header)
-            return
-        params = session.params
-        edtl = pdu.expected_data_transfer_length
-        dlen = len(pdu.data)
-        # Immediate data rules (RFC 7143 4.2.5.2, 13.13): only with W, within EDTL and FirstBurstLength
-        if dlen and (
-            not pdu.write or not params.immediate_data or dlen > edtl or dlen > params.first_burst_length
-        ):
-            self.reject(RejectReason.PROTOCOL_ERROR, header)
-            return
-        task = TargetTask(
-            pdu.itt, P.decode_lun(pdu.lun), pdu.cmdsn, bytes(cdb), pdu.flags, edtl, pdu.immediate
-        )
-
+        # A rejected command still consumes its CmdSN: it goes through the window like any other, and the
+        # checks run when it is delivered in order.  Rejecting on arrival without advancing ExpCmdSN would
+        # leave a gap that holds every later command forever (the initiator never resends a rejected one).
         def deliver() -> None:
+            reason = self._command_error(pdu)
+            if reason is not None:
+                self.reject(reason, header)
+                return
+            cdb, _bidi = pdu.parse_ahs()
+            task = TargetTask(
+                pdu.itt,
+                P.decode_lun(pdu.lun),
+                pdu.cmdsn,
+                bytes(cdb),
+                pdu.flags,
+                pdu.expected_data_transfer_length,
+                pdu.immediate,
+            )
             self._start_command(task, pdu)
 
         self._check_sn(pdu, header, deliver)
+
+    def _command_error(self, pdu: P.ScsiCommand) -> RejectReason | None:
+        """Why a SCSI Command PDU must be rejected (RFC 7143 11.17.1), or None."""
+        session = self.session
+        assert session is not None
+        if session.discovery or pdu.itt == RESERVED_TAG:
+            return RejectReason.PROTOCOL_ERROR
+        if pdu.itt in self.tasks:
+            return RejectReason.TASK_IN_PROGRESS
+        try:
+            pdu.parse_ahs()
+        except P.PduError as exc:
+            return exc.reason
+        params = session.params
+        dlen = len(pdu.data)
+        # Immediate data rules (RFC 7143 4.2.5.2, 13.13): only with W, within EDTL and FirstBurstLength
+        if dlen and (
+            not pdu.write
+            or not params.immediate_data
+            or dlen > pdu.expected_data_transfer_length
+            or dlen > params.first_burst_length
+        ):
+            return RejectReason.PROTOCOL_ERROR
+        return None
 
     def _start_command(self, task: TargetTask, pdu: P.ScsiCommand) -> None:
         session = self.session
