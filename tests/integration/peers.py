@@ -288,8 +288,8 @@ class Tgt:
         for attempt in range(attempts):
             port = fixed_port if fixed_port is not None else free_port(self.host)
             control = self._pick_control(attempt)
-            log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-            try:
+            with contextlib.ExitStack() as stack:
+                log = stack.enter_context(open(self.log_path, "ab")) if self.log_path else subprocess.DEVNULL
                 proc = subprocess.Popen(
                     [tgtd, "-f", "-C", str(control), "--iscsi", f"portal={self.host}:{port}"],
                     stdin=subprocess.DEVNULL,
@@ -297,9 +297,6 @@ class Tgt:
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
-            finally:
-                if log is not subprocess.DEVNULL:
-                    log.close()
             self.proc, self.port, self.control = proc, port, control
             error = self._await_listening()
             if error is None:

@@ -153,6 +153,7 @@ def test_missing_tool_names_the_install_script() -> None:
 
 @pytest.mark.peers
 def test_tgt_listens_on_exactly_its_portal(tgt: peers.Tgt) -> None:
+    assert tgt.port is not None
     assert peers.listening_addresses(tgt.pid) == {("127.0.0.1", tgt.port)}
     peers.wait_port("127.0.0.1", tgt.port, timeout=2)
 
