@@ -47,7 +47,9 @@ class CisternTarget:
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"cistern serve exited with {self.proc.returncode}: {self.log_path.read_text()}")
+                raise RuntimeError(
+                    f"cistern serve exited with {self.proc.returncode}: {self.log_path.read_text()}"
+                )
             try:
                 peers.wait_port("127.0.0.1", self.port, timeout=0.2)
                 return
@@ -88,7 +90,9 @@ class CisternTarget:
         return f"127.0.0.1:{self.port}"
 
 
-def lun_toml(lun: int, backend: str, *, path: Path | None = None, size: str | None = None, **flags: bool) -> str:
+def lun_toml(
+    lun: int, backend: str, *, path: Path | None = None, size: str | None = None, **flags: bool
+) -> str:
     lines = ["[[targets.luns]]", f"lun = {lun}", f'backend = "{backend}"']
     if path is not None:
         lines.append(f'path = "{path}"')
@@ -116,7 +120,9 @@ def target_toml(
     if params:
         out.append("[targets.params]")
         for k, v in params.items():
-            out.append(f"{k} = " + ("true" if v is True else "false" if v is False else repr(v).replace("'", '"')))
+            out.append(
+                f"{k} = " + ("true" if v is True else "false" if v is False else repr(v).replace("'", '"'))
+            )
     if chap is not None:
         out += ["[targets.auth.chap]", f'username = "{chap[0]}"', f'secret = "{chap[1]}"']
         if mutual is not None:

@@ -8,7 +8,6 @@ name at login with the RFC 7143 status, without disturbing other sessions.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import peers
 import pytest
@@ -77,13 +76,17 @@ def test_chap_one_way(chap_target: CisternTarget) -> None:
 
 def test_chap_one_way_by_environment(chap_target: CisternTarget) -> None:
     env = {"LIBISCSI_CHAP_USERNAME": USER, "LIBISCSI_CHAP_PASSWORD": SECRET}
-    out = peers.run(["iscsi-readcapacity16", "-i", INQ_NAME, chap_target.url(CHAP_IQN)], timeout=30, env=env).stdout
+    out = peers.run(
+        ["iscsi-readcapacity16", "-i", INQ_NAME, chap_target.url(CHAP_IQN)], timeout=30, env=env
+    ).stdout
     assert "Total size:16777216" in out
 
 
 def test_chap_mutual(chap_target: CisternTarget) -> None:
     env = {"LIBISCSI_CHAP_TARGET_USERNAME": TUSER, "LIBISCSI_CHAP_TARGET_PASSWORD": TSECRET}
-    out = peers.run(["iscsi-inq", chap_target.url(CHAP_IQN, user=USER, secret=SECRET)], timeout=30, env=env).stdout
+    out = peers.run(
+        ["iscsi-inq", chap_target.url(CHAP_IQN, user=USER, secret=SECRET)], timeout=30, env=env
+    ).stdout
     assert "DIRECT_ACCESS" in out
 
 
@@ -103,11 +106,17 @@ def test_chap_discovery_lists_target_for_admitted_initiator(chap_target: Cistern
             {"LIBISCSI_CHAP_TARGET_USERNAME": TUSER, "LIBISCSI_CHAP_TARGET_PASSWORD": "not-the-secret1"},
             "CHAP_R",
         ),
-        ("initiator not in ACL", ["iscsi-readcapacity16", "URL:alice%alice-secret-12"], {}, "Authorization failure"),
+        (
+            "initiator not in ACL",
+            ["iscsi-readcapacity16", "URL:alice%alice-secret-12"],
+            {},
+            "Authorization failure",
+        ),
     ],
 )
-def test_login_refused_cleanly(chap_target: CisternTarget, what: str, cmd: list[str], env: dict[str, str],
-                               message: str) -> None:
+def test_login_refused_cleanly(
+    chap_target: CisternTarget, what: str, cmd: list[str], env: dict[str, str], message: str
+) -> None:
     tool, url = cmd
     cred = url.partition(":")[2]
     user, _, secret = cred.partition("%")

@@ -32,9 +32,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CisternTarget]:
 
 
 def _digest_opts(target: CisternTarget, digest: str) -> str:
-    return (
-        f"driver=iscsi,transport=tcp,portal={target.portal},target={IQN},lun=0,header-digest={digest}"
-    )
+    return f"driver=iscsi,transport=tcp,portal={target.portal},target={IQN},lun=0,header-digest={digest}"
 
 
 def _sha256(path: Path) -> str:
@@ -69,12 +67,18 @@ def test_qemu_io_patterns_with_header_digest(target: CisternTarget, digest: str)
     out = peers.qemu_io(
         "--image-opts",
         opts,
-        "-c", "write -P 0xab 0 1M",
-        "-c", "write -P 0xcd 1M 64k",
-        "-c", "write -P 0x5a 4194304 4k",
-        "-c", "read -P 0xab 0 1M",
-        "-c", "read -P 0xcd 1M 64k",
-        "-c", "read -P 0x5a 4194304 4k",
+        "-c",
+        "write -P 0xab 0 1M",
+        "-c",
+        "write -P 0xcd 1M 64k",
+        "-c",
+        "write -P 0x5a 4194304 4k",
+        "-c",
+        "read -P 0xab 0 1M",
+        "-c",
+        "read -P 0xcd 1M 64k",
+        "-c",
+        "read -P 0x5a 4194304 4k",
         timeout=120,
     ).stdout
     assert "Pattern verification failed" not in out, out
