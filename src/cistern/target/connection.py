@@ -88,7 +88,9 @@ class Connection(asyncio.BufferedProtocol):
         self._ping_ttt: int | None = None
         self._ping_sent = 0.0
         self._timers: list[asyncio.TimerHandle] = []
-        self._text_pending: dict[int, tuple[bytes, int]] = {}  # TTT -> (remaining text, itt)
+        # the rest of a long Text Response: (TTT, ITT, remaining text).  One slot: RFC 7143 11.10 allows a
+        # single outstanding Text Request per connection, and a new request discards an unfinished one
+        self._text_pending: tuple[int, int, bytes] | None = None
         self._header_digest = False
         self._data_digest = False
         self._max_xmit = 8192
@@ -388,6 +390,9 @@ class Connection(asyncio.BufferedProtocol):
             return RejectReason.PROTOCOL_ERROR
         if pdu.itt in self.tasks:
             return RejectReason.TASK_IN_PROGRESS
+        if pdu.immediate and len(self.tasks) >= session.queue_depth:
+            # immediate commands bypass the CmdSN window; cap them so tasks cannot pile up without limit
+            return RejectReason.IMMEDIATE_COMMAND_REJECT
         try:
             pdu.parse_ahs()
         except P.PduError as exc:
@@ -420,20 +425,26 @@ class Connection(asyncio.BufferedProtocol):
             # too large to buffer: refuse without reading data (the initiator gets no R2T)
             self._complete(task, ScsiResult(Status.CHECK_CONDITION, _fixed_sense(0x05, 0x24, 0x00)))
             return
+        if limits is not None and session.write_buffered + task.edtl > limits.max_session_write_buffer:
+            # every write buffer is allocated up front: bound their sum per session (SAM-5 TASK SET FULL,
+            # the initiator retries later) so a hostile initiator cannot make us allocate queue depth x EDTL
+            self._complete(task, ScsiResult(Status.TASK_SET_FULL, b""))
+            return
         params = session.params
         task.buf = bytearray(task.edtl)
+        session.write_buffered += task.edtl
         imm = len(pdu.data)
         if imm:
             task.buf[:imm] = pdu.data
             task.received = imm
         unsolicited_end = imm
-        if not params.initial_r2t:
-            unsolicited_end = min(params.first_burst_length, task.edtl)
+        if not params.initial_r2t and not pdu.final:
+            # RFC 7143 11.3.1: F=0 announces unsolicited Data-Out, up to FirstBurstLength in all; with F=1
+            # only the immediate data (if any) was unsolicited and the rest is asked for with R2Ts
+            unsolicited_end = max(imm, min(params.first_burst_length, task.edtl))
             if unsolicited_end > imm:
                 task.unsolicited = Sequence(RESERVED_TAG, imm, unsolicited_end - imm)
         task.next_r2t_offset = unsolicited_end
-        if pdu.final is False and task.unsolicited is None:
-            pass  # F=0 only announces unsolicited Data-Out; nothing to wait for if none is allowed
         self._send_r2ts(task)
         self._maybe_execute(task)
 
@@ -543,6 +554,9 @@ class Connection(asyncio.BufferedProtocol):
 
     def _finish(self, task: TargetTask) -> None:
         task.state = TaskState.DONE
+        if task.buf is not None and self.session is not None:
+            self.session.write_buffered -= len(task.buf)
+            task.buf = None  # the device server is done with it (or never got it)
         if self.tasks.get(task.itt) is task:
             del self.tasks[task.itt]
             session = self.session
@@ -583,24 +597,21 @@ class Connection(asyncio.BufferedProtocol):
             assert data is not None
             view = memoryview(data)[:sent] if not isinstance(data, memoryview) else data[:sent]
             collapse = result.status == Status.GOOD and not result.sense
-            self._send_data_in(task, lun_field, view, collapse, rflags, residual, result.status)
+            datasn = self._send_data_in(task, lun_field, view, collapse, rflags, residual, result.status)
             if collapse:
                 return
+        else:
+            datasn = 0
         rsp = P.ScsiResponse(
             flags=rflags,
             response=0,
             status=int(result.status),
             itt=task.itt,
-            expdatasn=self._datasn_after(sent),
+            expdatasn=datasn,
             residual_count=residual,
             data=P.sense_segment(result.sense) if result.sense else b"",
         )
         self.send_status(rsp)
-
-    def _datasn_after(self, sent: int) -> int:
-        if not sent:
-            return 0
-        return (sent + self._max_xmit - 1) // self._max_xmit
 
     def _send_data_in(
         self,
@@ -611,7 +622,13 @@ class Connection(asyncio.BufferedProtocol):
         rflags: int,
         residual: int,
         status: int,
-    ) -> None:
+    ) -> int:
+        """Send ``view`` as Data-In PDUs; returns how many (the ExpDataSN of a separate SCSI Response).
+
+        RFC 7143 11.7.1/13.14: a Data-In sequence is at most MaxBurstLength bytes and its last PDU has the
+        F bit; no PDU carries more than MaxRecvDataSegmentLength (the initiator's) and none straddles a
+        sequence boundary, so a PDU is cut short where a burst ends.  DataSN runs 0, 1, 2... over the command.
+        """
         session = self.session
         assert session is not None
         mxl = self._max_xmit
@@ -621,14 +638,12 @@ class Connection(asyncio.BufferedProtocol):
         datasn = 0
         transport = self.transport
         if transport is None or transport.is_closing():
-            return
+            return 0
         hd, dd = self._header_digest, self._data_digest
         while offset < total:
-            n = min(mxl, total - offset)
-            end = offset + n
+            end = min(offset + mxl, total, (offset // burst + 1) * burst)
             last = end >= total
-            # F ends each Data-In sequence (MaxBurstLength) and the whole transfer
-            seq_end = last or (end // burst != (end + 1) // burst and end % burst == 0)
+            seq_end = last or end % burst == 0
             pdu = P.DataIn(
                 lun=lun_field, itt=task.itt, datasn=datasn, buffer_offset=offset, data=view[offset:end]
             )
@@ -644,6 +659,7 @@ class Connection(asyncio.BufferedProtocol):
             transport.writelines(frame_pdu(pdu, header_digest=hd, data_digest=dd))
             offset = end
             datasn += 1
+        return datasn
 
     # ---- Task management
 
@@ -745,12 +761,12 @@ class Connection(asyncio.BufferedProtocol):
         self._check_sn(pdu, header, deliver)
 
     def _text(self, pdu: P.TextRequest, header: bytes) -> None:
+        pending, self._text_pending = self._text_pending, None
         if pdu.ttt != RESERVED_TAG:
-            pending = self._text_pending.pop(pdu.ttt, None)
-            if pending is None or pending[1] != pdu.itt:
+            if pending is None or pending[:2] != (pdu.ttt, pdu.itt):
                 self.reject(RejectReason.PROTOCOL_ERROR, header)
                 return
-            self._send_text(pending[0], pdu)
+            self._send_text(pending[2], pdu)
             return
         if pdu.cont:
             # a continued request: we only support SendTargets, which fits in one PDU — answer empty
@@ -763,7 +779,7 @@ class Connection(asyncio.BufferedProtocol):
         limit = self._max_xmit
         if len(text) > limit:
             ttt = self._new_ttt()
-            self._text_pending[ttt] = (text[limit:], pdu.itt)
+            self._text_pending = (ttt, pdu.itt, text[limit:])
             self.send_status(
                 P.TextResponse(flags=TEXT_CONTINUE, itt=pdu.itt, ttt=ttt, lun=pdu.lun, data=text[:limit])
             )

@@ -33,6 +33,7 @@ class TargetLimits:
     default_time2retain: int = 0
     queue_depth: int = 128  # commands the CmdSN window admits per session
     max_write_buffer: int = 64 * 1024 * 1024  # largest EDTL a single write may have
+    max_session_write_buffer: int = 256 * 1024 * 1024  # write buffers held at once by one session
 
 
 @dataclass(slots=True)

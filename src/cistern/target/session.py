@@ -40,6 +40,7 @@ class Session:
     nexus: ITNexus | None = None
     connections: dict[int, Connection] = field(default_factory=dict)
     outstanding: int = 0  # non-immediate commands delivered and not yet completed
+    write_buffered: int = 0  # bytes of write buffers allocated for commands not yet completed
     held: dict[int, Callable[[], None]] = field(default_factory=dict)  # CmdSN -> deliver callback
     _maxcmdsn: int = 0
     closed: bool = False
