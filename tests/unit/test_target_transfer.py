@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from test_target_harness import (
     BLOCK,
     GOOD,
@@ -209,5 +211,29 @@ def test_immediate_commands_beyond_the_queue_depth_are_rejected() -> None:
             rej = await c.expect(P.Reject)
             assert isinstance(rej, P.Reject) and rej.reason == 0x06  # IMMEDIATE COMMAND REJECT
             await c.ready()
+
+    run(main())
+
+
+def test_an_initiator_that_never_reads_cannot_grow_the_send_queue() -> None:
+    async def main() -> None:
+        async with running_server() as s:
+            c = await logged_in(s.port)
+            await c.ready()
+            c.w.transport.set_write_buffer_limits(high=1 << 30)  # type: ignore[attr-defined]
+            c.w.transport.get_extra_info("socket").setsockopt(  # type: ignore[attr-defined]
+                __import__("socket").SOL_SOCKET, __import__("socket").SO_RCVBUF, 65536
+            )
+            conn = next(iter(s.server.connections))
+            assert conn.transport is not None
+            peak = 0
+            for _ in range(10):  # 10 x 100 x 32 KiB of read data, never read by us, paced to the window
+                for _ in range(100):
+                    c.w.write(c.command_pdu(read10(0, 64), read_len=32768).encode())
+                for _ in range(3):
+                    await asyncio.sleep(0.02)
+                    peak = max(peak, conn.transport.get_write_buffer_size())
+            assert peak <= 4 * 1024 * 1024 + 2 * 32768 + 4096, peak
+            await c.close()
 
     run(main())

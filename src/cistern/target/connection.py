@@ -151,12 +151,18 @@ class Connection(asyncio.BufferedProtocol):
         log.debug("connection from %s closed", self.peer)
 
     def pause_writing(self) -> None:
+        # Backpressure both ways: an initiator that does not read its responses must not make us queue
+        # them without bound, so stop reading new requests until the send buffer drains below low water.
         if self._write_ok is None or self._write_ok.done():
             self._write_ok = asyncio.get_running_loop().create_future()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         if self._write_ok is not None and not self._write_ok.done():
             self._write_ok.set_result(None)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     async def drain(self) -> None:
         if self._write_ok is not None and not self._write_ok.done():
