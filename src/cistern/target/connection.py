@@ -18,7 +18,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from cistern.scsi.task import DataDirection, ScsiResult, ScsiTask, Status, TaskAttribute
 from cistern.target.login_glue import LoginDriver
@@ -34,12 +35,11 @@ from cistern.wire.constants import (
     AsyncEvent,
     LogoutReason,
     LogoutResponse,
-    Opcode,
     RejectReason,
     TmfFunction,
     TmfResponse,
 )
-from cistern.wire.framing import FramingError, PduReader, frame_pdu
+from cistern.wire.framing import Frame, FramingError, PduReader, frame_pdu
 from cistern.wire.serial import sn_add, sn_in_window, sn_lt
 
 if TYPE_CHECKING:
@@ -99,7 +99,8 @@ class Connection(asyncio.BufferedProtocol):
     # ------------------------------------------------------------------ asyncio plumbing
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         sock = transport.get_extra_info("socket")
@@ -282,7 +283,7 @@ class Connection(asyncio.BufferedProtocol):
                 return task.sink(pdu.buffer_offset, len(task.buf) - pdu.buffer_offset)
         return None
 
-    def _on_frame(self, frame) -> None:  # type: ignore[no-untyped-def]
+    def _on_frame(self, frame: Frame) -> None:
         pdu = frame.pdu
         if self.login is not None:
             # RFC 7143 6.3: only Login Requests are allowed before full feature phase; anything else,
@@ -306,10 +307,9 @@ class Connection(asyncio.BufferedProtocol):
             return
         handler = self._HANDLERS.get(type(pdu))
         if handler is None:
-            if pdu.OPCODE == Opcode.SNACK_REQUEST:  # ERL 0: no SNACK support (RFC 7143 11.16)
-                self.reject(RejectReason.PROTOCOL_ERROR, frame.header)
-            else:
-                self.reject(RejectReason.PROTOCOL_ERROR, frame.header)
+            # initiator opcodes we do not take here (SNACK at ERL 0, RFC 7143 11.16; Login in full feature
+            # phase) and target opcodes sent by the initiator are protocol errors
+            self.reject(RejectReason.PROTOCOL_ERROR, frame.header)
             return
         handler(self, pdu, frame.header)
 
@@ -320,7 +320,7 @@ class Connection(asyncio.BufferedProtocol):
             if task is not None and task.state is TaskState.COLLECTING:
                 self._fail_task(task, SENSE_CRC_ERROR)
 
-    def _check_sn(self, pdu: P.PDU, header: bytes, on_deliver) -> None:  # type: ignore[no-untyped-def]
+    def _check_sn(self, pdu: P.PDU, header: bytes, on_deliver: Callable[[], None]) -> None:
         """Route a numbered request through the CmdSN window (RFC 7143 4.2.2.1)."""
         session = self.session
         assert session is not None
@@ -847,7 +847,7 @@ class Connection(asyncio.BufferedProtocol):
             )
         )
 
-    _HANDLERS: dict[type, object] = {}
+    _HANDLERS: dict[type, Callable[[Connection, Any, bytes], None]] = {}
 
 
 Connection._HANDLERS = {

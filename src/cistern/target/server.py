@@ -13,6 +13,7 @@ import hashlib
 import logging
 import socket
 from collections.abc import Callable
+from typing import Any
 
 from cistern.config.model import Config
 from cistern.scsi.lu import LogicalUnit
@@ -23,6 +24,7 @@ from cistern.storage.factory import open_store
 from cistern.target.connection import Connection
 from cistern.target.model import ChapSecret, TargetLimits, TargetSpec
 from cistern.target.session import Session, SessionTable
+from cistern.wire.negotiation import Negotiated
 from cistern.wire.text import TextError, encode_text, parse_text
 
 log = logging.getLogger("cistern.target")
@@ -116,8 +118,8 @@ class TargetServer:
         initiator_name: str,
         isid: bytes,
         target: TargetSpec | None,
-        params,
-        cmdsn: int,  # type: ignore[no-untyped-def]
+        params: Negotiated,
+        cmdsn: int,
     ) -> Session:
         """Create a session, reinstating (closing) any old one with the same initiator port (RFC 7143 6.3.5)."""
         old = self.sessions.find(initiator_name, isid, target.name if target else None)
@@ -193,7 +195,7 @@ def _serial_for(target: str, lun: int) -> str:
     return hashlib.sha256(f"{target}/{lun}".encode()).hexdigest()[:16]
 
 
-def _limits(params) -> TargetLimits:  # type: ignore[no-untyped-def]
+def _limits(params: Any) -> TargetLimits:
     limits = TargetLimits()
     for name in (
         "max_recv_data_segment_length",
@@ -272,7 +274,7 @@ def build_server(config: Config) -> TargetServer:
     except BaseException:
         for store in stores:
             with contextlib.suppress(Exception):
-                store.close_sync()  # type: ignore[attr-defined]
+                store.close_sync()
         raise
     discovery = None
     if config.discovery_auth is not None and config.discovery_auth.chap is not None:
