@@ -13,6 +13,8 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import uvloop
+
 from cistern.scsi.lu import LogicalUnit
 from cistern.scsi.server import DeviceServer
 from cistern.storage.memory import MemoryStore
@@ -389,7 +391,9 @@ async def assert_serving(port: int, initiator: str = INITIATOR2) -> None:
 
 
 def run(coro: object) -> None:
-    asyncio.run(asyncio.wait_for(coro, 15))  # type: ignore[arg-type]
+    """Run a test coroutine on uvloop, the loop the CLI serves with (its transports differ from asyncio's)."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(asyncio.wait_for(coro, 15))  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------- self test
