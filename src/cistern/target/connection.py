@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from cistern.scsi.task import DataDirection, ScsiResult, ScsiTask, Status, TaskAttribute
+from cistern.target.eager import run_eager
 from cistern.target.login_glue import LoginDriver
 from cistern.target.tasks import DataOutError, Sequence, TargetTask, TaskState
 from cistern.wire import pdu as P
@@ -65,6 +66,11 @@ def _fixed_sense(key: int, asc: int, ascq: int) -> bytes:
 SENSE_DATA_PHASE_ERROR = _fixed_sense(_ABORTED_COMMAND, 0x4B, 0x00)
 SENSE_CRC_ERROR = _fixed_sense(_ABORTED_COMMAND, 0x47, 0x05)  # PROTOCOL SERVICE CRC ERROR
 SENSE_INVALID_FIELD_IN_IU = _fixed_sense(0x05, 0x0E, 0x03)  # INVALID FIELD IN COMMAND INFORMATION UNIT
+
+
+# SCSI Command flags -> task attribute (ATTR, 3 bits) and direction (W = 0x20, R = 0x40)
+_ATTRIBUTES = tuple(TaskAttribute(a) if a <= TaskAttribute.ACA else TaskAttribute.SIMPLE for a in range(8))
+_DIRECTIONS = (DataDirection.NONE, DataDirection.WRITE, DataDirection.READ, DataDirection.BIDI)
 
 
 class Connection(asyncio.BufferedProtocol):
@@ -520,27 +526,19 @@ class Connection(asyncio.BufferedProtocol):
     # ---- execution and response
 
     def _spawn(self, task: TargetTask) -> None:
-        asyncio.get_running_loop().create_task(self._execute(task))
+        run_eager(self._execute(task))
 
     async def _execute(self, task: TargetTask) -> None:
         session = self.session
         assert session is not None and session.target is not None and session.nexus is not None
         flags = task.flags
-        if flags & 0x40 and flags & 0x20:
-            direction = DataDirection.BIDI
-        elif flags & 0x20:
-            direction = DataDirection.WRITE
-        elif flags & 0x40:
-            direction = DataDirection.READ
-        else:
-            direction = DataDirection.NONE
         scsi_task = ScsiTask(
             session.nexus,
             task.lun,
             task.cdb,
             task.itt,
-            TaskAttribute(flags & 7) if (flags & 7) <= 4 else TaskAttribute.SIMPLE,
-            direction,
+            _ATTRIBUTES[flags & 7],
+            _DIRECTIONS[(flags >> 5) & 3],
             task.edtl,
             task.buf,
         )
