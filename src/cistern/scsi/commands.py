@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import inquiry, mode, sbc, spc
+from . import alua, inquiry, mode, sbc, spc
 from .lu import LogicalUnit
 from .sense import invalid_field
 from .task import ScsiResult, ScsiTask
@@ -149,6 +149,10 @@ COMMANDS: tuple[CommandSpec, ...] = (
                 ua_exempt=True, needs_medium=False),
     CommandSpec(0xA3, SA_REPORT_SUPPORTED_OPCODES, "REPORT SUPPORTED OPERATION CODES",
                 _u(0xA3, 0x1F, 0x87, 0xFF, 0xFF, 0xFF, *F4, 0, 0), report_supported_opcodes, needs_medium=False),
+    CommandSpec(0xA3, alua.SA_REPORT_TARGET_PORT_GROUPS, "REPORT TARGET PORT GROUPS",
+                _u(0xA3, 0xFF, 0, 0, 0, 0, *F4, 0, 0), alua.report_target_port_groups, needs_medium=False),
+    CommandSpec(0xA4, alua.SA_SET_TARGET_PORT_GROUPS, "SET TARGET PORT GROUPS",
+                _u(0xA4, 0x1F, 0, 0, 0, 0, *F4, 0, 0), alua.set_target_port_groups, needs_medium=False),
     CommandSpec(0xA8, None, "READ(12)", _u(0xA8, 0x1E, *F4, *F4, 0x1F, 0), sbc.read12),
     CommandSpec(0xAA, None, "WRITE(12)", _u(0xAA, 0x1A, *F4, *F4, 0x1F, 0), sbc.write12, writes=True),
     CommandSpec(0xAE, None, "WRITE AND VERIFY(12)", _u(0xAE, 0x12, *F4, *F4, 0x1F, 0), sbc.write_verify12,

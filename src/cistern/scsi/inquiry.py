@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import struct
 
+from .alua import tpgs_of
 from .lu import MAX_UNMAP_BLOCKS, MAX_UNMAP_DESCRIPTORS, MAX_WRITE_SAME_BLOCKS, LogicalUnit
 from .sense import invalid_field
 from .task import ITNexus, ScsiResult, ScsiTask
@@ -22,7 +23,7 @@ _INQ_CDB = struct.Struct(">BBH")  # byte 1 (EVPD), PAGE CODE, ALLOCATION LENGTH
 _BLOCK_LIMITS = struct.Struct(">BBHIIIIIII Q")
 
 
-def standard_inquiry(lu: LogicalUnit | None) -> bytes:
+def standard_inquiry(lu: LogicalUnit | None, tpgs: int = 0) -> bytes:
     if lu is None:
         return bytes((PQ_NOT_CONNECTED, 0, 0x06, 0x12, 31)) + bytes(31)
     data = bytearray(96)
@@ -31,6 +32,7 @@ def standard_inquiry(lu: LogicalUnit | None) -> bytes:
     data[2] = 0x06  # SPC-4
     data[3] = 0x12  # HISUP, RESPONSE DATA FORMAT 2
     data[4] = len(data) - 5
+    data[5] |= (tpgs & 0x03) << 4  # TPGS: implicit / explicit ALUA (SPC-4 6.6.2, 5.15)
     data[7] = 0x02  # CMDQUE
     data[8:16] = lu.vendor
     data[16:32] = lu.product
@@ -104,7 +106,7 @@ async def inquiry(server: object, lu: LogicalUnit | None, task: ScsiTask, cdb: b
     if not flags & 0x01:
         if page:
             raise invalid_field(2)
-        data = standard_inquiry(lu)
+        data = standard_inquiry(lu, tpgs_of(server))
     else:
         if lu is None:
             data = bytes((PQ_NOT_CONNECTED, page, 0, 0))

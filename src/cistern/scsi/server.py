@@ -10,6 +10,7 @@ then the handler.  ``execute`` never raises: every failure is CHECK CONDITION wi
 
 from __future__ import annotations
 
+from .alua import AccessState, Alua, implicit_transition
 from .commands import SA_OPCODES, CommandSpec, build_tables
 from .inquiry import inquiry
 from .lu import LogicalUnit
@@ -51,8 +52,9 @@ def _reserved_bit_error(cdb: bytes, spec: CommandSpec) -> CheckCondition:
 class DeviceServer:
     """The device server of one SCSI target device: its logical units by LUN."""
 
-    def __init__(self, luns: dict[int, LogicalUnit], *, target_name: str) -> None:
+    def __init__(self, luns: dict[int, LogicalUnit], *, target_name: str, alua: Alua | None = None) -> None:
         self.target_name = target_name
+        self.alua = alua if alua is not None else Alua()  # target port groups and their ALUA states
         self.luns: dict[int, LogicalUnit] = dict(luns)
         self.nexuses: set[ITNexus] = set()
         for lun, lu in self.luns.items():
@@ -93,6 +95,7 @@ class DeviceServer:
                 raise _reserved_bit_error(cdb, spec)
             if spec.needs_medium and not lu.medium_present:
                 raise CheckCondition(SenseKey.NOT_READY, MEDIUM_NOT_PRESENT)
+            self.alua.check(task.nexus, cdb)  # ALUA state of the port the command came through
             lu.check_access(task, spec)
             return await spec.handler(self, lu, task, cdb)
         except CheckCondition as cc:
@@ -183,6 +186,11 @@ class DeviceServer:
             for other in self.luns.values():
                 other.establish_ua_all(REPORTED_LUNS_DATA_HAS_CHANGED)
         return lu
+
+    def set_access_state(self, group_id: int, state: AccessState | str) -> bool:
+        """Implicit ALUA transition of target port group ``group_id`` (SPC-4 5.15.2.2): every I_T nexus
+        gets ASYMMETRIC ACCESS STATE CHANGED when the state moved.  ``KeyError`` for an unknown group."""
+        return implicit_transition(self.alua, self.luns.values(), group_id, state)
 
     def capacity_changed(self, lun: int) -> None:
         """Re-read a LU's capacity from its store; CAPACITY DATA HAS CHANGED (2A/09) when it moved."""
