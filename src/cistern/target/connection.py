@@ -68,6 +68,16 @@ SENSE_CRC_ERROR = _fixed_sense(_ABORTED_COMMAND, 0x47, 0x05)  # PROTOCOL SERVICE
 SENSE_INVALID_FIELD_IN_IU = _fixed_sense(0x05, 0x0E, 0x03)  # INVALID FIELD IN COMMAND INFORMATION UNIT
 
 
+def residual_flags(edtl: int, wanted: int, moved: int) -> tuple[int, int]:
+    """SCSI Response flags and Residual Count (RFC 7143 11.4.5): overflow when the command wanted more than
+    the Expected Data Transfer Length, underflow when less than EDTL was moved."""
+    if wanted > edtl:
+        return FLAG_FINAL | RSP_OVERFLOW, wanted - edtl
+    if moved < edtl:
+        return FLAG_FINAL | RSP_UNDERFLOW, edtl - moved
+    return FLAG_FINAL, 0
+
+
 # SCSI Command flags -> task attribute (ATTR, 3 bits) and direction (W = 0x20, R = 0x40)
 _ATTRIBUTES = tuple(TaskAttribute(a) if a <= TaskAttribute.ACA else TaskAttribute.SIMPLE for a in range(8))
 _DIRECTIONS = (DataDirection.NONE, DataDirection.WRITE, DataDirection.READ, DataDirection.BIDI)
@@ -579,24 +589,14 @@ class Connection(asyncio.BufferedProtocol):
         data = result.data_in
         is_read = bool(task.flags & 0x40)
         sent = min(len(data), edtl) if (data is not None and is_read) else 0
-        rflags = FLAG_FINAL
-        residual = 0
+        tl = result.transfer_length
         if is_read:
-            wanted = result.transfer_length if result.transfer_length is not None else len(data or b"")
-            if wanted > edtl:
-                rflags |= RSP_OVERFLOW
-                residual = wanted - edtl
-            elif sent < edtl:
-                rflags |= RSP_UNDERFLOW
-                residual = edtl - sent
+            wanted = tl if tl is not None else len(data or b"")
+            moved = sent
         else:
-            wanted = result.transfer_length if result.transfer_length is not None else edtl
-            if wanted > edtl:
-                rflags |= RSP_OVERFLOW
-                residual = wanted - edtl
-            elif wanted < edtl:
-                rflags |= RSP_UNDERFLOW
-                residual = edtl - wanted
+            wanted = tl if tl is not None else edtl
+            moved = min(wanted, edtl)
+        rflags, residual = residual_flags(edtl, wanted, moved)
         if sent:
             assert data is not None
             view = memoryview(data)[:sent] if not isinstance(data, memoryview) else data[:sent]
