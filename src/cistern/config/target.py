@@ -1,4 +1,8 @@
-"""One iSCSI target node (RFC 7143 section 4.2.7) with one target portal group: portals, access, LUNs.
+"""One iSCSI target node (RFC 7143 section 4.2.7): its target portal groups, access, LUNs.
+
+Where it listens is either ``portals`` + ``tpgt`` (one portal group, the original form) or
+``portal_groups`` (several groups, each a SCSI target port with its own ALUA state; see
+:mod:`cistern.config.portal_groups`), never both.  ``alua`` says which ALUA the target supports.
 
 Access is explicit: either ``acl`` lists the initiator names allowed to log in, or ``open = true`` admits
 any initiator. Exactly one of the two; a target with neither would refuse everyone.
@@ -8,13 +12,22 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from cistern.config.auth import AuthConfig
 from cistern.config.errors import ConfigValueError
 from cistern.config.fields import IscsiName, PortalField
 from cistern.config.lun import LunConfig
 from cistern.config.params import ParamsConfig
+from cistern.config.portal_groups import AluaMode, PortalGroupConfig, check_portal_groups
 from cistern.config.portals import Portal
 
 DEFAULT_PORTAL = Portal("127.0.0.1", 3260)
@@ -30,6 +43,8 @@ class TargetConfig(BaseModel):
     alias: str | None = None
     portals: list[PortalField] = Field(default_factory=lambda: [DEFAULT_PORTAL])
     tpgt: Annotated[int, Field(ge=1, le=65535)] = 1
+    portal_groups: list[PortalGroupConfig] | None = None
+    alua: AluaMode | None = None  # None: "implicit"
     acl: list[IscsiName] = Field(default_factory=list)
     open: bool = False
     auth: AuthConfig | None = None
@@ -79,6 +94,43 @@ class TargetConfig(BaseModel):
                 )
             seen[lun.lun] = index
         return self
+
+    @model_validator(mode="after")
+    def _portal_groups(self) -> TargetConfig:
+        if self.portal_groups is None:
+            return self
+        both = [name for name in ("portals", "tpgt") if name in self.model_fields_set]
+        if both:
+            raise ConfigValueError(
+                f"{' and '.join(both)} cannot be given with portal_groups: list the portals in their groups",
+                at=(both[0],),
+            )
+        try:
+            check_portal_groups(self.portal_groups)
+        except ConfigValueError as exc:
+            raise ConfigValueError(exc.message, at=("portal_groups", *exc.at)) from None
+        # the flat view for readers of ``portals``/``tpgt`` (listings, connect hints); not dumped
+        self.portals = [p for group in self.portal_groups for p in group.portals]
+        self.tpgt = self.portal_groups[0].tag
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        data: dict[str, object] = handler(self)
+        if self.portal_groups is not None:  # the groups say it all; portals/tpgt would contradict on reload
+            data.pop("portals", None)
+            data.pop("tpgt", None)
+        return data
+
+    def effective_portal_groups(self) -> list[PortalGroupConfig]:
+        """The portal groups this target serves: ``portal_groups``, or one group made of ``portals``/``tpgt``."""
+        if self.portal_groups is not None:
+            return list(self.portal_groups)
+        return [PortalGroupConfig(tag=self.tpgt, portals=list(self.portals))]
+
+    @property
+    def alua_mode(self) -> AluaMode:
+        return self.alua or "implicit"
 
     @property
     def chap(self) -> bool:
