@@ -517,6 +517,33 @@ def test_send_targets_lists_only_accessible_targets() -> None:
     run(main())
 
 
+def test_send_targets_request_split_over_continued_text_requests() -> None:
+    """A Text Request sent in pieces with C=1 (the key itself cut in two) is answered once it is whole."""
+
+    async def main() -> None:
+        async with running_server() as s:
+            c = await logged_in(s.port, initiator=INITIATOR2, discovery=True)
+            whole = text(("SendTargets", "All"))
+            itt = c.next_itt()
+            await c.send(P.TextRequest(flags=0x40, itt=itt, cmdsn=c.take_cmdsn(), data=whole[:7]))
+            part = await c.expect(P.TextResponse)
+            assert isinstance(part, P.TextResponse)
+            assert not part.final and part.ttt != RESERVED_TAG and not part.data
+            await c.send(
+                P.TextRequest(flags=FLAG_FINAL, itt=itt, ttt=part.ttt, cmdsn=c.take_cmdsn(), data=whole[7:])
+            )
+            rsp = await c.expect(P.TextResponse)
+            assert isinstance(rsp, P.TextResponse) and rsp.final and rsp.ttt == RESERVED_TAG
+            assert sorted(v for k, v in parse_text(rsp.data) if k == "TargetName") == sorted([IQN, IQN2])
+            # continuing with a TTT the target never gave is a protocol error
+            bad = P.TextRequest(flags=FLAG_FINAL, itt=c.next_itt(), ttt=0x1234, cmdsn=c.take_cmdsn())
+            await c.send(bad)
+            await expect_reject(c, 0x04, bytes(bad.encode_header()))
+            await c.close()
+
+    run(main())
+
+
 # ---- session reinstatement
 
 

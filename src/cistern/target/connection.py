@@ -42,6 +42,7 @@ from cistern.wire.constants import (
 )
 from cistern.wire.framing import Frame, FramingError, PduReader, frame_pdu
 from cistern.wire.serial import sn_add, sn_in_window, sn_lt
+from cistern.wire.text import TextAccumulator, TextError
 
 if TYPE_CHECKING:
     from cistern.target.server import TargetServer
@@ -66,6 +67,9 @@ def _fixed_sense(key: int, asc: int, ascq: int) -> bytes:
 SENSE_DATA_PHASE_ERROR = _fixed_sense(_ABORTED_COMMAND, 0x4B, 0x00)
 SENSE_CRC_ERROR = _fixed_sense(_ABORTED_COMMAND, 0x47, 0x05)  # PROTOCOL SERVICE CRC ERROR
 SENSE_INVALID_FIELD_IN_IU = _fixed_sense(0x05, 0x0E, 0x03)  # INVALID FIELD IN COMMAND INFORMATION UNIT
+
+
+MAX_FFP_TEXT = 64 * 1024  # largest Text Request we assemble in full feature phase
 
 
 def residual_flags(edtl: int, wanted: int, moved: int) -> tuple[int, int]:
@@ -106,7 +110,8 @@ class Connection(asyncio.BufferedProtocol):
         self._timers: list[asyncio.TimerHandle] = []
         # the rest of a long Text Response: (TTT, ITT, remaining text).  One slot: RFC 7143 11.10 allows a
         # single outstanding Text Request per connection, and a new request discards an unfinished one
-        self._text_pending: tuple[int, int, bytes] | None = None
+        self._text_pending: tuple[int, int, bytes] | None = None  # (TTT, ITT, rest of our answer)
+        self._text_in: tuple[int, int, TextAccumulator] | None = None  # (TTT, ITT, request so far)
         self._header_digest = False
         self._data_digest = False
         self._max_xmit = 8192
@@ -765,19 +770,36 @@ class Connection(asyncio.BufferedProtocol):
         self._check_sn(pdu, header, deliver)
 
     def _text(self, pdu: P.TextRequest, header: bytes) -> None:
+        """One Text Request.  Long requests arrive in pieces with C=1 (each answered with an empty Text
+        Response carrying a TTT to continue with); long answers leave in pieces the initiator asks for
+        with empty requests quoting our TTT (RFC 7143 11.10, 11.11).  One exchange at a time per connection."""
+        incoming, self._text_in = self._text_in, None
         pending, self._text_pending = self._text_pending, None
         if pdu.ttt != RESERVED_TAG:
-            if pending is None or pending[:2] != (pdu.ttt, pdu.itt):
+            if incoming is not None and incoming[:2] == (pdu.ttt, pdu.itt):
+                acc = incoming[2]
+            elif pending is not None and pending[:2] == (pdu.ttt, pdu.itt) and not pdu.data:
+                self._send_text(pending[2], pdu)
+                return
+            else:
                 self.reject(RejectReason.PROTOCOL_ERROR, header)
                 return
-            self._send_text(pending[2], pdu)
+        else:
+            acc = TextAccumulator(max_total=MAX_FFP_TEXT)
+        if pdu.cont and pdu.final:
+            self.reject(RejectReason.PROTOCOL_ERROR, header)  # C=1 requires F=0 (RFC 7143 11.10.2)
             return
-        if pdu.cont:
-            # a continued request: we only support SendTargets, which fits in one PDU — answer empty
-            self.send_status(P.TextResponse(flags=0, itt=pdu.itt, ttt=self._new_ttt(), lun=pdu.lun))
+        try:
+            pairs = acc.feed(bytes(pdu.data), final=not pdu.cont)
+        except TextError:
+            self.reject(RejectReason.PROTOCOL_ERROR, header)
             return
-        answer = self.server.text_answer(self, bytes(pdu.data))
-        self._send_text(answer, pdu)
+        if pairs is None:
+            ttt = self._new_ttt()
+            self._text_in = (ttt, pdu.itt, acc)
+            self.send_status(P.TextResponse(flags=0, itt=pdu.itt, ttt=ttt, lun=pdu.lun))
+            return
+        self._send_text(self.server.text_answer(self, pairs), pdu)
 
     def _send_text(self, text: bytes, pdu: P.TextRequest) -> None:
         limit = self._max_xmit

@@ -16,16 +16,18 @@ from collections.abc import Callable
 from typing import Any
 
 from cistern.config.model import Config
+from cistern.config.target import TargetConfig
+from cistern.scsi.alua import TPGS_BY_NAME, Alua, TargetPortGroup, parse_state
 from cistern.scsi.lu import LogicalUnit
 from cistern.scsi.server import DeviceServer
 from cistern.scsi.task import ITNexus
 from cistern.storage.base import BackingStore
 from cistern.storage.factory import open_store
 from cistern.target.connection import Connection
-from cistern.target.model import ChapSecret, TargetLimits, TargetSpec
+from cistern.target.model import ChapSecret, PortalGroupSpec, TargetLimits, TargetSpec
 from cistern.target.session import Session, SessionTable
 from cistern.wire.negotiation import Negotiated
-from cistern.wire.text import TextError, encode_text, parse_text
+from cistern.wire.text import encode_text
 
 log = logging.getLogger("cistern.target")
 
@@ -60,8 +62,9 @@ class TargetServer:
         loop = asyncio.get_running_loop()
         portals: dict[tuple[str, int], list[TargetSpec]] = {}
         for target in self.targets.values():
-            for portal in target.portals:
-                portals.setdefault(portal, []).append(target)
+            for group in target.portal_groups:
+                for portal in group.listen:
+                    portals.setdefault(portal, []).append(target)
         for host, port in portals:
             server = await loop.create_server(
                 lambda h=host, p=port: Connection(self, (h, p)),  # type: ignore[misc]
@@ -76,7 +79,9 @@ class TargetServer:
                 self.bound.append((addr[0], addr[1]))
         # a portal given with port 0 gets its real port now: advertise that in SendTargets
         for target in self.targets.values():
-            target.portals = [self._bound_for(h, p) for h, p in target.portals]
+            for group in target.portal_groups:
+                group.portals = [self._bound_for(h, p) for h, p in group.listen]
+            target.portals = [p for group in target.portal_groups for p in group.portals]
         return self.bound
 
     def _bound_for(self, host: str, port: int) -> tuple[str, int]:
@@ -120,16 +125,36 @@ class TargetServer:
         target: TargetSpec | None,
         params: Negotiated,
         cmdsn: int,
+        portal: tuple[str, int] | None = None,
     ) -> Session:
-        """Create a session, reinstating (closing) any old one with the same initiator port (RFC 7143 6.3.5)."""
-        old = self.sessions.find(initiator_name, isid, target.name if target else None)
+        """Create a session, reinstating (closing) any old one of the same I_T nexus (RFC 7143 6.3.5).
+
+        ``portal`` is where the login arrived: it picks the target portal group, and so the SCSI target
+        port (TPGT and relative target port) of the session's I_T nexus.
+        """
+        group = target.group_for(portal) if target is not None else None
+        if target is None or group is None:
+            old = self.sessions.find(initiator_name, isid, None)
+        else:
+            # the same initiator port through another portal group is another I_T nexus, not a reinstatement
+            old = next(
+                (
+                    s
+                    for s in self.sessions
+                    if s.target is target
+                    and s.initiator_name == initiator_name
+                    and s.isid == isid
+                    and (s.nexus is None or s.nexus.tpgt == group.tag)
+                ),
+                None,
+            )
         if old is not None:
             log.info("reinstating session of %s ISID %s", initiator_name, isid.hex())
             self.end_session(old)
         depth = target.limits.queue_depth if target else 8
         session = Session(self.sessions.allocate_tsih(), initiator_name, isid, target, params, cmdsn, depth)
-        if target is not None:
-            session.nexus = ITNexus(initiator_name, isid, target.name, target.tpgt, target.tpgt)
+        if target is not None and group is not None:
+            session.nexus = ITNexus(initiator_name, isid, target.name, group.tag, group.relative_port)
             target.device.nexus_added(session.nexus)
         self.sessions.add(session)
         return session
@@ -160,12 +185,8 @@ class TargetServer:
     def visible_targets(self, initiator_name: str) -> list[TargetSpec]:
         return [t for t in self.targets.values() if t.admits(initiator_name)]
 
-    def text_answer(self, conn: Connection, data: bytes) -> bytes:
+    def text_answer(self, conn: Connection, pairs: list[tuple[str, str]]) -> bytes:
         """Answer a full-feature-phase Text Request (SendTargets, RFC 7143 appendix C)."""
-        try:
-            pairs = parse_text(data)
-        except TextError:
-            return encode_text([])
         session = conn.session
         assert session is not None
         out: list[tuple[str, str]] = []
@@ -181,10 +202,11 @@ class TargetServer:
                     value in ("All", "") and (value == "All" or target is session.target)
                 ) or value == target.name:
                     out.append(("TargetName", target.name))
-                    for host, port in target.portals:
-                        shown = conn.portal[0] if host in ("0.0.0.0", "::") else host
-                        addr = f"[{shown}]" if ":" in shown else shown
-                        out.append(("TargetAddress", f"{addr}:{port},{target.tpgt}"))
+                    for group in target.portal_groups:
+                        for host, port in group.portals:
+                            shown = conn.portal[0] if host in ("0.0.0.0", "::") else host
+                            addr = f"[{shown}]" if ":" in shown else shown
+                            out.append(("TargetAddress", f"{addr}:{port},{group.tag}"))
         return encode_text(out)
 
 
@@ -218,6 +240,17 @@ def _limits(params: Any) -> TargetLimits:
     return limits
 
 
+def _alua(tcfg: TargetConfig) -> Alua:
+    """The ALUA state of a target's device server: one target port group per portal group."""
+    return Alua.from_groups(
+        (
+            TargetPortGroup(g.tag, (g.tag,), parse_state(g.alua_state), preferred=g.preferred)
+            for g in tcfg.effective_portal_groups()
+        ),
+        TPGS_BY_NAME[tcfg.alua_mode],
+    )
+
+
 def build_server(config: Config) -> TargetServer:
     """Open every store and build the runtime objects; raises OSError/ValueError with a clear message."""
     stores: list[BackingStore] = []
@@ -247,7 +280,11 @@ def build_server(config: Config) -> TargetServer:
                     removable=lcfg.removable,
                     **kwargs,
                 )
-            device = DeviceServer(luns, target_name=str(tcfg.name))
+            groups = [
+                PortalGroupSpec(g.tag, [(p.host, p.port) for p in g.portals])
+                for g in tcfg.effective_portal_groups()
+            ]
+            device = DeviceServer(luns, target_name=str(tcfg.name), alua=_alua(tcfg))
             chap = mutual = None
             algorithms: tuple[str, ...] = ("SHA3-256", "SHA-256", "SHA1", "MD5")
             if tcfg.auth is not None:
@@ -262,8 +299,7 @@ def build_server(config: Config) -> TargetServer:
                     name=str(tcfg.name),
                     device=device,
                     alias=tcfg.alias,
-                    tpgt=tcfg.tpgt,
-                    portals=[(p.host, p.port) for p in tcfg.portals],
+                    portal_groups=groups,
                     acl=None if tcfg.open else frozenset(str(a) for a in tcfg.acl),
                     chap=chap,
                     mutual_chap=mutual,
