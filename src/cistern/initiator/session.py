@@ -657,7 +657,10 @@ class Session:
             return
         self._state = State.RECOVERING
         # re-issue every command that had not completed, in CmdSN order, ahead of those never sent
-        inflight = sorted(self._tasks.values(), key=lambda c: (c.cmdsn - self._expcmdsn) & 0xFFFFFFFF)
+        # oldest first: the farthest behind the next CmdSN to assign (serial arithmetic, RFC 1982)
+        inflight = sorted(
+            self._tasks.values(), key=lambda c: (self._cmdsn - c.cmdsn) & 0xFFFFFFFF, reverse=True
+        )
         self._tasks.clear()
         requeue: list[Command] = []
         for cmd in inflight:
