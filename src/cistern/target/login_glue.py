@@ -7,6 +7,7 @@ Login Responses with the C bit, and switching the connection to full feature pha
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 from cistern.target.model import ChapSecret, TargetLimits, TargetSpec
@@ -77,12 +78,20 @@ class LoginDriver:
     def __init__(self, server: TargetServer, conn: Connection) -> None:
         self.server = server
         self.conn = conn
-        portal_targets = [t for t in server.targets.values() if conn.portal in t.portals or not t.portals]
-        tpgt = portal_targets[0].tpgt if portal_targets else 1
+        # TargetPortGroupTag: the tag of the portal group this connection's portal belongs to
+        portal_targets = [t for t in server.targets.values() if t.serves(conn.portal) or not t.portals]
+        tpgt = portal_targets[0].group_for(conn.portal).tag if portal_targets else 1
 
         def lookup(name: str) -> TargetInfo | None:
             target = server.targets.get(name)
-            return target_info(target) if target is not None else None
+            if target is None:
+                return None
+            tag = target.group_for(conn.portal).tag
+            if tag != self.login._policy.portal_group_tag:
+                # another target's group shares this portal under another tag: answer with this target's
+                # tag (the policy is read when the first response is built, after the TargetName lookup)
+                self.login._policy = dataclasses.replace(self.login._policy, portal_group_tag=tag)
+            return target_info(target)
 
         discovery_auth = (
             chap_auth(server.discovery_chap, None, ("SHA3-256", "SHA-256", "SHA1", "MD5"))
@@ -160,7 +169,7 @@ class LoginDriver:
             outcome = step.done
             target = self.server.targets.get(outcome.target_name) if outcome.target_name else None
             session = self.server.new_session(
-                outcome.initiator_name, pdu.isid, target, outcome.params, pdu.cmdsn
+                outcome.initiator_name, pdu.isid, target, outcome.params, pdu.cmdsn, portal=conn.portal
             )
             tsih = session.tsih
         depth = session.queue_depth if session else 1

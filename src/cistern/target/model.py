@@ -37,12 +37,35 @@ class TargetLimits:
 
 
 @dataclass(slots=True)
+class PortalGroupSpec:
+    """One target portal group (RFC 7143 4.4.4.1): a SCSI target port, tag ``tag``.
+
+    ``listen`` is what the config asked to listen on (matched against a connection's portal);
+    ``portals`` is what SendTargets advertises (a port 0 replaced by the port really bound).
+    ``relative_port`` is the RELATIVE TARGET PORT IDENTIFIER of the port (SPC-4 7.8.6.3).
+    """
+
+    tag: int
+    listen: list[tuple[str, int]]
+    portals: list[tuple[str, int]] = field(default_factory=list)
+    relative_port: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.portals:
+            self.portals = list(self.listen)
+        if not self.relative_port:
+            self.relative_port = self.tag
+
+
+@dataclass(slots=True)
 class TargetSpec:
     name: str
     device: DeviceServer
     alias: str | None = None
     tpgt: int = 1
     portals: list[tuple[str, int]] = field(default_factory=list)
+    #: the target's portal groups; empty: one group made of ``portals`` with tag ``tpgt``
+    portal_groups: list[PortalGroupSpec] = field(default_factory=list)
     acl: frozenset[str] | None = None  # None: open to every initiator name (explicit open mode)
     chap: ChapSecret | None = None  # the initiator must authenticate with this
     mutual_chap: ChapSecret | None = None  # the target answers the initiator's challenge with this
@@ -51,3 +74,20 @@ class TargetSpec:
 
     def admits(self, initiator_name: str) -> bool:
         return self.acl is None or initiator_name in self.acl
+
+    def __post_init__(self) -> None:
+        if not self.portal_groups:
+            self.portal_groups = [PortalGroupSpec(self.tpgt, list(self.portals))]
+        else:
+            self.portals = [p for group in self.portal_groups for p in group.portals]
+            self.tpgt = self.portal_groups[0].tag
+
+    def group_for(self, portal: tuple[str, int] | None) -> PortalGroupSpec:
+        """The portal group a connection on ``portal`` belongs to (the first group when none matches)."""
+        for group in self.portal_groups:
+            if portal in group.listen or portal in group.portals:
+                return group
+        return self.portal_groups[0]
+
+    def serves(self, portal: tuple[str, int]) -> bool:
+        return any(portal in g.listen or portal in g.portals for g in self.portal_groups)
