@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import alua, inquiry, mode, sbc, spc
+from . import alua, inquiry, mode, pr_commands, sbc, spc
 from .lu import LogicalUnit
 from .sense import invalid_field
 from .task import ScsiResult, ScsiTask
@@ -114,6 +114,8 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(0x12, None, "INQUIRY", _u(0x12, 0x01, 0xFF, 0xFF, 0xFF, 0), inquiry.inquiry,
                 ua_exempt=True, needs_medium=False),
     CommandSpec(0x15, None, "MODE SELECT(6)", _u(0x15, 0x11, 0, 0, 0xFF, 0), mode.mode_select6, needs_medium=False),
+    CommandSpec(0x16, None, "RESERVE(6)", _u(0x16, 0, 0, 0, 0, 0), pr_commands.reserve, needs_medium=False),
+    CommandSpec(0x17, None, "RELEASE(6)", _u(0x17, 0, 0, 0, 0, 0), pr_commands.release, needs_medium=False),
     CommandSpec(0x1A, None, "MODE SENSE(6)", _u(0x1A, 0x08, 0xFF, 0xFF, 0xFF, 0), mode.mode_sense6, needs_medium=False),
     CommandSpec(0x1B, None, "START STOP UNIT", _u(0x1B, 0x01, 0, 0x0F, 0xF7, 0), sbc.start_stop_unit, needs_medium=False),
     CommandSpec(0x1E, None, "PREVENT ALLOW MEDIUM REMOVAL", _u(0x1E, 0, 0, 0, 0x03, 0), sbc.prevent_allow,
@@ -131,8 +133,20 @@ COMMANDS: tuple[CommandSpec, ...] = (
                 thin_only=True),
     CommandSpec(0x55, None, "MODE SELECT(10)", _u(0x55, 0x11, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0), mode.mode_select10,
                 needs_medium=False),
+    CommandSpec(0x56, None, "RESERVE(10)", _u(0x56, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0), pr_commands.reserve,
+                needs_medium=False),
+    CommandSpec(0x57, None, "RELEASE(10)", _u(0x57, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0), pr_commands.release,
+                needs_medium=False),
     CommandSpec(0x5A, None, "MODE SENSE(10)", _u(0x5A, 0x18, 0xFF, 0xFF, 0, 0, 0, 0xFF, 0xFF, 0), mode.mode_sense10,
                 needs_medium=False),
+    *(CommandSpec(0x5E, sa, f"PERSISTENT RESERVE IN ({name})", _u(0x5E, 0x1F, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0),
+                  pr_commands.persistent_reserve_in, needs_medium=False)
+      for sa, name in enumerate(("READ KEYS", "READ RESERVATION", "REPORT CAPABILITIES", "READ FULL STATUS"))),
+    *(CommandSpec(0x5F, sa, f"PERSISTENT RESERVE OUT ({name})",
+                  _u(0x5F, 0x1F, 0xFF, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0), pr_commands.persistent_reserve_out,
+                  needs_medium=False)
+      for sa, name in enumerate(("REGISTER", "RESERVE", "RELEASE", "CLEAR", "PREEMPT", "PREEMPT AND ABORT",
+                                 "REGISTER AND IGNORE EXISTING KEY", "REGISTER AND MOVE"))),
     CommandSpec(0x88, None, "READ(16)", _u(0x88, 0x1E, *F8, *F4, 0x1F, 0), sbc.read16),
     CommandSpec(0x8A, None, "WRITE(16)", _u(0x8A, 0x1A, *F8, *F4, 0x1F, 0), sbc.write16, writes=True),
     CommandSpec(0x8E, None, "WRITE AND VERIFY(16)", _u(0x8E, 0x12, *F8, *F4, 0x1F, 0), sbc.write_verify16,

@@ -11,6 +11,7 @@ import hashlib
 from typing import TYPE_CHECKING
 
 from ..storage.base import BackingStore
+from .reservations import LuReservations
 from .sense import (
     MEDIUM_NOT_PRESENT,
     POWER_ON_RESET,
@@ -54,6 +55,7 @@ class LogicalUnit:
         thin: bool = False,
         removable: bool = False,
         write_cache: bool = True,
+        pr_state_path: str | None = None,
     ) -> None:
         if not 0 <= lun < 16384:
             raise ValueError("lun must be in 0..16383")
@@ -85,6 +87,8 @@ class LogicalUnit:
         # Unit attention conditions per I_T nexus, oldest first.
         self.ua: dict[ITNexus, list[tuple[int, int]]] = {}
         self.nexuses: set[ITNexus] = set()
+        # SPC-2 and persistent reservations; APTPL state in ``pr_state_path`` (None: PTPL_C=0).
+        self.reservations = LuReservations(pr_state_path)
 
     # -- hooks -----------------------------------------------------------------------------------
 
@@ -93,6 +97,7 @@ class LogicalUnit:
 
         Raise :class:`CheckCondition`, or return normally to let the command run.
         """
+        self.reservations.check(task, spec)
 
     # -- state helpers ---------------------------------------------------------------------------
 
@@ -151,3 +156,4 @@ class LogicalUnit:
         self.ua.pop(nexus, None)
         self.prevent.discard(nexus)
         self.nexuses.discard(nexus)
+        self.reservations.nexus_lost(nexus)

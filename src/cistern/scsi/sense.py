@@ -38,6 +38,7 @@ LBA_OUT_OF_RANGE = (0x21, 0x00)
 INVALID_FIELD_IN_CDB = (0x24, 0x00)
 LOGICAL_UNIT_NOT_SUPPORTED = (0x25, 0x00)
 INVALID_FIELD_IN_PARAMETER_LIST = (0x26, 0x00)
+INVALID_RELEASE_OF_PERSISTENT_RESERVATION = (0x26, 0x04)
 WRITE_PROTECTED = (0x27, 0x00)
 SOFTWARE_WRITE_PROTECTED = (0x27, 0x02)
 POWER_ON_RESET = (0x29, 0x00)
@@ -46,12 +47,16 @@ SCSI_BUS_RESET_OCCURRED = (0x29, 0x02)
 BUS_DEVICE_RESET_FUNCTION_OCCURRED = (0x29, 0x03)
 I_T_NEXUS_LOSS_OCCURRED = (0x29, 0x07)
 MODE_PARAMETERS_CHANGED = (0x2A, 0x01)
+RESERVATIONS_PREEMPTED = (0x2A, 0x03)
+RESERVATIONS_RELEASED = (0x2A, 0x04)
+REGISTRATIONS_PREEMPTED = (0x2A, 0x05)
 CAPACITY_DATA_HAS_CHANGED = (0x2A, 0x09)
 SAVING_PARAMETERS_NOT_SUPPORTED = (0x39, 0x00)
 MEDIUM_NOT_PRESENT = (0x3A, 0x00)
 REPORTED_LUNS_DATA_HAS_CHANGED = (0x3F, 0x0E)
 INTERNAL_TARGET_FAILURE = (0x44, 0x00)
 MEDIUM_REMOVAL_PREVENTED = (0x53, 0x02)
+INSUFFICIENT_REGISTRATION_RESOURCES = (0x55, 0x04)
 
 _FIXED = struct.Struct(">BBBIBIBBB3s")  # 18 bytes
 _DESC_HDR = struct.Struct(">BBBB3xB")  # 8 bytes
@@ -82,6 +87,10 @@ class CheckCondition(Exception):
         return build_sense(
             self.key, (self.asc, self.ascq), descriptor=descriptor, information=self.information, sks=self.sks
         )
+
+
+class ReservationConflict(Exception):
+    """Raised inside the device server; becomes RESERVATION CONFLICT status (SAM-5 5.3.1), no sense."""
 
 
 def field_pointer(byte: int, bit: int | None = None, *, in_cdb: bool = True) -> bytes:

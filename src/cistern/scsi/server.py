@@ -10,6 +10,8 @@ then the handler.  ``execute`` never raises: every failure is CHECK CONDITION wi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .alua import AccessState, Alua, implicit_transition
 from .commands import SA_OPCODES, CommandSpec, build_tables
 from .inquiry import inquiry
@@ -26,12 +28,16 @@ from .sense import (
     POWER_ON_RESET,
     REPORTED_LUNS_DATA_HAS_CHANGED,
     CheckCondition,
+    ReservationConflict,
     SenseKey,
     build_sense,
     invalid_field,
 )
 from .spc import report_luns, request_sense
 from .task import ITNexus, ScsiResult, ScsiTask, Status
+
+AbortHook = Callable[[frozenset[ITNexus], int], None]
+"""``abort_hook(nexuses, lun)``: abort every task of these I_T nexuses on this LUN (PREEMPT AND ABORT)."""
 
 TMF_FUNCTIONS = frozenset(
     {"ABORT_TASK_SET", "CLEAR_TASK_SET", "LUN_RESET", "TARGET_WARM_RESET", "TARGET_COLD_RESET"}
@@ -57,6 +63,7 @@ class DeviceServer:
         self.alua = alua if alua is not None else Alua()  # target port groups and their ALUA states
         self.luns: dict[int, LogicalUnit] = dict(luns)
         self.nexuses: set[ITNexus] = set()
+        self.abort_hook: AbortHook | None = None  # set by the transport (SPC-4 5.13.11.2.6)
         for lun, lu in self.luns.items():
             if lu.lun != lun:
                 raise ValueError(f"LUN key {lun} does not match LogicalUnit.lun {lu.lun}")
@@ -98,6 +105,8 @@ class DeviceServer:
             self.alua.check(task.nexus, cdb)  # ALUA state of the port the command came through
             lu.check_access(task, spec)
             return await spec.handler(self, lu, task, cdb)
+        except ReservationConflict:
+            return ScsiResult(Status.RESERVATION_CONFLICT)
         except CheckCondition as cc:
             return ScsiResult(Status.CHECK_CONDITION, sense=cc.sense(lu.d_sense if lu is not None else False))
         except Exception:  # a bug of ours: report it as sense, never to the transport
@@ -159,11 +168,13 @@ class DeviceServer:
             lu = self.luns.get(lun) if lun is not None else None
             if lu is not None:
                 lu.prevent.clear()
+                lu.reservations.reset()
                 lu.establish_ua_all(BUS_DEVICE_RESET_FUNCTION_OCCURRED)
         elif function in ("TARGET_WARM_RESET", "TARGET_COLD_RESET"):
             cold = function == "TARGET_COLD_RESET"
             for lu in self.luns.values():
                 lu.prevent.clear()
+                lu.reservations.reset()
                 if cold:
                     lu.d_sense = lu.swp = False
                 lu.establish_ua_all(POWER_ON_OCCURRED if cold else POWER_ON_RESET)
