@@ -56,3 +56,24 @@ def test_sigterm_with_active_session_exits_cleanly(tmp_path: Path) -> None:
         if perf.poll() is None:
             perf.kill()
         perf.wait(10)
+
+
+def test_acknowledged_writes_survive_a_killed_target(tmp_path: Path) -> None:
+    """SIGKILL, no shutdown path at all: every write QEMU saw acknowledged is there after a restart."""
+    port = peers.free_port()
+    demo = CisternTarget(None, tmp_path, tmp_path / "demo.log", port=port)
+    opts = f"driver=iscsi,transport=tcp,portal=127.0.0.1:{port},target={IQN},lun=0"
+    demo.start()
+    try:
+        writes = [f"write -P 0x{0x10 + i:02x} {i * 3}M 1M" for i in range(8)]
+        out = peers.qemu_io("--image-opts", opts, *[a for w in writes for a in ("-c", w)]).stdout
+        assert out.count("wrote ") == 8, out
+        assert demo.proc is not None
+        demo.proc.kill()
+        demo.proc.wait(10)
+    finally:
+        demo.stop()
+    with demo:
+        reads = [f"read -P 0x{0x10 + i:02x} {i * 3}M 1M" for i in range(8)]
+        out = peers.qemu_io("--image-opts", opts, *[a for r in reads for a in ("-c", r)]).stdout
+        assert "Pattern verification failed" not in out and out.count("read ") == 8, out
