@@ -47,7 +47,7 @@ def _run(coro: Awaitable[T]) -> T:
     try:
         import uvloop
 
-        return uvloop.run(coro)  # type: ignore[no-any-return,arg-type]
+        return uvloop.run(coro)  # type: ignore[arg-type]
     except ImportError:
         return asyncio.run(coro)  # type: ignore[arg-type]
 
@@ -281,7 +281,8 @@ async def _transfer(
             data = await task
             w = asyncio.ensure_future(dst.write(dst_off + at, data))
             writes.add(w)
-            w.add_done_callback(lambda t, n=len(data): progress.advance(bar, n))
+            n_done = len(data)
+            w.add_done_callback(lambda _t, n=n_done: progress.advance(bar, n))  # type: ignore[misc]
             if len(writes) >= depth:
                 done, _ = await asyncio.wait(writes, return_when=asyncio.FIRST_COMPLETED)
                 for d in done:

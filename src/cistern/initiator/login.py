@@ -12,6 +12,7 @@ from cistern.initiator.errors import AuthenticationError, ConnectionLost, LoginE
 from cistern.initiator.params import LoginResult, SessionConfig
 from cistern.wire.chap import ChapAlgorithm, ChapCredentials
 from cistern.wire.login import InitiatorLogin, LoginProtocolError, LoginRejected, LoginStatus
+from cistern.wire.login import LoginRequest as WireLoginRequest
 from cistern.wire.pdu import LoginRequest, LoginResponse, login_flags
 from cistern.wire.serial import sn_add
 from cistern.wire.text import split_text
@@ -91,8 +92,9 @@ async def _exchange(
         raise LoginError(f"bad login settings: {exc}") from exc
     cmdsn = 0
     expstatsn = 0
-    request = machine.start()
-    while True:
+    request: WireLoginRequest | None = machine.start()
+    response: LoginResponse | None = None
+    while request is not None:
         segments = split_text(request.text, LOGIN_SEGMENT)
         for i, segment in enumerate(segments):
             last = i == len(segments) - 1
@@ -114,8 +116,11 @@ async def _exchange(
             if pdu.status_class == 0 and pdu.isid != config.isid:
                 raise ProtocolError("Login Response for another ISID")
             expstatsn = sn_add(pdu.statsn, 1)
+            response = pdu
             if not last and (pdu.status_class != 0 or pdu.transit):
                 break  # the target answered before the whole text arrived: let the machine judge it
+        pdu = response
+        assert pdu is not None
         try:
             request = machine.receive(
                 pdu.csg,
@@ -134,15 +139,14 @@ async def _exchange(
             if "mutual" in text or "CHAP" in text:
                 raise AuthenticationError(f"CHAP with {config.host}:{config.port} failed: {text}") from None
             raise ProtocolError(f"login protocol error: {text}") from None
-        if request is None:
-            result = machine.result
-            assert result is not None
-            return LoginResult(
-                negotiated=result.params,
-                tsih=result.tsih,
-                expstatsn=expstatsn,
-                expcmdsn=pdu.expcmdsn,
-                maxcmdsn=pdu.maxcmdsn,
-                target_alias=result.target_alias,
-                target_portal_group_tag=result.target_portal_group_tag,
-            )
+    result = machine.result
+    assert result is not None and response is not None
+    return LoginResult(
+        negotiated=result.params,
+        tsih=result.tsih,
+        expstatsn=expstatsn,
+        expcmdsn=response.expcmdsn,
+        maxcmdsn=response.maxcmdsn,
+        target_alias=result.target_alias,
+        target_portal_group_tag=result.target_portal_group_tag,
+    )

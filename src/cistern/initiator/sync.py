@@ -46,7 +46,7 @@ class SyncSession:
     def __getattr__(self, name: str) -> Callable[..., Any]:
         attr = getattr(self.session, name)
         if not callable(attr) or not asyncio.iscoroutinefunction(attr):
-            return attr  # type: ignore[no-any-return]
+            return attr
 
         def call(*args: Any, **kwargs: Any) -> Any:
             result = self._runner.run(attr(*args, **kwargs))
