@@ -4,7 +4,9 @@ A :class:`BackingStore` is a flat, byte-addressed array of ``size`` bytes, read 
 logical blocks by the SCSI device server (SBC-3 section 4.5: logical blocks).  It is deliberately small:
 ``read_into`` fills a caller-owned buffer (no extra copy on the hot path), ``write`` takes any
 bytes-like object, ``flush`` makes written data durable (SYNCHRONIZE CACHE, FUA), ``unmap`` deallocates
-a range so that it reads back as zeroes (SBC-3 section 4.7: logical block provisioning).
+a range so that it reads back as zeroes (SBC-3 section 4.7: logical block provisioning), ``extents``
+tells which bytes are mapped or deallocated (GET LBA STATUS) and ``allocated_bytes`` how much physical
+space the store uses (thin provisioning thresholds).
 
 Implementations raise :class:`OSError` (or a subclass) on I/O failure; the device server turns that
 into sense data (MEDIUM ERROR), never into an exception towards the transport.
@@ -13,6 +15,8 @@ into sense data (MEDIUM ERROR), never into an exception towards the transport.
 from __future__ import annotations
 
 import abc
+
+from .mapping import DEFAULT_MAX_EXTENTS, Extent
 
 VALID_BLOCK_SIZES = (512, 4096)
 
@@ -28,6 +32,7 @@ class BackingStore(abc.ABC):
     block_size: int
     read_only: bool
     supports_unmap: bool = False
+    allocation_unit: int = 4096  # bytes: the granularity at which unmap really frees space
 
     def __init__(self, size: int, *, block_size: int = 512, read_only: bool = False) -> None:
         if block_size not in VALID_BLOCK_SIZES:
@@ -72,6 +77,16 @@ class BackingStore(abc.ABC):
             n = min(chunk, length - done)
             await self.write(offset + done, memoryview(zero)[:n])
             done += n
+
+    async def extents(self, offset: int, length: int, max_extents: int = DEFAULT_MAX_EXTENTS) -> list[Extent]:
+        """Mapped/deallocated extents covering ``[offset, offset+length)`` in order (at most
+        ``max_extents``; the last one may end early).  The default: everything is mapped."""
+        self._check_range(offset, length)
+        return [Extent(offset, length, True)] if length else []
+
+    async def allocated_bytes(self) -> int | None:
+        """Physical space in use, in bytes; ``None`` when the store cannot tell."""
+        return None
 
     @abc.abstractmethod
     async def close(self) -> None:

@@ -4,7 +4,9 @@ Blocking system calls (``preadv``, ``pwrite``, ``fdatasync``, ``fallocate``) run
 :class:`~concurrent.futures.ThreadPoolExecutor` shared by all stores, never on the event loop.
 Unmap punches a hole with ``fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)`` (which reads back
 as zeroes on files and, since Linux 4.9, on block devices); where the filesystem cannot punch holes it
-falls back to writing zeroes.
+falls back to writing zeroes.  Which bytes are mapped is the filesystem's answer to ``lseek`` with
+``SEEK_DATA``/``SEEK_HOLE`` (SBC-3 5.16 GET LBA STATUS); physical use is ``st_blocks``.  A block device
+(or a filesystem without those seeks) reports everything mapped.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from .base import BackingStore, StoreError
+from .mapping import DEFAULT_MAX_EXTENTS, Extent, coalesce
 
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
@@ -83,6 +86,33 @@ def _pwrite_full(fd: int, data: memoryview, offset: int) -> None:
         done += os.pwrite(fd, data[done:], offset + done)
 
 
+def file_extents(fd: int, offset: int, length: int, max_extents: int) -> list[Extent]:
+    """Data and hole extents of ``[offset, offset+length)`` of an open file, by ``SEEK_DATA``/``SEEK_HOLE``."""
+    out: list[Extent] = []
+    pos, stop = offset, offset + length
+    while pos < stop and len(out) < max_extents:
+        try:
+            data = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # no data at or after pos: a hole up to the end
+                data = stop
+            elif exc.errno in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ESPIPE):
+                out.append(Extent(pos, stop - pos, True))  # cannot tell: report mapped
+                break
+            else:
+                raise
+        if data > pos:
+            end = min(data, stop)
+            out.append(Extent(pos, end - pos, False))
+            pos = end
+            continue
+        hole = os.lseek(fd, pos, os.SEEK_HOLE)
+        end = min(max(hole, pos + 1), stop)
+        out.append(Extent(pos, end - pos, True))
+        pos = end
+    return coalesce(out)
+
+
 class FileStore(BackingStore):
     """A regular file; created sparse (``truncate``) at ``size`` when it does not exist."""
 
@@ -119,6 +149,7 @@ class FileStore(BackingStore):
         super().__init__(actual, block_size=block_size, read_only=read_only)
         self._fd: int | None = fd
         self._can_punch = True
+        self.allocation_unit = max(os.fstat(fd).st_blksize, 512)
 
     @staticmethod
     def _probe_size(fd: int) -> int:
@@ -161,6 +192,19 @@ class FileStore(BackingStore):
             return
         self._can_punch = False
         await super().unmap(offset, length)
+
+    async def extents(self, offset: int, length: int, max_extents: int = DEFAULT_MAX_EXTENTS) -> list[Extent]:
+        fd = self._fileno()
+        self._check_range(offset, length)
+        if not length:
+            return []
+        return await self._run(file_extents, fd, offset, length, max_extents)
+
+    async def allocated_bytes(self) -> int | None:
+        st = os.fstat(self._fileno())
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        return min(st.st_blocks * 512, self.size)
 
     async def close(self) -> None:
         self.close_sync()

@@ -1,20 +1,41 @@
-"""A RAM backing store: a ``bytearray``; copies happen inline (no thread hop is worth it for RAM)."""
+"""A RAM backing store: one private anonymous ``mmap``; copies happen inline (no thread hop for RAM).
+
+The kernel hands out the mapping's pages on first touch, so an unwritten memory LU costs nothing and a
+thin one grows as it is written.  Unmap really frees: whole pages go back to the kernel with
+``madvise(MADV_DONTNEED)`` (a private anonymous page then reads back as zeroes) and the edges of the
+range are zeroed.  A :class:`~cistern.storage.mapping.PageMap` records which pages hold data, which is
+what GET LBA STATUS reports (SBC-3 4.7, 5.16).
+"""
 
 from __future__ import annotations
 
+import mmap
+
 from .base import BackingStore, StoreError
+from .mapping import DEFAULT_MAX_EXTENTS, Extent, PageMap
+
+PAGE = mmap.PAGESIZE
+_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
 
 
 class MemoryStore(BackingStore):
-    """Volatile store of ``size`` bytes, initially zero."""
+    """Volatile store of ``size`` bytes, initially zero and unallocated."""
 
     supports_unmap = True
+    allocation_unit = PAGE
 
     def __init__(self, size: int, *, block_size: int = 512, read_only: bool = False) -> None:
         super().__init__(size, block_size=block_size, read_only=read_only)
-        self._data: bytearray | None = bytearray(size)
+        self._mm: mmap.mmap | None = mmap.mmap(
+            -1,
+            max(size, 1),
+            flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
+            prot=mmap.PROT_READ | mmap.PROT_WRITE,
+        )
+        self._data: memoryview | None = memoryview(self._mm)
+        self.map = PageMap(size, PAGE)
 
-    def _buffer(self) -> bytearray:
+    def _buffer(self) -> memoryview:
         if self._data is None:
             raise StoreError("store is closed")
         return self._data
@@ -23,7 +44,7 @@ class MemoryStore(BackingStore):
         data = self._buffer()
         n = len(buf)
         self._check_range(offset, n)
-        buf[:] = memoryview(data)[offset : offset + n]
+        buf[:] = data[offset : offset + n]
 
     async def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         if self.read_only:
@@ -32,25 +53,59 @@ class MemoryStore(BackingStore):
         n = len(data)
         self._check_range(offset, n)
         store[offset : offset + n] = data
+        self.map.mark(offset, n)
 
     async def flush(self) -> None:
         self._buffer()
 
-    async def unmap(self, offset: int, length: int) -> None:
-        if self.read_only:
-            raise StoreError("store is read-only")
+    def _zero(self, offset: int, length: int) -> None:
         store = self._buffer()
-        self._check_range(offset, length)
-        chunk = min(length, 1 << 20)
-        zero = bytes(chunk)
+        chunk = 1 << 20
+        zero = bytes(min(chunk, length))
         end = offset + length
         while offset < end:
             n = min(chunk, end - offset)
-            store[offset : offset + n] = zero[:n] if n < chunk else zero
+            store[offset : offset + n] = zero[:n]
             offset += n
 
+    async def unmap(self, offset: int, length: int) -> None:
+        if self.read_only:
+            raise StoreError("store is read-only")
+        self._buffer()
+        self._check_range(offset, length)
+        if length == 0:
+            return
+        start, end = self.map.clear(offset, length)
+        if start >= end:  # inside one page: it stays mapped, the bytes read back as zeroes
+            self._zero(offset, length)
+            return
+        self._zero(offset, start - offset)
+        self._zero(end, offset + length - end)
+        whole_end = end // PAGE * PAGE  # a partial last page of the store is zeroed, not released
+        if _DONTNEED is not None and self._mm is not None and whole_end > start:
+            self._mm.madvise(_DONTNEED, start, whole_end - start)
+        else:
+            whole_end = start
+        self._zero(whole_end, end - whole_end)
+
+    async def extents(self, offset: int, length: int, max_extents: int = DEFAULT_MAX_EXTENTS) -> list[Extent]:
+        self._buffer()
+        self._check_range(offset, length)
+        return self.map.extents(offset, length, max_extents)
+
+    async def allocated_bytes(self) -> int | None:
+        return self.map.mapped_bytes()
+
     async def close(self) -> None:
-        self._data = None
+        self.close_sync()
 
     def close_sync(self) -> None:
-        self._data = None
+        data, self._data = self._data, None
+        mm, self._mm = self._mm, None
+        try:
+            if data is not None:
+                data.release()
+            if mm is not None:
+                mm.close()
+        except BufferError:  # a slice of the buffer is still alive somewhere: the GC unmaps it later
+            pass
