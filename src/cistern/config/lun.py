@@ -3,6 +3,9 @@
 Backends: ``file`` (a regular file, created sparse at ``size`` if missing), ``block`` (a block device),
 ``memory`` (RAM, lost on exit; ``size`` required). ``vendor``/``product``/``revision`` override the
 INQUIRY T10 strings (SPC-5 6.7.2: 8, 16 and 4 ASCII characters); ``serial`` overrides VPD page 0x80.
+``pr_state`` is where persistent reservations registered with APTPL=1 are kept across restarts (SPC-4
+5.13.5; default ``<path>.pr.json`` for file and block LUNs, none for memory LUNs);
+``persist_reservations = false`` turns APTPL off (PTPL_C=0).
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ class LunConfig(BaseModel):
     vendor: str | None = None
     product: str | None = None
     revision: str | None = None
+    pr_state: PathField | None = None
+    persist_reservations: bool = True
 
     @field_validator("serial")
     @classmethod
@@ -66,6 +71,14 @@ class LunConfig(BaseModel):
     @classmethod
     def _revision(cls, value: str | None) -> str | None:
         return _ascii_field(value, "revision", 4, spaces=True)
+
+    def pr_state_path(self) -> str | None:
+        """Where APTPL state lives, or None when reservations do not persist across restarts."""
+        if not self.persist_reservations:
+            return None
+        if self.pr_state is not None:
+            return str(self.pr_state)
+        return f"{self.path}.pr.json" if self.path is not None else None
 
     @model_validator(mode="after")
     def _backend_fields(self) -> LunConfig:

@@ -278,6 +278,7 @@ def build_server(config: Config) -> TargetServer:
                     read_only=lcfg.read_only,
                     thin=lcfg.thin,
                     removable=lcfg.removable,
+                    pr_state_path=lcfg.pr_state_path(),
                     **kwargs,
                 )
             groups = [
