@@ -458,3 +458,37 @@ def test_read_reservation_truncated_and_full_status_empty() -> None:
     d = bytes(prin(srv, 1, alloc=12).data_in or b"")
     assert len(d) == 12 and struct.unpack_from(">I", d, 4)[0] == 16
     assert bytes(prin(make_server(), 3).data_in or b"") == bytes(8)
+
+
+# ---------------------------------------------------------------------------------------- hostile input
+
+
+def test_random_parameter_lists_never_break_the_device_server() -> None:
+    import random
+
+    rng = random.Random(1234)
+    srv = make_server(nexuses=(A, B))
+    for _ in range(400):
+        sa = rng.randrange(0, 9)
+        size = rng.choice((0, 8, 24, 28, 40, rng.randrange(0, 200)))
+        data = bytes(rng.randrange(256) for _ in range(size))
+        if size >= 21 and rng.random() < 0.5:
+            data = data[:20] + bytes((0x08,)) + data[21:]  # SPEC_I_PT, to reach the TransportID parser
+        cdb = struct.pack(
+            ">BBB2xIx", 0x5F, sa, rng.randrange(256), rng.choice((size, size + 4, max(0, size - 4)))
+        )
+        nexus = rng.choice((A, B))
+        res = run(srv, cdb, nexus, data)
+        assert res.status in (Status.GOOD, Status.RESERVATION_CONFLICT, Status.CHECK_CONDITION)
+        if res.status == Status.CHECK_CONDITION:
+            assert sense(res)[0] in (5, 6), res.sense  # ILLEGAL REQUEST, or a unit attention
+    drain_ua(srv, A)
+    assert prin(srv, 3).status == Status.GOOD
+
+
+def test_too_many_spec_i_pt_transport_ids_is_insufficient_resources() -> None:
+    srv = make_server()
+    tids = [TransportId(f"iqn.2026-11.org.cistern:i{i}", bytes(6)) for i in range(1100)]
+    extra = tid_list(*tids)
+    assert sense(prout(srv, REGISTER, 0, 0xAA, flags=0x08, extra=extra)) == (5, 0x55, 0x04)
+    assert keys(srv) == (0, [])

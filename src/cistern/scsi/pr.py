@@ -185,6 +185,8 @@ class PersistentReservations:
                 raise ReservationConflict()
             if sark == 0:
                 return effects  # unregistered nexus unregistering: nothing to do, no new generation
+            if len(self.registrations) + 1 + len(spec_i_pt or ()) > MAX_REGISTRATIONS:
+                raise CheckCondition(SenseKey.ILLEGAL_REQUEST, INSUFFICIENT_REGISTRATION_RESOURCES)
             target_port = None if all_tg_pt else nexus.target_port
             new = [
                 Registration(
@@ -196,8 +198,6 @@ class PersistentReservations:
                 if any(self._overlaps(probe, r) for r in self.registrations + new):
                     raise invalid_param(24)  # a TransportID already registered, or listed twice
                 new.append(probe)
-            if len(self.registrations) + len(new) > MAX_REGISTRATIONS:
-                raise CheckCondition(SenseKey.ILLEGAL_REQUEST, INSUFFICIENT_REGISTRATION_RESOURCES)
             self.registrations += new
         else:
             if spec_i_pt:
