@@ -5,7 +5,9 @@ Backends: ``file`` (a regular file, created sparse at ``size`` if missing), ``bl
 INQUIRY T10 strings (SPC-5 6.7.2: 8, 16 and 4 ASCII characters); ``serial`` overrides VPD page 0x80.
 ``pr_state`` is where persistent reservations registered with APTPL=1 are kept across restarts (SPC-4
 5.13.5; default ``<path>.pr.json`` for file and block LUNs, none for memory LUNs);
-``persist_reservations = false`` turns APTPL off (PTPL_C=0).
+``persist_reservations = false`` turns APTPL off (PTPL_C=0). ``soft_threshold`` (thin LUs only) is the
+percentage of the capacity physically allocated at which every I_T nexus gets THIN PROVISIONING SOFT
+THRESHOLD REACHED (SBC-3 4.7.3.7).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class LunConfig(BaseModel):
     revision: str | None = None
     pr_state: PathField | None = None
     persist_reservations: bool = True
+    soft_threshold: Annotated[int, Field(ge=1, le=100)] | None = None
 
     @field_validator("serial")
     @classmethod
@@ -89,6 +92,8 @@ class LunConfig(BaseModel):
                 raise ConfigValueError("a memory LUN needs a size", at=("size",))
         elif self.path is None:
             raise ConfigValueError(f"a {self.backend} LUN needs a path", at=("path",))
+        if self.soft_threshold is not None and not self.thin:
+            raise ConfigValueError("soft_threshold needs thin = true", at=("soft_threshold",))
         if self.size is not None:
             if self.size < self.block_size:
                 raise ConfigValueError(
