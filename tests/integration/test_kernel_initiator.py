@@ -1,0 +1,242 @@
+"""cistern's target under the Linux kernel iSCSI initiator (iscsi_tcp + open-iscsi's iscsistart) in a VM.
+
+One VM boot (QEMU TCG, see ``kernel_vm``) covers:
+
+* target A, one-way CHAP, no digests: a login with a wrong secret is refused, the right one works, the
+  disk appears as /dev/sda and 4 MiB written with O_DIRECT read back identical;
+* target B, mutual CHAP with HeaderDigest=CRC32C and DataDigest=CRC32C (the only real peer here that does
+  data digests): a login whose expected target secret is wrong is abandoned by the initiator, the right
+  one works; 64 MiB of a known pattern are written at offset 64 MiB and read back (O_DIRECT, md5), then
+  an ext4 file system on the first 64 MiB is made, mounted, written, unmounted, checked with
+  ``fsck.ext4 -n -f``, mounted again after dropping caches and its file read back.
+
+On the host the LUN files must then hold the pattern at the right offsets and the file written in the
+guest (read with ``debugfs``): the data reached the target's storage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import kernel_vm
+import peers
+import pytest
+from cistern_proc import lun_toml, target_toml
+
+pytestmark = pytest.mark.peers
+
+INITIATOR = "iqn.2026-11.org.cistern.test:kernel-vm"
+IQN_A = "iqn.2026-11.org.cistern.test:kernel-oneway"
+IQN_B = "iqn.2026-11.org.cistern.test:kernel-mutual"
+CHAP_A = ("kernel-a", "secret-a-0123456789")
+CHAP_B = ("kernel-b", "secret-b-0123456789")
+MUTUAL_B = ("target-b", "tsecret-b-0123456789")
+MIB = 1 << 20
+CHUNK = MIB
+A_CHUNKS = 4  # written at offset 0 of LUN A
+B_CHUNKS = 64  # written at offset B_OFFSET of LUN B
+B_OFFSET = 64 * MIB
+HELLO = "written by the Linux kernel initiator through cistern"
+VM_TIMEOUT = 240.0
+
+SCENARIO = r"""
+# $1 expected disk, rest: iscsistart arguments. Fails unless the login works and the disk appears.
+login() {
+    disk=$1; shift
+    step "login $disk"
+    timeout 60 iscsistart -i "$INITIATOR" -g 1 -a 10.0.2.100 -p 3260 "$@" > /tmp/login.log 2>&1
+    rc=$?
+    [ $rc -eq 0 ] || { cat /tmp/login.log; fail "iscsistart for $disk exited $rc"; }
+    n=0
+    while [ ! -b /dev/$disk ]; do
+        n=$((n+1)); [ $n -gt 300 ] && fail "/dev/$disk did not appear"; sleep 0.1
+    done
+    step "disk $disk $(cat /sys/block/$disk/size) sectors"
+}
+# A login that must be refused: $1 label, rest: iscsistart arguments.
+refused() {
+    label=$1; shift
+    step "expect refusal: $label"
+    timeout 60 iscsistart -i "$INITIATOR" -g 1 -a 10.0.2.100 -p 3260 "$@" > /tmp/refused.log 2>&1
+    rc=$?
+    [ $rc -ne 0 ] || fail "$label: login succeeded"
+    [ $rc -ne 124 ] && [ $rc -ne 143 ] || fail "$label: iscsistart hung"
+    ls /sys/class/iscsi_session/ 2>/dev/null
+}
+# $1 chunks, $2 file: chunk i is /pattern.chunk rotated left by i*16411 bytes, its first 32 bytes a label.
+make_pattern() {
+    i=0; : > "$2"
+    while [ $i -lt $1 ]; do
+        off=$(( (i * 16411) % 1048576 ))
+        { printf '%-31s\n' "CISTERN-VM-CHUNK-$i"
+          { tail -c +$((off + 1)) /pattern.chunk; head -c $off /pattern.chunk; } | tail -c +33; } >> "$2"
+        i=$((i + 1))
+    done
+}
+# $1 disk, $2 pattern file, $3 offset in MiB: O_DIRECT write, O_DIRECT read back, compare md5.
+write_verify() {
+    mib=$(( $(stat -c %s "$2") / 1048576 ))
+    want=$(md5sum < "$2" | cut -d' ' -f1)
+    t0=$(now)
+    dd if="$2" of=/dev/$1 bs=1M seek=$3 oflag=direct conv=fsync 2>/tmp/dd.log || { cat /tmp/dd.log; fail "write $1"; }
+    t1=$(now)
+    dd if=/dev/$1 of=/tmp/back.img bs=1M skip=$3 count=$mib iflag=direct 2>/tmp/dd.log || { cat /tmp/dd.log; fail "read $1"; }
+    t2=$(now)
+    got=$(md5sum < /tmp/back.img | cut -d' ' -f1)
+    rm /tmp/back.img
+    [ "$got" = "$want" ] || fail "$1 read back md5 $got, wrote $want"
+    step "$1 ${mib}MiB write $t0..$t1 s, read ..$t2 s, md5 $got"
+    MD5=$got
+}
+digests() {  # $1 session number -> HeaderDigest/DataDigest of its connection (sysfs: 0 None, 1 CRC32C)
+    c=/sys/class/iscsi_connection/connection$1:0
+    echo "$(cat $c/header_digest)/$(cat $c/data_digest)" | sed 's/0/None/g; s/1/CRC32C/g'
+}
+
+# --- target A: one-way CHAP, no digests
+refused wrong-secret -t "$IQN_A" -u "$USER_A" -w "wrong-secret-0123456789"
+login sda -t "$IQN_A" -u "$USER_A" -w "$SECRET_A"
+readlink -f /sys/block/sda | grep -q /session || fail "sda is not an iSCSI disk"
+make_pattern $A_CHUNKS /tmp/a.img
+write_verify sda /tmp/a.img 0
+MD5_A=$MD5
+rm /tmp/a.img
+SESS_A=$(ls /sys/class/iscsi_session/ | sed -n 's/session//p' | sort -n | tail -1)
+
+# --- target B: mutual CHAP, CRC32C header and data digests
+DIG="-P node.conn[0].iscsi.HeaderDigest=CRC32C -P node.conn[0].iscsi.DataDigest=CRC32C"
+refused wrong-target-secret -t "$IQN_B" -u "$USER_B" -w "$SECRET_B" -U "$USER_TB" -W "not-the-target-secret-0" $DIG
+login sdb -t "$IQN_B" -u "$USER_B" -w "$SECRET_B" -U "$USER_TB" -W "$SECRET_TB" $DIG
+SESS_B=$(ls /sys/class/iscsi_session/ | sed -n 's/session//p' | sort -n | tail -1)
+DIG_A=$(digests $SESS_A)
+DIG_B=$(digests $SESS_B)
+step "digests A=$DIG_A B=$DIG_B"
+step "crc32c driver: $(grep -A2 'name *: crc32c$' /proc/crypto | sed -n 's/driver *: //p' | tr '\n' ' ')"
+make_pattern $B_CHUNKS /tmp/b.img
+write_verify sdb /tmp/b.img $B_OFFSET_MIB
+MD5_B=$MD5
+rm /tmp/b.img
+
+step mkfs
+mkfs.ext4 -F -q -L cistern /dev/sdb 64M > /tmp/mkfs.log 2>&1 || { cat /tmp/mkfs.log; fail "mkfs.ext4"; }
+mount -t ext4 /dev/sdb /mnt || fail "mount"
+echo "$HELLO" > /mnt/hello.txt || fail "write hello.txt"
+cp /pattern.chunk /mnt/chunk.bin || fail "write chunk.bin"
+sync
+umount /mnt || fail "umount"
+step fsck
+fsck.ext4 -n -f /dev/sdb > /tmp/fsck.log 2>&1 || { cat /tmp/fsck.log; fail "fsck.ext4 -n exited $?"; }
+echo 3 > /proc/sys/vm/drop_caches
+mount -t ext4 -o ro /dev/sdb /mnt || fail "mount again"
+FILE_MD5=$(md5sum < /mnt/chunk.bin | cut -d' ' -f1)
+[ "$FILE_MD5" = "$(md5sum < /pattern.chunk | cut -d' ' -f1)" ] || fail "chunk.bin read back differs"
+[ "$(cat /mnt/hello.txt)" = "$HELLO" ] || fail "hello.txt read back differs"
+umount /mnt || fail "umount again"
+step done
+result ok sessions=$SESS_A,$SESS_B digests_a=$DIG_A digests_b=$DIG_B md5_a=$MD5_A md5_b=$MD5_B ext4=ok fsck=clean uptime=$(now)
+"""
+
+
+def _pattern_chunk() -> bytes:
+    return random.Random(0xC1573E).randbytes(CHUNK)
+
+
+def _pattern(chunks: int, base: bytes) -> bytes:
+    """What the guest's make_pattern writes: rotated copies of ``base`` with a 32-byte label each."""
+    out = bytearray()
+    for i in range(chunks):
+        off = (i * 16411) % CHUNK
+        rotated = base[off:] + base[:off]
+        out += f"{'CISTERN-VM-CHUNK-' + str(i):<31}\n".encode() + rotated[32:]
+    return bytes(out)
+
+
+@pytest.fixture(scope="module")
+def vm_image() -> kernel_vm.KernelImage:
+    for tool in ("qemu-system-x86_64", "socat", "iscsistart", "busybox", "mke2fs", "debugfs", "ip"):
+        peers.require_tool(tool)
+    return kernel_vm.ensure_kernel_image()
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    with kernel_vm.network_namespace() as name:
+        yield name
+
+
+def test_kernel_initiator_chap_digests_io_and_ext4(
+    vm_image: kernel_vm.KernelImage, netns: str, tmp_path: Path, artifacts_dir: Path
+) -> None:
+    port = 3260  # the namespace is ours alone
+    lun_a, lun_b = tmp_path / "lun-a.img", tmp_path / "lun-b.img"
+    config = target_toml(
+        IQN_A, port, lun_toml(0, "file", path=lun_a, size="16M"), acl=[INITIATOR], chap=CHAP_A
+    ) + target_toml(
+        IQN_B,
+        port,
+        lun_toml(0, "file", path=lun_b, size="128M", thin=True),
+        acl=[INITIATOR],
+        chap=CHAP_B,
+        mutual=MUTUAL_B,
+        params={"header_digest": ["CRC32C", "None"], "data_digest": ["CRC32C", "None"]},
+    )
+    base = _pattern_chunk()
+    env = {
+        "INITIATOR": INITIATOR,
+        "IQN_A": IQN_A,
+        "IQN_B": IQN_B,
+        "USER_A": CHAP_A[0],
+        "SECRET_A": CHAP_A[1],
+        "USER_B": CHAP_B[0],
+        "SECRET_B": CHAP_B[1],
+        "USER_TB": MUTUAL_B[0],
+        "SECRET_TB": MUTUAL_B[1],
+        "A_CHUNKS": str(A_CHUNKS),
+        "B_CHUNKS": str(B_CHUNKS),
+        "B_OFFSET_MIB": str(B_OFFSET // MIB),
+        "HELLO": HELLO,
+    }
+    initrd = kernel_vm.guest_initramfs(
+        vm_image.base_initramfs,
+        kernel_vm.init_script(SCENARIO, env),
+        {"/pattern.chunk": base},
+        tmp_path / "initrd.gz",
+    )
+    log = artifacts_dir / "cistern.log"
+    target = kernel_vm.NetnsCisternTarget(config, tmp_path / "target", log, port=port, netns=netns)
+    started = time.monotonic()
+    with target:
+        result = kernel_vm.run_vm(
+            vm_image,
+            initrd,
+            netns=netns,
+            target_port=port,
+            console_log=artifacts_dir / "console.log",
+            timeout=VM_TIMEOUT,
+        )
+    total = time.monotonic() - started
+    (artifacts_dir / "timing.txt").write_text(f"vm {result.elapsed:.1f}s total {total:.1f}s\n")
+    assert result.ok, f"guest reported failure: {result.details}\n{result.console[-6000:]}"
+    assert result.field("digests_a") == "None/None"
+    assert result.field("digests_b") == "CRC32C/CRC32C"
+    assert result.field("ext4") == "ok" and result.field("fsck") == "clean"
+
+    # The data reached the target's storage, at the offsets the guest wrote.
+    want_a = _pattern(A_CHUNKS, base)
+    want_b = _pattern(B_CHUNKS, base)
+    assert result.field("md5_a") == hashlib.md5(want_a).hexdigest()
+    assert result.field("md5_b") == hashlib.md5(want_b).hexdigest()
+    with open(lun_a, "rb") as f:
+        assert f.read(len(want_a)) == want_a
+    with open(lun_b, "rb") as f:
+        f.seek(B_OFFSET)
+        assert f.read(len(want_b)) == want_b
+    debugfs = shutil.which("debugfs") or "/usr/sbin/debugfs"
+    hello = peers.run([debugfs, "-R", "cat /hello.txt", str(lun_b)], timeout=60).stdout
+    assert hello.strip() == HELLO
+    assert "Traceback" not in log.read_text(errors="replace")
