@@ -80,7 +80,7 @@ def test_vpd_supported_pages_sorted_and_each_readable() -> None:
     srv = make_server(thin=True)
     d = data(run(srv, inquiry(1, 0x00)))
     pages = list(d[4 : 4 + d[3]])
-    assert pages == sorted(pages) == [0x00, 0x80, 0x83, 0xB0, 0xB1, 0xB2]
+    assert pages == sorted(pages) == [0x00, 0x80, 0x83, 0x8F, 0xB0, 0xB1, 0xB2]
     for p in pages:
         res = run(srv, inquiry(1, p))
         assert res.status == Status.GOOD and data(res)[1] == p

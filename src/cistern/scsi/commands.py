@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import alua, inquiry, mode, pr_commands, sbc, spc
+from . import alua, atomic, caw, defect, inquiry, mode, orwrite, pr_commands, sanitize, sbc, spc, thin, xcopy
 from .lu import LogicalUnit
 from .sense import invalid_field
 from .task import ScsiResult, ScsiTask
@@ -129,7 +129,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(0x34, None, "PRE-FETCH(10)", _u(0x34, 0x02, *F4, 0x1F, 0xFF, 0xFF, 0), sbc.prefetch10),
     CommandSpec(0x35, None, "SYNCHRONIZE CACHE(10)", _u(0x35, 0x06, *F4, 0x1F, 0xFF, 0xFF, 0), sbc.sync_cache10),
     CommandSpec(0x41, None, "WRITE SAME(10)", _u(0x41, 0x08, *F4, 0x1F, 0xFF, 0xFF, 0), sbc.write_same10, writes=True),
-    CommandSpec(0x42, None, "UNMAP", _u(0x42, 0, 0, 0, 0, 0, 0x1F, 0xFF, 0xFF, 0), sbc.unmap, writes=True,
+    CommandSpec(0x42, None, "UNMAP", _u(0x42, 0, 0, 0, 0, 0, 0x1F, 0xFF, 0xFF, 0), thin.unmap, writes=True,
                 thin_only=True),
     CommandSpec(0x55, None, "MODE SELECT(10)", _u(0x55, 0x11, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0), mode.mode_select10,
                 needs_medium=False),
@@ -157,7 +157,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(0x93, None, "WRITE SAME(16)", _u(0x93, 0x09, *F8, *F4, 0x1F, 0), sbc.write_same16, writes=True),
     CommandSpec(0x9E, SA_READ_CAPACITY_16, "READ CAPACITY(16)", _u(0x9E, 0x1F, *F8, *F4, 0x01, 0),
                 sbc.read_capacity16),
-    CommandSpec(0x9E, SA_GET_LBA_STATUS, "GET LBA STATUS", _u(0x9E, 0x1F, *F8, *F4, 0, 0), sbc.get_lba_status,
+    CommandSpec(0x9E, SA_GET_LBA_STATUS, "GET LBA STATUS", _u(0x9E, 0x1F, *F8, *F4, 0, 0), thin.get_lba_status,
                 thin_only=True),
     CommandSpec(0xA0, None, "REPORT LUNS", _u(0xA0, 0, 0xFF, 0, 0, 0, *F4, 0, 0), spc.report_luns,
                 ua_exempt=True, needs_medium=False),
@@ -172,6 +172,28 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(0xAE, None, "WRITE AND VERIFY(12)", _u(0xAE, 0x12, *F4, *F4, 0x1F, 0), sbc.write_verify12,
                 writes=True),
     CommandSpec(0xAF, None, "VERIFY(12)", _u(0xAF, 0x16, *F4, *F4, 0x1F, 0), sbc.verify12),
+    # VAAI / copy offload and the remaining SBC commands (caw.py, xcopy.py, orwrite.py, atomic.py,
+    # sanitize.py, defect.py).
+    CommandSpec(0x37, None, "READ DEFECT DATA(10)", _u(0x37, 0, 0x1F, 0, 0, 0, 0, 0xFF, 0xFF, 0),
+                defect.read_defect_data10),
+    *(CommandSpec(0x48, sa, f"SANITIZE ({name})", _u(0x48, 0xBF, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0), sanitize.sanitize,
+                  writes=True, thin_only=thin_only)
+      for sa, name, thin_only in ((sanitize.SA_OVERWRITE, "OVERWRITE", False),
+                                  (sanitize.SA_BLOCK_ERASE, "BLOCK ERASE", True),
+                                  (sanitize.SA_EXIT_FAILURE_MODE, "EXIT FAILURE MODE", False))),
+    CommandSpec(0x83, 0x00, "EXTENDED COPY(LID1)", _u(0x83, 0x1F, 0, 0, 0, 0, 0, 0, 0, 0, *F4, 0, 0),
+                xcopy.extended_copy, writes=True),
+    *(CommandSpec(0x84, sa, f"RECEIVE COPY RESULTS ({name})", _u(0x84, 0x1F, 0xFF, 0, 0, 0, 0, 0, 0, 0, *F4, 0, 0),
+                  xcopy.receive_copy_results, needs_medium=False)
+      for sa, name in ((xcopy.SA_COPY_STATUS, "COPY STATUS"), (xcopy.SA_RECEIVE_DATA, "RECEIVE DATA"),
+                       (xcopy.SA_OPERATING_PARAMETERS, "OPERATING PARAMETERS"),
+                       (xcopy.SA_FAILED_SEGMENT_DETAILS, "FAILED SEGMENT DETAILS"))),
+    CommandSpec(0x89, None, "COMPARE AND WRITE", _u(0x89, 0x1A, *F8, 0, 0, 0, 0xFF, 0x1F, 0), caw.compare_and_write,
+                writes=True),
+    CommandSpec(0x8B, None, "ORWRITE(16)", _u(0x8B, 0x1A, *F8, *F4, 0x1F, 0), orwrite.orwrite16, writes=True),
+    CommandSpec(0x9C, None, "WRITE ATOMIC(16)", _u(0x9C, 0x18, *F8, 0, 0, 0xFF, 0xFF, 0x1F, 0), atomic.write_atomic16,
+                writes=True),
+    CommandSpec(0xB7, None, "READ DEFECT DATA(12)", _u(0xB7, 0x1F, *F4, *F4, 0, 0), defect.read_defect_data12),
 )
 # fmt: on
 

@@ -12,9 +12,14 @@ from __future__ import annotations
 import struct
 
 from .alua import tpgs_of
-from .lu import MAX_UNMAP_BLOCKS, MAX_UNMAP_DESCRIPTORS, MAX_WRITE_SAME_BLOCKS, LogicalUnit
+from .atomic import ATOMIC_ALIGNMENT, ATOMIC_TRANSFER_LENGTH_GRANULARITY, max_atomic_blocks
+from .caw import MAX_COMPARE_AND_WRITE_BLOCKS
+from .lu import MAX_WRITE_SAME_BLOCKS, LogicalUnit
 from .sense import invalid_field
 from .task import ITNexus, ScsiResult, ScsiTask
+from .thin import block_limits_fields as thin_fields
+from .thin import lbp_page_body
+from .xcopy import third_party_copy_vpd
 
 VERSION_DESCRIPTORS = (0x00A0, 0x0960, 0x0460, 0x04C0)  # SAM-5, iSCSI, SPC-4, SBC-3
 PQ_NOT_CONNECTED = 0x7F  # peripheral qualifier 3, device type 0x1F (SPC-4 6.6.2)
@@ -33,6 +38,7 @@ def standard_inquiry(lu: LogicalUnit | None, tpgs: int = 0) -> bytes:
     data[3] = 0x12  # HISUP, RESPONSE DATA FORMAT 2
     data[4] = len(data) - 5
     data[5] |= (tpgs & 0x03) << 4  # TPGS: implicit / explicit ALUA (SPC-4 6.6.2, 5.15)
+    data[5] |= 0x08  # 3PC: EXTENDED COPY (xcopy.py)
     data[7] = 0x02  # CMDQUE
     data[8:16] = lu.vendor
     data[16:32] = lu.product
@@ -56,7 +62,7 @@ def _name_string(name: str) -> bytes:
 
 
 def supported_pages(lu: LogicalUnit) -> list[int]:
-    pages = [0x00, 0x80, 0x83, 0xB0, 0xB1]
+    pages = [0x00, 0x80, 0x83, 0x8F, 0xB0, 0xB1]
     if lu.thin:
         pages.append(0xB2)
     return pages
@@ -76,28 +82,29 @@ def vpd_page(lu: LogicalUnit, code: int, nexus: ITNexus) -> bytes | None:
         body += _designator(0x53, 0x98, _name_string(nexus.target_port))
         body += _designator(0x53, 0xA8, _name_string(nexus.target_name))
         return _page(0x83, body)
+    if code == 0x8F:
+        return _page(0x8F, third_party_copy_vpd(lu))
     if code == 0xB0:
-        thin = lu.thin
         body = _BLOCK_LIMITS.pack(
-            0x01,  # WSNZ: WRITE SAME with zero blocks is rejected
-            0,  # MAXIMUM COMPARE AND WRITE LENGTH
+            0x00,  # WSNZ=0: WRITE SAME with zero blocks writes to the end of the medium (sbc.py)
+            MAX_COMPARE_AND_WRITE_BLOCKS,  # MAXIMUM COMPARE AND WRITE LENGTH
             1,  # OPTIMAL TRANSFER LENGTH GRANULARITY
             lu.max_transfer_blocks,  # MAXIMUM TRANSFER LENGTH
             lu.max_transfer_blocks,  # OPTIMAL TRANSFER LENGTH
             0,  # MAXIMUM PREFETCH LENGTH (0: no limit reported)
-            MAX_UNMAP_BLOCKS if thin else 0,
-            MAX_UNMAP_DESCRIPTORS if thin else 0,
-            1 if thin else 0,  # OPTIMAL UNMAP GRANULARITY
-            0,  # UGAVALID / UNMAP GRANULARITY ALIGNMENT
+            *thin_fields(lu),  # MAXIMUM UNMAP LBA / BLOCK DESCRIPTOR COUNT, granularity, alignment
             MAX_WRITE_SAME_BLOCKS,
+        )
+        body += struct.pack(  # SBC-4 atomic write limits (atomic.py); no atomic boundaries
+            ">IIIII", max_atomic_blocks(lu), ATOMIC_ALIGNMENT, ATOMIC_TRANSFER_LENGTH_GRANULARITY, 0, 0
         )
         return _page(0xB0, body + bytes(0x3C - len(body)))
     if code == 0xB1:
-        body = struct.pack(">HBB", 0x0001, 0, 0)  # MEDIUM ROTATION RATE 1: non-rotating
+        wabereq = 0x40 if lu.thin else 0x00  # WABEREQ 01b: reads after SANITIZE BLOCK ERASE succeed
+        body = struct.pack(">HBB", 0x0001, 0, wabereq)  # MEDIUM ROTATION RATE 1: non-rotating
         return _page(0xB1, body + bytes(0x3C - len(body)))
     if code == 0xB2 and lu.thin:
-        # LBPU, LBPWS, LBPWS10, LBPRZ; PROVISIONING TYPE 2 (thin)
-        return _page(0xB2, bytes((0, 0x80 | 0x40 | 0x20 | 0x04, 0x02, 0)))
+        return _page(0xB2, lbp_page_body(lu))
     return None
 
 

@@ -11,6 +11,7 @@ import hashlib
 from typing import TYPE_CHECKING
 
 from ..storage.base import BackingStore
+from .rangelock import RangeLock
 from .reservations import LuReservations
 from .sense import (
     MEDIUM_NOT_PRESENT,
@@ -24,6 +25,7 @@ from .task import ITNexus, ScsiTask
 
 if TYPE_CHECKING:
     from .commands import CommandSpec
+    from .sanitize import SanitizeOperation
 
 MAX_TRANSFER_BYTES = 32 * 1024 * 1024  # MAXIMUM TRANSFER LENGTH reported in the Block Limits VPD page
 MAX_WRITE_SAME_BLOCKS = 0x400000
@@ -56,6 +58,7 @@ class LogicalUnit:
         removable: bool = False,
         write_cache: bool = True,
         pr_state_path: str | None = None,
+        soft_threshold: int | None = None,
     ) -> None:
         if not 0 <= lun < 16384:
             raise ValueError("lun must be in 0..16383")
@@ -74,6 +77,11 @@ class LogicalUnit:
         self.read_only = read_only or store.read_only
         self.thin = thin and store.supports_unmap
         self.removable = removable
+        if soft_threshold is not None and not 1 <= soft_threshold <= 100:
+            raise ValueError("soft_threshold must be a percentage 1..100")
+        # Thin provisioning soft threshold (percent of capacity allocated; see scsi/thin.py).
+        self.soft_threshold = soft_threshold if self.thin else None
+        self.soft_threshold_reached = False
         self.block_size = store.block_size
         self.num_blocks = store.num_blocks
         self.max_transfer_blocks = max(1, MAX_TRANSFER_BYTES // self.block_size)
@@ -87,6 +95,12 @@ class LogicalUnit:
         # Unit attention conditions per I_T nexus, oldest first.
         self.ua: dict[ITNexus, list[tuple[int, int]]] = {}
         self.nexuses: set[ITNexus] = set()
+        # COMPARE AND WRITE / WRITE ATOMIC / ORWRITE hold LBA ranges exclusively, writers shared.
+        self.range_lock = RangeLock()
+        # The running or failed SANITIZE operation (sanitize.py), None when there is none; the
+        # overwrite pace in bytes/s (None: sanitize.DEFAULT_RATE, 0: unpaced).
+        self.sanitize: SanitizeOperation | None = None
+        self.sanitize_rate: int | None = None
         # SPC-2 and persistent reservations; APTPL state in ``pr_state_path`` (None: PTPL_C=0).
         self.reservations = LuReservations(pr_state_path)
 

@@ -35,7 +35,7 @@ from .sense import (
     invalid_field,
     invalid_param,
 )
-from .task import ScsiResult, ScsiTask
+from .task import ScsiResult, ScsiTask, Status
 
 SA_OVERWRITE = 0x01
 SA_BLOCK_ERASE = 0x02
@@ -48,6 +48,7 @@ COMMAND_SEQUENCE_ERROR = (0x2C, 0x00)
 
 DEFAULT_RATE = 16 * 1024 * 1024  # bytes per second per overwrite pass
 CHUNK_BYTES = 1 << 20
+ABORT_POLL_SECONDS = 0.1  # how often a waiting non-IMMED SANITIZE looks at ScsiTask.aborted
 
 _ALLOWED_WHILE_RUNNING = frozenset({0x12, 0xA0, 0x03, 0xA3})  # INQUIRY, REPORT LUNS, REQUEST SENSE, MAINT IN
 _REQUEST_SENSE = 0x03
@@ -197,7 +198,10 @@ async def sanitize(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) 
     state.task = runner
     if immed:
         return ScsiResult(transfer_length=length)
-    await asyncio.shield(runner)
+    while not runner.done():  # the operation outlives the command: an aborted SANITIZE ends at once
+        await asyncio.wait((runner,), timeout=ABORT_POLL_SECONDS)
+        if task.aborted and not runner.done():
+            return ScsiResult(Status.TASK_ABORTED)
     if state.failed:
         raise CheckCondition(SenseKey.MEDIUM_ERROR, SANITIZE_COMMAND_FAILED)
     return ScsiResult(transfer_length=length)

@@ -1,6 +1,6 @@
 """Block commands (SBC-3): READ/WRITE 6/10/12/16, VERIFY, WRITE AND VERIFY, PRE-FETCH,
-SYNCHRONIZE CACHE, READ CAPACITY 10/16, START STOP UNIT, PREVENT ALLOW MEDIUM REMOVAL, WRITE SAME 10/16,
-UNMAP and GET LBA STATUS.
+SYNCHRONIZE CACHE, READ CAPACITY 10/16, START STOP UNIT, PREVENT ALLOW MEDIUM REMOVAL and WRITE SAME 10/16
+(UNMAP and GET LBA STATUS live in thin.py).
 
 The READ/WRITE path is the hot path: one precompiled ``struct`` decode, one range check, one exactly
 sized ``bytearray`` per read filled in place by the store, a ``memoryview`` slice of the data-out buffer
@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import struct
 
-from .lu import MAX_UNMAP_BLOCKS, MAX_UNMAP_DESCRIPTORS, MAX_WRITE_SAME_BLOCKS, LogicalUnit
+from .lu import MAX_WRITE_SAME_BLOCKS, LogicalUnit
 from .sense import (
     INVALID_FIELD_IN_COMMAND_IU,
     LBA_OUT_OF_RANGE,
     MEDIUM_REMOVAL_PREVENTED,
     MISCOMPARE_DURING_VERIFY,
-    PARAMETER_LIST_LENGTH_ERROR,
     UNRECOVERED_READ_ERROR,
     WRITE_ERROR,
     CheckCondition,
     SenseKey,
     invalid_field,
-    invalid_param,
 )
 from .task import ScsiResult, ScsiTask
 
@@ -34,8 +32,6 @@ _RW12 = struct.Struct(">BII")  # from byte 1: flags, LBA, TRANSFER LENGTH
 _RW16 = struct.Struct(">BQI")  # from byte 1: flags, LBA, TRANSFER LENGTH
 _RC10 = struct.Struct(">II")
 _RC16 = struct.Struct(">QIBB")
-_UNMAP_DESC = struct.Struct(">QI4x")
-_LBA_STATUS = struct.Struct(">IIQIB3x")
 
 _FUA = 0x08
 _GOOD = ScsiResult  # alias for readability
@@ -127,6 +123,10 @@ async def _write(lu: LogicalUnit, task: ScsiTask, lba: int, n: int, fua: bool, l
     nbytes = n * bs
     if nbytes:
         mv = _received(task, nbytes)
+        lock = lu.range_lock  # shared: only COMPARE AND WRITE and friends exclude (rangelock.py)
+        token = lock.try_shared(lba, lba + n)
+        if token is None:
+            token = await lock.shared(lba, lba + n)
         try:
             if len(mv):
                 await lu.store.write(lba * bs, mv)
@@ -134,6 +134,8 @@ async def _write(lu: LogicalUnit, task: ScsiTask, lba: int, n: int, fua: bool, l
                 await lu.store.flush()
         except OSError:
             raise CheckCondition(SenseKey.MEDIUM_ERROR, WRITE_ERROR, information=lba) from None
+        finally:
+            lock.release(token)
     return ScsiResult(transfer_length=nbytes)
 
 
@@ -331,8 +333,10 @@ async def _write_same(
     lu: LogicalUnit, task: ScsiTask, flags: int, lba: int, n: int, len_byte: int, ndob: bool
 ) -> ScsiResult:
     lu.check_writable()
-    if n == 0:  # WSNZ=1 in the Block Limits page
-        raise invalid_field(len_byte)
+    if lba > lu.num_blocks:
+        raise _lba_oob()
+    if n == 0:  # WSNZ=0 in the Block Limits page: zero blocks means up to the end of the medium
+        n = lu.num_blocks - lba
     if lba + n > lu.num_blocks:
         raise _lba_oob()
     if n > MAX_WRITE_SAME_BLOCKS:
@@ -342,11 +346,17 @@ async def _write_same(
         block = bytes(bs)
         transfer = 0
     else:
+        if task.data_out is not None and len(task.data_out) > bs:  # exactly one block of Data-Out
+            raise invalid_field(len_byte)
         block = bytes(_data_out(task, bs))
         transfer = bs
     unmap = bool(flags & 0x08)
     if unmap and not lu.thin:  # LBPWS/LBPWS10 are not set on a fully provisioned LU
         raise invalid_field(1, 3)
+    lock = lu.range_lock
+    token = lock.try_shared(lba, lba + n)
+    if token is None:
+        token = await lock.shared(lba, lba + n)
     try:
         if unmap and lu.thin and not any(block):
             await lu.store.unmap(lba * bs, n * bs)
@@ -362,6 +372,8 @@ async def _write_same(
             await lu.store.flush()
     except OSError:
         raise CheckCondition(SenseKey.MEDIUM_ERROR, WRITE_ERROR, information=lba) from None
+    finally:
+        lock.release(token)
     return ScsiResult(transfer_length=transfer)
 
 
@@ -373,43 +385,3 @@ async def write_same10(server: object, lu: LogicalUnit, task: ScsiTask, cdb: byt
 async def write_same16(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
     flags, lba, n = _RW16.unpack_from(cdb, 1)
     return await _write_same(lu, task, flags, lba, n, 10, bool(flags & 0x01))
-
-
-async def unmap(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
-    lu.check_writable()
-    (length,) = struct.unpack_from(">H", cdb, 7)
-    if length == 0:
-        return ScsiResult(transfer_length=0)
-    data = bytes(task.data_out or b"")[:length]
-    if length < 8 or len(data) < length:
-        raise CheckCondition(SenseKey.ILLEGAL_REQUEST, PARAMETER_LIST_LENGTH_ERROR)
-    (bd_len,) = struct.unpack_from(">H", data, 2)
-    bd_len = min(bd_len, len(data) - 8) // 16 * 16
-    if bd_len // 16 > MAX_UNMAP_DESCRIPTORS:
-        raise invalid_param(2)
-    ranges = []
-    for off in range(8, 8 + bd_len, 16):
-        lba, n = _UNMAP_DESC.unpack_from(data, off)
-        if lba + n > lu.num_blocks:
-            raise _lba_oob()
-        if n > MAX_UNMAP_BLOCKS:
-            raise invalid_param(off + 8)
-        ranges.append((lba, n))
-    bs = lu.block_size
-    try:
-        for lba, n in ranges:
-            if n:
-                await lu.store.unmap(lba * bs, n * bs)
-    except OSError:
-        raise CheckCondition(SenseKey.MEDIUM_ERROR, WRITE_ERROR) from None
-    return ScsiResult(transfer_length=length)
-
-
-async def get_lba_status(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
-    lba, alloc = struct.unpack_from(">QI", cdb, 2)
-    if lba >= lu.num_blocks:
-        raise _lba_oob()
-    count = min(lu.num_blocks - lba, 0xFFFFFFFF)
-    # Every block is reported mapped (provisioning status 0): hole tracking is not implemented yet.
-    data = _LBA_STATUS.pack(20, 0, lba, count, 0)
-    return ScsiResult(data_in=data[:alloc], transfer_length=alloc)

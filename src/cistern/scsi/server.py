@@ -16,6 +16,7 @@ from .alua import AccessState, Alua, implicit_transition
 from .commands import SA_OPCODES, CommandSpec, build_tables
 from .inquiry import inquiry
 from .lu import LogicalUnit
+from .sanitize import check_blocked as check_sanitize
 from .sense import (
     BUS_DEVICE_RESET_FUNCTION_OCCURRED,
     CAPACITY_DATA_HAS_CHANGED,
@@ -35,6 +36,8 @@ from .sense import (
 )
 from .spc import report_luns, request_sense
 from .task import ITNexus, ScsiResult, ScsiTask, Status
+from .thin import check_soft_threshold
+from .xcopy import CopyManager
 
 AbortHook = Callable[[frozenset[ITNexus], int], None]
 """``abort_hook(nexuses, lun)``: abort every task of these I_T nexuses on this LUN (PREEMPT AND ABORT)."""
@@ -44,6 +47,7 @@ TMF_FUNCTIONS = frozenset(
 )
 _INQUIRY, _REQUEST_SENSE, _REPORT_LUNS = 0x12, 0x03, 0xA0
 _UA_EXEMPT = frozenset({_INQUIRY, _REQUEST_SENSE, _REPORT_LUNS})
+_EXTENDED_COPY = 0x83
 _BY_OP, _BY_SA = build_tables()
 
 
@@ -64,6 +68,7 @@ class DeviceServer:
         self.luns: dict[int, LogicalUnit] = dict(luns)
         self.nexuses: set[ITNexus] = set()
         self.abort_hook: AbortHook | None = None  # set by the transport (SPC-4 5.13.11.2.6)
+        self.copy_manager = CopyManager()  # EXTENDED COPY results held per I_T nexus (xcopy.py)
         for lun, lu in self.luns.items():
             if lu.lun != lun:
                 raise ValueError(f"LUN key {lun} does not match LogicalUnit.lun {lu.lun}")
@@ -81,6 +86,10 @@ class DeviceServer:
             lu = self.luns.get(task.lun)
             if lu is None:
                 return await self._no_lu(task, cdb, op)
+            if lu.sanitize is not None:  # SANITIZE IN PROGRESS / FAILED come before unit attentions
+                blocked = check_sanitize(lu, op)
+                if blocked is not None:
+                    return blocked
             if lu.ua and op not in _UA_EXEMPT:
                 ua = lu.pop_ua(task.nexus)
                 if ua is not None:
@@ -104,6 +113,13 @@ class DeviceServer:
                 raise CheckCondition(SenseKey.NOT_READY, MEDIUM_NOT_PRESENT)
             self.alua.check(task.nexus, cdb)  # ALUA state of the port the command came through
             lu.check_access(task, spec)
+            if spec.writes:
+                if op != _EXTENDED_COPY:  # XCOPY writes its destination LU, which may be another one
+                    lu.check_writable()  # DATA PROTECT for every medium-changing command
+                if lu.soft_threshold is not None:
+                    result = await spec.handler(self, lu, task, cdb)
+                    await check_soft_threshold(lu)
+                    return result
             return await spec.handler(self, lu, task, cdb)
         except ReservationConflict:
             return ScsiResult(Status.RESERVATION_CONFLICT)
@@ -153,6 +169,7 @@ class DeviceServer:
     def nexus_lost(self, nexus: ITNexus) -> None:
         """I_T nexus loss (SAM-5 6.3.4): drop its unit attentions and medium-removal holds."""
         self.nexuses.discard(nexus)
+        self.copy_manager.forget_nexus(nexus)
         for lu in self.luns.values():
             lu.forget_nexus(nexus)
 
