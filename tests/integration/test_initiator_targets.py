@@ -1,8 +1,11 @@
-"""cistern.initiator against tgt, a target we did not write (issue 4, "must show" 1 and 3).
+"""cistern.initiator against tgt (a target we did not write) and against cistern's own target
+(issue 4, "must show" 1, 2 and 3).
 
-Each test starts a private tgtd on 127.0.0.1 (``tgt_disk`` fixture: a 64 MiB RAM disk at LUN 1) and
-bounds itself with ``asyncio.wait_for``.  The reconnect test runs the TCP connection through a small
-in-process proxy so it can cut the connection (RST both ways) in the middle of a write stream.
+Every test takes the ``disk`` fixture and so runs twice, ``[tgt]`` and ``[cistern]``; what differs between
+the two targets (LUN layout, vendor, how CHAP is switched on, which ABORT TASK answers are allowed) lives
+in ``targets_under_test``.  Each test bounds itself with ``asyncio.wait_for``.  The reconnect test runs the
+TCP connection through a small in-process proxy so it can cut the connection (RST both ways) in the
+middle of a write stream.
 """
 
 from __future__ import annotations
@@ -13,14 +16,15 @@ import random
 from collections.abc import Awaitable
 from typing import Any
 
-import peers
 import pytest
+from targets_under_test import DiskUnderTest
 
 from cistern.initiator import (
     AuthenticationError,
     CommandAborted,
     IscsiSession,
     ReconnectPolicy,
+    SessionFailed,
     connect,
     discover,
 )
@@ -36,90 +40,93 @@ BLOCK = 512
 
 
 def run(coro: Awaitable[Any], timeout: float = 60.0) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, timeout))  # type: ignore[arg-type]
+    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
-async def _open(disk: peers.TgtDisk, **kwargs: Any) -> IscsiSession:
+async def _open(disk: DiskUnderTest, **kwargs: Any) -> IscsiSession:
     kwargs.setdefault("initiator_name", INITIATOR)
     return await connect(disk.url, **kwargs)
 
 
-def test_discovery_lists_the_target_and_portal(tgt_disk: peers.TgtDisk) -> None:
-    targets = run(discover(tgt_disk.portal_url, initiator_name=INITIATOR))
-    assert [t.name for t in targets] == [tgt_disk.iqn]
-    assert targets[0].addresses() == [("127.0.0.1", tgt_disk.tgt.port)]
+def test_discovery_lists_the_target_and_portal(disk: DiskUnderTest) -> None:
+    targets = run(discover(disk.portal_url, initiator_name=INITIATOR))
+    assert [t.name for t in targets] == [disk.iqn]
+    assert targets[0].addresses() == [("127.0.0.1", disk.port)]
 
 
-def test_login_without_chap_then_inquiry_capacity_luns_nop_logout(tgt_disk: peers.TgtDisk) -> None:
+def test_login_without_chap_then_inquiry_capacity_luns_nop_logout(disk: DiskUnderTest) -> None:
     async def body() -> None:
-        session = await _open(tgt_disk)
-        assert session.lun == tgt_disk.lun
-        assert await session.report_luns() == [0, 1]
-        inq = await session.inquiry(tgt_disk.lun)
-        assert inq.device_type == 0 and inq.vendor == "IET"  # type: ignore[union-attr]
-        controller = await session.inquiry(0)
-        assert controller.device_type == 0x0C  # type: ignore[union-attr]
-        cap = await session.read_capacity(tgt_disk.lun)
-        assert cap.size == tgt_disk.size and cap.block_size == BLOCK
-        await session.test_unit_ready(tgt_disk.lun)
+        session = await _open(disk)
+        assert session.lun == disk.lun
+        assert await session.report_luns() == disk.luns
+        inq = await session.inquiry(disk.lun)
+        assert inq.device_type == 0 and inq.vendor == disk.vendor  # type: ignore[union-attr]
+        if disk.controller_lun is not None:
+            controller = await session.inquiry(disk.controller_lun)
+            assert controller.device_type == 0x0C  # type: ignore[union-attr]
+        cap = await session.read_capacity(disk.lun)
+        assert cap.size == disk.size and cap.block_size == BLOCK
+        await session.test_unit_ready(disk.lun)
         rtt = await session.nop(b"ping-data")
         assert 0 < rtt < 5
-        assert f"Initiator: {INITIATOR}" in tgt_disk.tgt.show()
+        assert disk.holds_session(INITIATOR)
         await session.logout()
         assert session.state is State.CLOSED
 
     run(body())
     # the target has forgotten the session once logout returned
-    assert f"Initiator: {INITIATOR}" not in tgt_disk.tgt.show()
+    assert disk.wait_session_gone(INITIATOR), f"{disk.kind} still holds the session after logout"
 
 
-def test_chap_and_mutual_chap(tgt_disk: peers.TgtDisk) -> None:
-    tgt_disk.tgt.add_chap(tgt_disk.tid, "alice", "alicesecret12")
+def test_chap_and_mutual_chap(disk: DiskUnderTest) -> None:
+    disk.enable_chap("alice", "alicesecret12", mutual=("tgtname", "targetsecret1"))
 
     async def body() -> None:
-        async with await _open(tgt_disk, chap=("alice", "alicesecret12")) as s:
-            assert (await s.read_capacity(1)).size == tgt_disk.size
+        async with await _open(disk, chap=("alice", "alicesecret12")) as s:
+            assert (await s.read_capacity(disk.lun)).size == disk.size
         # the credentials may also come in the URL, libiscsi style
-        url = peers.iscsi_url("127.0.0.1", tgt_disk.tgt.port, tgt_disk.iqn, 1, "alice", "alicesecret12")
-        async with await connect(url, initiator_name=INITIATOR) as s:
-            await s.test_unit_ready(1)
+        async with await connect(disk.url_as("alice", "alicesecret12"), initiator_name=INITIATOR) as s:
+            await s.test_unit_ready(disk.lun)
         with pytest.raises(AuthenticationError, match="authentication failed as 'alice'"):
-            await _open(tgt_disk, chap=("alice", "wrongsecret99"))
+            await _open(disk, chap=("alice", "wrongsecret99"))
         with pytest.raises(AuthenticationError):
-            await _open(tgt_disk)  # CHAP required, none given
+            await _open(disk)  # CHAP required, none given
 
-        tgt_disk.tgt.add_chap(tgt_disk.tid, "tgtname", "targetsecret1", outgoing=True)
         mutual = ("tgtname", "targetsecret1")
-        async with await _open(tgt_disk, chap=("alice", "alicesecret12"), mutual_chap=mutual) as s:
-            await s.test_unit_ready(1)
+        async with await _open(disk, chap=("alice", "alicesecret12"), mutual_chap=mutual) as s:
+            await s.test_unit_ready(disk.lun)
+            data = os.urandom(8 * BLOCK)
+            await s.write(disk.lun, 8, data)
+            assert bytes(await s.read(disk.lun, 8, 8)) == data
         with pytest.raises(AuthenticationError, match="mutual"):
-            await _open(tgt_disk, chap=("alice", "alicesecret12"), mutual_chap=("tgtname", "notthesecret"))
+            await _open(disk, chap=("alice", "alicesecret12"), mutual_chap=("tgtname", "notthesecret"))
 
     run(body())
 
 
-def test_digests_on_write_read_verify(tgt_disk: peers.TgtDisk) -> None:
-    tgt_disk.tgt.set_param(tgt_disk.tid, "HeaderDigest", "CRC32C")
-    tgt_disk.tgt.set_param(tgt_disk.tid, "DataDigest", "CRC32C")
+def test_digests_on_write_read_verify(disk: DiskUnderTest) -> None:
+    disk.enable_digests()
 
     async def body() -> None:
-        async with await _open(tgt_disk, header_digest=True, data_digest=True) as s:
+        async with await _open(disk, header_digest=True, data_digest=True) as s:
             assert s.negotiated.header_digest and s.negotiated.data_digest
             data = os.urandom(1 << 20)
-            await s.write(1, 100, data)
-            assert bytes(await s.read(1, 100, len(data) // BLOCK)) == data
+            await s.write(disk.lun, 100, data)
+            assert bytes(await s.read(disk.lun, 100, len(data) // BLOCK)) == data
+            assert await s.nop(b"digested") > 0
 
     run(body())
 
 
-def test_64mib_random_write_then_verify_at_depth_32(tgt_disk: peers.TgtDisk) -> None:
+def test_64mib_random_write_then_verify_at_depth_32(disk: DiskUnderTest) -> None:
     chunk = 128 * 1024
-    count = tgt_disk.size // chunk
-    tgt_disk.tgt.set_param(tgt_disk.tid, "MaxRecvDataSegmentLength", 262144)
+    count = disk.size // chunk
+    assert disk.size == 64 * 1024 * 1024
+    disk.tune_for_streaming()
 
     async def body() -> None:
         policy = NegotiationPolicy(immediate_data=True, initial_r2t=False)
-        async with await _open(tgt_disk, policy=policy) as s:
+        async with await _open(disk, policy=policy) as s:
             rng = random.Random(4)
             order = list(range(count))
             rng.shuffle(order)
@@ -131,7 +138,7 @@ def test_64mib_random_write_then_verify_at_depth_32(tgt_disk: peers.TgtDisk) -> 
                 nonlocal peak
                 async with sem:
                     peak = max(peak, s.in_flight)
-                    await s.write(1, i * chunk // BLOCK, pattern[i])
+                    await s.write(disk.lun, i * chunk // BLOCK, pattern[i])
 
             await asyncio.gather(*(put(i) for i in order))
             assert peak > 16  # really many commands in flight
@@ -139,7 +146,7 @@ def test_64mib_random_write_then_verify_at_depth_32(tgt_disk: peers.TgtDisk) -> 
 
             async def check(i: int) -> None:
                 async with sem:
-                    got = await s.read(1, i * chunk // BLOCK, chunk // BLOCK)
+                    got = await s.read(disk.lun, i * chunk // BLOCK, chunk // BLOCK)
                     assert bytes(got) == pattern[i], f"chunk {i} differs"
 
             await asyncio.gather(*(check(i) for i in order))
@@ -147,33 +154,35 @@ def test_64mib_random_write_then_verify_at_depth_32(tgt_disk: peers.TgtDisk) -> 
     run(body(), timeout=180)
 
 
-def test_abort_of_an_in_flight_command(tgt_disk: peers.TgtDisk) -> None:
-    """A WRITE whose R2T we leave unanswered is in flight on tgt; ABORT TASK ends it.
+def test_abort_of_an_in_flight_command(disk: DiskUnderTest) -> None:
+    """A WRITE whose R2T we leave unanswered is in flight on the target; ABORT TASK ends it.
 
-    tgt 1.0.85 answers TASK_DOES_NOT_EXIST for a task that has not reached its SCSI layer yet (a write
-    still waiting for Data-Out, or a read whose status is already queued), so both answers are accepted
-    here; either way the command must fail with CommandAborted, its data must never reach the disk,
-    and the session must carry on.  The FUNCTION_COMPLETE path is unit-tested against a fake target.
+    cistern must answer FUNCTION COMPLETE.  tgt 1.0.85 answers TASK DOES NOT EXIST for a task that has
+    not reached its SCSI layer yet (a write still waiting for Data-Out), so both answers are accepted
+    there.  Either way the command must fail with CommandAborted, its data must never reach the disk,
+    and the session must carry on.
     """
 
     async def body() -> None:
         policy = NegotiationPolicy(immediate_data=False, initial_r2t=True)
-        async with await _open(tgt_disk, policy=policy) as s:
-            await s.write(1, 0, b"\x11" * 65536)
-            cmd = s.submit(1, write_cdb(0, 128), data_out=b"\x22" * 65536)
+        async with await _open(disk, policy=policy) as s:
+            assert s.negotiated.initial_r2t and not s.negotiated.immediate_data
+            await s.write(disk.lun, 0, b"\x11" * 65536)
+            cmd = s.submit(disk.lun, write_cdb(0, 128), data_out=b"\x22" * 65536)
             cmd.hold_data_out = True  # fault injection: the R2T stays unanswered
             for _ in range(200):
                 if cmd.held_r2ts:
                     break
                 await asyncio.sleep(0.01)
-            assert cmd.held_r2ts and not cmd.done, "tgt sent no R2T"
+            assert cmd.held_r2ts and not cmd.done, f"{disk.kind} sent no R2T"
             response = await s.abort_task(cmd)
-            assert response in (TmfResponse.FUNCTION_COMPLETE, TmfResponse.TASK_DOES_NOT_EXIST)
+            assert response in disk.abort_responses, TmfResponse(response).name
             with pytest.raises(CommandAborted):
                 await cmd
-            assert bytes(await s.read(1, 0, 128)) == b"\x11" * 65536
-            await s.write(1, 0, b"\x33" * 512)
-            assert bytes(await s.read(1, 0, 1)) == b"\x33" * 512
+            assert bytes(await s.read(disk.lun, 0, 128)) == b"\x11" * 65536
+            await s.write(disk.lun, 0, b"\x33" * 512)
+            assert bytes(await s.read(disk.lun, 0, 1)) == b"\x33" * 512
+            assert await s.nop() > 0
 
     run(body())
 
@@ -219,16 +228,15 @@ class CuttingProxy:
             self.server.close()
 
 
-def test_connection_cut_mid_write_stream_reconnects_and_loses_nothing(tgt_disk: peers.TgtDisk) -> None:
+def test_connection_cut_mid_write_stream_reconnects_and_loses_nothing(disk: DiskUnderTest) -> None:
     chunk = 64 * 1024
-    count = 512  # 32 MiB of writes
+    count = 256  # 16 MiB of writes
 
     async def body() -> None:
-        proxy = CuttingProxy(tgt_disk.tgt.port)
+        proxy = CuttingProxy(disk.port)
         await proxy.start()
-        url = peers.iscsi_url("127.0.0.1", proxy.port, tgt_disk.iqn, 1)
         reconnect = ReconnectPolicy(max_attempts=10, initial_delay=0.1)
-        session = await connect(url, initiator_name=INITIATOR, reconnect=reconnect)
+        session = await connect(disk.url_via(proxy.port), initiator_name=INITIATOR, reconnect=reconnect)
         rng = random.Random(7)
         pattern = [rng.randbytes(chunk) for _ in range(count)]
         succeeded: list[int] = []
@@ -236,7 +244,7 @@ def test_connection_cut_mid_write_stream_reconnects_and_loses_nothing(tgt_disk: 
 
         async def put(i: int) -> None:
             async with sem:
-                await session.write(1, i * chunk // BLOCK, pattern[i])
+                await session.write(disk.lun, i * chunk // BLOCK, pattern[i])
                 succeeded.append(i)
 
         async def cutter() -> None:
@@ -253,7 +261,7 @@ def test_connection_cut_mid_write_stream_reconnects_and_loses_nothing(tgt_disk: 
         assert session.reconnects == 2
         assert sorted(succeeded) == list(range(count))
         for i in succeeded:
-            got = await session.read(1, i * chunk // BLOCK, chunk // BLOCK)
+            got = await session.read(disk.lun, i * chunk // BLOCK, chunk // BLOCK)
             assert bytes(got) == pattern[i], f"write {i} was reported successful but reads back wrong"
         await session.logout()
         await proxy.close()
@@ -261,27 +269,26 @@ def test_connection_cut_mid_write_stream_reconnects_and_loses_nothing(tgt_disk: 
     run(body(), timeout=120)
 
 
-def test_dead_target_detected_by_nop_timeout_and_session_fails_clearly(tgt_disk: peers.TgtDisk) -> None:
-    """A target that stops answering (tgtd stopped with SIGSTOP) is caught by the NOP keep-alive; with
-    reconnects exhausted the outstanding command fails with SessionFailed instead of hanging."""
-    from cistern.initiator import SessionFailed
+def test_dead_target_detected_by_nop_timeout_and_session_fails_clearly(disk: DiskUnderTest) -> None:
+    """A target that stops answering (its process stopped with SIGSTOP) is caught by the NOP keep-alive;
+    with reconnects exhausted the outstanding command fails with SessionFailed instead of hanging."""
 
     async def body() -> None:
         session = await _open(
-            tgt_disk,
+            disk,
             nop_interval=0.3,
             nop_timeout=0.5,
             reconnect=ReconnectPolicy(max_attempts=2, initial_delay=0.1, max_delay=0.2),
             login_timeout=1.0,
             connect_timeout=1.0,
         )
-        await session.test_unit_ready(1)
-        os.kill(tgt_disk.tgt.pid, 19)  # SIGSTOP
+        await session.test_unit_ready(disk.lun)
+        disk.freeze()
         try:
             with pytest.raises(SessionFailed):
-                await session.read(1, 0, 8)
+                await session.read(disk.lun, 0, 8)
         finally:
-            os.kill(tgt_disk.tgt.pid, 18)  # SIGCONT
+            disk.thaw()
         await session.close()
 
     run(body(), timeout=30)
