@@ -52,28 +52,36 @@ class IscsiProtocol(asyncio.BufferedProtocol):
         return self.reader.get_buffer()
 
     def buffer_updated(self, nbytes: int) -> None:
-        try:
-            frame = self.reader.buffer_filled(nbytes)
-        except FramingError as exc:
-            self.abort(exc)
-            return
-        if frame is None:
-            return
-        self.last_receive = asyncio.get_running_loop().time()
-        handler = self.on_frame
-        if handler is not None:
+        self.reader.buffer_filled(nbytes)
+        self._drain()
+
+    def _drain(self) -> None:
+        """Hand every complete frame to the session (or, during login, to the login coroutine)."""
+        reader = self.reader
+        while not self._paused:
             try:
-                handler(frame)
-            except Exception as exc:  # a bug or a hostile PDU the session could not place: drop
+                frame = reader.next_frame()
+            except FramingError as exc:
                 self.abort(exc)
-            return
-        # login phase: a final Login Response switches digests on for the next PDU, so stop reading
-        # until the login coroutine has applied the negotiated parameters.
-        pdu = frame.pdu
-        if isinstance(pdu, LoginResponse) and pdu.transit and pdu.nsg == 3 and self.transport is not None:
-            self.transport.pause_reading()
-            self._paused = True
-        self._login_queue.put_nowait(frame)
+                return
+            if frame is None:
+                return
+            self.last_receive = asyncio.get_running_loop().time()
+            handler = self.on_frame
+            if handler is not None:
+                try:
+                    handler(frame)
+                except Exception as exc:  # a bug or a hostile PDU the session could not place: drop
+                    self.abort(exc)
+                    return
+                continue
+            # login phase: a final Login Response switches digests on for the next PDU, so stop parsing
+            # (and reading) until the login coroutine has applied the negotiated parameters.
+            pdu = frame.pdu
+            if isinstance(pdu, LoginResponse) and pdu.transit and pdu.nsg == 3 and self.transport is not None:
+                self.transport.pause_reading()
+                self._paused = True
+            self._login_queue.put_nowait(frame)
 
     def eof_received(self) -> bool:
         return False  # close the transport
@@ -126,6 +134,7 @@ class IscsiProtocol(asyncio.BufferedProtocol):
             item = self._login_queue.get_nowait()
             if isinstance(item, Frame):
                 on_frame(item)
+        self._drain()  # bytes staged behind the final Login Response, parsed with the new settings
 
     def send(self, pdu: PDU) -> None:
         transport = self.transport

@@ -141,19 +141,23 @@ class Connection(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self._last_rx = time.monotonic()
-        try:
-            frame = self.reader.buffer_filled(nbytes)
-        except FramingError as exc:
-            log.warning("%s: dropping connection: %s", self.peer, exc)
-            self.close()
-            return
-        if frame is None or self._closing:
-            return
-        try:
-            self._on_frame(frame)
-        except Exception:  # a bug of ours: never let it kill the server, but drop this connection
-            log.exception("%s: internal error handling %s", self.peer, type(frame.pdu).__name__)
-            self.close()
+        reader = self.reader
+        reader.buffer_filled(nbytes)
+        while not self._closing:
+            try:
+                frame = reader.next_frame()
+            except FramingError as exc:
+                log.warning("%s: dropping connection: %s", self.peer, exc)
+                self.close()
+                return
+            if frame is None:
+                return
+            try:
+                self._on_frame(frame)
+            except Exception:  # a bug of ours: never let it kill the server, but drop this connection
+                log.exception("%s: internal error handling %s", self.peer, type(frame.pdu).__name__)
+                self.close()
+                return
 
     def eof_received(self) -> bool:
         return False

@@ -58,11 +58,26 @@ class Frame:
 
 Sink = Callable[[PDU], memoryview | None]
 
-_HEADER, _DATA = 0, 1
+STAGING_SIZE = 64 * 1024  # greedy reads land here while PDUs are small
+DIRECT_THRESHOLD = 16 * 1024  # a data segment this large is read straight into its destination
 
 
 class PduReader:
-    """Frames PDUs from a byte stream.  Limits: ``max_data_segment_length`` (our MaxRecvDataSegmentLength)."""
+    """Frames PDUs from a byte stream.  Limits: ``max_data_segment_length`` (our MaxRecvDataSegmentLength).
+
+    Two read modes, switched per PDU:
+
+    * *staging*: ``get_buffer`` offers the free part of a 64 KiB staging buffer, so one ``recv`` picks up
+      several small PDUs (pipelined commands, 4 KiB Data-In/Out) at once; their data segments are copied
+      out (or into the sink) — cheaper than a system call per header;
+    * *direct*: once a header announces a large data segment, the part already staged is copied to its
+      destination (the sink's buffer, or a fresh one) and the rest is read straight into it, so bulk
+      payloads are never staged.  After a large PDU the next header is read exactly (48 bytes) too, since
+      large transfers come in runs.
+
+    ``buffer_filled`` only accounts for the bytes; frames come out one at a time from ``next_frame``, so the
+    caller can change digests or limits (the end of login) before the next PDU is parsed.
+    """
 
     def __init__(
         self,
@@ -76,120 +91,184 @@ class PduReader:
         self.header_digest = header_digest
         self.data_digest = data_digest
         self.sink = sink
-        self._hdr = bytearray(BHS_LEN + MAX_AHS_LEN + DIGEST_LEN)
-        self._hdr_view = memoryview(self._hdr)
-        self._state = _HEADER
-        self._need = BHS_LEN  # bytes wanted in the current piece
-        self._have = 0
-        self._hdr_total = BHS_LEN
-        self._dlen = 0
+        self._stage = bytearray(STAGING_SIZE)
+        self._view = memoryview(self._stage)
+        self._start = 0  # first unparsed staged byte
+        self._end = 0  # end of staged bytes
+        self._greedy = True
+        # direct mode: the data segment of ``_pdu`` is being read into ``_target`` (+ ``_tail``)
+        self._target: memoryview | None = None
+        self._target_have = 0
+        self._tail = bytearray(3 + DIGEST_LEN)  # padding + data digest
+        self._tail_len = 0
+        self._tail_have = 0
         self._pdu: PDU | None = None
         self._error: PduError | None = None
-        self._data_target: memoryview | None = None  # where the data segment goes
-        self._tail = bytearray(3 + DIGEST_LEN)  # padding + data digest when the data went to a sink
-        self._tail_len = 0
+        self._header = b""
         self._sunk = False
+        self._ready: Frame | None = None  # a frame finished in direct mode, waiting for next_frame()
 
     # -- BufferedProtocol-style interface -----------------------------------------------------------
 
     def get_buffer(self) -> memoryview:
-        if self._state == _HEADER:
-            return self._hdr_view[self._have : self._need]
-        assert self._data_target is not None
-        if self._have < len(self._data_target):
-            return self._data_target[self._have :]
-        start = self._have - len(self._data_target)
-        return memoryview(self._tail)[start : self._tail_len]
+        target = self._target
+        if target is not None:
+            if self._target_have < len(target):
+                return target[self._target_have :]
+            return memoryview(self._tail)[self._tail_have : self._tail_len]
+        if self._start == self._end:
+            self._start = self._end = 0
+        elif self._start and (STAGING_SIZE - self._end < DIRECT_THRESHOLD or not self._greedy):
+            self._stage[: self._end - self._start] = self._view[self._start : self._end]
+            self._end -= self._start
+            self._start = 0
+        if not self._greedy:
+            exact = self._view[self._end : self._start + self._wanted()]
+            if exact:
+                return exact
+        return self._view[self._end :]
 
-    def buffer_filled(self, n: int) -> Frame | None:
-        self._have += n
-        if self._state == _HEADER:
-            if self._have < self._need:
-                return None
-            if self._need == BHS_LEN:
-                ahs_len, dlen = header_lengths(self._hdr)
-                if dlen > self.max_data_segment_length:
-                    raise FramingError(
-                        f"DataSegmentLength {dlen} exceeds MaxRecvDataSegmentLength {self.max_data_segment_length}"
-                    )
-                self._dlen = dlen
-                self._hdr_total = BHS_LEN + ahs_len
-                self._need = self._hdr_total + (DIGEST_LEN if self.header_digest else 0)
-                if self._have < self._need:
-                    return None
-            return self._header_done()
-        if self._have < self._need:
+    def buffer_filled(self, n: int) -> None:
+        target = self._target
+        if target is None:
+            self._end += n
+            return
+        if self._target_have < len(target):
+            self._target_have += n  # get_buffer never hands out more than the target's rest
+        else:
+            self._tail_have += n
+        if self._target_have >= len(target) and self._tail_have >= self._tail_len:
+            self._ready = self._finish_direct()
+
+    def next_frame(self) -> Frame | None:
+        """The next complete frame, or None until more bytes arrive.  Raises FramingError."""
+        if self._ready is not None:
+            frame, self._ready = self._ready, None
+            return frame
+        if self._target is not None:
             return None
-        return self._data_done()
+        return self._parse()
 
     def feed(self, data: Buffer) -> list[Frame]:
         """Copying convenience for tests and low-rate users: feed bytes, get the completed frames."""
         frames: list[Frame] = []
         mv = memoryview(data)
-        while mv:
+        while True:
+            while (frame := self.next_frame()) is not None:
+                frames.append(frame)
+            if not mv:
+                return frames
             buf = self.get_buffer()
             n = min(len(buf), len(mv))
             buf[:n] = mv[:n]
             mv = mv[n:]
-            frame = self.buffer_filled(n)
-            if frame is not None:
-                frames.append(frame)
-        return frames
+            self.buffer_filled(n)
 
     # -- internals ------------------------------------------------------------------------------------
 
-    def _header_done(self) -> Frame | None:
-        hdr = self._hdr_view
-        total = self._hdr_total
-        if self.header_digest and crc32c_digest(hdr[:total]) != bytes(hdr[total : total + DIGEST_LEN]):
+    def _wanted(self) -> int:
+        """Staged bytes the PDU at ``_start`` needs before the next step (exact mode)."""
+        avail = self._end - self._start
+        if avail < BHS_LEN:
+            return BHS_LEN
+        ahs_len, _ = header_lengths(self._view[self._start : self._start + BHS_LEN])
+        return BHS_LEN + ahs_len + (DIGEST_LEN if self.header_digest else 0)
+
+    def _parse(self) -> Frame | None:
+        start = self._start
+        avail = self._end - start
+        if avail < BHS_LEN:
+            return None
+        view = self._view
+        ahs_len, dlen = header_lengths(view[start : start + BHS_LEN])
+        if dlen > self.max_data_segment_length:
+            raise FramingError(
+                f"DataSegmentLength {dlen} exceeds MaxRecvDataSegmentLength {self.max_data_segment_length}"
+            )
+        total = BHS_LEN + ahs_len
+        hlen = total + (DIGEST_LEN if self.header_digest else 0)
+        if avail < hlen:
+            return None
+        if self.header_digest and crc32c_digest(view[start : start + total]) != bytes(
+            view[start + total : start + hlen]
+        ):
             raise HeaderDigestError("header digest mismatch")
-        self._error = None
-        self._pdu = None
+        pdu: PDU | None = None
+        error: PduError | None = None
         try:
-            self._pdu = decode_bhs(hdr[:BHS_LEN], bytes(hdr[BHS_LEN:total]) if total > BHS_LEN else b"")
+            pdu = decode_bhs(
+                view[start : start + BHS_LEN],
+                bytes(view[start + BHS_LEN : start + total]) if ahs_len else b"",
+            )
         except PduError as exc:
-            self._error = exc
-        dlen = self._dlen
+            error = exc
+        header = bytes(view[start : start + BHS_LEN])
         if dlen == 0:
-            return self._finish(b"", True)
-        padded = dlen + (-dlen % 4)
-        extra = padded - dlen + (DIGEST_LEN if self.data_digest else 0)
-        target = self.sink(self._pdu) if (self.sink is not None and self._pdu is not None) else None
-        if target is not None and len(target) >= dlen:
-            self._data_target = target[:dlen]
-            self._sunk = True
+            self._start = start + hlen
+            self._greedy = True
+            return self._frame(pdu, header, error, b"", True, False)
+        pad = -dlen % 4
+        extra = pad + (DIGEST_LEN if self.data_digest else 0)
+        data_at = start + hlen
+        staged = self._end - data_at
+        target = self.sink(pdu) if (self.sink is not None and pdu is not None) else None
+        sunk = target is not None and len(target) >= dlen
+        if staged >= dlen + extra:  # the whole data segment is staged: copy it out
+            src = view[data_at : data_at + dlen]
+            if sunk:
+                assert target is not None
+                dest = target[:dlen]
+                dest[:] = src
+            else:
+                dest = memoryview(bytearray(src))
+            ok = True
+            if self.data_digest:
+                got = bytes(view[data_at + dlen + pad : data_at + dlen + extra])
+                ok = crc32c_digest(dest, view[data_at + dlen : data_at + dlen + pad]) == got
+            self._start = data_at + dlen + extra
+            self._greedy = dlen < DIRECT_THRESHOLD
+            return self._frame(pdu, header, error, dest, ok, sunk)
+        if dlen < DIRECT_THRESHOLD:
+            self._greedy = True  # small: wait for the rest in the staging buffer
+            return None
+        # large: switch to direct mode; copy what is staged, read the rest in place
+        if sunk:
+            assert target is not None
+            dest = target[:dlen]
         else:
-            self._data_target = memoryview(bytearray(dlen))
-            self._sunk = False
-        self._tail_len = extra
-        self._state = _DATA
-        self._have = 0
-        self._need = dlen + extra
+            dest = memoryview(bytearray(dlen))
+        have = min(staged, dlen)
+        if have > 0:
+            dest[:have] = view[data_at : data_at + have]
+        tail_have = max(staged - dlen, 0)
+        if tail_have:
+            self._tail[:tail_have] = view[data_at + dlen : data_at + dlen + tail_have]
+        self._start = self._end = 0
+        self._target, self._target_have = dest, have
+        self._tail_len, self._tail_have = extra, tail_have
+        self._pdu, self._error, self._header, self._sunk = pdu, error, header, sunk
+        self._greedy = False
+        if have == dlen and tail_have >= extra:
+            return self._finish_direct()
         return None
 
-    def _data_done(self) -> Frame:
-        target = self._data_target
+    def _finish_direct(self) -> Frame:
+        target = self._target
         assert target is not None
         ok = True
         if self.data_digest:
             pad = self._tail_len - DIGEST_LEN
-            got = bytes(self._tail[pad : pad + DIGEST_LEN])
-            ok = crc32c_digest(target, self._tail[:pad]) == got
-        self._data_target = None
-        return self._finish(target, ok)
+            ok = crc32c_digest(target, self._tail[:pad]) == bytes(self._tail[pad : pad + DIGEST_LEN])
+        self._target = None
+        return self._frame(self._pdu, self._header, self._error, target, ok, self._sunk)
 
-    def _finish(self, data: Buffer, digest_ok: bool) -> Frame:
-        header = bytes(self._hdr_view[:BHS_LEN])
-        pdu = self._pdu
+    @staticmethod
+    def _frame(
+        pdu: PDU | None, header: bytes, error: PduError | None, data: Buffer, ok: bool, sunk: bool
+    ) -> Frame:
         if pdu is not None:
             pdu.data = data
-        frame = Frame(pdu, header, self._error, digest_ok, self._sunk and bool(data))
-        self._state = _HEADER
-        self._have = 0
-        self._need = BHS_LEN
-        self._sunk = False
-        self._pdu = None
-        return frame
+        return Frame(pdu, header, error, ok, sunk and bool(data))
 
 
 def frame_pdu(pdu: PDU, *, header_digest: bool = False, data_digest: bool = False) -> list[Buffer]:
