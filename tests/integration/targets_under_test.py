@@ -57,10 +57,11 @@ class DiskUnderTest(abc.ABC):
     iqn: str
     lun: int
     size: int
-    #: what REPORT LUNS lists, the LUN of a SCSI controller (or None), INQUIRY's T10 vendor
+    #: what REPORT LUNS lists, the LUN of a SCSI controller (or None), INQUIRY's T10 vendor and product
     luns: list[int]
     controller_lun: int | None
     vendor: str
+    product: str
     #: the answers ABORT TASK of a write whose R2T is held may get on this target
     abort_responses: frozenset[int]
 
@@ -126,6 +127,7 @@ class TgtUnderTest(DiskUnderTest):
     luns = [0, 1]
     controller_lun = 0
     vendor = "IET"
+    product = "VIRTUAL-DISK"
     # tgt 1.0.85 answers TASK DOES NOT EXIST for a write still waiting for its Data-Out (the task has
     # not reached its SCSI layer yet), FUNCTION COMPLETE otherwise
     abort_responses = frozenset({TmfResponse.FUNCTION_COMPLETE, TmfResponse.TASK_DOES_NOT_EXIST})
@@ -167,6 +169,7 @@ class CisternUnderTest(DiskUnderTest):
     luns = [0]
     controller_lun = None
     vendor = "CISTERN"
+    product = "cistern disk"
     # our target finds a write waiting for Data-Out in its task table and aborts it (RFC 7143 11.5.1)
     abort_responses = frozenset({TmfResponse.FUNCTION_COMPLETE})
 

@@ -1,5 +1,6 @@
-"""The initiator CLI commands against tgt: discover, ls, inquiry, capacity, write/read/copy with verify,
-bench (short), and a clear error for a wrong CHAP secret."""
+"""The initiator CLI commands against tgt and against cistern's own target (``disk`` fixture): discover,
+ls, inquiry, capacity, write/read/copy with verify, bench (short), and a clear error for a wrong CHAP
+secret."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import os
 from pathlib import Path
 
 import click
-import peers
 import pytest
 from click.testing import CliRunner
+from targets_under_test import DiskUnderTest
 
 from cistern.cli.initiator_cmds import register
 
@@ -24,17 +25,19 @@ def cli() -> click.Group:
 
 
 def invoke(cli: click.Group, *args: str, code: int = 0) -> str:
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False, terminal_width=200)
     assert result.exit_code == code, result.output
     return result.output
 
 
-def test_cli_against_tgt(cli: click.Group, tgt_disk: peers.TgtDisk, tmp_path: Path) -> None:
-    url = tgt_disk.url
-    assert tgt_disk.iqn in invoke(cli, "discover", f"127.0.0.1:{tgt_disk.tgt.port}")
-    listing = invoke(cli, "ls", tgt_disk.portal_url)
-    assert "controller" in listing and "disk" in listing and "64.0 MiB" in listing
-    assert "VIRTUAL-DISK" in invoke(cli, "inquiry", url)
+def test_cli_against_target(cli: click.Group, disk: DiskUnderTest, tmp_path: Path) -> None:
+    url = disk.url
+    assert f"{disk.iqn}  127.0.0.1:{disk.port}," in invoke(cli, "discover", f"127.0.0.1:{disk.port}")
+    listing = invoke(cli, "ls", disk.portal_url)
+    assert "disk" in listing and "64.0 MiB" in listing and disk.vendor in listing
+    assert ("controller" in listing) == (disk.controller_lun is not None)
+    inquiry = invoke(cli, "inquiry", url)
+    assert f"vendor:   {disk.vendor}" in inquiry and disk.product in inquiry
     assert "blocks: 131072" in invoke(cli, "capacity", url)
 
     src = tmp_path / "in.bin"
@@ -45,12 +48,15 @@ def test_cli_against_tgt(cli: click.Group, tgt_disk: peers.TgtDisk, tmp_path: Pa
     assert dst.read_bytes() == src.read_bytes()
     assert "verify: OK" in invoke(cli, "copy", url, url, "--offset", "1M", "--dest-offset", "32M",
                                   "--length", "3M", "--verify")  # fmt: skip
+    copied = tmp_path / "copied.bin"
+    invoke(cli, "read", url, str(copied), "--offset", "32M", "--length", "3M")
+    assert copied.read_bytes() == src.read_bytes()
     assert "IOPS" in invoke(cli, "bench", url, "-b", "4K", "-d", "8", "-t", "0.5")
     assert "not a multiple" in invoke(cli, "read", url, str(dst), "--offset", "100", code=1)
 
 
-def test_cli_wrong_secret_is_a_clear_error(cli: click.Group, tgt_disk: peers.TgtDisk) -> None:
-    tgt_disk.tgt.add_chap(tgt_disk.tid, "alice", "alicesecret12")
-    bad = peers.iscsi_url("127.0.0.1", tgt_disk.tgt.port, tgt_disk.iqn, 1, "alice", "wrongsecret99")
-    out = invoke(cli, "capacity", bad, code=1)
+def test_cli_wrong_secret_is_a_clear_error(cli: click.Group, disk: DiskUnderTest) -> None:
+    disk.enable_chap("alice", "alicesecret12")
+    out = invoke(cli, "capacity", disk.url_as("alice", "wrongsecret99"), code=1)
     assert "authentication failed as 'alice'" in out
+    assert "blocks: 131072" in invoke(cli, "capacity", disk.url_as("alice", "alicesecret12"))
