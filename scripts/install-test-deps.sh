@@ -4,12 +4,17 @@
 #   apt: libiscsi-bin (iscsi-ls, iscsi-inq, iscsi-test-cu, iscsi-perf...), qemu-utils and
 #        qemu-block-extra (qemu-img/qemu-io with the iscsi:// driver), tgt (reference target),
 #        iproute2 and procps; python3-venv only when the system python3 must get a .venv.
+#        For the kernel-initiator VM test (tests/integration/kernel_vm.py): qemu-system-x86 (TCG),
+#        busybox-static, open-iscsi (iscsistart), socat, e2fsprogs (mke2fs/e2fsck/debugfs) and kmod
+#        (depmod). The Debian kernel itself is fetched by the test with `apt-get download` into
+#        ~/.cache/cistern-test-vm and never installed.
 #   pip: the repository itself, editable, with the [test] extra.
 # Runs apt-get as root (directly, or through sudo when available).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_python.sh"
 
 PACKAGES=(libiscsi-bin qemu-utils qemu-block-extra tgt iproute2 procps coreutils)
+PACKAGES+=(qemu-system-x86 busybox-static open-iscsi socat e2fsprogs kmod)
 
 as_root() {
     if [[ "$(id -u)" -eq 0 ]]; then
@@ -48,6 +53,10 @@ apt_install() {
 }
 
 apt_install "${PACKAGES[@]}"
+# The kernel-initiator VM test runs `apt-get download linux-image-6.1...-amd64`: it needs apt's lists.
+if ! apt-cache show linux-image-amd64 >/dev/null 2>&1; then
+    as_root apt-get -o DPkg::Lock::Timeout=600 update
+fi
 
 choose_python
 if [[ -z "$PYTHON" ]]; then

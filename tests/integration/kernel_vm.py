@@ -450,7 +450,7 @@ def run_vm(
     qemu = peers.require_tool("qemu-system-x86_64")
     socat = peers.require_tool("socat")
     fwd = f"guestfwd=tcp:{GUEST_TARGET_ADDR}:{GUEST_TARGET_PORT}-cmd:{socat} - TCP:127.0.0.1:{target_port}"
-    cmdline = f"console=ttyS0 panic=-1 loglevel=4 rdinit=/init {cmdline_extra}".strip()
+    cmdline = f"console=ttyS0 panic=-1 loglevel=5 rdinit=/init {cmdline_extra}".strip()
     cmd = [
         "ip", "netns", "exec", netns, qemu,
         "-machine", "q35,accel=tcg", "-cpu", "max", "-smp", "1", "-m", str(memory_mib),

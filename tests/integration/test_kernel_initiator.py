@@ -17,6 +17,7 @@ guest (read with ``debugfs``): the data reached the target's storage.
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import shutil
 import time
@@ -66,7 +67,7 @@ refused() {
     rc=$?
     [ $rc -ne 0 ] || fail "$label: login succeeded"
     [ $rc -ne 124 ] && [ $rc -ne 143 ] || fail "$label: iscsistart hung"
-    ls /sys/class/iscsi_session/ 2>/dev/null
+    step "refused ($label): iscsistart exited $rc: $(grep -v '^$' /tmp/refused.log | tail -n 1)"
 }
 # $1 chunks, $2 file: chunk i is /pattern.chunk rotated left by i*16411 bytes, its first 32 bytes a label.
 make_pattern() {
@@ -156,6 +157,12 @@ def _pattern(chunks: int, base: bytes) -> bytes:
     return bytes(out)
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (from /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @pytest.fixture(scope="module")
 def vm_image() -> kernel_vm.KernelImage:
     for tool in ("qemu-system-x86_64", "socat", "iscsistart", "busybox", "mke2fs", "debugfs", "ip"):
@@ -219,8 +226,11 @@ def test_kernel_initiator_chap_digests_io_and_ext4(
             console_log=artifacts_dir / "console.log",
             timeout=VM_TIMEOUT,
         )
+        target_cpu = _cpu_seconds(target.proc.pid) if target.proc else 0.0
     total = time.monotonic() - started
-    (artifacts_dir / "timing.txt").write_text(f"vm {result.elapsed:.1f}s total {total:.1f}s\n")
+    (artifacts_dir / "timing.txt").write_text(
+        f"vm {result.elapsed:.1f}s total {total:.1f}s target cpu {target_cpu:.1f}s\n"
+    )
     assert result.ok, f"guest reported failure: {result.details}\n{result.console[-6000:]}"
     assert result.field("digests_a") == "None/None"
     assert result.field("digests_b") == "CRC32C/CRC32C"
