@@ -61,6 +61,7 @@ def disk(request: pytest.FixtureRequest) -> Iterator[DiskUnderTest]:
         yield TgtUnderTest(request.getfixturevalue("tgt_disk"))
         return
     target: CisternUnderTest = request.getfixturevalue("cistern_target")
+    target.mark()
     try:
         yield target
     finally:

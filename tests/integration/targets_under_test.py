@@ -181,6 +181,7 @@ class CisternUnderTest(DiskUnderTest):
         self._chap: tuple[str, str] | None = None
         self._mutual: tuple[str, str] | None = None
         self._proc: CisternTarget | None = None
+        self._log_mark = 0
 
     def _config(self) -> str:
         luns = lun_toml(0, "memory", size=f"{self.size // (1024 * 1024)}M")
@@ -201,15 +202,31 @@ class CisternUnderTest(DiskUnderTest):
         self.start()
 
     def thaw_if_stopped(self) -> None:
-        if self._proc is not None and self._proc.proc is not None:
-            os.kill(self._proc.proc.pid, signal.SIGCONT)
+        proc = self._proc.proc if self._proc is not None else None
+        if proc is not None and proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)
+
+    def mark(self) -> None:
+        """Remember where the log ends, for :meth:`reset`'s check of what a test made the target say."""
+        self._log_mark = self._log_path.stat().st_size if self._log_path.exists() else 0
 
     def reset(self) -> None:
-        """Back to the open configuration (no CHAP) if a test changed it; a stopped process is resumed."""
+        """Back to the open configuration (no CHAP) if a test changed it; a stopped process is resumed.
+
+        Raises AssertionError when the process died during the test or logged a traceback or an ERROR
+        (a target bug the test itself might not see); the process is restarted first either way."""
         self.thaw_if_stopped()
-        if self._chap is not None or self._mutual is not None:
+        proc = self._proc.proc if self._proc is not None else None
+        died = proc is None or proc.poll() is not None
+        with open(self._log_path, "rb") as fh:
+            fh.seek(self._log_mark)
+            said = fh.read().decode(errors="replace")
+        if died or self._chap is not None or self._mutual is not None:
             self._chap = self._mutual = None
             self._restart()
+        assert not died, f"cistern serve died during the test: {said[-2000:]}"
+        bad = [line for line in said.splitlines() if "Traceback" in line or " ERROR " in line]
+        assert not bad, f"cistern logged {bad[:3]} during the test; see {self._log_path}"
 
     @property
     def port(self) -> int:
