@@ -559,3 +559,44 @@ def test_session_reinstatement_closes_the_old_connection() -> None:
             assert len(s.server.sessions) == 1
 
     run(main())
+
+
+# ---- PREEMPT AND ABORT (SPC-4 5.13.11.2.6) with TAS=1
+
+
+def _prout(service_action: int, pr_type: int, key: int, sa_key: int) -> tuple[bytes, bytes]:
+    cdb = bytes([0x5F, service_action, pr_type & 0x0F, 0, 0, 0, 0, 0, 24, 0])
+    params = key.to_bytes(8, "big") + sa_key.to_bytes(8, "big") + bytes(8)
+    return cdb, params
+
+
+def test_preempt_and_abort_ends_the_preempted_nexus_tasks_with_task_aborted() -> None:
+    async def main() -> None:
+        async with running_server() as s:
+            a = await logged_in(s.port, initiator=INITIATOR)
+            b = await logged_in(s.port, initiator=INITIATOR2)
+            await a.ready()
+            await b.ready()
+
+            async def prout(c: Client, sa: int, key: int, sa_key: int) -> int:
+                cdb, params = _prout(sa, 1, key, sa_key)  # type 1: WRITE EXCLUSIVE
+                pdu = c.command_pdu(cdb, write_len=len(params), immediate_data=params)
+                await c.send(pdu)
+                return (await c.collect(pdu.itt)).status
+
+            assert await prout(a, 0x00, 0, 0xA) == 0  # REGISTER
+            assert await prout(a, 0x01, 0xA, 0) == 0  # RESERVE
+            assert await prout(b, 0x00, 0, 0xB) == 0  # REGISTER
+            # A starts a write and holds back its data: the task waits in the target for Data-Out
+            pending = a.command_pdu(write10(0, 8), write_len=8 * BLOCK)
+            await a.send(pending)
+            first = await a.recv()
+            assert isinstance(first, P.R2T) and first.itt == pending.itt
+            assert await prout(b, 0x05, 0xB, 0xA) == 0  # PREEMPT AND ABORT A's registration
+            rsp = await a.recv()
+            assert isinstance(rsp, P.ScsiResponse) and rsp.itt == pending.itt
+            assert rsp.status == 0x40  # TASK ABORTED, not silence: TAS=1
+            await a.close()
+            await b.close()
+
+    run(main())

@@ -570,6 +570,8 @@ class Connection(asyncio.BufferedProtocol):
             )  # INTERNAL TARGET FAILURE
         if task.aborted or self._closing:
             self._finish(task)
+            if task.report_aborted:
+                self._send_task_aborted(task)
             return
         if result.data_in is not None and len(result.data_in) > 65536:
             await self.drain()
@@ -751,6 +753,22 @@ class Connection(asyncio.BufferedProtocol):
         session = self.session
         assert session is not None
         return [t for c in session.connections.values() for t in c.tasks.values()]
+
+    def abort_tasks_with_status(self, lun: int) -> None:
+        """Tasks on ``lun`` aborted by another I_T nexus (PREEMPT AND ABORT).  The control mode page says
+        TAS=1, so each ends with TASK ABORTED status rather than silently (SAM-5 5.6, SPC-4 5.13.11.2.6)."""
+        for task in list(self.tasks.values()):
+            if task.lun != lun or task.aborted:
+                continue
+            task.aborted = task.report_aborted = True
+            if task.state is TaskState.COLLECTING:
+                self._finish(task)
+                self._send_task_aborted(task)
+            # an executing task reports TASK ABORTED when the device server returns
+
+    def _send_task_aborted(self, task: TargetTask) -> None:
+        if not self._closing:
+            self.send_status(P.ScsiResponse(flags=FLAG_FINAL, status=int(Status.TASK_ABORTED), itt=task.itt))
 
     async def _abort(self, tasks: list[TargetTask]) -> None:
         waits = []

@@ -55,6 +55,7 @@ class TargetServer:
         self.connections: set[Connection] = set()
         self._servers: list[asyncio.base_events.Server] = []
         self.bound: list[tuple[str, int]] = []
+        self._install_abort_hooks()
 
     # ---- lifecycle
 
@@ -158,6 +159,18 @@ class TargetServer:
             target.device.nexus_added(session.nexus)
         self.sessions.add(session)
         return session
+
+    def _install_abort_hooks(self) -> None:
+        """Let each target's device server abort other nexuses' tasks (PREEMPT AND ABORT)."""
+        for target in self.targets.values():
+
+            def hook(nexuses: frozenset[ITNexus], lun: int, name: str = target.name) -> None:
+                for session in self.sessions_of(name):
+                    if session.nexus in nexuses:
+                        for conn in list(session.connections.values()):
+                            conn.abort_tasks_with_status(lun)
+
+            target.device.abort_hook = hook
 
     def end_session(self, session: Session, exclude: Connection | None = None) -> None:
         if session.closed:

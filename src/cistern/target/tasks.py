@@ -57,6 +57,7 @@ class TargetTask:
     next_r2t_offset: int = 0  # first byte not yet solicited
     r2tsn: int = 0
     aborted: bool = False
+    report_aborted: bool = False  # TAS=1: aborted by another nexus, so it ends with TASK ABORTED status
     error: str | None = None
     done: asyncio.Future[None] | None = None
 
