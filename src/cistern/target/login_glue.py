@@ -7,7 +7,6 @@ Login Responses with the C bit, and switching the connection to full feature pha
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING
 
 from cistern.target.model import ChapSecret, TargetLimits, TargetSpec
@@ -61,7 +60,7 @@ def chap_auth(chap: ChapSecret, mutual: ChapSecret | None, algorithms: tuple[str
     )
 
 
-def target_info(target: TargetSpec) -> TargetInfo:
+def target_info(target: TargetSpec, portal_group_tag: int | None = None) -> TargetInfo:
     auth = chap_auth(target.chap, target.mutual_chap, target.chap_algorithms) if target.chap else None
     return TargetInfo(
         name=target.name,
@@ -69,6 +68,7 @@ def target_info(target: TargetSpec) -> TargetInfo:
         auth=auth,
         limits=negotiation_policy(target.limits),
         alias=target.alias,
+        portal_group_tag=portal_group_tag,
     )
 
 
@@ -86,12 +86,8 @@ class LoginDriver:
             target = server.targets.get(name)
             if target is None:
                 return None
-            tag = target.group_for(conn.portal).tag
-            if tag != self.login._policy.portal_group_tag:
-                # another target's group shares this portal under another tag: answer with this target's
-                # tag (the policy is read when the first response is built, after the TargetName lookup)
-                self.login._policy = dataclasses.replace(self.login._policy, portal_group_tag=tag)
-            return target_info(target)
+            # the tag of this target's portal group on this portal (targets sharing a portal may differ)
+            return target_info(target, target.group_for(conn.portal).tag)
 
         discovery_auth = (
             chap_auth(server.discovery_chap, None, ("SHA3-256", "SHA-256", "SHA1", "MD5"))

@@ -119,6 +119,8 @@ class TargetInfo:
     auth: ChapAuth | None = None
     limits: NegotiationPolicy | None = None
     alias: str | None = None
+    #: the TargetPortalGroupTag to answer for this target on this connection (None: the policy's)
+    portal_group_tag: int | None = None
     #: answer 0x0101/0x0102 with this TargetAddress ("host:port,tpgt") instead of logging in
     redirect: str | None = None
     redirect_permanent: bool = False
@@ -324,7 +326,10 @@ class TargetLogin:
         assert negotiator is not None
         out: list[tuple[str, str]] = []
         if not self._sent_first_response and self._session_type == "Normal":
-            out.append(("TargetPortalGroupTag", str(self._policy.portal_group_tag)))
+            tag = self._target.portal_group_tag if self._target is not None else None
+            out.append(
+                ("TargetPortalGroupTag", str(tag if tag is not None else self._policy.portal_group_tag))
+            )
             if self._target is not None and self._target.alias:
                 out.append(("TargetAlias", self._target.alias))
         self._sent_first_response = True
