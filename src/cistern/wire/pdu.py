@@ -113,7 +113,7 @@ class PDU:
 _BY_OPCODE: dict[int, type[PDU]] = {}
 
 
-def _layout(fmt: str, *names: str):  # type: ignore[no-untyped-def]
+def _layout(fmt: str, *names: str):
     """Class decorator: attach the BHS layout (bytes 1..47) and register the opcode."""
     layout = struct.Struct(">" + fmt)
     if layout.size != BHS_LEN - 1:
@@ -122,7 +122,7 @@ def _layout(fmt: str, *names: str):  # type: ignore[no-untyped-def]
     def apply(cls: type[PDU]) -> type[PDU]:
         cls._LAYOUT = layout
         cls._FIELDS = names
-        cls._GET = operator.attrgetter(*names)  # type: ignore[assignment]
+        cls._GET = operator.attrgetter(*names)
         _BY_OPCODE[cls.OPCODE] = cls
         return cls
 
@@ -621,7 +621,7 @@ def decode_bhs(bhs: Buffer, ahs: bytes = b"") -> PDU:
     cls = _BY_OPCODE.get(opcode)
     if cls is None:
         raise PduError(f"unknown opcode 0x{opcode:02x}", RejectReason.COMMAND_NOT_SUPPORTED)
-    pdu = cls(*cls._LAYOUT.unpack_from(bhs, 1))  # type: ignore[misc]
+    pdu = cls(*cls._LAYOUT.unpack_from(bhs, 1))
     pdu.immediate = bool(bhs[0] & 0x40)
     if ahs:
         pdu.ahs = bytes(ahs)
