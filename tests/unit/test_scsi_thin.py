@@ -242,6 +242,16 @@ def test_soft_threshold_unit_attention_once_per_crossing() -> None:
 
 
 def test_soft_threshold_validation_and_thick_lu() -> None:
+    from cistern.config.lun import LunConfig
+
+    assert LunConfig(lun=0, backend="memory", size=1 << 20, thin=True, soft_threshold=80).soft_threshold == 80
+    for bad in (
+        {"soft_threshold": 80},
+        {"thin": True, "soft_threshold": 0},
+        {"thin": True, "soft_threshold": 101},
+    ):
+        with pytest.raises(ValueError):
+            LunConfig(lun=0, backend="memory", size=1 << 20, **bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         LogicalUnit(MemoryStore(NB * BS), lun=0, thin=True, soft_threshold=0)
     thick = LogicalUnit(MemoryStore(NB * BS), lun=0, soft_threshold=10)
