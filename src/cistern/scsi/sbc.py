@@ -358,7 +358,7 @@ async def _write_same(
     if token is None:
         token = await lock.shared(lba, lba + n)
     try:
-        if unmap and lu.thin and not any(block):
+        if unmap and lu.thin:  # the device server unmaps; LBPRZ=1: the blocks read back as zero
             await lu.store.unmap(lba * bs, n * bs)
         else:
             per_chunk = max(1, (1 << 20) // bs)
