@@ -186,25 +186,34 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _extract_kernel(package: str, dest: Path) -> None:
-    """``apt-get download`` + ``dpkg -x`` + ``depmod -b`` into ``dest`` (atomically renamed into place)."""
-    for tool in ("apt-get", "dpkg", "depmod"):
-        peers.require_tool(tool)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".dl-") as tmp:
+def _download_kernel(package: str, kdir: Path) -> Path:
+    """``apt-get download`` the package into ``kdir`` (kept: 70 MB instead of a 400 MB unpacked tree)."""
+    peers.require_tool("apt-get")
+    kdir.mkdir(parents=True, exist_ok=True)
+    debs = sorted(kdir.glob(f"{package}_*.deb"))
+    if debs:
+        return debs[-1]
+    with tempfile.TemporaryDirectory(dir=kdir, prefix=".dl-") as tmp:
         done = subprocess.run(
             ["apt-get", "download", package], cwd=tmp, capture_output=True, text=True, timeout=600
         )
         if done.returncode != 0:
             raise VmError(f"apt-get download {package} failed: {done.stdout}{done.stderr}")
-        debs = list(Path(tmp).glob("*.deb"))
-        if len(debs) != 1:
-            raise VmError(f"apt-get download {package} left {debs}")
-        tree = Path(tmp) / "tree"
-        peers.run(["dpkg", "-x", str(debs[0]), str(tree)], timeout=600)
-        version = package.removeprefix("linux-image-")
-        peers.run([peers.require_tool("depmod"), "-b", str(tree), version], timeout=300)
-        tree.rename(dest)
+        got = list(Path(tmp).glob("*.deb"))
+        if len(got) != 1:
+            raise VmError(f"apt-get download {package} left {got}")
+        deb = kdir / got[0].name
+        got[0].rename(deb)
+    return deb
+
+
+@contextlib.contextmanager
+def _unpacked(deb: Path, version: str) -> Iterator[Path]:
+    """The package unpacked (``dpkg -x``) with ``modules.dep`` made by ``depmod -b``; removed on exit."""
+    with tempfile.TemporaryDirectory(dir=deb.parent, prefix=".tree-") as tmp:
+        peers.run([peers.require_tool("dpkg"), "-x", str(deb), tmp], timeout=600)
+        peers.run([peers.require_tool("depmod"), "-b", tmp, version], timeout=300)
+        yield Path(tmp)
 
 
 def _module_load_order(modules_dir: Path, wanted: Iterable[str]) -> list[str]:
@@ -302,23 +311,26 @@ def _build_base_initramfs(tree: Path, version: str, out: Path) -> None:
 
 
 def ensure_kernel_image(cache_root: Path = CACHE_ROOT) -> KernelImage:
-    """Download/extract the kernel and build the base initramfs unless the cache has them already."""
+    """Fetch the kernel package and build vmlinuz + base initramfs unless the cache has them already.
+
+    The cache folder ``<cache_root>/<version>/`` keeps the .deb, ``vmlinuz`` and ``base-<key>.cpio.gz``.
+    """
     package = resolve_kernel_package()
     version = package.removeprefix("linux-image-")
     kdir = cache_root / version
+    vmlinuz = kdir / f"vmlinuz-{version}"
     with _locked(cache_root / ".lock"):
-        tree = kdir / "tree"
-        if not (tree / "lib" / "modules" / version / "modules.dep").exists():
-            shutil.rmtree(tree, ignore_errors=True)
-            _extract_kernel(package, tree)
         base = kdir / f"base-{_recipe_key(version)}.cpio.gz"
-        if not base.exists():
-            for old in kdir.glob("base-*.cpio.gz"):
-                old.unlink()
-            _build_base_initramfs(tree, version, base)
-    vmlinuz = tree / "boot" / f"vmlinuz-{version}"
-    if not vmlinuz.exists():
-        raise VmError(f"{vmlinuz} missing from the extracted package")
+        if not (base.exists() and vmlinuz.exists()):
+            deb = _download_kernel(package, kdir)
+            with _unpacked(deb, version) as tree:
+                for old in kdir.glob("base-*.cpio.gz"):
+                    old.unlink()
+                _build_base_initramfs(tree, version, base)
+                image = tree / "boot" / f"vmlinuz-{version}"
+                if not image.exists():
+                    raise VmError(f"{package} has no boot/vmlinuz-{version}")
+                shutil.copyfile(image, vmlinuz)
     return KernelImage(version=version, vmlinuz=vmlinuz, base_initramfs=base)
 
 
