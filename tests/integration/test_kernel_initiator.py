@@ -2,16 +2,18 @@
 
 One VM boot (QEMU TCG, see ``kernel_vm``) covers:
 
-* target A, one-way CHAP, no digests: a login with a wrong secret is refused, the right one works, the
-  disk appears as /dev/sda and 4 MiB written with O_DIRECT read back identical;
-* target B, mutual CHAP with HeaderDigest=CRC32C and DataDigest=CRC32C (the only real peer here that does
-  data digests): a login whose expected target secret is wrong is abandoned by the initiator, the right
-  one works; 64 MiB of a known pattern are written at offset 64 MiB and read back (O_DIRECT, md5), then
-  an ext4 file system on the first 64 MiB is made, mounted, written, unmounted, checked with
-  ``fsck.ext4 -n -f``, mounted again after dropping caches and its file read back.
+* target A, one-way CHAP, no digests, solicited data only (InitialR2T=Yes, ImmediateData=No, 256 KiB
+  bursts): a login with a wrong secret is refused, the right one works, the disk appears as /dev/sda and
+  4 MiB written with O_DIRECT read back identical;
+* target B, mutual CHAP, HeaderDigest=CRC32C and DataDigest=CRC32C (the only real peer here that does data
+  digests), unsolicited and immediate data: a login whose expected target secret is wrong is abandoned by
+  the initiator, the right one works; 64 MiB of a known pattern are written at offset 64 MiB and read back
+  (O_DIRECT, md5), then an ext4 file system on the first 64 MiB is made, mounted, written, unmounted,
+  checked with ``fsck.ext4 -n -f``, mounted again after dropping caches and its files read back.
 
 On the host the LUN files must then hold the pattern at the right offsets and the file written in the
-guest (read with ``debugfs``): the data reached the target's storage.
+guest (read with ``debugfs``): the data reached the target's storage. The guest's console, the target's
+log and the timings go to the test's artifacts folder.
 """
 
 from __future__ import annotations
@@ -44,6 +46,18 @@ B_CHUNKS = 64  # written at offset B_OFFSET of LUN B
 B_OFFSET = 64 * MIB
 HELLO = "written by the Linux kernel initiator through cistern"
 VM_TIMEOUT = 240.0
+#: Target A: solicited data only (InitialR2T=Yes, ImmediateData=No, 256 KiB bursts: a 1 MiB write takes
+#: four R2Ts). Target B: unsolicited and immediate data in 1 MiB bursts, with digests.
+PARAMS_A: dict[str, object] = {"initial_r2t": True, "immediate_data": False, "max_burst_length": 262144}
+PARAMS_B: dict[str, object] = {
+    "header_digest": ["CRC32C", "None"],
+    "data_digest": ["CRC32C", "None"],
+    "initial_r2t": False,
+    "immediate_data": True,
+    "first_burst_length": 262144,
+    "max_burst_length": 1048576,
+    "max_recv_data_segment_length": 262144,
+}
 
 SCENARIO = r"""
 # $1 expected disk, rest: iscsistart arguments. Fails unless the login works and the disk appears.
@@ -98,6 +112,12 @@ digests() {  # $1 session number -> HeaderDigest/DataDigest of its connection (s
     c=/sys/class/iscsi_connection/connection$1:0
     echo "$(cat $c/header_digest)/$(cat $c/data_digest)" | sed 's/0/None/g; s/1/CRC32C/g'
 }
+negotiated() {  # $1 session number -> what the kernel negotiated, as key=value words
+    s=/sys/class/iscsi_session/session$1; c=/sys/class/iscsi_connection/connection$1:0
+    echo "InitialR2T=$(cat $s/initial_r2t) ImmediateData=$(cat $s/immediate_data)" \
+        "FirstBurstLength=$(cat $s/first_burst_len) MaxBurstLength=$(cat $s/max_burst_len)" \
+        "MaxRecvDataSegmentLength=$(cat $c/max_recv_dlength) MaxXmitDataSegmentLength=$(cat $c/max_xmit_dlength)"
+}
 
 # --- target A: one-way CHAP, no digests
 refused wrong-secret -t "$IQN_A" -u "$USER_A" -w "wrong-secret-0123456789"
@@ -117,6 +137,8 @@ SESS_B=$(ls /sys/class/iscsi_session/ | sed -n 's/session//p' | sort -n | tail -
 DIG_A=$(digests $SESS_A)
 DIG_B=$(digests $SESS_B)
 step "digests A=$DIG_A B=$DIG_B"
+step "session A: $(negotiated $SESS_A)"
+step "session B: $(negotiated $SESS_B)"
 step "crc32c driver: $(grep -A2 'name *: crc32c$' /proc/crypto | sed -n 's/driver *: //p' | tr '\n' ' ')"
 make_pattern $B_CHUNKS /tmp/b.img
 write_verify sdb /tmp/b.img $B_OFFSET_MIB
@@ -139,7 +161,9 @@ FILE_MD5=$(md5sum < /mnt/chunk.bin | cut -d' ' -f1)
 [ "$(cat /mnt/hello.txt)" = "$HELLO" ] || fail "hello.txt read back differs"
 umount /mnt || fail "umount again"
 step done
-result ok sessions=$SESS_A,$SESS_B digests_a=$DIG_A digests_b=$DIG_B md5_a=$MD5_A md5_b=$MD5_B ext4=ok fsck=clean uptime=$(now)
+S=/sys/class/iscsi_session
+result ok r2t_a=$(cat $S/session$SESS_A/initial_r2t) imm_a=$(cat $S/session$SESS_A/immediate_data) \
+    burst_a=$(cat $S/session$SESS_A/max_burst_len) r2t_b=$(cat $S/session$SESS_B/initial_r2t) sessions=$SESS_A,$SESS_B digests_a=$DIG_A digests_b=$DIG_B md5_a=$MD5_A md5_b=$MD5_B ext4=ok fsck=clean uptime=$(now)
 """
 
 
@@ -182,7 +206,12 @@ def test_kernel_initiator_chap_digests_io_and_ext4(
     port = 3260  # the namespace is ours alone
     lun_a, lun_b = tmp_path / "lun-a.img", tmp_path / "lun-b.img"
     config = target_toml(
-        IQN_A, port, lun_toml(0, "file", path=lun_a, size="16M"), acl=[INITIATOR], chap=CHAP_A
+        IQN_A,
+        port,
+        lun_toml(0, "file", path=lun_a, size="16M"),
+        acl=[INITIATOR],
+        chap=CHAP_A,
+        params=PARAMS_A,
     ) + target_toml(
         IQN_B,
         port,
@@ -190,7 +219,7 @@ def test_kernel_initiator_chap_digests_io_and_ext4(
         acl=[INITIATOR],
         chap=CHAP_B,
         mutual=MUTUAL_B,
-        params={"header_digest": ["CRC32C", "None"], "data_digest": ["CRC32C", "None"]},
+        params=PARAMS_B,
     )
     base = _pattern_chunk()
     env = {
@@ -234,6 +263,8 @@ def test_kernel_initiator_chap_digests_io_and_ext4(
     assert result.ok, f"guest reported failure: {result.details}\n{result.console[-6000:]}"
     assert result.field("digests_a") == "None/None"
     assert result.field("digests_b") == "CRC32C/CRC32C"
+    # A: solicited writes only; B: unsolicited data allowed
+    assert [result.field(k) for k in ("r2t_a", "imm_a", "burst_a", "r2t_b")] == ["1", "0", "262144", "0"]
     assert result.field("ext4") == "ok" and result.field("fsck") == "clean"
 
     # The data reached the target's storage, at the offsets the guest wrote.
