@@ -60,11 +60,13 @@ PARAMS_B: dict[str, object] = {
 }
 
 SCENARIO = r"""
+# a lost connection fails outstanding I/O after 20 s instead of the default 120 s
+BOUND="-P node.session.timeo.replacement_timeout=20"
 # $1 expected disk, rest: iscsistart arguments. Fails unless the login works and the disk appears.
 login() {
     disk=$1; shift
     step "login $disk"
-    timeout 60 iscsistart -i "$INITIATOR" -g 1 -a 10.0.2.100 -p 3260 "$@" > /tmp/login.log 2>&1
+    timeout 60 iscsistart -i "$INITIATOR" -g 1 -a 10.0.2.100 -p 3260 $BOUND "$@" > /tmp/login.log 2>&1
     rc=$?
     [ $rc -eq 0 ] || { cat /tmp/login.log; fail "iscsistart for $disk exited $rc"; }
     n=0
@@ -77,7 +79,7 @@ login() {
 refused() {
     label=$1; shift
     step "expect refusal: $label"
-    timeout 60 iscsistart -i "$INITIATOR" -g 1 -a 10.0.2.100 -p 3260 "$@" > /tmp/refused.log 2>&1
+    timeout 60 iscsistart -i "$INITIATOR" -g 1 -a 10.0.2.100 -p 3260 $BOUND "$@" > /tmp/refused.log 2>&1
     rc=$?
     [ $rc -ne 0 ] || fail "$label: login succeeded"
     [ $rc -ne 124 ] && [ $rc -ne 143 ] || fail "$label: iscsistart hung"
@@ -161,9 +163,13 @@ FILE_MD5=$(md5sum < /mnt/chunk.bin | cut -d' ' -f1)
 [ "$(cat /mnt/hello.txt)" = "$HELLO" ] || fail "hello.txt read back differs"
 umount /mnt || fail "umount again"
 step done
+dmesg | grep -i -E "conn error|digest|iscsi.*(fail|error)|I/O error" | tail -n 20
+# the refused logins' connections were closed by design; count errors on the two real sessions only
+CONN_ERRORS=$(dmesg | grep -c -E "connection($SESS_A|$SESS_B):0: detected conn error")
 S=/sys/class/iscsi_session
 result ok r2t_a=$(cat $S/session$SESS_A/initial_r2t) imm_a=$(cat $S/session$SESS_A/immediate_data) \
-    burst_a=$(cat $S/session$SESS_A/max_burst_len) r2t_b=$(cat $S/session$SESS_B/initial_r2t) sessions=$SESS_A,$SESS_B digests_a=$DIG_A digests_b=$DIG_B md5_a=$MD5_A md5_b=$MD5_B ext4=ok fsck=clean uptime=$(now)
+    burst_a=$(cat $S/session$SESS_A/max_burst_len) r2t_b=$(cat $S/session$SESS_B/initial_r2t) sessions=$SESS_A,$SESS_B digests_a=$DIG_A digests_b=$DIG_B md5_a=$MD5_A md5_b=$MD5_B ext4=ok fsck=clean \
+    conn_errors=$CONN_ERRORS io_errors=$(dmesg | grep -c "I/O error") uptime=$(now)
 """
 
 
@@ -266,6 +272,7 @@ def test_kernel_initiator_chap_digests_io_and_ext4(
     # A: solicited writes only; B: unsolicited data allowed
     assert [result.field(k) for k in ("r2t_a", "imm_a", "burst_a", "r2t_b")] == ["1", "0", "262144", "0"]
     assert result.field("ext4") == "ok" and result.field("fsck") == "clean"
+    assert (result.field("conn_errors"), result.field("io_errors")) == ("0", "0"), result.console[-4000:]
 
     # The data reached the target's storage, at the offsets the guest wrote.
     want_a = _pattern(A_CHUNKS, base)
