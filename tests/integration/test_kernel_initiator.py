@@ -206,6 +206,7 @@ def netns() -> Iterator[str]:
         yield name
 
 
+@pytest.mark.timeout(VM_TIMEOUT + 300)  # the first run also downloads the kernel and builds the initramfs
 def test_kernel_initiator_chap_digests_io_and_ext4(
     vm_image: kernel_vm.KernelImage, netns: str, tmp_path: Path, artifacts_dir: Path
 ) -> None:
@@ -250,6 +251,7 @@ def test_kernel_initiator_chap_digests_io_and_ext4(
         tmp_path / "initrd.gz",
     )
     log = artifacts_dir / "cistern.log"
+    log.unlink(missing_ok=True)  # the artifacts folder outlives runs; keep this run's log only
     target = kernel_vm.NetnsCisternTarget(config, tmp_path / "target", log, port=port, netns=netns)
     started = time.monotonic()
     with target:
