@@ -9,7 +9,8 @@ One VM boot (QEMU TCG, see ``kernel_vm``) covers:
   digests), unsolicited and immediate data: a login whose expected target secret is wrong is abandoned by
   the initiator, the right one works; 64 MiB of a known pattern are written at offset 64 MiB and read back
   (O_DIRECT, md5), then an ext4 file system on the first 64 MiB is made, mounted, written, unmounted,
-  checked with ``fsck.ext4 -n -f``, mounted again after dropping caches and its files read back.
+  checked with ``fsck.ext4 -n -f``, mounted again after dropping caches and its files read back; the
+  LUN is thin, so ``blkdiscard`` (UNMAP) of 2 MiB between written data must read back as zeros.
 
 On the host the LUN files must then hold the pattern at the right offsets and the file written in the
 guest (read with ``debugfs``): the data reached the target's storage. The guest's console, the target's
@@ -44,6 +45,7 @@ CHUNK = MIB
 A_CHUNKS = 4  # written at offset 0 of LUN A
 B_CHUNKS = 64  # written at offset B_OFFSET of LUN B
 B_OFFSET = 64 * MIB
+DISCARD_AT = 128 * MIB  # 4 chunks written, the middle 2 MiB discarded (LUN B is 132 MiB)
 HELLO = "written by the Linux kernel initiator through cistern"
 VM_TIMEOUT = 240.0
 #: Target A: solicited data only (InitialR2T=Yes, ImmediateData=No, 256 KiB bursts: a 1 MiB write takes
@@ -147,6 +149,19 @@ write_verify sdb /tmp/b.img $B_OFFSET_MIB
 MD5_B=$MD5
 rm /tmp/b.img
 
+# UNMAP through the kernel's discard path: 4 chunks at DISCARD_AT_MIB, the middle 2 MiB discarded; a thin
+# LU has LBPRZ=1, so they must read back as zeros while the chunks around them stay
+PROV=$(cat /sys/block/sdb/device/scsi_disk/*/provisioning_mode)
+step "sdb provisioning_mode=$PROV discard_max_bytes=$(cat /sys/block/sdb/queue/discard_max_bytes)"
+make_pattern 4 /tmp/d.img
+dd if=/tmp/d.img of=/dev/sdb bs=1M seek=$DISCARD_AT_MIB oflag=direct conv=fsync 2>/dev/null || fail "write sdb"
+blkdiscard -o $((DISCARD_AT_MIB * 1048576 + 1048576)) -l 2097152 /dev/sdb || fail "blkdiscard exited $?"
+{ head -c 1048576 /tmp/d.img; head -c 2097152 /dev/zero; tail -c 1048576 /tmp/d.img; } > /tmp/want.img
+dd if=/dev/sdb of=/tmp/got.img bs=1M skip=$DISCARD_AT_MIB count=4 iflag=direct 2>/dev/null || fail "read sdb"
+cmp -s /tmp/want.img /tmp/got.img || fail "discarded range does not read back as zeros"
+rm /tmp/d.img /tmp/want.img /tmp/got.img
+step "discard ok"
+
 step mkfs
 mkfs.ext4 -F -q -L cistern /dev/sdb 64M > /tmp/mkfs.log 2>&1 || { cat /tmp/mkfs.log; fail "mkfs.ext4"; }
 mount -t ext4 /dev/sdb /mnt || fail "mount"
@@ -168,7 +183,7 @@ dmesg | grep -i -E "conn error|digest|iscsi.*(fail|error)|I/O error" | tail -n 2
 CONN_ERRORS=$(dmesg | grep -c -E "connection($SESS_A|$SESS_B):0: detected conn error")
 S=/sys/class/iscsi_session
 result ok r2t_a=$(cat $S/session$SESS_A/initial_r2t) imm_a=$(cat $S/session$SESS_A/immediate_data) \
-    burst_a=$(cat $S/session$SESS_A/max_burst_len) r2t_b=$(cat $S/session$SESS_B/initial_r2t) sessions=$SESS_A,$SESS_B digests_a=$DIG_A digests_b=$DIG_B md5_a=$MD5_A md5_b=$MD5_B ext4=ok fsck=clean \
+    burst_a=$(cat $S/session$SESS_A/max_burst_len) r2t_b=$(cat $S/session$SESS_B/initial_r2t) sessions=$SESS_A,$SESS_B digests_a=$DIG_A digests_b=$DIG_B md5_a=$MD5_A md5_b=$MD5_B ext4=ok fsck=clean provisioning=$PROV discard=ok \
     conn_errors=$CONN_ERRORS io_errors=$(dmesg | grep -c "I/O error") uptime=$(now)
 """
 
@@ -222,7 +237,7 @@ def test_kernel_initiator_chap_digests_io_and_ext4(
     ) + target_toml(
         IQN_B,
         port,
-        lun_toml(0, "file", path=lun_b, size="128M", thin=True),
+        lun_toml(0, "file", path=lun_b, size="132M", thin=True),
         acl=[INITIATOR],
         chap=CHAP_B,
         mutual=MUTUAL_B,
@@ -242,6 +257,7 @@ def test_kernel_initiator_chap_digests_io_and_ext4(
         "A_CHUNKS": str(A_CHUNKS),
         "B_CHUNKS": str(B_CHUNKS),
         "B_OFFSET_MIB": str(B_OFFSET // MIB),
+        "DISCARD_AT_MIB": str(DISCARD_AT // MIB),
         "HELLO": HELLO,
     }
     initrd = kernel_vm.guest_initramfs(
@@ -286,6 +302,11 @@ def test_kernel_initiator_chap_digests_io_and_ext4(
     with open(lun_b, "rb") as f:
         f.seek(B_OFFSET)
         assert f.read(len(want_b)) == want_b
+    assert result.field("provisioning") == "unmap" and result.field("discard") == "ok"
+    four = _pattern(4, base)
+    with open(lun_b, "rb") as f:
+        f.seek(DISCARD_AT)
+        assert f.read(4 * MIB) == four[:MIB] + bytes(2 * MIB) + four[3 * MIB :]
     debugfs = shutil.which("debugfs") or "/usr/sbin/debugfs"
     hello = peers.run([debugfs, "-R", "cat /hello.txt", str(lun_b)], timeout=60).stdout
     assert hello.strip() == HELLO
