@@ -90,8 +90,8 @@ def test_iscsi_test_cu_all_on_lu_kind(kind: str, tmp_path: Path, artifacts_dir: 
         run = peers.run_iscsi_test_cu(
             target.url(IQN),
             tests="ALL",
-            stall_timeout=30,
-            total_timeout=120,
+            stall_timeout=120,
+            total_timeout=400,
             initiator_name_2=SECOND_INITIATOR,
             artifact_path=artifacts_dir / f"iscsi-test-cu-ALL-{kind}.txt",
         )

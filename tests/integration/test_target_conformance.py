@@ -64,7 +64,7 @@ def test_iscsi_test_cu_all_on_thick_lun(thick_target: CisternTarget, artifacts_d
     run = peers.run_iscsi_test_cu(
         thick_target.url(IQN),
         tests="ALL",
-        stall_timeout=60,
+        stall_timeout=120,
         total_timeout=600,
         initiator_name_2=SECOND_INITIATOR,
         artifact_path=artifacts_dir / "iscsi-test-cu-ALL.txt",

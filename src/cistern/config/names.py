@@ -56,6 +56,6 @@ def normalize_iscsi_name(name: str) -> str:
     _year, month, domain, _rest = match.groups()
     if not 1 <= int(month) <= 12:
         raise ValueError(f"{prefix}: month {month} in the date is not 01..12")
-    if not all(_LABEL_RE.match(label) for label in domain.split(".")):
+    if not all(_LABEL_RE.fullmatch(label) for label in domain.split(".")):
         raise ValueError(f"{prefix}: {domain!r} is not a reversed domain name")
     return lowered

@@ -16,7 +16,7 @@ _HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 def _is_hostname(host: str) -> bool:
     if not host or len(host) > 253:
         return False
-    return all(_HOST_LABEL.match(label) for label in host.rstrip(".").split("."))
+    return all(_HOST_LABEL.fullmatch(label) for label in host.rstrip(".").split("."))
 
 
 def format_address(host: str, port: int) -> str:

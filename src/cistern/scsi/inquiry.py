@@ -90,7 +90,7 @@ def vpd_page(lu: LogicalUnit, code: int, nexus: ITNexus) -> bytes | None:
             MAX_COMPARE_AND_WRITE_BLOCKS,  # MAXIMUM COMPARE AND WRITE LENGTH
             1,  # OPTIMAL TRANSFER LENGTH GRANULARITY
             lu.max_transfer_blocks,  # MAXIMUM TRANSFER LENGTH
-            lu.max_transfer_blocks,  # OPTIMAL TRANSFER LENGTH
+            lu.optimal_transfer_blocks,  # OPTIMAL TRANSFER LENGTH
             0,  # MAXIMUM PREFETCH LENGTH (0: no limit reported)
             *thin_fields(lu),  # MAXIMUM UNMAP LBA / BLOCK DESCRIPTOR COUNT, granularity, alignment
             MAX_WRITE_SAME_BLOCKS,

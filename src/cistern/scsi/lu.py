@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .commands import CommandSpec
     from .sanitize import SanitizeOperation
 
+OPTIMAL_TRANSFER_BYTES = 1024 * 1024
 MAX_TRANSFER_BYTES = 32 * 1024 * 1024  # MAXIMUM TRANSFER LENGTH reported in the Block Limits VPD page
 MAX_WRITE_SAME_BLOCKS = 0x400000
 MAX_UNMAP_BLOCKS = 1 << 20
@@ -85,6 +86,9 @@ class LogicalUnit:
         self.block_size = store.block_size
         self.num_blocks = store.num_blocks
         self.max_transfer_blocks = max(1, MAX_TRANSFER_BYTES // self.block_size)
+        # 1 MiB: a good request size for this target, and below what Linux accepts as a hint
+        # (it ignores an OPTIMAL TRANSFER LENGTH above its 65535-block dev_max)
+        self.optimal_transfer_blocks = max(1, OPTIMAL_TRANSFER_BYTES // self.block_size)
         # Mode parameters (current values; nothing is saveable).
         self.wce = write_cache
         self.d_sense = False

@@ -170,7 +170,7 @@ class Connection(asyncio.BufferedProtocol):
         if self._write_ok is not None and not self._write_ok.done():
             self._write_ok.set_result(None)
         for task in self.tasks.values():
-            task.aborted = True
+            task.abort()
         self.tasks.clear()
         if self.session is not None:
             self.server.connection_closed(self)
@@ -561,6 +561,7 @@ class Connection(asyncio.BufferedProtocol):
             task.edtl,
             task.buf,
         )
+        task.scsi = scsi_task
         try:
             result = await session.target.device.execute(scsi_task)
         except Exception:
@@ -760,7 +761,8 @@ class Connection(asyncio.BufferedProtocol):
         for task in list(self.tasks.values()):
             if task.lun != lun or task.aborted:
                 continue
-            task.aborted = task.report_aborted = True
+            task.report_aborted = True
+            task.abort()
             if task.state is TaskState.COLLECTING:
                 self._finish(task)
                 self._send_task_aborted(task)
@@ -773,7 +775,7 @@ class Connection(asyncio.BufferedProtocol):
     async def _abort(self, tasks: list[TargetTask]) -> None:
         waits = []
         for task in tasks:
-            task.aborted = True
+            task.abort()
             if task.state is TaskState.COLLECTING:
                 for conn in self.session.connections.values() if self.session else ():
                     if conn.tasks.get(task.itt) is task:

@@ -7,6 +7,7 @@ Login Responses with the C bit, and switching the connection to full feature pha
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from cistern.target.model import ChapSecret, TargetLimits, TargetSpec
@@ -19,6 +20,8 @@ from cistern.wire.serial import sn_add
 if TYPE_CHECKING:
     from cistern.target.connection import Connection
     from cistern.target.server import TargetServer
+
+log = logging.getLogger("cistern.target")
 
 LOGIN_MAX_SEGMENT = 8192  # MaxRecvDataSegmentLength in force during login (RFC 7143 13.12)
 
@@ -187,8 +190,31 @@ class LoginDriver:
             conn.statsn = sn_add(conn.statsn, 1)
         conn.send(rsp)
         if step.failed:
+            log.warning(
+                "%s: login refused with status 0x%04x (%s): %s",
+                conn.peer,
+                int(step.status),
+                step.status.name.lower().replace("_", " "),
+                step.reason or "no detail",
+            )
             conn.close()
             return
         if session is not None:
+            p = session.params
+            log.info(
+                "%s: %s logged in to %s (TSIH %d; HeaderDigest=%s DataDigest=%s MaxRecvDataSegmentLength=%d "
+                "MaxBurstLength=%d FirstBurstLength=%d InitialR2T=%s ImmediateData=%s)",
+                conn.peer,
+                session.initiator_name,
+                session.target.name if session.target else "discovery",
+                session.tsih,
+                "CRC32C" if p.header_digest else "None",
+                "CRC32C" if p.data_digest else "None",
+                p.max_recv_data_segment_length,
+                p.max_burst_length,
+                p.first_burst_length,
+                "Yes" if p.initial_r2t else "No",
+                "Yes" if p.immediate_data else "No",
+            )
             session.connections[pdu.cid] = conn
             conn.enter_full_feature(session, pdu.cid)

@@ -292,6 +292,7 @@ def build_server(config: Config) -> TargetServer:
                     thin=lcfg.thin,
                     removable=lcfg.removable,
                     pr_state_path=lcfg.pr_state_path(),
+                    soft_threshold=lcfg.soft_threshold,
                     **kwargs,
                 )
             groups = [

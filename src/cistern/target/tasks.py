@@ -12,6 +12,7 @@ import asyncio
 import enum
 from dataclasses import dataclass, field
 
+from cistern.scsi.task import ScsiTask
 from cistern.wire.constants import RESERVED_TAG
 
 
@@ -57,9 +58,16 @@ class TargetTask:
     next_r2t_offset: int = 0  # first byte not yet solicited
     r2tsn: int = 0
     aborted: bool = False
+    scsi: ScsiTask | None = None  # what the device server is executing (it polls .aborted)
     report_aborted: bool = False  # TAS=1: aborted by another nexus, so it ends with TASK ABORTED status
     error: str | None = None
     done: asyncio.Future[None] | None = None
+
+    def abort(self) -> None:
+        """Mark aborted; a long-running device server operation (SANITIZE) sees it and ends early."""
+        self.aborted = True
+        if self.scsi is not None:
+            self.scsi.aborted = True
 
     def sink(self, offset: int, length: int) -> memoryview | None:
         """Where a Data-Out payload may land (zero copy), if it is inside this task's buffer."""
