@@ -1,9 +1,8 @@
-"""libiscsi's conformance suite against cistern (issue 2, must show 3).
+"""libiscsi's conformance suite against cistern (issue 2 must show 3, issue 3 must show 1).
 
 ``iscsi-test-cu -d -S -t ALL`` runs once against a thick file LUN; the per-test PASS/SKIP/FAIL list is kept
-in the artifacts.  Every test of the suites issue 2 names must pass (a SKIP there counts as not passing
-unless the suite itself has no test for a thick disk LU).  Failures elsewhere are reported in the artifact
-and held at zero by issue 3.
+in the artifacts.  Nothing may FAIL (issue 3).  Every test of the suites issue 2 names must PASS outright,
+except tests libiscsi runs only on another LU kind (they run in test_conformance_kinds).
 """
 
 from __future__ import annotations
@@ -51,6 +50,10 @@ REQUIRED_SUITES = {
 }
 
 
+# Tests of those suites that libiscsi skips on a thick LU by design, and where they run instead
+OTHER_KIND_TESTS = {"Inquiry.BlockLimits": "thin LU, test_conformance_kinds"}
+
+
 @pytest.fixture(scope="module")
 def thick_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CisternTarget]:
     work = tmp_path_factory.mktemp("conformance")
@@ -75,5 +78,9 @@ def test_iscsi_test_cu_all_on_thick_lun(thick_target: CisternTarget, artifacts_d
     seen = {name.split(".", 1)[0] for name in results}
     missing = REQUIRED_SUITES - seen
     assert not missing, f"suites that did not run: {sorted(missing)}"
-    failed = sorted(n for n, v in results.items() if v == "FAIL" and n.split(".", 1)[0] in REQUIRED_SUITES)
-    assert not failed, f"failing required tests: {failed}\n{run.report()}"
+    failed = sorted(n for n, v in results.items() if v == "FAIL")
+    assert not failed, f"failing tests (issue 3 holds -t ALL at zero): {failed}\n{run.report()}"
+    not_passed = sorted(
+        n for n, v in results.items() if v != "PASS" and n.split(".", 1)[0] in REQUIRED_SUITES
+    )
+    assert not not_passed, f"issue 2's suites must pass outright on a thick LU: {not_passed}"

@@ -55,6 +55,13 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     log_level: LogLevel = "info"
+    #: seconds a connection may take to log in
+    login_timeout: float = Field(default=15.0, gt=0, le=3600)
+    #: seconds of silence from an initiator before the target sends a NOP-In ping (0: never ping)
+    nop_interval: float = Field(default=10.0, ge=0, le=3600)
+    #: seconds an unanswered ping waits before the connection is dropped as dead.  Generous on purpose:
+    #: some initiators (libiscsi's synchronous tools) service their socket only when they send a command.
+    nop_timeout: float = Field(default=75.0, gt=0, le=3600)
     portals: list[PortalField] | None = None
     discovery_auth: AuthConfig | None = None
     targets: list[TargetConfig] = Field(default_factory=list)

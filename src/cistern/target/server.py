@@ -43,7 +43,7 @@ class TargetServer:
         discovery_chap: ChapSecret | None = None,
         login_timeout: float = 15.0,
         nop_interval: float = 10.0,
-        nop_timeout: float = 20.0,
+        nop_timeout: float = 75.0,
     ) -> None:
         self.targets = {t.name: t for t in targets}
         self.stores = stores or []
@@ -330,7 +330,14 @@ def build_server(config: Config) -> TargetServer:
     discovery = None
     if config.discovery_auth is not None and config.discovery_auth.chap is not None:
         discovery = ChapSecret(config.discovery_auth.chap.username, config.discovery_auth.chap.secret)
-    return TargetServer(targets, stores=stores, discovery_chap=discovery)
+    return TargetServer(
+        targets,
+        stores=stores,
+        discovery_chap=discovery,
+        login_timeout=config.login_timeout,
+        nop_interval=config.nop_interval,
+        nop_timeout=config.nop_timeout,
+    )
 
 
 async def serve(config: Config, *, on_ready: Callable[[list[tuple[str, int]]], None] | None = None) -> None:
