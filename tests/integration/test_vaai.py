@@ -77,4 +77,4 @@ def test_vaai_suites(kind: str, tmp_path: Path, artifacts_dir: Path) -> None:
     assert not failed, "\n".join(f"{n}: {' / '.join(run.details.get(n, []))[:400]}" for n in failed)
     unexpected_skips = set(run.names("SKIP")) - ALLOWED_SKIPS[kind]
     assert not unexpected_skips, sorted(unexpected_skips)
-    assert run.counts()["PASS"] >= (40 if not thin else 18)
+    assert run.counts()["PASS"] >= (38 if not thin else 18)  # thick: 44 with Sanitize, which runs elsewhere
