@@ -462,12 +462,19 @@ class Connection(asyncio.BufferedProtocol):
             self._complete(task, ScsiResult(Status.TASK_SET_FULL, b""))
             return
         params = session.params
-        task.buf = bytearray(task.edtl)
+        data = pdu.data
+        imm = len(data)
+        owner = data.obj if isinstance(data, memoryview) else None
+        if imm == task.edtl and type(owner) is bytearray and len(owner) == imm:
+            # all the data came as immediate data, in a buffer the framer allocated for this PDU alone:
+            # it becomes the write buffer as it is (no second allocation, no copy)
+            task.buf = owner
+        else:
+            task.buf = bytearray(task.edtl)
+            if imm:
+                task.buf[:imm] = data
         session.write_buffered += task.edtl
-        imm = len(pdu.data)
-        if imm:
-            task.buf[:imm] = pdu.data
-            task.received = imm
+        task.received = imm
         unsolicited_end = imm
         if not params.initial_r2t and not pdu.final:
             # RFC 7143 11.3.1: F=0 announces unsolicited Data-Out, up to FirstBurstLength in all; with F=1
