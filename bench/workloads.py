@@ -12,6 +12,7 @@ import dataclasses
 import re
 import signal
 import subprocess
+import sys
 import time
 
 import peers
@@ -24,13 +25,14 @@ DEFAULT_COUNTS: dict[int, int] = {4 * KIB: 20000, 64 * KIB: 8000, MIB: 1500}
 
 _COMPLETED = re.compile(r"Run completed in ([0-9.]+) seconds")
 _IOPS_AVERAGE = re.compile(r"iops average (\d+)")
+_CISTERN_BENCH = re.compile(r"([0-9.]+) IOPS, ([0-9.]+) MiB/s \((\d+) ops in ([0-9.]+) s\)")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Workload:
     """One row of the comparison: tool, direction, request size in bytes, queue depth."""
 
-    tool: str  # "qemu-img" | "iscsi-perf"
+    tool: str  # "qemu-img" | "iscsi-perf" | "cistern-bench"
     write: bool
     block_size: int
     depth: int
@@ -64,6 +66,8 @@ def run_workload(
         return _qemu_img_bench(workload, url, scale, timeout)
     if workload.tool == "iscsi-perf":
         return _iscsi_perf(workload, url, duration, timeout)
+    if workload.tool == "cistern-bench":
+        return _cistern_bench(workload, url, duration, timeout)
     raise ValueError(f"unknown tool {workload.tool!r}")
 
 
@@ -108,4 +112,25 @@ def _iscsi_perf(workload: Workload, url: str, duration: float, timeout: float) -
     if not averages:
         raise peers.PeerCommandError(cmd, proc.returncode, text, err.decode(errors="replace"), "no IOPS line")
     iops = float(averages[-1])
+    return Measurement(iops=iops, mib_per_s=iops * workload.block_size / MIB, seconds=seconds)
+
+
+def _cistern_bench(workload: Workload, url: str, duration: float, timeout: float) -> Measurement:
+    """cistern's own initiator: ``cistern bench`` (random I/O for ``duration`` seconds)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "cistern",
+        "bench",
+        "-b",
+        str(workload.block_size),
+        "-d",
+        str(workload.depth),
+    ]
+    cmd += ["-r", "0" if workload.write else "100", "-t", str(duration), url]
+    done = peers.run(cmd, timeout=timeout)
+    match = _CISTERN_BENCH.search(done.stdout)
+    if match is None:
+        raise peers.PeerCommandError(cmd, 0, done.stdout, done.stderr, "no result line")
+    iops, seconds = float(match.group(1)), float(match.group(4))
     return Measurement(iops=iops, mib_per_s=iops * workload.block_size / MIB, seconds=seconds)
