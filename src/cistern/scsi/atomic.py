@@ -16,7 +16,6 @@ from .lu import LogicalUnit
 from .sense import (
     INVALID_FIELD_IN_COMMAND_IU,
     LBA_OUT_OF_RANGE,
-    WRITE_ERROR,
     CheckCondition,
     SenseKey,
     invalid_field,
@@ -54,11 +53,7 @@ async def write_atomic16(server: object, lu: LogicalUnit, task: ScsiTask, cdb: b
     lock = lu.range_lock
     token = await lock.exclusive(lba, lba + n)
     try:
-        await lu.store.write(lba * bs, mv)
-        if flags & _FUA or not lu.wce:
-            await lu.store.flush()
-    except OSError:
-        raise CheckCondition(SenseKey.MEDIUM_ERROR, WRITE_ERROR, information=lba) from None
+        await lu.write_blocks(lba, mv, bool(flags & _FUA))
     finally:
         lock.release(token)
     return ScsiResult(transfer_length=nbytes)

@@ -18,7 +18,6 @@ from .sense import (
     LBA_OUT_OF_RANGE,
     MISCOMPARE_DURING_VERIFY,
     UNRECOVERED_READ_ERROR,
-    WRITE_ERROR,
     CheckCondition,
     SenseKey,
     invalid_field,
@@ -77,12 +76,7 @@ async def compare_and_write(server: object, lu: LogicalUnit, task: ScsiTask, cdb
         offset = first_difference(medium, verify)
         if offset >= 0:
             raise CheckCondition(SenseKey.MISCOMPARE, MISCOMPARE_DURING_VERIFY, information=offset)
-        try:
-            await lu.store.write(lba * bs, write)
-            if flags & _FUA or not lu.wce:
-                await lu.store.flush()
-        except OSError:
-            raise CheckCondition(SenseKey.MEDIUM_ERROR, WRITE_ERROR, information=lba) from None
+        await lu.write_blocks(lba, write, bool(flags & _FUA))
     finally:
         lock.release(token)
     return ScsiResult(transfer_length=nbytes)

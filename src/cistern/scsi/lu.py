@@ -17,6 +17,7 @@ from .sense import (
     MEDIUM_NOT_PRESENT,
     POWER_ON_RESET,
     SOFTWARE_WRITE_PROTECTED,
+    WRITE_ERROR,
     WRITE_PROTECTED,
     CheckCondition,
     SenseKey,
@@ -122,6 +123,17 @@ class LogicalUnit:
     def check_medium(self) -> None:
         if not self.medium_present:
             raise CheckCondition(SenseKey.NOT_READY, MEDIUM_NOT_PRESENT)
+
+    async def write_blocks(self, lba: int, data: bytes | bytearray | memoryview, fua: bool) -> None:
+        """Write ``data`` at ``lba`` and make it stable when FUA is set or the write cache is off; a store
+        failure becomes MEDIUM ERROR / WRITE ERROR with the LBA (SBC-3 4.18).  The caller holds the range lock."""
+        try:
+            if len(data):
+                await self.store.write(lba * self.block_size, data)
+            if fua or not self.wce:
+                await self.store.flush()
+        except OSError:
+            raise CheckCondition(SenseKey.MEDIUM_ERROR, WRITE_ERROR, information=lba) from None
 
     def check_writable(self) -> None:
         if self.read_only:

@@ -14,7 +14,6 @@ from .sense import (
     INVALID_FIELD_IN_COMMAND_IU,
     LBA_OUT_OF_RANGE,
     UNRECOVERED_READ_ERROR,
-    WRITE_ERROR,
     CheckCondition,
     SenseKey,
     invalid_field,
@@ -49,12 +48,7 @@ async def orwrite16(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes)
         except OSError:
             raise CheckCondition(SenseKey.MEDIUM_ERROR, UNRECOVERED_READ_ERROR, information=lba) from None
         merged = (int.from_bytes(medium, "big") | mask).to_bytes(nbytes, "big")
-        try:
-            await lu.store.write(lba * bs, merged)
-            if flags & _FUA or not lu.wce:
-                await lu.store.flush()
-        except OSError:
-            raise CheckCondition(SenseKey.MEDIUM_ERROR, WRITE_ERROR, information=lba) from None
+        await lu.write_blocks(lba, merged, bool(flags & _FUA))
     finally:
         lock.release(token)
     return ScsiResult(transfer_length=nbytes)

@@ -128,12 +128,7 @@ async def _write(lu: LogicalUnit, task: ScsiTask, lba: int, n: int, fua: bool, l
         if token is None:
             token = await lock.shared(lba, lba + n)
         try:
-            if len(mv):
-                await lu.store.write(lba * bs, mv)
-            if fua or not lu.wce:
-                await lu.store.flush()
-        except OSError:
-            raise CheckCondition(SenseKey.MEDIUM_ERROR, WRITE_ERROR, information=lba) from None
+            await lu.write_blocks(lba, mv, fua)
         finally:
             lock.release(token)
     return ScsiResult(transfer_length=nbytes)
