@@ -72,6 +72,27 @@ SENSE_INVALID_FIELD_IN_IU = _fixed_sense(0x05, 0x0E, 0x03)  # INVALID FIELD IN C
 MAX_FFP_TEXT = 64 * 1024  # largest Text Request we assemble in full feature phase
 
 
+_SENSE_KEYS = (
+    "NO SENSE", "RECOVERED ERROR", "NOT READY", "MEDIUM ERROR", "HARDWARE ERROR", "ILLEGAL REQUEST",
+    "UNIT ATTENTION", "DATA PROTECT", "BLANK CHECK", "VENDOR SPECIFIC", "COPY ABORTED", "ABORTED COMMAND",
+    "0xC", "VOLUME OVERFLOW", "MISCOMPARE", "0xF",
+)  # fmt: skip
+
+
+def describe_sense(sense: bytes | None) -> str:
+    """``"ILLEGAL REQUEST 24/00"``: sense key name and ASC/ASCQ of fixed or descriptor sense (SPC-4 4.5)."""
+    if not sense or len(sense) < 4:
+        return "no sense data"
+    code = sense[0] & 0x7F
+    if code in (0x72, 0x73):
+        key, asc, ascq = sense[1] & 0x0F, sense[2], sense[3]
+    elif len(sense) >= 14:
+        key, asc, ascq = sense[2] & 0x0F, sense[12], sense[13]
+    else:
+        return f"short sense {sense.hex()}"
+    return f"{_SENSE_KEYS[key]} {asc:02X}/{ascq:02X}"
+
+
 def residual_flags(edtl: int, wanted: int, moved: int) -> tuple[int, int]:
     """SCSI Response flags and Residual Count (RFC 7143 11.4.5): overflow when the command wanted more than
     the Expected Data Transfer Length, underflow when less than EDTL was moved."""
@@ -603,6 +624,10 @@ class Connection(asyncio.BufferedProtocol):
         self._finish(task)
         if task.aborted or self._closing:
             return
+        if result.status == Status.CHECK_CONDITION and log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "LUN %d CDB %s: CHECK CONDITION %s", task.lun, task.cdb.hex(), describe_sense(result.sense)
+            )
         edtl = task.edtl
         lun_field = P.encode_lun(task.lun) if task.lun >= 0 else 0
         data = result.data_in
