@@ -388,16 +388,18 @@ T1_STEPS = tuple(
 TGT_VTL_IQN = "iqn.2026-11.org.cistern.test:tgt-vtl"
 
 
-def tgt_vtl(tgt: peers.Tgt, media: Path, barcodes: Sequence[str], size_mib: int = 64) -> tuple[str, str]:
+def tgt_vtl(
+    tgt: peers.Tgt, media: Path, barcodes: Sequence[str], size_mib: int = 64, *, create: bool = True
+) -> tuple[str, str]:
     """A VTL on a running ``tgt``: LUN 1 a tape drive holding ``barcodes[0]``, LUN 2 the changer.
 
     Changer elements: drive at address 1 (tid 1 LUN 1), picker at 2, storage slots from 3: slot 3 empty
-    (the loaded cartridge's home), then ``barcodes[1:]``, then one empty slot. Returns the drive's and the
-    changer's ``iscsi://`` URLs.
+    (the loaded cartridge's home), then ``barcodes[1:]``, then one empty slot. ``create=False`` reuses the
+    cartridge files of an earlier run (a restart). Returns the drive's and the changer's ``iscsi://`` URLs.
     """
     tgtimg = peers.require_tool("tgtimg")
     media.mkdir(parents=True, exist_ok=True)
-    for code in barcodes:
+    for code in barcodes if create else ():
         peers.run(
             [tgtimg, "--op", "new", "--device-type", "tape", "--barcode", code, "--size", str(size_mib),
              "--type", "data", "--file", str(media / code)],
