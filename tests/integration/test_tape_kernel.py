@@ -28,7 +28,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import peers
@@ -45,6 +45,7 @@ CISTERN_IQN = "iqn.2026-11.org.cistern.test:tape-library"
 #: Sizes of the files the guest archives: several records at every block size, odd tails.
 DATA_SIZES = (200_000, 700_000, 1_200_000, 90_000)
 VM_TIMEOUT = 180.0
+CRASH_BLOCKS, CRASH_SIZE = 8, 65536  # per file: 8 variable blocks of 64 KiB, then a filemark
 #: Steps tgt 1.0.85 fails (research note §1): no READ POSITION with BT=1, no LOCATE, no ERASE, no
 #: blank/EOD answer, and LOAD UNLOAD(unload) leaves the drive loaded.
 TGT_BROKEN = {
@@ -96,6 +97,58 @@ def test_tgt_vtl_reference(tape_image: tape_vm.TapeImage, tmp_path: Path, artifa
     rc = {s.name: s.rc for s in run.steps}
     assert {n for n in TGT_WORKS if rc[n] != 0} == set(), run.report()
     assert {n for n in TGT_BROKEN if rc[n] == 0} == set(), run.report()
+
+
+def _write_until_killed(drive: str, kill: Callable[[], None], files: int = 4) -> int:
+    """Run the writer until ``files`` filemarks are acknowledged, ``kill`` the target; acknowledged files."""
+    writer = subprocess.Popen(
+        [sys.executable, str(Path(tape_crash.__file__)), "write", drive, "10000", str(CRASH_BLOCKS),
+         str(CRASH_SIZE)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    acked = 0
+    try:
+        assert writer.stdout is not None
+        for line in writer.stdout:
+            if line.startswith("ACK"):
+                acked = int(line.split()[1]) + 1
+                if acked >= files:
+                    break
+        assert acked >= files, f"the writer got only {acked} filemarks acknowledged"
+        time.sleep(random.uniform(0.0, 0.03))  # somewhere inside the next file's writes
+        kill()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(writer.pid, signal.SIGKILL)
+        rest, _ = writer.communicate(timeout=10)
+    return max([acked, *(int(x.split()[1]) + 1 for x in rest.splitlines() if x.startswith("ACK"))])
+
+
+@pytest.mark.timeout(120)
+def test_tgt_crash_reference(tmp_path: Path, artifacts_dir: Path) -> None:
+    """The crash checker against tgt: tgt keeps the data (page cache outlives the process) but answers
+    READ at end of data with BLANK CHECK 00/00 instead of END-OF-DATA DETECTED 00/05: the checker says so."""
+    from cistern.initiator import sync
+
+    tgt = peers.Tgt(log_path=artifacts_dir / "tgtd.log")
+    tgt.start()
+    try:
+        drive, _ = tape_vm.tgt_vtl(tgt, tmp_path / "media", TGT_BARCODES[:1])
+
+        def kill() -> None:
+            os.kill(tgt.pid, signal.SIGKILL)
+            tgt._kill()
+
+        acked = _write_until_killed(drive, kill)
+    finally:
+        tgt.stop()
+    with peers.Tgt(port=tgt.port, log_path=artifacts_dir / "tgtd-restarted.log") as again:
+        tape_vm.tgt_vtl(again, tmp_path / "media", TGT_BARCODES[:1], create=False)
+        with sync.connect(drive) as s:
+            verdict = tape_crash.verify(s, 1, acked, CRASH_BLOCKS, CRASH_SIZE)
+    (artifacts_dir / "tgt-crash.txt").write_text(f"acked {acked} files\n{verdict}\n")
+    assert verdict.files_intact >= acked, verdict
+    assert not verdict.ok and "BLANK CHECK" in verdict.end and "0x00/0x00" in verdict.end, verdict
 
 
 # --------------------------------------------------------------------------------------------------
@@ -210,8 +263,6 @@ def test_cistern_library_t1(
 # --------------------------------------------------------------------------------------------------
 # T4: kill -9 while writing
 
-CRASH_BLOCKS, CRASH_SIZE = 8, 65536
-
 CRASH_SCENARIO = r"""
 sha() { sha256sum < "$1" | cut -c1-16; }
 timeout -s KILL 60 mt-st -f $T rewind; echo "TAPE-RC crash-rewind $?"
@@ -249,27 +300,7 @@ def test_cistern_tape_crash(
     drive = library.url(CISTERN_IQN, 1)
     changer_url = library.url(CISTERN_IQN, 0)
     _load_first_cartridge(changer_url)
-    writer = subprocess.Popen(
-        [sys.executable, str(Path(tape_crash.__file__)), "write", drive, "10000", str(CRASH_BLOCKS),
-         str(CRASH_SIZE)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    acked = 0
-    try:
-        assert writer.stdout is not None
-        for line in writer.stdout:
-            if line.startswith("ACK"):
-                acked = int(line.split()[1]) + 1
-                if acked >= 4:
-                    break
-        assert acked >= 4, "the writer never got 4 filemarks acknowledged"
-        time.sleep(random.uniform(0.0, 0.03))  # somewhere inside the next file's writes
-        library.kill()
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(writer.pid, signal.SIGKILL)
-        rest, _ = writer.communicate(timeout=10)
-    acked = max([acked, *(int(x.split()[1]) + 1 for x in rest.splitlines() if x.startswith("ACK"))])
+    acked = _write_until_killed(drive, library.kill)
     library.start()
     with sync.connect(drive) as s:
         verdict = tape_crash.verify(s, 1, acked, CRASH_BLOCKS, CRASH_SIZE)
