@@ -8,6 +8,8 @@
 #        busybox-static, open-iscsi (iscsistart), socat, e2fsprogs (mke2fs/e2fsck/debugfs) and kmod
 #        (depmod). The Debian kernel itself is fetched by the test with `apt-get download` into
 #        ~/.cache/cistern-test-vm and never installed.
+#        For the tape VM test (tests/integration/tape_vm.py): mt-st, mtx and tar, copied into the guest
+#        with their libraries (the guest's st/ch/sg modules come from the same kernel package).
 #   pip: the repository itself, editable, with the [test] extra.
 # Runs apt-get as root (directly, or through sudo when available).
 set -euo pipefail
@@ -15,6 +17,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/_python.sh"
 
 PACKAGES=(libiscsi-bin qemu-utils qemu-block-extra tgt iproute2 procps coreutils)
 PACKAGES+=(qemu-system-x86 busybox-static open-iscsi socat e2fsprogs kmod)
+PACKAGES+=(mt-st mtx tar)
 
 as_root() {
     if [[ "$(id -u)" -eq 0 ]]; then
