@@ -126,8 +126,10 @@ def _write_until_killed(drive: str, kill: Callable[[], None], files: int = 4) ->
 
 @pytest.mark.timeout(120)
 def test_tgt_crash_reference(tmp_path: Path, artifacts_dir: Path) -> None:
-    """The crash checker against tgt: tgt keeps the data (page cache outlives the process) but answers
-    READ at end of data with BLANK CHECK 00/00 instead of END-OF-DATA DETECTED 00/05: the checker says so."""
+    """The crash checker against tgt, which keeps acknowledged files (the page cache outlives the process)
+    but gets the end wrong: READ at end of data answers BLANK CHECK 00/00 instead of END-OF-DATA
+    DETECTED 00/05, or, when the kill lands inside a block, a torn block reads back as GOOD with wrong
+    data. The checker must report either."""
     from cistern.initiator import sync
 
     tgt = peers.Tgt(log_path=artifacts_dir / "tgtd.log")
@@ -148,7 +150,8 @@ def test_tgt_crash_reference(tmp_path: Path, artifacts_dir: Path) -> None:
             verdict = tape_crash.verify(s, 1, acked, CRASH_BLOCKS, CRASH_SIZE)
     (artifacts_dir / "tgt-crash.txt").write_text(f"acked {acked} files\n{verdict}\n")
     assert verdict.files_intact >= acked, verdict
-    assert not verdict.ok and "BLANK CHECK" in verdict.end and "0x00/0x00" in verdict.end, verdict
+    assert not verdict.ok, verdict
+    assert verdict.end == "bad data" or ("BLANK CHECK" in verdict.end and "0x00/0x00" in verdict.end), verdict
 
 
 # --------------------------------------------------------------------------------------------------
@@ -227,12 +230,31 @@ def illegal_requests(log: str) -> list[str]:
     return [m.group(0) for m in CHECK_RE.finditer(log) if m.group(3).startswith("ILLEGAL REQUEST")]
 
 
+def _require_tape_kinds(config: Path) -> None:
+    """xfail (not skip) while cistern lacks the tape/changer LUN kinds (issue 9 lands them on ``tape``).
+
+    Only that exact refusal counts: any other config error, once the kinds exist, fails the test."""
+    done = subprocess.run(
+        [sys.executable, "-m", "cistern", "config", "check", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if done.returncode != 0 and re.search(
+        r"backend: input should be .*\(got '(changer|tape)'\)", done.stderr
+    ):
+        pytest.xfail("cistern has no tape/changer LUN kinds yet (issue 9)")
+
+
 @pytest.fixture
 def library(tmp_path: Path, artifacts_dir: Path) -> Iterator[DebugCisternTarget]:
     port = peers.free_port()
     log = artifacts_dir / "cistern.log"
     log.unlink(missing_ok=True)
-    target = DebugCisternTarget(library_toml(port, tmp_path / "library"), tmp_path / "target", log, port=port)
+    config = library_toml(port, tmp_path / "library")
+    (tmp_path / "check.toml").write_text(config)
+    _require_tape_kinds(tmp_path / "check.toml")
+    target = DebugCisternTarget(config, tmp_path / "target", log, port=port)
     with target:
         yield target
 
