@@ -158,9 +158,9 @@ def test_tgt_crash_reference(tmp_path: Path, artifacts_dir: Path) -> None:
 # cistern
 
 
-def library_toml(port: int, library: Path, barcodes: tuple[str, ...] = CISTERN_BARCODES) -> str:
-    """One target: LUN 0 the changer (slots for ``barcodes`` + 2 empty, one import/export), LUN 1 a drive."""
-    codes = ", ".join(f'"{c}"' for c in barcodes)
+def library_toml(port: int, library: Path) -> str:
+    """One target: LUN 0 the changer (6 storage slots holding ``CISTERN_BARCODES``, 1 import/export
+    slot), LUN 1 its drive 0 (empty at start; examples/tape.toml explains the keys)."""
     return f"""
 [[targets]]
 name = "{CISTERN_IQN}"
@@ -171,16 +171,15 @@ open = true
 lun = 0
 backend = "changer"
 library = "{library}"
-slots = {len(barcodes) + 2}
+slots = {len(CISTERN_BARCODES) + 2}
 import_export = 1
-drives = [1]
-cartridges = [{codes}]
+cartridges = {len(CISTERN_BARCODES)}
 cartridge_size = "64M"
+barcode_prefix = "CST"
 
 [[targets.luns]]
 lun = 1
 backend = "tape"
-library = "{library}"
 """
 
 
@@ -222,12 +221,19 @@ class DebugCisternTarget(CisternTarget):
         self.proc = None
 
 
-CHECK_RE = re.compile(r"LUN (\d+) CDB ([0-9a-f]+): CHECK CONDITION (.+)$", re.MULTILINE)
+#: The target's debug line for a CHECK CONDITION; the log handler may wrap the sense onto the next line.
+CHECK_RE = re.compile(
+    r"LUN (\d+) CDB ([0-9a-f]+): CHECK CONDITION\s+([A-Z][A-Z ]*[A-Z] [0-9A-F]{2}/[0-9A-F]{2}|no sense data|short sense \S+)"
+)
 
 
 def illegal_requests(log: str) -> list[str]:
     """The target log's CHECK CONDITIONs with sense key ILLEGAL REQUEST (``LUN n CDB hex: ...``)."""
-    return [m.group(0) for m in CHECK_RE.finditer(log) if m.group(3).startswith("ILLEGAL REQUEST")]
+    return [
+        f"LUN {m.group(1)} CDB {m.group(2)}: {m.group(3)}"
+        for m in CHECK_RE.finditer(log)
+        if m.group(3).startswith("ILLEGAL REQUEST")
+    ]
 
 
 def _require_tape_kinds(config: Path) -> None:
