@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import struct
 import sys
 import time
+from pathlib import Path
 from typing import Any
+
+import crc32c
 
 GOOD, CHECK_CONDITION = 0x00, 0x02
 NO_SENSE, BLANK_CHECK, UNIT_ATTENTION, NOT_READY = 0x0, 0x8, 0x6, 0x2
@@ -126,7 +130,8 @@ def move_medium(s: Any, lun: int, transport: int, source: int, destination: int)
 class Verdict:
     ok: bool
     files_intact: int  # complete files (blocks + filemark) read back identically
-    extra_blocks: int  # correct blocks of the next, unfinished file
+    extra_blocks: int  # correct blocks after the acknowledged files
+    objects: int  # logical objects (blocks and filemarks) read before END-OF-DATA
     end: str  # how reading ended
     problems: list[str]
 
@@ -137,7 +142,7 @@ def verify(s: Any, lun: int, acked: int, blocks: int, size: int, eod_within: flo
     ready(s, lun)
     s.execute(lun, rewind_cdb())
     f = i = 0
-    intact = extra = 0
+    intact = extra = objects = 0
     end = ""
     limit = (acked + 2) * (blocks + 1) + 4
     for _ in range(limit):
@@ -150,6 +155,7 @@ def verify(s: Any, lun: int, acked: int, blocks: int, size: int, eod_within: flo
                 end = "bad data"
                 break
             i += 1
+            objects += 1
             if f >= acked:
                 extra += 1
             continue
@@ -160,6 +166,7 @@ def verify(s: Any, lun: int, acked: int, blocks: int, size: int, eod_within: flo
             if f < acked:
                 intact += 1
             f, i = f + 1, 0
+            objects += 1
             continue
         if (
             r.status == CHECK_CONDITION
@@ -182,7 +189,42 @@ def verify(s: Any, lun: int, acked: int, blocks: int, size: int, eod_within: flo
         problems.append("no END-OF-DATA")
     if intact < acked:
         problems.append(f"only {intact} of {acked} acknowledged files read back")
-    return Verdict(ok=not problems, files_intact=intact, extra_blocks=extra, end=end, problems=problems)
+    return Verdict(
+        ok=not problems, files_intact=intact, extra_blocks=extra, objects=objects, end=end, problems=problems
+    )
+
+
+def cartridge_objects(folder: Path) -> list[bytes | None]:
+    """The logical objects of a cartridge folder, read straight from its files (format of
+    ``cistern.storage.tape.cartridge``: 32-byte index records ``offset u64, length u32, data crc32c u32,
+    kind u8 (1 block, 2 filemark), 3 pad, filemarks-before u32, record crc32c u32, 4 pad``): data blocks
+    as bytes, filemarks as None, up to the first record or block whose checksum does not match."""
+    index = (folder / "index").read_bytes()
+    data = (folder / "data").read_bytes()
+    out: list[bytes | None] = []
+    for pos in range(0, len(index) - 31, 32):
+        head = index[pos : pos + 24]
+        offset, length, crc, kind, _ = struct.unpack(">QIIBxxxI", head)
+        if struct.unpack_from(">I", index, pos + 24)[0] != crc32c.crc32c(head):
+            break
+        if kind == 2:
+            out.append(None)
+            continue
+        block_data = data[offset : offset + length]
+        if kind != 1 or len(block_data) != length or crc32c.crc32c(block_data) != crc:
+            break
+        out.append(block_data)
+    return out
+
+
+def check_cartridge(objects: list[bytes | None], acked: int, blocks: int, size: int) -> list[str]:
+    """Problems with the acknowledged prefix: ``acked`` files of ``blocks`` blocks, each then a filemark."""
+    want: list[bytes | None] = []
+    for f in range(acked):
+        want += [block(f, i, size) for i in range(blocks)] + [None]
+    if len(objects) < len(want):
+        return [f"only {len(objects)} valid objects, {len(want)} acknowledged"]
+    return [f"object {n} differs" for n, (a, b) in enumerate(zip(objects, want, strict=False)) if a != b]
 
 
 if __name__ == "__main__":
