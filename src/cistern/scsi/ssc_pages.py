@@ -1,6 +1,6 @@
 """The tape drive's mode pages (SSC-3 8.3) and log pages (SSC-3 8.2).
 
-Mode pages: 0x0A control (shared), 0x0F data compression (DCC=1, DCE changeable: ``mt compression``
+Mode pages: 0x00 (no page: header and block descriptor only, what Linux st reads), 0x0A control (shared), 0x0F data compression (DCC=1, DCE changeable: ``mt compression``
 works; blocks are stored as sent), 0x10 device configuration (EEG/SEW set, nothing changeable),
 0x11 medium partition (one partition of the cartridge's capacity, nothing changeable).
 Log pages: 0x0C sequential-access device (byte counters since power on, native capacities in MiB),
@@ -58,7 +58,12 @@ def _medium_partition(lu: TapeUnit, pc: int) -> bytes:
     return bytes(page)
 
 
+def _no_page(lu: TapeUnit, pc: int) -> bytes:
+    return b""  # page 00h: header and block descriptor only (Linux st asks for this at open)
+
+
 TAPE_MODE_PAGES = {
+    0x00: _no_page,
     0x0A: control_page,
     0x0F: _compression,
     0x10: _device_configuration,
