@@ -151,9 +151,8 @@ def test_recovery_broken_index_record_in_the_middle(path: str) -> None:
 def test_write_protected_cartridge_is_never_modified(tmp_path: Path) -> None:
     p = create_cartridge(str(tmp_path), "WP0001L6", 64 << 20)
     fill(p, 3).close()
-    meta = os.path.join(p, "meta.json")
-    text = open(meta).read().replace('"write_protect": false', '"write_protect": true')
-    open(meta, "w").write(text)
+    meta = Path(p) / "meta.json"
+    meta.write_text(meta.read_text().replace('"write_protect": false', '"write_protect": true'))
     with open(os.path.join(p, "index"), "ab") as f:
         f.write(b"\x00" * 5)
     size = os.path.getsize(os.path.join(p, "index"))
