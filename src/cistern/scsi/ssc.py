@@ -132,6 +132,7 @@ async def _read_variable(lu: TapeUnit, cart: Cartridge, length: int, sili: bool)
     try:
         data = await run_io(cart.read_block, rec, length)
     except (CorruptBlock, OSError):
+        lu.position = pos + 1  # past the bad block, as a drive that gave up on it
         raise CheckCondition(SenseKey.MEDIUM_ERROR, UNRECOVERED_READ_ERROR, information=length) from None
     lu.position = pos + 1
     lu.bytes_read += rec.length

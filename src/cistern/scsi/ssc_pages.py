@@ -1,7 +1,6 @@
 """The tape drive's mode pages (SSC-3 8.3) and log pages (SSC-3 8.2).
 
-Mode pages: 0x00 (no page format: MODE SENSE returns the header and block descriptor only, which is how
-Linux st and QEMU's scsi-generic read the block length and write protection), 0x0A control (shared), 0x0F data compression (DCC=1, DCE changeable: ``mt compression``
+Mode pages: 0x00 (no page: header and block descriptor only, what Linux st reads), 0x0A control (shared), 0x0F data compression (DCC=1, DCE changeable: ``mt compression``
 works; blocks are stored as sent), 0x10 device configuration (EEG/SEW set, nothing changeable),
 0x11 medium partition (one partition of the cartridge's capacity, nothing changeable).
 Log pages: 0x0C sequential-access device (byte counters since power on, native capacities in MiB),
@@ -60,8 +59,7 @@ def _medium_partition(lu: TapeUnit, pc: int) -> bytes:
 
 
 def _no_page(lu: TapeUnit, pc: int) -> bytes:
-    """Page code 00h (SPC-4 7.5.1): no page data, the block descriptor carries everything."""
-    return b""
+    return b""  # page 00h: header and block descriptor only (Linux st asks for this at open)
 
 
 TAPE_MODE_PAGES = {
