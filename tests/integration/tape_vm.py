@@ -112,7 +112,7 @@ finish() { echo; echo "TAPE-DONE $*"; sync; poweroff -f; sleep 60; }
 for m in /mods/*; do insmod $m || echo "TAPE-VM insmod failed: $m"; done
 n=0
 while [ $n -lt 100 ]; do
-    ls /dev/nst0 >/dev/null 2>&1 && ls /sys/class/scsi_changer/* >/dev/null 2>&1 && break
+    ls /dev/nst$((DRIVES - 1)) >/dev/null 2>&1 && ls /sys/class/scsi_changer/* >/dev/null 2>&1 && break
     n=$((n+1)); sleep 0.1
 done
 for g in /sys/class/scsi_generic/*; do
@@ -271,6 +271,15 @@ readsum reload-read-10k 10240 $(sha /tmp/a.tar)
 readsum reload-read-64k 65536 $(sha /tmp/b.tar)
 s offline-a2 mt-st -f $T offline
 s mtx-unload-a2 mtx -f $CH unload $E 0
+# --- the changer through the ch driver, and its second drive (the target's next tape LUN, /dev/nst1)
+s mtx-status-sch0 mtx -f /dev/sch0 status
+s mtx-load-drive1 mtx -f $CH load $E 1
+T=/dev/nst1
+s status-drive1 mt-st -f $T status; grep -q ' BOT ' /tmp/out; v status-drive1-at-bot $? ""
+readsum drive1-read-10k 10240 $(sha /tmp/a.tar)
+s offline-drive1 mt-st -f $T offline
+T=/dev/nst0
+s mtx-unload-drive1 mtx -f $CH unload $E 1
 s mtx-status-end mtx -f $CH status
 echo "TAPE-BARCODES-END $(sed -n 's/.*VolumeTag *= *\([^ ]*\).*/\1/p' /tmp/out | tr '\n' ' ')"
 finish ok
@@ -280,7 +289,8 @@ finish ok
 def init_script(scenario: str, env: Mapping[str, str]) -> str:
     """``/init``: the prologue, ``env`` as shell variables, then ``scenario``."""
     assigns = "".join(f"{k}='{v}'\n" for k, v in env.items() if "'" not in v)
-    return INIT_PROLOGUE + assigns + scenario + '\nfinish "scenario ended early"\n'
+    shebang, _, prologue = INIT_PROLOGUE.partition("\n")
+    return f'{shebang}\n{assigns}{prologue}{scenario}\nfinish "scenario ended early"\n'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -326,7 +336,8 @@ def run_tape_vm(
     timeout: float = 300.0,
     initiator_name: str = "iqn.2026-11.org.cistern.test:tape-vm",
 ) -> TapeRun:
-    """Boot the tape guest with one ``scsi-generic`` device per ``iscsi://`` URL (in order).
+    """Boot the tape guest with one ``scsi-generic`` device per ``iscsi://`` URL, in order: the drives
+    (``/dev/nst0``, ``/dev/nst1``...) then the changer.
 
     ``files`` (guest path -> bytes) go into the guest's initramfs (e.g. ``/data/f0.bin``). QEMU is killed
     by its PID after ``timeout`` seconds; the steps the guest reported until then are returned.
@@ -334,7 +345,8 @@ def run_tape_vm(
     qemu = peers.require_tool("qemu-system-x86_64")
     initrd = work / "tape-initrd.gz"
     cpio = kernel_vm.CpioWriter()
-    cpio.file("/init", init_script(scenario, {"STEP_TIMEOUT": str(step_timeout)}).encode(), 0o755)
+    env = {"STEP_TIMEOUT": str(step_timeout), "DRIVES": str(max(1, len(urls) - 1))}
+    cpio.file("/init", init_script(scenario, env).encode(), 0o755)
     for path, data in files.items():
         cpio.file(path, data)
     initrd.write_bytes(image.initramfs.read_bytes() + gzip.compress(cpio.finish(), compresslevel=1, mtime=0))

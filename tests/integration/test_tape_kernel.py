@@ -160,7 +160,7 @@ def test_tgt_crash_reference(tmp_path: Path, artifacts_dir: Path) -> None:
 
 def library_toml(port: int, library: Path) -> str:
     """One target: LUN 0 the changer (6 storage slots holding ``CISTERN_BARCODES``, 1 import/export
-    slot), LUN 1 its drive 0 (empty at start; examples/tape.toml explains the keys)."""
+    slot), LUNs 1 and 2 its drives 0 and 1 (empty at start; examples/tape.toml explains the keys)."""
     return f"""
 [[targets]]
 name = "{CISTERN_IQN}"
@@ -179,6 +179,10 @@ barcode_prefix = "CST"
 
 [[targets.luns]]
 lun = 1
+backend = "tape"
+
+[[targets.luns]]
+lun = 2
 backend = "tape"
 """
 
@@ -269,7 +273,7 @@ def library(tmp_path: Path, artifacts_dir: Path) -> Iterator[DebugCisternTarget]
 def test_cistern_library_t1(
     tape_image: tape_vm.TapeImage, library: DebugCisternTarget, tmp_path: Path, artifacts_dir: Path
 ) -> None:
-    urls = [library.url(CISTERN_IQN, 1), library.url(CISTERN_IQN, 0)]
+    urls = [library.url(CISTERN_IQN, 1), library.url(CISTERN_IQN, 2), library.url(CISTERN_IQN, 0)]
     run = tape_vm.run_tape_vm(
         tape_image, urls, _data_files(), tmp_path, artifacts_dir / "cistern-console.log", timeout=VM_TIMEOUT
     )
