@@ -61,12 +61,15 @@ def target_lines(target: TargetConfig, bound: list[tuple[str, int]]) -> list[str
     initiator = "" if target.open else f"-i {target.acl[0]} "
     lines += ["", "  Try it:", f"    iscsi-ls -s {initiator}iscsi://{user}{address}"]
     if target.luns:
-        url = f"iscsi://{user}{address}/{target.name}/{min(lun.lun for lun in target.luns)}"
-        lines += [
-            f"    iscsi-inq {initiator}{url}",
-            f"    iscsi-readcapacity16 {initiator}{url}",
-            f"    qemu-img info {url}",
-        ]
+        first = min(target.luns, key=lambda lun: lun.lun)
+        url = f"iscsi://{user}{address}/{target.name}/{first.lun}"
+        lines.append(f"    iscsi-inq {initiator}{url}")
+        if first.backend not in TAPE_BACKENDS:
+            lines += [f"    iscsi-readcapacity16 {initiator}{url}", f"    qemu-img info {url}"]
+    if any(lun.backend in TAPE_BACKENDS for lun in target.luns):
+        lines.append(
+            "    # logged in from Linux: mtx -f /dev/sch0 status; mt -f /dev/nst0 status (see README, Tape)"
+        )
     lines += [
         f"    sudo iscsiadm -m discovery -t st -p {address}",
         f"    sudo iscsiadm -m node -T {target.name} -p {address} --login",
