@@ -141,3 +141,24 @@ def check_target_tape(luns: list[LunConfig]) -> None:
             raise ConfigValueError(
                 "a changer needs at least one tape LUN (its drive)", at=("luns", changers[0])
             )
+
+
+def describe(lun: LunConfig) -> str:
+    """One line about a tape or changer LUN for listings (``cistern serve``, ``config check``)."""
+    if lun.backend == "changer":
+        slots = lun.slots if lun.slots is not None else DEFAULT_SLOTS
+        ie = lun.import_export if lun.import_export is not None else DEFAULT_IMPORT_EXPORT
+        return f"{slots} slots + {ie} mailslot(s)"
+    return f"cartridge {lun.cartridge}" if lun.cartridge else "loaded by the changer"
+
+
+def library_issue(lun: LunConfig) -> str | None:
+    """Why this host cannot hold ``lun.library`` (not a directory, no parent), or None."""
+    if lun.library is None:
+        return None
+    path = lun.library
+    if path.exists():
+        return None if path.is_dir() else f"{str(path)!r} exists but is not a directory"
+    if not path.parent.is_dir():
+        return f"directory {str(path.parent)!r} does not exist"
+    return None
