@@ -365,7 +365,9 @@ def test_cistern_tape_crash(
     _save(artifacts_dir, "crash", run)
     assert run.done and len(run.steps) == len(shas) + 2 + bool(partial), run.console[-3000:]
     assert not run.failed(), run.report()
-    assert "Traceback" not in library.log_path.read_text(errors="replace")
+    log = library.log_path.read_text(errors="replace")
+    assert "Traceback" not in log
+    assert illegal_requests(log) == [], "\n".join(illegal_requests(log))
     # after recovery the files hold exactly what was read back: no torn or unverifiable tail
     library.stop()
     recovered = tape_crash.cartridge_objects(written[0])
