@@ -66,10 +66,6 @@ def target_lines(target: TargetConfig, bound: list[tuple[str, int]]) -> list[str
         lines.append(f"    iscsi-inq {initiator}{url}")
         if first.backend not in TAPE_BACKENDS:
             lines += [f"    iscsi-readcapacity16 {initiator}{url}", f"    qemu-img info {url}"]
-    if any(lun.backend in TAPE_BACKENDS for lun in target.luns):
-        lines.append(
-            "    # logged in from Linux: mtx -f /dev/sch0 status; mt -f /dev/nst0 status (see README, Tape)"
-        )
     lines += [
         f"    sudo iscsiadm -m discovery -t st -p {address}",
         f"    sudo iscsiadm -m node -T {target.name} -p {address} --login",
@@ -81,6 +77,17 @@ def target_lines(target: TargetConfig, bound: list[tuple[str, int]]) -> list[str
         )
     if not target.open:
         lines.append("    # only ACL initiators may log in: iscsiadm uses /etc/iscsi/initiatorname.iscsi")
+    libraries = [lun.library for lun in target.luns if lun.backend in TAPE_BACKENDS and lun.library]
+    if any(lun.backend in TAPE_BACKENDS for lun in target.luns):
+        lines += [
+            "  Tape, from a Linux host logged in to it (modules st, ch, sg; packages mt-st, mtx, tar):",
+            "    mtx -f /dev/sch0 status               # slots, drives, barcodes",
+            "    mtx -f /dev/sch0 load 1 0             # slot 1 into drive 0",
+            "    tar cvf /dev/nst0 -b 128 /etc         # an archive in 64 KiB blocks",
+            "    mt -f /dev/nst0 tell; mt -f /dev/nst0 rewind; tar tvf /dev/nst0 -b 128",
+            "    mt -f /dev/nst0 offline; mtx -f /dev/sch0 unload 1 0",
+        ]
+        lines += [f"    cistern tape list -l {lib}" for lib in libraries[:1]]
     return lines
 
 

@@ -52,7 +52,7 @@ from .task import ScsiResult, ScsiTask, Status
 if TYPE_CHECKING:
     from .tape import TapeUnit
 
-MAX_SPACE_STEPS = 1 << 20  # SPACE over blocks one by one: bounded work per command
+MAX_FILEMARKS = 1 << 16  # per WRITE FILEMARKS: bounded index write per command
 
 
 def _len24(cdb: bytes, at: int) -> int:
@@ -241,7 +241,7 @@ async def write_filemarks6(server: object, lu: TapeUnit, task: ScsiTask, cdb: by
     async with lu.lock:
         cart = lu.cart()
         if count:
-            if count > MAX_SPACE_STEPS:
+            if count > MAX_FILEMARKS:
                 raise invalid_field(2)
             await _prepare_write(lu, cart)
             try:
