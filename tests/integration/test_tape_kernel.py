@@ -426,7 +426,7 @@ finish ok
     reason="cistern's drive comes back from a restart loaded, READY and at BOT, so the next write destroys "
     "the cartridge from BOT: either libiscsi's reconnect consumes the POWER ON unit attention with its own "
     "TEST UNIT READY and tar keeps writing at BOT, or st sees the UA on WRITE, tar fails, and st's "
-    "close-time filemark lands at BOT; both seen here. Fix (tape branch): come up NOT READY 04/02 until LOAD",
+    "close-time filemark lands at BOT; both seen here (tape branch to decide the restart state)",
 )
 @pytest.mark.timeout(VM_TIMEOUT + 120)
 def test_cistern_restart_during_guest_tar_keeps_acknowledged_archives(
