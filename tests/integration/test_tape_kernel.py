@@ -402,7 +402,7 @@ gtar cf /tmp/b.tar -b 128 -C /data f1.bin; WANT=$(sha /tmp/b.tar)
 mt-st -f $T rewind
 k=0
 while [ $k -lt $ARCHIVES ]; do
-    timeout -s KILL 120 gtar cf $T -b 128 -C /data f1.bin > /tmp/o 2>&1; rc=$?
+    timeout -s KILL 30 gtar cf $T -b 128 -C /data f1.bin > /tmp/o 2>&1; rc=$?
     if [ $rc -ne 0 ]; then echo "GUEST-FAIL $k rc=$rc"; cat /tmp/o; break; fi
     echo "GUEST-ACK $k"
     k=$((k+1))
