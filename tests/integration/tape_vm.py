@@ -132,8 +132,10 @@ out() { tr '\r' '\n' < /tmp/out | sed 's/^/    /' | tail -n 25; }
 s() {
     name=$1; shift
     echo "TAPE-STEP $name: $*"
+    t0=$(now)
     timeout -s KILL $STEP_TIMEOUT "$@" > /tmp/out 2>&1
-    rc=$?; out; echo "TAPE-RC $name $rc"; return $rc
+    rc=$?; t1=$(now); out
+    echo "TAPE-RC $name $rc ms=$(awk -v a=$t0 -v b=$t1 'BEGIN{printf "%d", (b-a)*1000}')"; return $rc
 }
 # v NAME OK DETAIL: a verdict step (rc 0 when OK is "0")
 v() { echo "TAPE-RC $1 $2 $3"; }
