@@ -53,7 +53,7 @@ BARCODE_RE = re.compile(r"[A-Z0-9]{1,32}")
 MIN_CAPACITY = 1 << 20
 
 
-class CartridgeError(Exception):
+class CartridgeError(ValueError):
     """A cartridge cannot be created or opened (message says why)."""
 
 
