@@ -235,3 +235,24 @@ def test_compressed_blocks_roundtrip_and_recover(path: str) -> None:
             broken.read_block(broken.record(0))
     finally:
         broken.close()
+
+
+def test_corrupt_library_state_is_one_clear_error(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from cistern.storage.tape import LibraryError
+
+    lib = tmp_path / "lib"
+    ensure_cartridges(str(lib), ["GOOD01"], 4 << 20)
+    (lib / "library.json").write_text("{not json")
+    with pytest.raises(LibraryError, match=r"library\.json"):
+        Library(str(lib), slots=2, ie=0, drives=1)
+    (lib / "library.json").write_text('{"slot": "CIS"}')
+    with pytest.raises(ValueError, match="slot is not a list"):
+        Library(str(lib), slots=2, ie=0, drives=1)
+    (lib / "library.json").write_text('{"slot": [7, "NOPE01", "GOOD01"], "origin": [1], "out": "x"}')
+    with pytest.raises(LibraryError, match="out is not a list"):
+        Library(str(lib), slots=2, ie=0, drives=1)
+    (lib / "library.json").write_text('{"slot": [7, "NOPE01", "GOOD01"], "origin": [1]}')
+    (lib / "BAD001").mkdir()
+    (lib / "BAD001" / "meta.json").write_text('{"format": 1, "barcode": "BAD001", "capacity": 5}')
+    library = Library(str(lib), slots=2, ie=0, drives=1)  # junk entries dropped, GOOD01 placed
+    assert library.where["slot"] == ["GOOD01", None] and "BAD001" in caplog.text
