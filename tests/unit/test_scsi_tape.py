@@ -551,3 +551,22 @@ def test_descriptor_sense_carries_stream_bits(h: Harness) -> None:
     sense = bytes(res.sense)
     assert sense[0] == 0x72 and sense[2:4] == b"\x00\x01"
     assert bytes((0x04, 0x02, 0x00, 0x80)) in sense  # stream commands descriptor with FILEMARK
+
+
+def test_compression_stores_fewer_bytes_and_reads_back(h: Harness) -> None:
+    page = bytearray(h.ok(0, [0x1A, 0x08, 0x0F, 0, 255, 0])[4:])
+    page[2] |= 0x80  # DCE
+    h.ok(0, [0x15, 0x10, 0, 0, 4 + len(page), 0], bytes((0, 0, 0x10, 0)) + bytes(page))
+    text = b"cistern tape " * 5000  # 65000 bytes
+    h.ok(0, write6(len(text)), text)
+    h.ok(0, wfm(1))
+    cart = drive(h).cartridge
+    assert cart is not None and cart.data_end < len(text) // 10
+    seq = h.ok(0, [0x4D, 0, 0x0C, 0, 0, 0, 0, 0, 255, 0])
+    from_host, written = struct.unpack_from(">Q", seq, 8)[0], struct.unpack_from(">Q", seq, 20)[0]
+    assert from_host == len(text) and written == cart.data_end
+    h.ok(0, REWIND)
+    s, data = h.check(0, read6(1000))  # overlength compressed block: truncated, negative residue
+    assert s.ili and s.information == 1000 - len(text) and data == text[:1000]
+    h.ok(0, REWIND)
+    assert h.ok(0, read6(len(text))) == text

@@ -211,14 +211,15 @@ async def write6(server: object, lu: TapeUnit, task: ScsiTask, cdb: bytes) -> Sc
         bl = lu.block_length if fixed else nbytes
         room = cart.capacity - cart.data_end
         fits = min(length if fixed else 1, room // bl)
+        stored = 0
         try:
             if fits:
-                await run_io(cart.append_blocks, data[: fits * bl], bl)
+                stored = await run_io(cart.append_blocks, data[: fits * bl], bl, lu.dce)
         except OSError:
             raise CheckCondition(SenseKey.MEDIUM_ERROR, WRITE_ERROR, information=length) from None
         lu.position = cart.records
         lu.bytes_from_host += fits * bl
-        lu.bytes_written += fits * bl
+        lu.bytes_written += stored
         wanted = length if fixed else 1
         if fits < wanted:  # physical end of the medium: VOLUME OVERFLOW, the rest not written
             residue = (length - fits) if fixed else length

@@ -3,8 +3,8 @@ directory (``storage/tape``).
 
 :class:`TapeUnit` owns the drive's state: the cartridge in the drive (or none), whether it is loaded
 (threaded, READY) or unloaded (waiting in the drive for the changer or a LOAD), the current logical
-object position, the block length (0: variable), the density code and data compression (DCE) of the
-mode pages, counters for the log pages, and a lock serialising its commands (a tape has one head).
+object position, the block length (0: variable), the density code and data compression (DCE: blocks
+written while it is set are stored DEFLATE-compressed when that saves space) of the mode pages, counters for the log pages, and a lock serialising its commands (a tape has one head).
 Its commands live in ``ssc.py``.  Cartridge I/O runs on a small thread pool, never on the event loop.
 
 Writes are acknowledged when in the host's page cache (BUFFERED MODE 1 in the mode header);
@@ -92,7 +92,7 @@ class TapeUnit(LogicalUnitBase):
         self.position = 0  # logical object identifier of the next object to read or write
         self.block_length = DEFAULT_BLOCK_LENGTH
         self.density = DENSITY_CODE
-        self.dce = False  # data compression enabled (mode page 0x0F); blocks are stored as sent
+        self.dce = False  # data compression enabled (mode page 0x0F): new blocks are stored compressed
         self.lock = asyncio.Lock()
         self.lock_fd: int | None = None  # a standalone drive's library lock (target/tape_luns.py)
         # Sequential-access counters (log page 0x0C), since power on.
