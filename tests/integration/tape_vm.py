@@ -177,6 +177,7 @@ gtar cf /tmp/a.tar -b 20 f0.bin f1.bin;  N0=$(( $(stat -c %s /tmp/a.tar) / 10240
 gtar cf /tmp/b.tar -b 128 f1.bin f2.bin; N1=$(( $(stat -c %s /tmp/b.tar) / 65536 ))
 gtar cf /tmp/c.tar -b 512 f2.bin f3.bin; N2=$(( $(stat -c %s /tmp/c.tar) / 262144 ))
 gtar cf /tmp/d.tar -b 20 f0.bin f3.bin;  N3=$(( $(stat -c %s /tmp/d.tar) / 512 ))
+gtar cf /tmp/t.tar -b 128 text.bin;     NT=$(( $(stat -c %s /tmp/t.tar) / 65536 ))
 cd /
 echo "TAPE-VM blocks a=$N0x10k b=$N1x64k c=$N2x256k d=$N3x512"
 
@@ -258,6 +259,14 @@ s tar-b gtar cf $T -b 128 -C /data f1.bin f2.bin
 tellis tell-b $((N1 + 1))
 s rewind-b2 mt-st -f $T rewind
 readsum read-b 65536 $(sha /tmp/b.tar)
+# data compression (mode page 0x0F DCE): a compressible archive written compressed reads back the same
+s compression-on mt-st -f $T compression 1
+s tar-compressed gtar cf $T -b 128 -C /data text.bin
+tellis tell-compressed $((N1 + 1 + NT + 1))
+s compression-off mt-st -f $T compression 0
+s rewind-compressed mt-st -f $T rewind
+s fsf-compressed mt-st -f $T fsf 1
+readsum read-compressed 65536 $(sha /tmp/t.tar)
 s rewind-erase mt-st -f $T rewind
 s erase mt-st -f $T erase
 s rewind-after-erase mt-st -f $T rewind

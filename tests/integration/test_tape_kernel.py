@@ -66,7 +66,10 @@ TGT_WORKS = {
 
 def _data_files() -> dict[str, bytes]:
     rnd = random.Random(0x7A9E)
-    return {f"/data/f{i}.bin": rnd.randbytes(n) for i, n in enumerate(DATA_SIZES)}
+    files = {f"/data/f{i}.bin": rnd.randbytes(n) for i, n in enumerate(DATA_SIZES)}
+    words = [b"tape", b"cartridge", b"filemark", b"block", b"changer", b"barcode", b"rewind", b"\n"]
+    files["/data/text.bin"] = b" ".join(rnd.choice(words) for _ in range(60_000))  # compressible
+    return files
 
 
 @pytest.fixture(scope="module")
