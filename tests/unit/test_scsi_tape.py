@@ -389,8 +389,8 @@ def test_unload_load_and_prevent(h: Harness) -> None:
     assert (s.key, s.asc) == (NOT_READY, 0x3A)
     h.ok(0, [0x1B, 0, 0, 0, 0x05, 0])  # LOAD + EOT: at end of data
     assert tell(h) == 1
-    h.ok(0, [0x1B, 0, 0, 0, 0x03, 0])  # LOAD + RETEN
-    assert tell(h) == 1
+    h.ok(0, [0x1B, 0, 0, 0, 0x03, 0])  # LOAD + RETEN on a loaded cartridge: back at BOP
+    assert tell(h) == 0
     s, _ = h.check(0, [0x1B, 0, 0, 0, 0x08, 0])  # HOLD
     assert (s.key, s.asc) == (ILLEGAL, 0x24)
     h.ok(0, REWIND)

@@ -222,6 +222,7 @@ async def write6(server: object, lu: TapeUnit, task: ScsiTask, cdb: bytes) -> Sc
         lu.bytes_written += stored
         wanted = length if fixed else 1
         if fits < wanted:  # physical end of the medium: VOLUME OVERFLOW, the rest not written
+            await lu.sync()
             residue = (length - fits) if fixed else length
             return _stream_result(
                 lu, SenseKey.VOLUME_OVERFLOW, END_OF_PARTITION_MEDIUM_DETECTED, EOM, residue, None, nbytes
@@ -437,6 +438,7 @@ async def load_unload(server: object, lu: TapeUnit, task: ScsiTask, cdb: bytes) 
         raise invalid_field(4, 3)
     async with lu.lock:
         if flags & 0x01:
+            await lu.sync()
             if flags & 0x04:  # EOT with LOAD: position at end of data
                 lu.load()
                 lu.position = lu.cart().records

@@ -155,9 +155,8 @@ class TapeUnit(LogicalUnitBase):
         """LOAD UNLOAD with LOAD=1: thread the cartridge waiting in the drive."""
         if self.cartridge is None:
             raise CheckCondition(SenseKey.NOT_READY, MEDIUM_NOT_PRESENT)
-        if not self.loaded:
-            self.loaded = self.medium_present = True
-            self.position = 0
+        self.loaded = self.medium_present = True
+        self.position = 0  # a LOAD positions at BOP (SSC-3 7.2), loaded already or not
 
     async def unload(self) -> None:
         """LOAD UNLOAD with LOAD=0: sync, rewind and unthread; the cartridge stays in the drive."""
