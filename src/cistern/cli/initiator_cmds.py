@@ -37,7 +37,7 @@ from cistern.cli.options import (
     verbosity,
     yes_option,
 )
-from cistern.cli.output import EXIT_INTERRUPTED, print_json, print_table, setup_logging
+from cistern.cli.output import EXIT_INTERRUPTED, print_json, print_table, setup_logging_from
 from cistern.cli.transfer import FileEnd, LunEnd, Progress, TransferError, compare, transfer
 from cistern.config.sizes import human_size
 from cistern.initiator import ChapSecret, IscsiSession, IscsiUrl, connect, discover, parse_url
@@ -99,7 +99,7 @@ class Opts:
         self.digest = digest
         ctx = click.get_current_context(silent=True)
         self.verbose = verbosity(ctx)
-        setup_logging(self.verbose)
+        setup_logging_from(ctx)
 
     def kwargs(self, url: IscsiUrl) -> dict[str, Any]:
         kw: dict[str, Any] = {
@@ -424,9 +424,7 @@ def _check_aligned(block: int, **values: int) -> None:
 
 def _check_range(end: LunEnd, offset: int, length: int, what: str) -> None:
     if offset + length > end.block * end.blocks:
-        lba = (offset + length + end.block - 1) // end.block - 1
-        if offset >= end.block * end.blocks:
-            lba = offset // end.block
+        lba = max(offset // end.block, end.blocks)  # the first LBA the copy would touch past the end
         raise TransferError(
             f"LBA {lba} is beyond the end (capacity {end.blocks} blocks): {length} bytes at {what} {offset} "
             f"do not fit the {end.block * end.blocks}-byte {end.name}"

@@ -201,6 +201,21 @@ def setup_logging(
     logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
+def setup_logging_from(ctx: click.Context | None, config_level: str | None = None) -> None:
+    """:func:`setup_logging` with the group's ``-v``, ``--log-file`` and ``--log-format``; a log file
+    that cannot be opened is a usage error (exit 2)."""
+    obj = ctx.find_root().obj if ctx is not None else None
+    try:
+        setup_logging(
+            int(getattr(obj, "verbose", 0) or 0),
+            config_level,
+            log_file=getattr(obj, "log_file", None),
+            log_format=getattr(obj, "log_format", "text"),
+        )
+    except OSError as exc:
+        raise click.UsageError(f"cannot open the log file: {exc.strerror} ({exc.filename})") from None
+
+
 def stdout_is_terminal() -> bool:
     return _isatty(click.get_text_stream("stdout"))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import logging
 import socket
@@ -67,13 +68,26 @@ class TargetServer:
                 for portal in group.listen:
                     portals.setdefault(portal, []).append(target)
         for host, port in portals:
-            server = await loop.create_server(
-                lambda h=host, p=port: Connection(self, (h, p)),  # type: ignore[misc]
-                host,
-                port,
-                reuse_address=True,
-                backlog=128,
-            )
+            try:
+                server = await loop.create_server(
+                    lambda h=host, p=port: Connection(self, (h, p)),  # type: ignore[misc]
+                    host,
+                    port,
+                    reuse_address=True,
+                    backlog=128,
+                )
+            except OSError as exc:
+                where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                hint = ""
+                if exc.errno == errno.EADDRINUSE:
+                    hint = " (another cistern or iSCSI target, such as tgtd or LIO, already listens there)"
+                elif exc.errno == errno.EADDRNOTAVAIL:
+                    hint = " (no interface of this host has that address)"
+                elif exc.errno == errno.EACCES:
+                    hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+                for started in self._servers:
+                    started.close()
+                raise OSError(exc.errno, f"cannot listen on portal {where}: {exc.strerror}{hint}") from None
             self._servers.append(server)
             for sock in server.sockets:
                 addr = sock.getsockname()
@@ -151,7 +165,7 @@ class TargetServer:
             )
         if old is not None:
             log.info("reinstating session of %s ISID %s", initiator_name, isid.hex())
-            self.end_session(old)
+            self.end_session(old, reason="reinstated by a new login of the same initiator port")
         depth = target.limits.queue_depth if target else 8
         session = Session(self.sessions.allocate_tsih(), initiator_name, isid, target, params, cmdsn, depth)
         if target is not None and group is not None:
@@ -172,10 +186,22 @@ class TargetServer:
 
             target.device.abort_hook = hook
 
-    def end_session(self, session: Session, exclude: Connection | None = None) -> None:
+    def end_session(
+        self, session: Session, exclude: Connection | None = None, reason: str = "logged out"
+    ) -> None:
+        """Close ``session`` and its connections; logs the end at INFO with ``reason``."""
         if session.closed:
             return
         session.closed = True
+        log.info(
+            "session ended: %s ISID %s on %s (TSIH %d): %s",
+            session.initiator_name,
+            session.isid.hex(),
+            session.target.name if session.target is not None else "discovery",
+            session.tsih,
+            reason,
+            extra={"session": session.tsih, "initiator": session.initiator_name},
+        )
         self.sessions.remove(session)
         for conn in list(session.connections.values()):
             if conn is not exclude:
@@ -189,9 +215,19 @@ class TargetServer:
             return
         if session.connections.get(conn.cid) is conn:
             del session.connections[conn.cid]
+        if not session.closed:
+            log.info(
+                "%s: connection %d of %s (TSIH %d) closed without a logout (dropped by the initiator, "
+                "the network or a protocol error)",
+                conn.peer,
+                conn.cid,
+                session.initiator_name,
+                session.tsih,
+                extra={"session": session.tsih, "peer": conn.peer},
+            )
         if not session.connections:
             # ERL 0: the session ends with its last connection (DefaultTime2Retain does not apply)
-            self.end_session(session)
+            self.end_session(session, reason="its last connection closed")
 
     # ---- discovery
 
@@ -272,13 +308,21 @@ def build_server(config: Config) -> TargetServer:
         for tcfg in config.targets:
             luns: dict[int, LogicalUnit] = {}
             for lcfg in tcfg.luns:
-                store = open_store(
-                    lcfg.backend,
-                    str(lcfg.path) if lcfg.path is not None else None,
-                    lcfg.size,
-                    lcfg.block_size,
-                    lcfg.read_only,
-                )
+                try:
+                    store = open_store(
+                        lcfg.backend,
+                        str(lcfg.path) if lcfg.path is not None else None,
+                        lcfg.size,
+                        lcfg.block_size,
+                        lcfg.read_only,
+                    )
+                except OSError as exc:  # name the LUN; keep the errno
+                    text = exc.strerror or str(exc)
+                    if exc.filename and str(exc.filename) not in text:
+                        text = f"{exc.filename}: {text}"
+                    raise OSError(exc.errno, f"target {tcfg.name} LUN {lcfg.lun}: {text}") from None
+                except ValueError as exc:
+                    raise ValueError(f"target {tcfg.name} LUN {lcfg.lun}: {exc}") from None
                 stores.append(store)
                 kwargs = {}
                 for name in ("vendor", "product", "revision"):
