@@ -576,6 +576,10 @@ def read_cmd(url: str, file: str, offset: int, dest_offset: int, length: int | N
             if n <= 0:
                 raise TransferError(f"--offset {offset} is at or beyond the end of the {src.size}-byte LUN")
             _check_range(src, offset, n, "offset")
+            if dst.size is not None and dest_offset + n > dst.size:
+                raise TransferError(
+                    f"{file} is a {dst.size}-byte {dst.kind}: {n} bytes at --dest-offset {dest_offset} do not fit"
+                )
             progress.total = n
             if resume:
                 start_at = await _resume_point(src, offset, dst, dest_offset, n, chunk, depth)

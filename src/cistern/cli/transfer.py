@@ -146,7 +146,10 @@ class FileEnd:
             flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
         elif stat.S_ISBLK(st.st_mode):
             flags = os.O_RDWR | os.O_CLOEXEC
-        return cls(os.open(path, flags, 0o644), path)
+        end = cls(os.open(path, flags, 0o644), path)
+        if end.kind == "file":
+            end.size = None  # a regular file grows as it is written
+        return end
 
     def close(self) -> None:
         if self.owned and self.fd >= 0:
