@@ -196,7 +196,7 @@ def test_serve_bind_error_exit_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     path.write_text(GOOD)
     result = run("serve", "-c", str(path))
     assert result.exit_code == 1
-    assert "cannot serve: [Errno 98] Address already in use" in result.stderr
+    assert "cannot serve: Address already in use" in result.stderr and "Errno" not in result.stderr
 
 
 def test_demo_creates_sparse_lun_and_prints_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
