@@ -75,7 +75,7 @@ def test_config_check_prints_summary(tmp_path: Path) -> None:
     result = run("config", "check", str(path))
     assert result.exit_code == 0, result.output
     out = result.output
-    assert "iqn.2026-11.org.example:t" in out and "(test target)" in out
+    assert "iqn.2026-11.org.example:t" in out and "test target" in out
     assert "iqn.1993-08.org.debian:01:host" in out and "CHAP (host)" in out
     assert "16.0 MiB" in out and "memory" in out
     assert "twelve-chars" not in out  # never print secrets

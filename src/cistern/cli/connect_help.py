@@ -67,8 +67,8 @@ def target_lines(
     initiator = "" if target.open else f"-i {target.acl[0]} "
     lines += ["", "  Try it:", f"    {env}iscsi-ls -s {initiator}iscsi://{discovery_user}{address}"]
     if target.luns:
-        lun = min(lun.lun for lun in target.luns)
-        url = f"iscsi://{user}{address}/{target.name}/{lun}"
+        first = min(lun.lun for lun in target.luns)
+        url = f"iscsi://{user}{address}/{target.name}/{first}"
         lines += [
             f"    {env}iscsi-inq {initiator}{url}",
             f"    {env}iscsi-readcapacity16 {initiator}{url}",
@@ -76,7 +76,7 @@ def target_lines(
         if target.open and chap is None:
             lines.append(f"    qemu-img info {url}")
         elif chap is None or not chap.mutual:  # QEMU has no mutual CHAP
-            opts = f"driver=iscsi,transport=tcp,portal={address},target={target.name},lun={lun}"
+            opts = f"driver=iscsi,transport=tcp,portal={address},target={target.name},lun={first}"
             if not target.open:
                 opts += f",initiator-name={target.acl[0]}"
             if chap is not None:
