@@ -4,6 +4,7 @@ print how to connect once the server listens, and run until SIGINT/SIGTERM."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import click
@@ -54,6 +55,7 @@ def ensure_sparse_file(path: Path, size: int) -> None:
 def _run(config: Config) -> None:
     def on_ready(bound: list[tuple[str, int]]) -> None:
         click.echo(connect_text(config, bound), nl=False)
+        sys.stdout.flush()  # a pipe or a log file sees the connect text now, not at exit
 
     try:
         runner.run_server(config, on_ready=on_ready)
