@@ -382,7 +382,7 @@ def _transfer_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         "--verify", is_flag=True, help="Read both sides back and compare (exit 3 if they differ)."
     )(fn)
     fn = click.option(
-        "--depth", type=DEPTH, default=8, show_default=True, help="Chunks in flight (1..1024)."
+        "--depth", type=DEPTH, metavar="N", default=8, show_default=True, help="Chunks in flight (1..1024)."
     )(fn)
     fn = click.option(
         "--chunk",
@@ -814,18 +814,31 @@ def _first_error(exc: BaseException) -> BaseException:
     help="Bytes per I/O (512 .. 16M, a multiple of 512).",
 )
 @click.option(
-    "-d", "--depth", type=DEPTH, default=32, show_default=True, help="Commands in flight (1..1024)."
+    "-d",
+    "--depth",
+    type=DEPTH,
+    metavar="N",
+    default=32,
+    show_default=True,
+    help="Commands in flight (1..1024).",
 )
 @click.option(
     "-r",
     "--read-percent",
+    metavar="PERCENT",
     default=100,
     show_default=True,
     type=click.IntRange(0, 100),
     help="Share of reads in percent; below 100 WRITES random data over the LUN (needs --yes).",
 )
 @click.option(
-    "-t", "--duration", type=DURATION, default=10.0, show_default=True, help="Seconds (0 < t <= 86400)."
+    "-t",
+    "--duration",
+    type=DURATION,
+    metavar="SECONDS",
+    default=10.0,
+    show_default=True,
+    help="Seconds to run (0 < t <= 86400).",
 )
 @click.option(
     "--span", type=SizeType(512), help="Restrict I/O to the first SPAN bytes [default: the whole LUN]."

@@ -131,10 +131,10 @@ class RateLimitFilter(logging.Filter):
         state[1] += 1
         if state[1] <= self.burst:
             return True
-        state[2] += 1
         if state[1] == self.burst + 1:
             record.msg = f"{record.msg} (more like this from {key} are summarised every {self.window:.0f} s)"
             return True
+        state[2] += 1
         return False
 
 
