@@ -52,7 +52,7 @@ def test_cli_against_target(cli: click.Group, disk: DiskUnderTest, tmp_path: Pat
     invoke(cli, "read", url, str(copied), "--offset", "32M", "--length", "3M")
     assert copied.read_bytes() == src.read_bytes()
     assert "IOPS" in invoke(cli, "bench", url, "-b", "4K", "-d", "8", "-t", "0.5")
-    assert "not a multiple" in invoke(cli, "read", url, str(dst), "--offset", "100", code=1)
+    assert "not a multiple" in invoke(cli, "read", url, str(dst), "--offset", "100", code=2)
 
 
 def test_cli_wrong_secret_is_a_clear_error(cli: click.Group, disk: DiskUnderTest) -> None:
