@@ -225,3 +225,23 @@ def test_store_size_rules_and_lock(tmp_path: Path) -> None:
     asyncio.run(store.close())
     again = open_store("file", small, 8192)  # the lock went with the store
     asyncio.run(again.close())
+
+
+def test_config_check_catches_free_space_and_memory(tmp_path: Path) -> None:
+    head = '[[targets]]\nname = "iqn.2026-11.org.example:t"\nopen = true\nportals = ["127.0.0.1:3260"]\n'
+    thick = tmp_path / "thick.toml"
+    thick.write_text(
+        head + f'[[targets.luns]]\nlun = 0\nbackend = "file"\npath = "{tmp_path}/x.img"\nsize = "1P"\n'
+    )
+    result = CliRunner().invoke(cli, ["config", "check", str(thick)])
+    assert result.exit_code == 2 and "a thick LUN of 1.0 PiB needs that much space" in result.stderr
+    assert "(set thin = true to overcommit)" in result.stderr
+    thin = thick.read_text().replace('size = "1P"', 'size = "1P"\nthin = true')
+    thick.write_text(thin)
+    assert CliRunner().invoke(cli, ["config", "check", str(thick)]).exit_code == 0
+    ram = tmp_path / "ram.toml"
+    ram.write_text(head + '[[targets.luns]]\nlun = 0\nbackend = "memory"\nsize = "1P"\n')
+    result = CliRunner().invoke(cli, ["config", "check", "--json", str(ram)])
+    assert result.exit_code == 2
+    report = json.loads(result.stdout)
+    assert report["valid"] is False and "memory LUNs need 1.0 PiB of RAM in all" in report["issues"][0]
