@@ -122,6 +122,15 @@ def test_two_servers_cannot_export_the_same_file(tmp_path: Path) -> None:
     # released with the process: a new server may take it
     with CisternTarget(cfg, tmp_path / "again", tmp_path / "again.log", port=port):
         pass
+    # the same for a block device
+    backing = tmp_path / "dev.img"
+    backing.write_bytes(bytes(4 << 20))
+    with loop_device(backing) as dev:
+        cfg = target_toml(IQN, port, lun_toml(0, "block", path=Path(dev)))
+        with CisternTarget(cfg, tmp_path / "blk", tmp_path / "blk.log", port=port) as first:
+            assert first.proc is not None
+            second = one_error(serve_once(tmp_path, lun_toml(0, "block", path=Path(dev))))
+            assert f"{dev} is already exported by PID {first.proc.pid} (" in second
 
 
 def test_sighup_is_not_fatal_and_systemd_is_notified(tmp_path: Path) -> None:
