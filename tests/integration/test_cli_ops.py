@@ -260,6 +260,7 @@ def test_scsi_errors_are_one_line_in_words(env: Env, tmp_path: Path) -> None:
     for command in (["inquiry"], ["capacity"], ["read", "--length", "1M"], ["inquiry", "--vpd", "lbp"]):
         args = [*command, env.lun(9)] + ([str(tmp_path / "y")] if command[0] == "read" else [])
         assert error_line(cistern(*args)) == "error: LUN 9 does not exist", command
+    assert not (tmp_path / "y").exists()  # a read that copied nothing leaves no empty file behind
     wrong = error_line(
         cistern("capacity", f"iscsi://127.0.0.1:{env.target.port}/iqn.2026-11.org.cistern:nope/0")
     )

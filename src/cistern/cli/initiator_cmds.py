@@ -14,6 +14,7 @@ docs/operations.md). The copy engine and its data-safety rules are in :mod:`cist
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -595,10 +596,15 @@ def read_cmd(url: str, file: str, offset: int, dest_offset: int, length: int | N
             for s in sessions:
                 await _logout(s)
 
+    ok = False
     try:
         _transfer_guard(opts, body(), progress, where, f"; continue with: cistern read --resume ... {file}")
+        ok = True
     finally:
         dst.close()
+        if not ok and dst.created and not progress.done:
+            with contextlib.suppress(OSError):
+                os.unlink(file)  # no empty file left behind by a read that copied nothing
 
 
 class _Shifted(Progress):

@@ -123,6 +123,7 @@ class FileEnd:
         self._lock = asyncio.Lock()
         self.eof = False
         self.can_punch = self.kind == "file"
+        self.created = False  # open_destination made the file (removed again if nothing was copied)
 
     @classmethod
     def open_source(cls, path: str) -> FileEnd:
@@ -147,6 +148,7 @@ class FileEnd:
         elif stat.S_ISBLK(st.st_mode):
             flags = os.O_RDWR | os.O_CLOEXEC
         end = cls(os.open(path, flags, 0o644), path)
+        end.created = st is None
         if end.kind == "file":
             end.size = None  # a regular file grows as it is written
         return end
