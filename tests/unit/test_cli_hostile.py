@@ -44,6 +44,8 @@ HOSTILE: list[list[str]] = [
             ("read", [URL, "out.bin", "--length", "0"]),
             ("read", [URL, "out.bin", "--offset", "-4K"]),
             ("read", [URL, "out.bin", "--offset", "lots"]),
+            ("read", [URL, "out.bin", "--offset", "99999999P"]),
+            ("read", [URL, "out.bin", "--length", "99999999P"]),
             ("read", [URL, "out.bin", "-i", "not an iqn"]),
             ("read", ["iscsi://127.0.0.1:9/iqn.2026-11.org.example:t", "out.bin"]),
             ("read", ["iscsi://127.0.0.1:99999/iqn.2026-11.org.example:t/0", "out.bin"]),
@@ -87,6 +89,7 @@ HOSTILE: list[list[str]] = [
     ["demo", "--size", "0"],
     ["demo", "--size", "-1G"],
     ["demo", "--portal", "127.0.0.1:70000"],
+    ["demo", "--size", "1.5"],
     ["config", "check", "/nonexistent.toml"],
 ]
 
@@ -123,6 +126,12 @@ def test_help_states_units_defaults_url_and_chap_variables() -> None:
     top = runner.invoke(cli, ["--help"], terminal_width=200).output
     assert "--log-format" in top and "--log-file" in top and "130 interrupted" in top
     assert "-v, --verbose" in runner.invoke(cli, ["serve", "--help"]).output
+    for args in (
+        ["-v", "config", "check", "--help"],
+        ["config", "-v", "check", "--help"],
+        ["config", "check", "-v", "--help"],
+    ):
+        assert runner.invoke(cli, args).exit_code == 0
 
 
 def test_vpd_pages_decode_to_named_fields() -> None:
@@ -245,3 +254,10 @@ def test_config_check_catches_free_space_and_memory(tmp_path: Path) -> None:
     assert result.exit_code == 2
     report = json.loads(result.stdout)
     assert report["valid"] is False and "memory LUNs need 1.0 PiB of RAM in all" in report["issues"][0]
+
+
+def test_demo_file_too_large_leaves_nothing_behind(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["demo", "--dir", str(tmp_path), "--size", "8P"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "cannot make" in result.stderr and "File too large" in result.stderr
+    assert not (tmp_path / "demo-lun0.img").exists()

@@ -63,6 +63,7 @@ def summary_tables(config: Config) -> list[Table]:
 
 
 @click.group("config")
+@verbose_option
 def config_group() -> None:
     """Check and write cistern configuration files."""
 

@@ -29,6 +29,7 @@ from cistern.cli.options import (
     DEPTH,
     DURATION,
     MAX_CHUNK,
+    MAX_OFFSET,
     IscsiNameType,
     SizeType,
     VpdPageType,
@@ -392,18 +393,22 @@ def _transfer_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         show_default=True,
         help="Transfer unit in bytes (512 .. 64M, a multiple of the block size).",
     )(fn)
-    fn = click.option("--length", type=SizeType(1), help="Bytes to transfer [default: all of the source].")(
-        fn
-    )
+    fn = click.option(
+        "--length", type=SizeType(1, MAX_OFFSET), help="Bytes to transfer [default: all of the source]."
+    )(fn)
     fn = click.option(
         "--dest-offset",
-        type=SizeType(0),
+        type=SizeType(0, MAX_OFFSET),
         default="0",
         show_default=True,
         help="Byte offset at the destination.",
     )(fn)
     return click.option(
-        "--offset", type=SizeType(0), default="0", show_default=True, help="Byte offset at the source."
+        "--offset",
+        type=SizeType(0, MAX_OFFSET),
+        default="0",
+        show_default=True,
+        help="Byte offset at the source.",
     )(fn)
 
 

@@ -37,6 +37,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 MAX_DEPTH = 1024
 #: largest transfer unit of read/write/copy (one READ/WRITE of up to 64 MiB)
 MAX_CHUNK = 64 << 20
+#: largest byte offset or length of a transfer (LBAs are 64-bit; 2**63 bytes is far beyond any LUN)
+MAX_OFFSET = (1 << 63) - 1
 #: longest bench run, seconds
 MAX_DURATION = 86400.0
 

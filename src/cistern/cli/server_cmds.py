@@ -38,6 +38,7 @@ def _size(ctx: click.Context, param: click.Parameter, value: str) -> int:
 
 def ensure_sparse_file(path: Path, size: int) -> None:
     """Create ``path`` as a sparse file of ``size`` bytes, or grow a smaller one; never shrink."""
+    created = not path.exists()
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         current = os.fstat(fd).st_size
@@ -47,7 +48,14 @@ def ensure_sparse_file(path: Path, size: int) -> None:
                 f"pass --size {format_size(current)} or remove the file"
             )
         if current < size:
-            os.ftruncate(fd, size)
+            try:
+                os.ftruncate(fd, size)
+            except OSError as exc:
+                if created:
+                    path.unlink()  # no empty file left behind
+                raise click.ClickException(
+                    f"cannot make {path} {human_size(size)} long: {exc.strerror}"
+                ) from None
     finally:
         os.close(fd)
 
