@@ -261,3 +261,33 @@ def test_demo_file_too_large_leaves_nothing_behind(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "cannot make" in result.stderr and "File too large" in result.stderr
     assert not (tmp_path / "demo-lun0.img").exists()
+
+
+def test_target_errors_name_the_session() -> None:
+    from types import SimpleNamespace
+
+    from cistern.target.server import SessionLogContext
+
+    session = SimpleNamespace(
+        tsih=7, initiator_name="iqn.2026-11.org.x:host", target=SimpleNamespace(name="iqn.2026-11.org.x:t")
+    )
+    server = SimpleNamespace(connections=[SimpleNamespace(peer="10.0.0.5:4000", session=session)])
+    context = SessionLogContext(server)  # type: ignore[arg-type]
+    record = logging.LogRecord(
+        "cistern.target",
+        logging.WARNING,
+        __file__,
+        1,
+        "%s: dropping connection: %s",
+        ("10.0.0.5:4000", "bad"),
+        None,
+    )
+    assert context.filter(record)
+    assert record.getMessage() == (
+        "10.0.0.5:4000: dropping connection: bad [session TSIH 7, iqn.2026-11.org.x:host -> iqn.2026-11.org.x:t]"
+    )
+    assert json.loads(JsonFormatter().format(record))["session"] == "7"
+    info = logging.LogRecord(
+        "cistern.target", logging.INFO, __file__, 1, "%s: fine", ("10.0.0.5:4000",), None
+    )
+    assert context.filter(info) and info.getMessage() == "10.0.0.5:4000: fine"  # INFO is left alone

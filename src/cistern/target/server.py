@@ -55,6 +55,7 @@ class TargetServer:
         self.sessions = SessionTable()
         self.connections: set[Connection] = set()
         self._servers: list[asyncio.base_events.Server] = []
+        self._log_context: SessionLogContext | None = None
         self.bound: list[tuple[str, int]] = []
         self._install_abort_hooks()
 
@@ -62,6 +63,8 @@ class TargetServer:
 
     async def start(self) -> list[tuple[str, int]]:
         loop = asyncio.get_running_loop()
+        self._log_context = SessionLogContext(self)
+        log.addFilter(self._log_context)
         portals: dict[tuple[str, int], list[TargetSpec]] = {}
         for target in self.targets.values():
             for group in target.portal_groups:
@@ -108,6 +111,9 @@ class TargetServer:
         return host, port
 
     async def stop(self, logout_grace: float = 2.0) -> None:
+        if self._log_context is not None:
+            log.removeFilter(self._log_context)
+            self._log_context = None
         for server in self._servers:
             server.close()
         conns = [c for c in self.connections if c.session is not None]
@@ -298,6 +304,37 @@ def _alua(tcfg: TargetConfig) -> Alua:
         ),
         TPGS_BY_NAME[tcfg.alua_mode],
     )
+
+
+class SessionLogContext(logging.Filter):
+    """Names the session in the target's WARNING and ERROR records.
+
+    The connection code logs ``"%s: ...", peer``; when that peer is a connection of a logged-in session,
+    the record gets ``session`` (the TSIH, for ``--log-format json``) and the text
+    ``[session TSIH n, INITIATOR -> TARGET]``. Only WARNING and above are looked at (one pass over the
+    open connections), so INFO/DEBUG traffic costs nothing.
+    """
+
+    def __init__(self, server: TargetServer) -> None:
+        super().__init__()
+        self.server = server
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or getattr(record, "session", None) is not None:
+            return True
+        args = record.args
+        if not (isinstance(args, tuple) and args and isinstance(args[0], str)):
+            return True
+        for conn in self.server.connections:
+            session = conn.session
+            if session is not None and conn.peer == args[0]:
+                target = session.target.name if session.target is not None else "discovery"
+                record.session = session.tsih
+                record.msg = (
+                    f"{record.msg} [session TSIH {session.tsih}, {session.initiator_name} -> {target}]"
+                )
+                break
+        return True
 
 
 def build_server(config: Config) -> TargetServer:
