@@ -275,9 +275,13 @@ def test_scsi_errors_are_one_line_in_words(env: Env, tmp_path: Path) -> None:
 
 def test_listings_piped_keep_full_names_and_json_schema(env: Env, tmp_path: Path) -> None:
     portal = f"127.0.0.1:{env.target.port}"
-    listing = cistern("ls", f"iscsi://{portal}")
-    assert listing.returncode == 0, listing.stderr
-    text = listing.stdout.decode()
+    out_file = tmp_path / "ls.txt"
+    with open(out_file, "wb") as fh:  # stdout redirected to a file, as `cistern ls URL > ls.txt`
+        listing = subprocess.run(
+            [sys.executable, "-m", "cistern", "ls", f"iscsi://{portal}"], stdout=fh, timeout=60
+        )
+    assert listing.returncode == 0
+    text = out_file.read_text()
     assert [line.split()[0] for line in text.splitlines()[1:]] == [LONG] * 3, text  # ACL target hidden
     assert "64.0 MiB (131072 x 512)" in text and "…" not in text
     ls_json = json.loads(cistern("ls", "--json", env.url).stdout)
@@ -297,6 +301,15 @@ def test_listings_piped_keep_full_names_and_json_schema(env: Env, tmp_path: Path
                    "thin_provisioned": True, "lbppbe": 0}  # fmt: skip
     inq = json.loads(cistern("inquiry", "--json", env.lun(0)).stdout)
     assert inq["device_type_name"] == "disk" and inq["vendor"] == "CISTERN"
+    check = cistern("config", "check", str(env.work / "cistern.toml")).stdout.decode()
+    rows = [line.split() for line in check.splitlines()]
+    assert [r[0] for r in rows if r and r[0].startswith("iqn.")] == [LONG, ACL_IQN, LONG, LONG, LONG, ACL_IQN]
+    assert any(r[:2] == [LONG, "1"] and str(env.work / "ro.img") in r for r in rows), check
+    config_json = json.loads(cistern("config", "check", "--json", str(env.work / "cistern.toml")).stdout)
+    assert config_json["valid"] and [t["name"] for t in config_json["targets"]] == [LONG, ACL_IQN]
+    assert set(config_json["targets"][0]["luns"][0]) == {
+        "lun", "backend", "size_bytes", "block_size", "path", "read_only", "thin", "removable",
+    }  # fmt: skip
 
 
 def test_inquiry_decodes_vpd_pages(env: Env) -> None:
