@@ -218,6 +218,12 @@ def test_read_keeps_holes_where_the_lun_is_unmapped(env: Env, tmp_path: Path) ->
     assert sparse.stat().st_size == full.stat().st_size == 64 * MIB
     assert sparse.read_bytes() == full.read_bytes()
     assert sparse.stat().st_blocks * 512 <= 2 * MIB < full.stat().st_blocks * 512
+    redirected = tmp_path / "redirected.img"
+    with open(redirected, "wb") as fh:  # `cistern read URL - > FILE`: stdout is a regular file
+        run = subprocess.run(
+            [sys.executable, "-m", "cistern", "read", env.lun(2), "-"], stdout=fh, timeout=60
+        )
+    assert run.returncode == 0 and redirected.read_bytes() == full.read_bytes()
 
 
 def test_verify_to_stdout_is_refused_and_bench_writes_need_yes(env: Env, tmp_path: Path) -> None:

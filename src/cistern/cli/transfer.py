@@ -134,8 +134,10 @@ class FileEnd:
     @classmethod
     def open_destination(cls, path: str) -> FileEnd:
         """Open without truncating (the caller decides the final length); stdout for ``-``."""
-        if path == "-":
-            return cls(1, "stdout", owned=False)
+        if path == "-":  # written in order even when redirected to a file (`> out.img`)
+            end = cls(1, "stdout", owned=False)
+            end.kind, end.stream, end.size, end.can_punch = "stream", True, None, False
+            return end
         try:
             st = os.stat(path)
         except FileNotFoundError:
