@@ -13,8 +13,8 @@ Rules (see docs/operations.md "Transfers"):
 
 - Everything is copied or the command fails: a source that ends before the requested length, a
   destination that is too small, or any SCSI/OS error stops the copy with an error (exit 1); a short
-  copy is never reported as success. A stream that ends inside a block is padded with zeros to a whole
-  block (said on stderr).
+  copy is never reported as success. A source that ends inside a block (a stream, or a file whose length
+  is not whole blocks) is padded with zeros to a whole block (said on stderr).
 - An existing destination file is never truncated below what it held, except when the copy replaces it
   entirely (from offset 0 to at least its old end): then it gets exactly the copied length. Bytes of the
   file outside ``[dest_offset, dest_offset + length)`` are never touched.
