@@ -12,6 +12,7 @@ import contextlib
 import errno
 import hashlib
 import logging
+import os
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -90,7 +91,8 @@ class TargetServer:
                     hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
                 for started in self._servers:
                     started.close()
-                raise OSError(exc.errno, f"cannot listen on portal {where}: {exc.strerror}{hint}") from None
+                reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+                raise OSError(exc.errno, f"cannot listen on portal {where}: {reason}{hint}") from None
             self._servers.append(server)
             for sock in server.sockets:
                 addr = sock.getsockname()
