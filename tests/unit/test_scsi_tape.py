@@ -266,7 +266,7 @@ def test_locate_and_read_position_forms(h: Harness) -> None:
     s, _ = h.check(0, locate16(2**64 - 1))
     assert s.key == BLANK and tell(h) == 9
     s, _ = h.check(0, locate10(0, cp=True, partition=1))
-    assert (s.key, s.asc) == (ILLEGAL, 0x24)
+    assert (s.key, s.asc, s.sks) == (ILLEGAL, 0x24, bytes((0xC0, 0, 8)))  # field pointer: CDB byte 8
     h.ok(0, locate10(0, cp=True, partition=0))
     s, _ = h.check(0, read_position(2))
     assert (s.key, s.asc) == (ILLEGAL, 0x24)
