@@ -570,3 +570,22 @@ def test_compression_stores_fewer_bytes_and_reads_back(h: Harness) -> None:
     assert s.ili and s.information == 1000 - len(text) and data == text[:1000]
     h.ok(0, REWIND)
     assert h.ok(0, read6(len(text))) == text
+
+
+def test_load_reports_a_recovered_cartridge(lib: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = create_cartridge(str(lib), "TORN01L6", 8 << 20)
+    cart = Cartridge(path)
+    for i in range(3):
+        cart.append_block(blk(i, 500))
+    cart.close()
+    os.truncate(os.path.join(path, "data"), 1200)  # the last block lost its end
+    d = TapeUnit(lun=0)
+    h = Harness({0: d})
+    try:
+        h.run(d.insert(path))
+        assert "TORN01L6: 1 trailing object(s)" in caplog.text
+        h.clear_ua(0)
+        h.ok(0, space6(3, 0))
+        assert tell(h) == 2
+    finally:
+        h.close()
