@@ -17,6 +17,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/_python.sh"
 
 PACKAGES=(libiscsi-bin qemu-utils qemu-block-extra tgt iproute2 procps coreutils)
 PACKAGES+=(qemu-system-x86 busybox-static open-iscsi socat e2fsprogs kmod)
+# systemd-analyze verifies contrib/cistern.service; util-linux (losetup) makes loop devices for CLI tests
+PACKAGES+=(systemd util-linux)
 PACKAGES+=(mt-st mtx tar)
 
 as_root() {

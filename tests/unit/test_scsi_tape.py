@@ -266,7 +266,7 @@ def test_locate_and_read_position_forms(h: Harness) -> None:
     s, _ = h.check(0, locate16(2**64 - 1))
     assert s.key == BLANK and tell(h) == 9
     s, _ = h.check(0, locate10(0, cp=True, partition=1))
-    assert (s.key, s.asc) == (ILLEGAL, 0x24)
+    assert (s.key, s.asc, s.sks) == (ILLEGAL, 0x24, bytes((0xC0, 0, 8)))  # field pointer: CDB byte 8
     h.ok(0, locate10(0, cp=True, partition=0))
     s, _ = h.check(0, read_position(2))
     assert (s.key, s.asc) == (ILLEGAL, 0x24)
@@ -389,8 +389,8 @@ def test_unload_load_and_prevent(h: Harness) -> None:
     assert (s.key, s.asc) == (NOT_READY, 0x3A)
     h.ok(0, [0x1B, 0, 0, 0, 0x05, 0])  # LOAD + EOT: at end of data
     assert tell(h) == 1
-    h.ok(0, [0x1B, 0, 0, 0, 0x03, 0])  # LOAD + RETEN
-    assert tell(h) == 1
+    h.ok(0, [0x1B, 0, 0, 0, 0x03, 0])  # LOAD + RETEN on a loaded cartridge: back at BOP
+    assert tell(h) == 0
     s, _ = h.check(0, [0x1B, 0, 0, 0, 0x08, 0])  # HOLD
     assert (s.key, s.asc) == (ILLEGAL, 0x24)
     h.ok(0, REWIND)
@@ -570,3 +570,22 @@ def test_compression_stores_fewer_bytes_and_reads_back(h: Harness) -> None:
     assert s.ili and s.information == 1000 - len(text) and data == text[:1000]
     h.ok(0, REWIND)
     assert h.ok(0, read6(len(text))) == text
+
+
+def test_load_reports_a_recovered_cartridge(lib: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = create_cartridge(str(lib), "TORN01L6", 8 << 20)
+    cart = Cartridge(path)
+    for i in range(3):
+        cart.append_block(blk(i, 500))
+    cart.close()
+    os.truncate(os.path.join(path, "data"), 1200)  # the last block lost its end
+    d = TapeUnit(lun=0)
+    h = Harness({0: d})
+    try:
+        h.run(d.insert(path))
+        assert "TORN01L6: 1 trailing object(s)" in caplog.text
+        h.clear_ua(0)
+        h.ok(0, space6(3, 0))
+        assert tell(h) == 2
+    finally:
+        h.close()
