@@ -54,6 +54,9 @@ def summary_tables(config: Config) -> list[Table]:
         for index, lun in enumerate(target.luns):
             size = human_size(lun.size) if lun.size is not None else "(device/file)"
             path = str(lun.path) if lun.path is not None else "-"
+            if lun.raid is not None:
+                size = f"RAID {lun.raid.level} of {len(lun.raid.members)} (+{len(lun.raid.spares)} spare)"
+                path = "\n".join(str(p) for p in lun.raid.members)
             luns.add_row(
                 target.name, str(lun.lun), lun.backend, size, str(lun.block_size), path, _flags(target, index)
             )

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cistern.config.errors import ConfigIssue, format_loc
+from cistern.config.raid import check_raid_paths
 
 if TYPE_CHECKING:
     from cistern.config.lun import LunConfig
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
 
 
 def _check_lun(lun: LunConfig, where: str) -> list[ConfigIssue]:
+    if lun.raid is not None:
+        return check_raid_paths(lun.raid, where)
     if lun.path is None:
         return []
     path: Path = lun.path

@@ -7,21 +7,24 @@ INQUIRY T10 strings (SPC-5 6.7.2: 8, 16 and 4 ASCII characters); ``serial`` over
 5.13.5; default ``<path>.pr.json`` for file and block LUNs, none for memory LUNs);
 ``persist_reservations = false`` turns APTPL off (PTPL_C=0). ``soft_threshold`` (thin LUs only) is the
 percentage of the capacity physically allocated at which every I_T nexus gets THIN PROVISIONING SOFT
-THRESHOLD REACHED (SBC-3 4.7.3.7).
+THRESHOLD REACHED (SBC-3 4.7.3.7).  ``raid`` (backend ``raid``) is a software RAID array of member files
+or devices (:mod:`cistern.config.raid`).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cistern.config.errors import ConfigValueError
 from cistern.config.fields import PathField, SizeBytes
+from cistern.config.raid import RaidConfig
 from cistern.config.sizes import human_size
 
 MAX_LUN = 16383  # single-level LUN, peripheral/flat addressing (SAM-5 4.7)
-Backend = Literal["file", "memory", "block"]
+Backend = Literal["file", "memory", "block", "raid"]
 
 
 def _ascii_field(value: str | None, what: str, max_len: int, *, spaces: bool) -> str | None:
@@ -54,6 +57,7 @@ class LunConfig(BaseModel):
     pr_state: PathField | None = None
     persist_reservations: bool = True
     soft_threshold: Annotated[int, Field(ge=1, le=100)] | None = None
+    raid: RaidConfig | None = None
 
     @field_validator("serial")
     @classmethod
@@ -75,17 +79,33 @@ class LunConfig(BaseModel):
     def _revision(cls, value: str | None) -> str | None:
         return _ascii_field(value, "revision", 4, spaces=True)
 
+    def backing_paths(self) -> list[Path]:
+        """Every file or device this LUN uses (a path, or a RAID array's members, spares and journal)."""
+        if self.raid is not None:
+            return self.raid.paths()
+        return [self.path] if self.path is not None else []
+
     def pr_state_path(self) -> str | None:
         """Where APTPL state lives, or None when reservations do not persist across restarts."""
         if not self.persist_reservations:
             return None
         if self.pr_state is not None:
             return str(self.pr_state)
+        if self.path is None and self.raid is not None:
+            return f"{self.raid.members[0]}.pr.json"
         return f"{self.path}.pr.json" if self.path is not None else None
 
     @model_validator(mode="after")
     def _backend_fields(self) -> LunConfig:
-        if self.backend == "memory":
+        if (self.raid is not None) != (self.backend == "raid"):
+            raise ConfigValueError("a [raid] table goes with backend = \"raid\" (and it needs one)", at=("raid",))
+        if self.backend == "raid":
+            for name in ("path", "size"):
+                if getattr(self, name) is not None:
+                    raise ConfigValueError(f"a {self.backend} LUN has no {name}", at=(name,))
+            if self.thin:
+                raise ConfigValueError("a RAID LUN is not thin-provisioned", at=("thin",))
+        elif self.backend == "memory":
             if self.path is not None:
                 raise ConfigValueError("a memory LUN has no path", at=("path",))
             if self.size is None:

@@ -23,6 +23,7 @@ from cistern.scsi.server import DeviceServer
 from cistern.scsi.task import ITNexus
 from cistern.storage.base import BackingStore
 from cistern.storage.factory import open_store
+from cistern.storage.raid.open import open_raid
 from cistern.target.connection import Connection
 from cistern.target.model import ChapSecret, PortalGroupSpec, TargetLimits, TargetSpec
 from cistern.target.session import Session, SessionTable
@@ -61,6 +62,10 @@ class TargetServer:
 
     async def start(self) -> list[tuple[str, int]]:
         loop = asyncio.get_running_loop()
+        for store in self.stores:  # stores with background work (RAID rebuild, scrub, monitoring)
+            start_background = getattr(store, "start_background", None)
+            if start_background is not None:
+                start_background()
         portals: dict[tuple[str, int], list[TargetSpec]] = {}
         for target in self.targets.values():
             for group in target.portal_groups:
@@ -272,13 +277,16 @@ def build_server(config: Config) -> TargetServer:
         for tcfg in config.targets:
             luns: dict[int, LogicalUnit] = {}
             for lcfg in tcfg.luns:
-                store = open_store(
-                    lcfg.backend,
-                    str(lcfg.path) if lcfg.path is not None else None,
-                    lcfg.size,
-                    lcfg.block_size,
-                    lcfg.read_only,
-                )
+                if lcfg.raid is not None:
+                    store = open_raid(lcfg.raid, block_size=lcfg.block_size, name=f"{tcfg.name}/lun{lcfg.lun}")
+                else:
+                    store = open_store(
+                        lcfg.backend,
+                        str(lcfg.path) if lcfg.path is not None else None,
+                        lcfg.size,
+                        lcfg.block_size,
+                        lcfg.read_only,
+                    )
                 stores.append(store)
                 kwargs = {}
                 for name in ("vendor", "product", "revision"):

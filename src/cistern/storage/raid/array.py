@@ -53,6 +53,8 @@ log = logging.getLogger("cistern.raid")
 
 WINDOW = 1 << 20  # rebuild/scrub work unit per member (bytes, rounded to whole chunks)
 MAX_REPORTED_MISMATCHES = 64
+#: mdadm --monitor event names logged as warnings (the others are informational)
+ALERT_EVENTS = frozenset({"Fail", "FailSpare", "DegradedArray", "ArrayFailed", "RebuildAborted"})
 
 
 class RaidConfigError(ValueError):
@@ -147,7 +149,9 @@ class RaidStore(BackingStore):
         self.sync = SyncProgress()
         self.last_check: SyncProgress | None = None
         self.last_sync: SyncProgress | None = None
-        self.resync_needed: str | None = None  # "full" or "dirty": parity/mirrors may disagree
+        self.resync_needed: str | None = None
+        self.mismatch_cnt = 0  # from the superblock until this process runs a check
+        self.lock_fds: list[int] = []  # flock()s that keep a second process off the members  # "full" or "dirty": parity/mirrors may disagree
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self._inflight = 0
         self._last_foreground = 0.0
@@ -249,6 +253,7 @@ class RaidStore(BackingStore):
         arr.stale = stale
         arr.bitmap_valid_from = auth.bitmap_valid_from
         arr.clean = auth.clean
+        arr.mismatch_cnt = auth.mismatch_cnt
         if bitmap_region != auth.bitmap_region:
             log.info("raid %s: keeping the bitmap region of the superblock (%d)", name, auth.bitmap_region)
         for m in slots:
@@ -387,7 +392,7 @@ class RaidStore(BackingStore):
             "sync_action": self.sync.action,
             "sync_progress": (sync.done / sync.total) if sync and sync.total else None,
             "sync_speed": sync.speed if sync else None,
-            "mismatch_cnt": last.mismatches if last else 0,
+            "mismatch_cnt": last.mismatches if last else self.mismatch_cnt,
             "mismatch_stripes": list(last.mismatch_stripes) if last else [],
             "devices": [
                 {"name": m.name, "role": m.role, "state": m.state, "errors": m.errors,
@@ -399,7 +404,8 @@ class RaidStore(BackingStore):
 
     def _emit(self, kind: str, **info: Any) -> None:
         info.setdefault("state", self.state)
-        log.warning("raid %s: %s %s", self.name, kind, " ".join(f"{k}={v}" for k, v in info.items()))
+        level = logging.WARNING if kind in ALERT_EVENTS else logging.INFO
+        log.log(level, "raid %s: %s %s", self.name, kind, " ".join(f"{k}={v}" for k, v in info.items()))
         for fn in list(self.listeners):
             try:
                 fn(kind, info)
@@ -417,6 +423,8 @@ class RaidStore(BackingStore):
                         s.recovery_offset) for s in self.slots],
             spares=[s.device_uuid for s in self.spares],
             bitmap_region=self.bitmap_region, bitmap_valid_from=self.bitmap_valid_from,
+            mismatch_cnt=self.last_check.mismatches if self.last_check else self.mismatch_cnt,
+            sync_action=self.sync.action,
         )
 
     async def write_superblocks(self) -> None:
@@ -1020,6 +1028,7 @@ class RaidStore(BackingStore):
                 await self._flush_members()
             if action != "resync":
                 self.last_check = prog
+                await self.write_superblocks()
             self._emit(f"{action.capitalize()}Finished", mismatches=prog.mismatches)
             return prog
         finally:
@@ -1124,6 +1133,13 @@ class RaidStore(BackingStore):
                 await m.store.close()
         if self.journal is not None:
             await self.journal.store.close()
+        self._unlock()
+
+    def _unlock(self) -> None:
+        fds, self.lock_fds = self.lock_fds, []
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def close_sync(self) -> None:
         self._closed = True
@@ -1132,3 +1148,4 @@ class RaidStore(BackingStore):
                 m.store.close_sync()
         if self.journal is not None:
             self.journal.store.close_sync()
+        self._unlock()

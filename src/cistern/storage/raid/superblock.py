@@ -64,6 +64,8 @@ class Superblock:
     bitmap_region: int = 0  # 0: no bitmap
     bitmap_valid_from: int | None = None  # events since which the bitmap has not been cleared
     data_offset: int = DATA_OFFSET
+    mismatch_cnt: int = 0  # stripes found inconsistent by the last check/repair
+    sync_action: str = "idle"  # what the array was doing when this was written
 
     def encode(self) -> bytes:
         payload = json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
