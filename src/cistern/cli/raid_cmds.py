@@ -196,6 +196,46 @@ def repair(ctx: click.Context, config_path: Path, which: str | None) -> None:
     _scrub(ctx, config_path, which, "repair")
 
 
+@raid_group.command("fail")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--lun", "which", default=None, help="TARGET/LUN or LUN number (default: the only RAID LUN).")
+@click.option("--member", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The member file or device to mark faulty (as mdadm --fail).")
+@click.pass_context
+def fail(ctx: click.Context, config_path: Path, which: str | None, member: Path) -> None:
+    """Mark a member faulty in the superblocks (offline): the array runs degraded until a spare is rebuilt."""
+    from cistern.storage.raid import RaidConfigError
+    from cistern.storage.raid.open import open_raid
+
+    config = _load(ctx, config_path)
+    arrays = _arrays(config, which)
+    if len(arrays) > 1:
+        raise click.ClickException("several RAID LUNs: say which with --lun")
+    label, lun = arrays[0]
+    assert lun.raid is not None
+    try:
+        arr = open_raid(lun.raid, block_size=lun.block_size, name=label)
+    except (OSError, RaidConfigError) as exc:
+        raise click.ClickException(f"{label}: {exc}") from None
+    wanted = os.path.abspath(member)
+
+    async def run() -> str | None:
+        arr.auto_rebuild = False  # offline: the serving target starts the rebuild
+        try:
+            for m in arr.members():
+                if os.path.abspath(m.name) == wanted and m.state in ("in_sync", "rebuilding", "spare"):
+                    arr._mark_failed(m, "failed by the administrator")
+                    await arr.write_superblocks()
+                    return m.state
+            return None
+        finally:
+            await arr.close()
+
+    if asyncio.run(run()) is None:
+        raise click.ClickException(f"{member} is not an active member or spare of {label}")
+    click.echo(f"{label}: {member} marked faulty")
+
+
 def register(group: click.Group) -> None:
     """Add ``cistern raid`` to the top-level group (cli/main.py COMMAND_MODULES)."""
     group.add_command(raid_group)

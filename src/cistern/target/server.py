@@ -277,6 +277,7 @@ def build_server(config: Config) -> TargetServer:
         for tcfg in config.targets:
             luns: dict[int, LogicalUnit] = {}
             for lcfg in tcfg.luns:
+                store: BackingStore
                 if lcfg.raid is not None:
                     store = open_raid(lcfg.raid, block_size=lcfg.block_size, name=f"{tcfg.name}/lun{lcfg.lun}")
                 else:

@@ -161,6 +161,10 @@ class RaidStore(BackingStore):
         self._closed = False
         self._rr = 0
         self.failed = False
+        self.auto_rebuild = True  # a spare takes over a faulty/missing role at once
+        #: test hook (env CISTERN_RAID_WRITE_GAP, seconds): RAID 5/6 writes data, waits, then parity, so a
+        #: crash test can land in the write hole every time
+        self.write_gap = 0.0
 
     # ------------------------------------------------------------------ assembly
 
@@ -697,7 +701,12 @@ class RaidStore(BackingStore):
             await self.journal.append([(roles[r], s * c + a, content[r].data) for r, _ in writes],
                                       self._flush_members)
         try:
-            await asyncio.gather(*(self._mwrite(m, s * c + a, content[r]) for r, m in writes))
+            if self.write_gap > 0:  # fault injection: data first, parity after a pause (a wide write hole)
+                await asyncio.gather(*(self._mwrite(m, s * c + a, content[r]) for r, m in writes if r < k))
+                await asyncio.sleep(self.write_gap)
+                await asyncio.gather(*(self._mwrite(m, s * c + a, content[r]) for r, m in writes if r >= k))
+            else:
+                await asyncio.gather(*(self._mwrite(m, s * c + a, content[r]) for r, m in writes))
         finally:
             if self.journal is not None:
                 self.journal.done()
@@ -794,7 +803,7 @@ class RaidStore(BackingStore):
                             await self.write_superblocks()
 
     def _kick_recovery(self) -> None:
-        if self.sync.action != "idle" or self.failed or self._closed:
+        if self.sync.action != "idle" or self.failed or self._closed or not self.auto_rebuild:
             return
         for role, m in enumerate(self.slots):
             if m is not None and m.state == "rebuilding":

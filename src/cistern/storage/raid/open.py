@@ -126,6 +126,7 @@ def open_raid(cfg: RaidSettings, *, block_size: int = 512, name: str = "raid") -
             os.close(fd)
         raise
     arr.lock_fds = locks
+    arr.write_gap = float(os.environ.get("CISTERN_RAID_WRITE_GAP", "0") or 0)
     rebind(arr)
     return arr
 
