@@ -15,6 +15,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/_python.sh"
 
 PACKAGES=(libiscsi-bin qemu-utils qemu-block-extra tgt iproute2 procps coreutils)
 PACKAGES+=(qemu-system-x86 busybox-static open-iscsi socat e2fsprogs kmod)
+PACKAGES+=(sg3-utils)  # sg_ses decodes the SES pages of the enclosure LU (tests/unit/test_ses_pages.py)
 
 as_root() {
     if [[ "$(id -u)" -eq 0 ]]; then
