@@ -7,6 +7,8 @@ from __future__ import annotations
 from cistern.config.model import Config, TargetConfig
 from cistern.config.portals import Portal, format_address
 from cistern.config.sizes import human_size
+from cistern.config.tape import TAPE_BACKENDS
+from cistern.config.tape import describe as tape_describe
 
 _WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
@@ -45,7 +47,9 @@ def target_lines(target: TargetConfig, bound: list[tuple[str, int]]) -> list[str
     lines += [f"  listening on {address}" for address in addresses] or ["  not listening on any portal"]
     for lun in target.luns:
         size = human_size(lun.size) if lun.size is not None else "device size"
-        where = f"  {lun.path}" if lun.path is not None else ""
+        if lun.backend in TAPE_BACKENDS:
+            size = tape_describe(lun)
+        where = f"  {lun.path or lun.library or ''}".rstrip()
         flags = "  read-only" if lun.read_only else ""
         lines.append(f"  LUN {lun.lun}: {lun.backend}, {size}{where}{flags}")
     if not addresses:

@@ -7,8 +7,9 @@ INQUIRY T10 strings (SPC-5 6.7.2: 8, 16 and 4 ASCII characters); ``serial`` over
 5.13.5; default ``<path>.pr.json`` for file and block LUNs, none for memory LUNs);
 ``persist_reservations = false`` turns APTPL off (PTPL_C=0). ``soft_threshold`` (thin LUs only) is the
 percentage of the capacity physically allocated at which every I_T nexus gets THIN PROVISIONING SOFT
-THRESHOLD REACHED (SBC-3 4.7.3.7).  ``raid`` (backend ``raid``) is a software RAID array of member files
-or devices (:mod:`cistern.config.raid`).
+THRESHOLD REACHED (SBC-3 4.7.3.7).  Backends ``tape`` and ``changer`` and their fields (``library``,
+``slots``, ...) are in :mod:`cistern.config.tape`; ``raid`` (backend ``raid``) is a software RAID array of
+member files or devices (:mod:`cistern.config.raid`).
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from cistern.config.errors import ConfigValueError
 from cistern.config.fields import PathField, SizeBytes
 from cistern.config.raid import RaidConfig
 from cistern.config.sizes import human_size
+from cistern.config.tape import TAPE_BACKENDS, TapeFields, check_tape_lun
 
 MAX_LUN = 16383  # single-level LUN, peripheral/flat addressing (SAM-5 4.7)
-Backend = Literal["file", "memory", "block", "raid"]
+Backend = Literal["file", "memory", "block", "tape", "changer", "raid"]
 
 
 def _ascii_field(value: str | None, what: str, max_len: int, *, spaces: bool) -> str | None:
@@ -37,7 +39,7 @@ def _ascii_field(value: str | None, what: str, max_len: int, *, spaces: bool) ->
     return value
 
 
-class LunConfig(BaseModel):
+class LunConfig(TapeFields, BaseModel):
     """A LUN and its backing store."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -99,6 +101,9 @@ class LunConfig(BaseModel):
     def _backend_fields(self) -> LunConfig:
         if (self.raid is not None) != (self.backend == "raid"):
             raise ConfigValueError("a [raid] table goes with backend = \"raid\" (and it needs one)", at=("raid",))
+        check_tape_lun(self)
+        if self.backend in TAPE_BACKENDS:
+            return self
         if self.backend == "raid":
             for name in ("path", "size"):
                 if getattr(self, name) is not None:

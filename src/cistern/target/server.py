@@ -16,17 +16,20 @@ from collections.abc import Callable
 from typing import Any
 
 from cistern.config.model import Config
+from cistern.config.tape import TAPE_BACKENDS
 from cistern.config.target import TargetConfig
 from cistern.scsi.alua import TPGS_BY_NAME, Alua, TargetPortGroup, parse_state
 from cistern.scsi.lu import LogicalUnit
 from cistern.scsi.server import DeviceServer
 from cistern.scsi.task import ITNexus
+from cistern.scsi.unit import LogicalUnitBase
 from cistern.storage.base import BackingStore
 from cistern.storage.factory import open_store
 from cistern.storage.raid.open import open_raid
 from cistern.target.connection import Connection
 from cistern.target.model import ChapSecret, PortalGroupSpec, TargetLimits, TargetSpec
 from cistern.target.session import Session, SessionTable
+from cistern.target.tape_luns import build_tape_luns, close_now
 from cistern.wire.negotiation import Negotiated
 from cistern.wire.text import encode_text
 
@@ -118,6 +121,12 @@ class TargetServer:
                 await store.close()
             except OSError as exc:
                 log.error("closing store: %s", exc)
+        for target in self.targets.values():
+            for lu in target.device.luns.values():
+                try:
+                    await lu.close()  # tape drives: sync and close the cartridge; changers: unlock
+                except OSError as exc:
+                    log.error("closing LUN %d: %s", lu.lun, exc)
 
     # ---- sessions
 
@@ -272,11 +281,14 @@ def _alua(tcfg: TargetConfig) -> Alua:
 def build_server(config: Config) -> TargetServer:
     """Open every store and build the runtime objects; raises OSError/ValueError with a clear message."""
     stores: list[BackingStore] = []
+    tape_units: list[LogicalUnitBase] = []
     targets: list[TargetSpec] = []
     try:
         for tcfg in config.targets:
-            luns: dict[int, LogicalUnit] = {}
+            luns: dict[int, LogicalUnitBase] = {}
             for lcfg in tcfg.luns:
+                if lcfg.backend in TAPE_BACKENDS:
+                    continue
                 store: BackingStore
                 if lcfg.raid is not None:
                     store = open_raid(lcfg.raid, block_size=lcfg.block_size, name=f"{tcfg.name}/lun{lcfg.lun}")
@@ -308,6 +320,10 @@ def build_server(config: Config) -> TargetServer:
                 PortalGroupSpec(g.tag, [(p.host, p.port) for p in g.portals])
                 for g in tcfg.effective_portal_groups()
             ]
+            name = str(tcfg.name)
+            tape_luns = build_tape_luns(tcfg, lambda lun, name=name: _serial_for(name, lun))  # type: ignore[misc]
+            tape_units.extend(tape_luns.values())
+            luns.update(tape_luns)
             device = DeviceServer(luns, target_name=str(tcfg.name), alua=_alua(tcfg))
             chap = mutual = None
             algorithms: tuple[str, ...] = ("SHA3-256", "SHA-256", "SHA1", "MD5")
@@ -335,6 +351,8 @@ def build_server(config: Config) -> TargetServer:
         for store in stores:
             with contextlib.suppress(Exception):
                 store.close_sync()
+        for unit in tape_units:
+            close_now(unit)
         raise
     discovery = None
     if config.discovery_auth is not None and config.discovery_auth.chap is not None:
