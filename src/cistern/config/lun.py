@@ -9,7 +9,8 @@ INQUIRY T10 strings (SPC-5 6.7.2: 8, 16 and 4 ASCII characters); ``serial`` over
 percentage of the capacity physically allocated at which every I_T nexus gets THIN PROVISIONING SOFT
 THRESHOLD REACHED (SBC-3 4.7.3.7).  Backends ``tape`` and ``changer`` and their fields (``library``,
 ``slots``, ...) are in :mod:`cistern.config.tape`; ``raid`` (backend ``raid``) is a software RAID array of
-member files or devices (:mod:`cistern.config.raid`).
+member files or devices (:mod:`cistern.config.raid`); ``ses`` is an enclosure services LU (SES-3)
+reporting the RAID LUNs of its target.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from cistern.config.sizes import human_size
 from cistern.config.tape import TAPE_BACKENDS, TapeFields, check_tape_lun
 
 MAX_LUN = 16383  # single-level LUN, peripheral/flat addressing (SAM-5 4.7)
-Backend = Literal["file", "memory", "block", "tape", "changer", "raid"]
+Backend = Literal["file", "memory", "block", "tape", "changer", "raid", "ses"]
 
 
 def _ascii_field(value: str | None, what: str, max_len: int, *, spaces: bool) -> str | None:
@@ -104,7 +105,14 @@ class LunConfig(TapeFields, BaseModel):
         check_tape_lun(self)
         if self.backend in TAPE_BACKENDS:
             return self
-        if self.backend == "raid":
+        if self.backend == "ses":
+            for name in ("path", "size", "pr_state", "soft_threshold"):
+                if getattr(self, name) is not None:
+                    raise ConfigValueError(f"an SES LUN has no {name}", at=(name,))
+            for name in ("thin", "read_only", "removable"):
+                if getattr(self, name):
+                    raise ConfigValueError(f"an SES LUN has no {name} setting", at=(name,))
+        elif self.backend == "raid":
             for name in ("path", "size"):
                 if getattr(self, name) is not None:
                     raise ConfigValueError(f"a {self.backend} LUN has no {name}", at=(name,))

@@ -25,9 +25,11 @@ from cistern.scsi.task import ITNexus
 from cistern.scsi.unit import LogicalUnitBase
 from cistern.storage.base import BackingStore
 from cistern.storage.factory import open_store
+from cistern.storage.raid import RaidStore
 from cistern.storage.raid.open import open_raid
 from cistern.target.connection import Connection
 from cistern.target.model import ChapSecret, PortalGroupSpec, TargetLimits, TargetSpec
+from cistern.target.raid_luns import build_ses_luns, watch_raid
 from cistern.target.session import Session, SessionTable
 from cistern.target.tape_luns import build_tape_luns, close_now
 from cistern.wire.negotiation import Negotiated
@@ -287,7 +289,7 @@ def build_server(config: Config) -> TargetServer:
         for tcfg in config.targets:
             luns: dict[int, LogicalUnitBase] = {}
             for lcfg in tcfg.luns:
-                if lcfg.backend in TAPE_BACKENDS:
+                if lcfg.backend in TAPE_BACKENDS or lcfg.backend == "ses":
                     continue
                 store: BackingStore
                 if lcfg.raid is not None:
@@ -316,6 +318,8 @@ def build_server(config: Config) -> TargetServer:
                     soft_threshold=lcfg.soft_threshold,
                     **kwargs,
                 )
+                if isinstance(store, RaidStore):
+                    watch_raid(store, luns[lcfg.lun])
             groups = [
                 PortalGroupSpec(g.tag, [(p.host, p.port) for p in g.portals])
                 for g in tcfg.effective_portal_groups()
@@ -324,6 +328,7 @@ def build_server(config: Config) -> TargetServer:
             tape_luns = build_tape_luns(tcfg, lambda lun, name=name: _serial_for(name, lun))  # type: ignore[misc]
             tape_units.extend(tape_luns.values())
             luns.update(tape_luns)
+            luns.update(build_ses_luns(tcfg, luns, lambda lun, name=name: _serial_for(name, lun)))  # type: ignore[misc]
             device = DeviceServer(luns, target_name=str(tcfg.name), alua=_alua(tcfg))
             chap = mutual = None
             algorithms: tuple[str, ...] = ("SHA3-256", "SHA-256", "SHA1", "MD5")
