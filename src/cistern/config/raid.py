@@ -7,7 +7,8 @@ superblocks say who is who), ``spares``, ``member_size`` (creates missing member
 bitmap granule, member bytes), ``journal`` (a file that closes the RAID 5/6 write hole) and
 ``journal_size``, ``member_timeout`` (seconds before a stalled member is failed), ``rebuild_speed_min`` /
 ``rebuild_speed_max`` (bytes/s, md's ``speed_limit_min``/``max``; 0 = unlimited), ``size_tolerance``
-(percent by which member sizes may differ).  Impossible layouts are refused here, before any file is
+(percent by which member sizes may differ), ``scrub_interval`` (seconds between background ``check``
+scrubs, like Debian's monthly checkarray; 0 = never), ``assume_clean`` (skip the initial resync).  Impossible layouts are refused here, before any file is
 touched: too few members for the level, a path used twice, a journal on a member.
 """
 
@@ -47,6 +48,7 @@ class RaidConfig(BaseModel):
     rebuild_speed_max: SizeBytes = 0
     size_tolerance: Annotated[float, Field(ge=0, le=50)] = 1.0
     assume_clean: bool = False
+    scrub_interval: Annotated[float, Field(ge=0, le=366 * 86400)] = 0.0
 
     @model_validator(mode="after")
     def _layout(self) -> RaidConfig:

@@ -165,6 +165,7 @@ class RaidStore(BackingStore):
         #: test hook (env CISTERN_RAID_WRITE_GAP, seconds): RAID 5/6 writes data, waits, then parity, so a
         #: crash test can land in the write hole every time
         self.write_gap = 0.0
+        self.scrub_interval = 0.0  # seconds between background checks (0: never)
 
     # ------------------------------------------------------------------ assembly
 
@@ -787,8 +788,13 @@ class RaidStore(BackingStore):
         self._spawn(self._bitmap_daemon())
         await self.resync_if_needed()
         self._kick_recovery()
+        next_scrub = time.monotonic() + self.scrub_interval
         while not self._closed:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(min(1.0, self.scrub_interval or 1.0))
+            if self.scrub_interval and time.monotonic() >= next_scrub:
+                next_scrub = time.monotonic() + self.scrub_interval
+                if not self.degraded and self.sync.action == "idle" and self.geometry.level != 0:
+                    self._spawn(self._background_check())
             for m in self.members():
                 if m.ident is not None and m.state in ("in_sync", "rebuilding", "spare"):
                     path = getattr(m.store, "path", "")
@@ -985,6 +991,10 @@ class RaidStore(BackingStore):
 
     # ------------------------------------------------------------------ scrub
 
+    async def _background_check(self) -> None:
+        with contextlib.suppress(StoreError):
+            await self.check()
+
     async def resync_if_needed(self) -> None:
         """Run the resync an unclean shutdown or a fresh (not assume-clean) array needs."""
         if self.resync_needed is None or self.degraded:
@@ -1042,6 +1052,7 @@ class RaidStore(BackingStore):
             return prog
         finally:
             self.sync = SyncProgress()
+            self._kick_recovery()  # a member may have failed during the scrub
 
     async def _scrub_rows(self, rows: range, action: str, prog: SyncProgress) -> None:
         g = self.geometry

@@ -39,6 +39,7 @@ class RaidSettings(Protocol):
     rebuild_speed_min: int
     rebuild_speed_max: int
     size_tolerance: float
+    scrub_interval: float
     assume_clean: bool
 
 
@@ -126,6 +127,7 @@ def open_raid(cfg: RaidSettings, *, block_size: int = 512, name: str = "raid") -
             os.close(fd)
         raise
     arr.lock_fds = locks
+    arr.scrub_interval = cfg.scrub_interval
     arr.write_gap = float(os.environ.get("CISTERN_RAID_WRITE_GAP", "0") or 0)
     rebind(arr)
     return arr
