@@ -51,7 +51,7 @@ from .superblock import (
 
 log = logging.getLogger("cistern.raid")
 
-WINDOW = 1 << 20  # rebuild/scrub work unit per member (bytes, rounded to whole chunks)
+WINDOW = 4 << 20  # rebuild/scrub work unit per member (bytes, rounded to whole chunks)
 MAX_REPORTED_MISMATCHES = 64
 #: mdadm --monitor event names logged as warnings (the others are informational)
 ALERT_EVENTS = frozenset({"Fail", "FailSpare", "DegradedArray", "ArrayFailed", "RebuildAborted"})
@@ -587,12 +587,13 @@ class RaidStore(BackingStore):
             have: dict[int, np.ndarray] = {r: x for r, x in zip(to_read, got, strict=True) if x is not None}
             if direct:
                 return have
-            full = self._reconstruct(k, have, hi - lo)
+            full = self._reconstruct(k, have, hi - lo, set(wanted))
             return {r: full[r] for r in wanted}
         raise ArrayFailedError(f"stripe {s} of {self.name} cannot be read")
 
-    def _reconstruct(self, k: int, have: dict[int, np.ndarray], n: int) -> dict[int, np.ndarray]:
-        """All data roles plus P (and Q) from the roles in ``have``."""
+    def _reconstruct(self, k: int, have: dict[int, np.ndarray], n: int,
+                     need: set[int] | None = None) -> dict[int, np.ndarray]:
+        """All data roles plus P (and Q) from the roles in ``have`` (parity only when in ``need``, if given)."""
         level = self.geometry.level
         data: list[np.ndarray | None] = [have.get(i) for i in range(k)]
         missing = [i for i in range(k) if data[i] is None]
@@ -613,9 +614,10 @@ class RaidStore(BackingStore):
         elif missing:
             raise ArrayFailedError(f"{len(missing)} data chunks of a stripe of {self.name} are lost")
         full: dict[int, np.ndarray] = dict(enumerate(data))  # type: ignore[arg-type]
+        if need is not None and not need & {k, k + 1}:
+            return full
         if level == 6:
-            full[k], full[k + 1] = gf.parity_pq(full_list := [full[i] for i in range(k)])
-            del full_list
+            full[k], full[k + 1] = gf.parity_pq([full[i] for i in range(k)])
         elif level == 5:
             full[k] = gf.parity_p([full[i] for i in range(k)])
         return full
@@ -867,9 +869,15 @@ class RaidStore(BackingStore):
                         out[o:o + c] = got[mi][(rr - r0) * c:(rr - r0 + 1) * c]
                 else:
                     roles = g.stripe_roles(row)
+                    want = roles.index(role)
+                    k = g.data_chunks
                     have = {r: got[mi][o:o + c] for r, mi in enumerate(roles) if mi in got}
-                    full = self._reconstruct(g.data_chunks, have, c)
-                    out[o:o + c] = full[roles.index(role)]
+                    if want == k and all(i in have for i in range(k)):
+                        out[o:o + c] = gf.parity_p([have[i] for i in range(k)])
+                    elif want == k + 1 and all(i in have for i in range(k)):
+                        out[o:o + c] = gf.parity_q([have[i] for i in range(k)])
+                    else:
+                        out[o:o + c] = self._reconstruct(k, have, c, {want})[want]
             if not await self._mwrite(target, r0 * c, out):
                 raise ArrayFailedError(f"rebuild target {target.name} failed")
             return len(out)
