@@ -832,7 +832,10 @@ class RaidStore(BackingStore):
                 await asyncio.sleep(min(ahead, 1.0))
 
     def _window_rows(self) -> int:
-        return max(1, WINDOW // self.geometry.chunk)
+        """Rows per rebuild/scrub step: WINDOW bytes per member, smaller when throttled (smooth pacing)."""
+        limit = self.speed_min if time.monotonic() - self._last_foreground < 0.5 else self.speed_max
+        window = min(WINDOW, limit // 4) if limit > 0 else WINDOW
+        return max(1, window // self.geometry.chunk)
 
     async def _rebuild_rows(self, target: Member, rows: range) -> int:
         """Write the correct content of ``target``'s role for ``rows``; returns bytes written."""
@@ -903,7 +906,6 @@ class RaidStore(BackingStore):
         g = self.geometry
         self.sync.done = target.recovery_offset
         self._emit("RebuildStarted", member=target.name, role=role, offset=target.recovery_offset)
-        step = self._window_rows()
         started, base = time.monotonic(), target.recovery_offset
         last_ckpt = started
         try:
@@ -911,7 +913,7 @@ class RaidStore(BackingStore):
             while row < g.rows:
                 if self._closed or target.state != "rebuilding":
                     return False
-                rows = range(row, min(row + step, g.rows))
+                rows = range(row, min(row + self._window_rows(), g.rows))
                 async with self.locks.hold(rows):
                     await self._rebuild_rows(target, rows)
                     target.recovery_offset = rows.stop * g.chunk
