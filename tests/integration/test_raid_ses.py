@@ -123,6 +123,21 @@ class Ses:
 UAS: list[tuple[int, int]] = []
 
 
+async def _ie(sess) -> tuple[tuple[int, int], int]:  # type: ignore[no-untyped-def]
+    """(informational exception ASC/ASCQ from log page 0x2F, array state code from page 0x30)."""
+    for _ in range(3):
+        try:
+            ie = bytes((await sess.execute(0, struct.pack(">BBBBBHHB", 0x4D, 0, 0x40 | 0x2F, 0, 0, 0, 512, 0),
+                                           read_length=512)).data)
+            rs = bytes((await sess.execute(0, struct.pack(">BBBBBHHB", 0x4D, 0, 0x40 | 0x30, 0, 0, 0, 512, 0),
+                                           read_length=512)).data)
+            assert ie[0] == 0x2F and ie[4:6] == b"\0\0" and rs[0] == 0x30
+            return (ie[8], ie[9]), rs[8]
+        except UnitAttention as exc:
+            UAS.append((exc.sense.asc, exc.sense.ascq))
+    raise AssertionError("LOG SENSE kept failing with unit attentions")
+
+
 async def _write(sess, model: bytearray, off: int, data: bytes) -> None:  # type: ignore[no-untyped-def]
     for _ in range(5):
         try:
@@ -189,6 +204,7 @@ def test_raid6_faults_and_ses_through_iscsi(tmp_path: Path, artifacts_dir: Path)
             # healthy: OK everywhere, the spare is a hot spare, locate (ident) through SEND DIAGNOSTIC
             s = await ses.wait_for(lambda s: all(v["conscheck"] == 0 for v in s.values()))
             assert all(v["ok"] == 1 and v["3:6:1"] == 0 for k, v in s.items()), s
+            assert await _ie(sess) == ((0, 0), 0)  # LOG SENSE 0x2F: no informational exception; state clean
             gen0 = struct.unpack_from(">I", await ses.page(0x02), 4)[0]
             status = bytearray(await ses.page(0x02))
             ctrl = bytearray(status)
@@ -213,6 +229,7 @@ def test_raid6_faults_and_ses_through_iscsi(tmp_path: Path, artifacts_dir: Path)
             await _writes_while(sess, model, rng, lambda: (work / "m3.img").unlink())
             s = await ses.wait_for(lambda s: s["m3.img"]["3:6:1"] == 1, 15)
             assert s["m0.img"]["incritarray"] == 1 and s["m0.img"]["infailedarray"] == 0
+            assert await _ie(sess) == ((0x5D, 0x00), 1)  # FAILURE PREDICTION THRESHOLD EXCEEDED; degraded
             for _ in range(4):
                 try:
                     await sess.test_unit_ready(0)

@@ -20,6 +20,7 @@ from cistern.config.tape import TAPE_BACKENDS
 from cistern.config.target import TargetConfig
 from cistern.scsi.alua import TPGS_BY_NAME, Alua, TargetPortGroup, parse_state
 from cistern.scsi.lu import LogicalUnit
+from cistern.scsi.raid_lu import RaidDiskUnit
 from cistern.scsi.server import DeviceServer
 from cistern.scsi.task import ITNexus
 from cistern.scsi.unit import LogicalUnitBase
@@ -307,8 +308,9 @@ def build_server(config: Config) -> TargetServer:
                 for name in ("vendor", "product", "revision"):
                     if getattr(lcfg, name, None):
                         kwargs[name] = getattr(lcfg, name)
-                luns[lcfg.lun] = LogicalUnit(
-                    store,
+                unit_cls = RaidDiskUnit if isinstance(store, RaidStore) else LogicalUnit
+                luns[lcfg.lun] = unit_cls(
+                    store,  # type: ignore[arg-type]
                     lun=lcfg.lun,
                     serial=lcfg.serial or _serial_for(str(tcfg.name), lcfg.lun),
                     read_only=lcfg.read_only,
