@@ -526,13 +526,45 @@ class RaidStore(BackingStore):
         if out is None:
             return
         g = self.geometry
+        pieces = list(g.pieces(offset, len(buf)))
+        if len(pieces) == 1:
+            p = pieces[0]
+            await self._read_piece(p.index, p.chunk, p.lo, p.hi, out)
+            return
         tasks = []
-        for p in g.pieces(offset, len(buf)):
+        runs: dict[int, list[tuple[int, Any]]] = {}  # member -> [(member offset, piece)] read directly
+        c = g.chunk
+        for p in pieces:
+            if g.level in (0, 5, 6):
+                mi = p.chunk if g.level == 0 else g.stripe_roles(p.index)[p.chunk]
+                m = self.slots[mi]
+                if m is not None and m.readable(p.index * c, c):
+                    runs.setdefault(mi, []).append((p.index * c + p.lo, p))
+                    continue
             tasks.append(self._read_piece(p.index, p.chunk, p.lo, p.hi, out[p.buf_off : p.buf_off + p.hi - p.lo]))
-        if len(tasks) == 1:
-            await tasks[0]
-        else:
-            await asyncio.gather(*tasks)
+        for mi, items in runs.items():  # one member read per contiguous run of member offsets
+            start = 0
+            for i in range(1, len(items) + 1):
+                if i == len(items) or items[i][0] != items[i - 1][0] + items[i - 1][1].hi - items[i - 1][1].lo:
+                    tasks.append(self._read_run(mi, items[start:i], out))
+                    start = i
+        await asyncio.gather(*tasks)
+
+    async def _read_run(self, mi: int, items: list[tuple[int, Any]], out: np.ndarray) -> None:
+        """Read pieces lying back to back on member ``mi`` with one member read; on a member failure
+        fall back to piece by piece (then reconstructed)."""
+        m = self.slots[mi]
+        first = items[0][0]
+        last_off, last = items[-1]
+        got = None
+        if m is not None:
+            got = await self._mread(m, first, last_off + last.hi - last.lo - first)
+        for moff, p in items:
+            dst = out[p.buf_off : p.buf_off + p.hi - p.lo]
+            if got is not None:
+                dst[:] = got[moff - first : moff - first + p.hi - p.lo]
+            else:
+                await self._read_piece(p.index, p.chunk, p.lo, p.hi, dst)
 
     async def _read_piece(self, index: int, chunk_i: int, lo: int, hi: int, out: np.ndarray) -> None:
         g = self.geometry
