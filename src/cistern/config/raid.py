@@ -25,7 +25,8 @@ from cistern.config.errors import ConfigIssue, ConfigValueError
 from cistern.config.fields import PathField, SizeBytes
 
 MIN_MEMBERS = {0: 2, 1: 2, 5: 3, 6: 4, 10: 2}
-MAX_MEMBERS = 64
+MAX_MEMBERS = 32  # members + spares: every superblock (4 KiB) lists them all
+MAX_JOURNAL = 1 << 30  # read whole at start
 METADATA_BYTES = 1 << 20  # superblocks + bitmap before each member's data (storage/raid/superblock.py)
 
 
@@ -72,8 +73,10 @@ class RaidConfig(BaseModel):
         if self.journal is not None and self.level not in (5, 6):
             raise ConfigValueError("a journal closes the RAID 5/6 write hole; other levels have none",
                                    at=("journal",))
-        if self.journal_size < 1 << 20:
-            raise ConfigValueError("journal_size must be at least 1M", at=("journal_size",))
+        if not 1 << 20 <= self.journal_size <= MAX_JOURNAL:
+            raise ConfigValueError("journal_size must be 1M..1G", at=("journal_size",))
+        if len(self.members) + len(self.spares) > MAX_MEMBERS:
+            raise ConfigValueError(f"at most {MAX_MEMBERS} members and spares together", at=("spares",))
         if self.rebuild_speed_max and self.rebuild_speed_min > self.rebuild_speed_max:
             raise ConfigValueError("rebuild_speed_min is above rebuild_speed_max", at=("rebuild_speed_min",))
         seen: dict[Path, str] = {}
