@@ -151,11 +151,8 @@ def _scrub(ctx: click.Context, config_path: Path, which: str | None, action: str
     worst = 0
     for label, lun in _arrays(config, which):
         assert lun.raid is not None
-        for p in lun.raid.members:
-            if not os.path.exists(p):
-                raise click.ClickException(f"{label}: member {p} does not exist (the array was never served?)")
         try:
-            arr = open_raid(lun.raid, block_size=lun.block_size, name=label)
+            arr = open_raid(lun.raid, block_size=lun.block_size, name=label, create=False)
         except (OSError, RaidConfigError) as exc:
             raise click.ClickException(f"{label}: {exc}") from None
 
@@ -214,7 +211,7 @@ def fail(ctx: click.Context, config_path: Path, which: str | None, member: Path)
     label, lun = arrays[0]
     assert lun.raid is not None
     try:
-        arr = open_raid(lun.raid, block_size=lun.block_size, name=label)
+        arr = open_raid(lun.raid, block_size=lun.block_size, name=label, create=False)
     except (OSError, RaidConfigError) as exc:
         raise click.ClickException(f"{label}: {exc}") from None
     wanted = os.path.abspath(member)

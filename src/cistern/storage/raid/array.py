@@ -186,13 +186,17 @@ class RaidStore(BackingStore):
         size_tolerance: float = 0.01,
         assume_clean: bool = False,
         name: str = "raid",
+        configured_members: int | None = None,
     ) -> RaidStore:
         """Assemble the array from its members (any order) or create it when no member has a superblock.
 
+        ``configured_members`` is how many members the config lists when some of them could not be
+        opened (absent files: those roles assemble as missing).
         Raises :class:`RaidConfigError` for an impossible layout, members of another array, a geometry
         that disagrees with the superblocks, or too few fresh members to run.
         """
-        if len(members) < MIN_MEMBERS.get(level, 2):
+        nconfigured = len(members) if configured_members is None else configured_members
+        if nconfigured < MIN_MEMBERS.get(level, 2):
             raise RaidConfigError(f"RAID {level} needs at least {MIN_MEMBERS.get(level, 2)} members, got {len(members)}")
         everything = list(members) + list(spares)
         found: list[tuple[str, BackingStore, Superblock | None]] = []
@@ -212,6 +216,9 @@ class RaidStore(BackingStore):
                 f"member sizes differ by more than {size_tolerance:.0%}: {min(sizes)}..{max(sizes)} bytes")
         journal = Journal(journal_store) if journal_store is not None else None
         if not uuids:
+            if len(members) != nconfigured:
+                raise RaidConfigError(f"no superblock on any member and {nconfigured - len(members)} member(s) "
+                                      "absent: the array cannot be created")
             return await cls._create(found, len(members), level, chunk, block_size, bitmap_region, journal,
                                      member_timeout, speed_min, speed_max, assume_clean, name)
         auth = max((sb for _, _, sb in found if sb is not None), key=lambda sb: sb.events)
@@ -219,8 +226,8 @@ class RaidStore(BackingStore):
             raise RaidConfigError(
                 f"the members hold RAID {auth.level} with chunk {auth.chunk}, the config says RAID {level} "
                 f"chunk {chunk}")
-        if auth.members != len(members):
-            raise RaidConfigError(f"the members hold a {auth.members}-member array, the config lists {len(members)}")
+        if auth.members != nconfigured:
+            raise RaidConfigError(f"the members hold a {auth.members}-member array, the config lists {nconfigured}")
         geometry = Geometry(level, auth.members, chunk, auth.member_size)
         by_dev = {sb.device_uuid: (n, st, sb) for n, st, sb in found if sb is not None}
         slots: list[Member | None] = []

@@ -43,10 +43,12 @@ class RaidSettings(Protocol):
     assume_clean: bool
 
 
-def _open_member(path: str, size: int | None, created: list[str]) -> BackingStore:
+def _open_member(path: str, size: int | None, created: list[str], create: bool = True) -> BackingStore | None:
     try:
         st = os.stat(path)
     except FileNotFoundError:
+        if not create:
+            return None
         if size is None:
             raise FileNotFoundError(f"RAID member {path} does not exist and no member_size is set") from None
         created.append(path)
@@ -92,34 +94,43 @@ def _run(coro: Any) -> Any:
     return box["value"]
 
 
-def open_raid(cfg: RaidSettings, *, block_size: int = 512, name: str = "raid") -> RaidStore:
+def open_raid(cfg: RaidSettings, *, block_size: int = 512, name: str = "raid", create: bool = True) -> RaidStore:
     """Open members and journal, assemble (or create) the array.  Raises OSError or
-    :class:`~cistern.storage.raid.RaidConfigError` with a one-line message."""
+    :class:`~cistern.storage.raid.RaidConfigError` with a one-line message.  ``create=False`` (offline
+    commands) creates no file: an absent member is a missing role."""
     opened: list[BackingStore] = []
     created: list[str] = []
     try:
         members = []
+        present: list[str] = []
         for p in cfg.members:
-            st = _open_member(str(p), cfg.member_size, created)
-            opened.append(st)
-            members.append((str(p), st))
+            st = _open_member(str(p), cfg.member_size, created, create)
+            if st is not None:
+                opened.append(st)
+                members.append((str(p), st))
+                present.append(str(p))
         spares = []
         for p in cfg.spares:
-            st = _open_member(str(p), cfg.member_size, created)
-            opened.append(st)
-            spares.append((str(p), st))
+            st = _open_member(str(p), cfg.member_size, created, create)
+            if st is not None:
+                opened.append(st)
+                spares.append((str(p), st))
+                present.append(str(p))
+        if not members:
+            raise FileNotFoundError(f"no member of {name} exists (the array was never served?)")
         journal = None
         if cfg.journal is not None:
             journal = FileStore(str(cfg.journal), cfg.journal_size)
             opened.append(journal)
-        locks = lock_members([str(p) for p in [*cfg.members, *cfg.spares]])
+        locks = lock_members(present)
         assume_clean = cfg.assume_clean or (len(created) >= len(members) and all(
             str(p) in created for p in cfg.members))
         arr: RaidStore = _run(RaidStore.assemble(
             members, spares, level=cfg.level, chunk=cfg.chunk, block_size=block_size,
             bitmap_region=cfg.bitmap_region if cfg.bitmap and cfg.level != 0 else 0, journal_store=journal,
             member_timeout=cfg.member_timeout, speed_min=cfg.rebuild_speed_min, speed_max=cfg.rebuild_speed_max,
-            size_tolerance=cfg.size_tolerance / 100, assume_clean=assume_clean, name=name))
+            size_tolerance=cfg.size_tolerance / 100, assume_clean=assume_clean, name=name,
+            configured_members=len(cfg.members)))
     except BaseException:
         for st in opened:
             st.close_sync()
