@@ -116,3 +116,30 @@ def test_control_page_parse() -> None:
     with pytest.raises(sp.ControlError) as exc:
         sp.parse_control(enc, bytes(bad))
     assert exc.value.generation_mismatch
+
+
+def test_hwmon_sensors_reach_the_pages(tmp_path: Path) -> None:
+    """A (fake) hwmon tree: its temperature and fan become real SES elements with their values."""
+    from cistern.storage.raid.hwmon import read_sensors
+
+    chip = tmp_path / "hwmon0"
+    chip.mkdir()
+    (chip / "name").write_text("coretemp\n")
+    (chip / "temp1_input").write_text("45000\n")
+    (chip / "temp1_label").write_text("Package id 0\n")
+    (chip / "temp1_crit").write_text("100000\n")
+    (chip / "temp1_max").write_text("80000\n")
+    (chip / "fan1_input").write_text("1200\n")
+    (chip / "temp2_input").write_text("garbage\n")  # unreadable values are skipped, never guessed
+    temps, fans = read_sensors(str(tmp_path))
+    assert [(t.label, t.value, t.crit, t.warn) for t in temps] == [("coretemp Package id 0", 45.0, 100.0, 80.0)]
+    assert [(f.label, f.value) for f in fans] == [("coretemp fan1", 1200.0)]
+    assert read_sensors(str(tmp_path / "none")) == ([], [])
+    enc = _enc([sp.Slot("m0", sp.OK, sp.SLOT_OK)])
+    enc.temperatures = [sp.Sensor(t.label, t.value, t.crit, t.warn) for t in temps]
+    enc.fans = [sp.Sensor(f.label, f.value) for f in fans]
+    h = write_hex(tmp_path / "p.hex", all_pages(enc))
+    r = sg_ses(f"--inhex={h}", "--status", "--join", "--warn")
+    assert r.returncode == 0 and not r.stderr.strip(), r.stderr
+    assert "Temperature=45 C" in r.stdout and "Actual speed=1200 rpm" in r.stdout, r.stdout
+    assert "Not available" in r.stdout  # the power supply: no sensor for it
