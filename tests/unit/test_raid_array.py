@@ -353,3 +353,28 @@ def test_unclean_shutdown_resyncs_dirty_regions_only() -> None:
         await arr2.close()
 
     asyncio.run(run())
+
+
+def test_raid0_and_raid10_layouts_on_members() -> None:
+    """RAID 0: chunk c on member c % n, row c // n; RAID 10 near-2: chunk c on slots 2c and 2c+1."""
+    async def run() -> None:
+        for level, n in ((0, 4), (10, 3)):
+            stores = [MemoryStore(MEMBER) for _ in range(n)]
+            arr = await RaidStore.assemble([(f"m{i}", s) for i, s in enumerate(stores)], level=level, chunk=CHUNK,
+                                           assume_clean=True)
+            data = random.Random(level).randbytes(12 * CHUNK)
+            await arr.write(0, data)  # one multi-chunk write (coalesced per member)
+
+            def at(member: int, row: int, stores=stores) -> bytes:
+                base = DATA_OFFSET + row * CHUNK
+                return bytes(stores[member]._buffer()[base:base + CHUNK])
+
+            for c in range(12):
+                chunk = data[c * CHUNK:(c + 1) * CHUNK]
+                if level == 0:
+                    assert at(c % n, c // n) == chunk
+                else:
+                    assert at((2 * c) % n, (2 * c) // n) == chunk and at((2 * c + 1) % n, (2 * c + 1) // n) == chunk
+            await arr.close()
+
+    asyncio.run(run())

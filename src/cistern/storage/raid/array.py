@@ -683,8 +683,19 @@ class RaidStore(BackingStore):
                 await self._mark_dirty(rows)
             pieces = list(g.pieces(offset, len(data)))
             if g.level == 0:
-                oks = await asyncio.gather(*(self._write_raid0(p.index, p.chunk, p.lo, src[p.buf_off:p.buf_off + p.hi - p.lo])
-                                             for p in pieces))
+                # one member write per contiguous run of member offsets (a 1 MiB write: one per member)
+                runs: list[tuple[int, int, int, list[np.ndarray]]] = []  # (member, offset, length, parts)
+                for p in sorted(pieces, key=lambda p: (p.chunk, p.index)):
+                    moff, n = p.index * g.chunk + p.lo, p.hi - p.lo
+                    part = src[p.buf_off:p.buf_off + n]
+                    if runs and runs[-1][0] == p.chunk and runs[-1][1] + runs[-1][2] == moff:
+                        mi, start, length, parts = runs[-1]
+                        runs[-1] = (mi, start, length + n, [*parts, part])
+                    else:
+                        runs.append((p.chunk, moff, n, [part]))
+                oks = await asyncio.gather(*(
+                    self._write_raid0(mi, moff, parts[0] if len(parts) == 1 else np.concatenate(parts))
+                    for mi, moff, _, parts in runs))
                 if not all(oks):
                     raise ArrayFailedError(f"RAID 0 array {self.name}: member write failed")
                 return
@@ -701,11 +712,11 @@ class RaidStore(BackingStore):
         finally:
             self._inflight -= 1
 
-    async def _write_raid0(self, stripe: int, i: int, lo: int, data: np.ndarray) -> bool:
+    async def _write_raid0(self, i: int, moff: int, data: np.ndarray) -> bool:
         m = self.slots[i]
         if m is None or not m.writable:
             return False
-        return await self._mwrite(m, stripe * self.geometry.chunk + lo, data)
+        return await self._mwrite(m, moff, data)
 
     async def _write_mirror(self, index: int, lo: int, data: np.ndarray) -> None:
         g = self.geometry
