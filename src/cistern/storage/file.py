@@ -1,7 +1,16 @@
 """File and block-device backing stores.
 
-Blocking system calls (``preadv``, ``pwrite``, ``fdatasync``, ``fallocate``) run on a small
-:class:`~concurrent.futures.ThreadPoolExecutor` shared by all stores, never on the event loop.
+Calls that may block on the device (``fdatasync``, ``fallocate``, reads that miss the page cache, writes
+the kernel may throttle) run on a small :class:`~concurrent.futures.ThreadPoolExecutor` shared by all
+stores, never on the event loop.  What the page cache can serve at once is done inline, without the thread
+hop (the hop, two futures and a wake-up of the loop cost more than a 4 KiB copy):
+
+* ``preadv``/``pwritev`` with ``RWF_NOWAIT`` (Linux 4.14+) first, inline; the kernel answers ``EAGAIN`` or a
+  short count instead of waiting for the device, and the rest goes to the pool.  A filesystem or device
+  without ``RWF_NOWAIT`` for that direction answers ``EOPNOTSUPP`` once, and that direction uses the pool
+  from then on (ext4 and block devices take it for buffered reads but not writes, here on Linux 6.x);
+* on a regular file of a memory filesystem (tmpfs, ramfs: ``fstatfs``), which never waits for a device,
+  plain ``preadv``/``pwritev`` run inline.
 Unmap punches a hole with ``fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)`` (which reads back
 as zeroes on files and, since Linux 4.9, on block devices); where the filesystem cannot punch holes it
 falls back to writing zeroes.  Which bytes are mapped is the filesystem's answer to ``lseek`` with
@@ -31,6 +40,10 @@ FALLOC_FL_PUNCH_HOLE = 0x02
 BLKGETSIZE64 = 0x80081272  # _IOR(0x12, 114, size_t)
 
 _IO_THREADS = 4
+_RWF_NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)  # 0: this Python/OS has no RWF_NOWAIT
+# How one direction of I/O is done (see the module docstring); chosen per store, may degrade to _POOL.
+_POOL, _NOWAIT, _INLINE = 0, 1, 2
+_MEMORY_FS_MAGIC = frozenset({0x01021994, 0x858458F6})  # TMPFS_MAGIC, RAMFS_MAGIC (linux/magic.h)
 T = TypeVar("T")
 _executor: ThreadPoolExecutor | None = None
 
@@ -54,6 +67,44 @@ def _load_fallocate() -> Any:
 
 
 _fallocate = _load_fallocate()
+
+
+def _load_fstatfs() -> Any:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.fstatfs
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_fstatfs = _load_fstatfs()
+
+
+def on_memory_fs(fd: int) -> bool:
+    """True when ``fd`` is a regular file on tmpfs or ramfs (``fstatfs`` f_type), whose I/O never waits for
+    a device.  A device node is not: ``fstatfs`` would describe the filesystem holding the node."""
+    if _fstatfs is None or not stat.S_ISREG(os.fstat(fd).st_mode):
+        return False
+    buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on 64-bit Linux; f_type comes first
+    if _fstatfs(fd, buf) != 0:
+        return False
+    f_type = ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
+    return f_type in _MEMORY_FS_MAGIC
+
+
+def io_modes(fd: int) -> tuple[int, int]:
+    """(read mode, write mode) to start with for ``fd``: inline on a memory filesystem, else RWF_NOWAIT first
+    where the running Python has it, else the thread pool."""
+    if os.environ.get("CISTERN_IO_POOL_ONLY"):
+        return _POOL, _POOL
+    if on_memory_fs(fd):
+        return _INLINE, _INLINE
+    if _RWF_NOWAIT:
+        return _NOWAIT, _NOWAIT
+    return _POOL, _POOL
 
 
 def punch_hole(fd: int, offset: int, length: int) -> bool:
@@ -150,6 +201,13 @@ class FileStore(BackingStore):
         self._fd: int | None = fd
         self._can_punch = True
         self.allocation_unit = max(os.fstat(fd).st_blksize, 512)
+        self._read_mode, self._write_mode = io_modes(fd)
+
+    @property
+    def io_path(self) -> str:
+        """How reads and writes are done now, e.g. ``"read=nowait write=pool"`` (for logs and tests)."""
+        names = {_POOL: "pool", _NOWAIT: "nowait", _INLINE: "inline"}
+        return f"read={names[self._read_mode]} write={names[self._write_mode]}"
 
     @staticmethod
     def _probe_size(fd: int) -> int:
@@ -165,18 +223,58 @@ class FileStore(BackingStore):
 
     async def read_into(self, offset: int, buf: memoryview) -> None:
         fd = self._fileno()
-        self._check_range(offset, len(buf))
-        if len(buf):
-            await self._run(_pread_full, fd, buf, offset)
+        total = len(buf)
+        self._check_range(offset, total)
+        if not total:
+            return
+        mode = self._read_mode
+        if mode:
+            try:
+                done = os.preadv(fd, (buf,), offset, _RWF_NOWAIT if mode == _NOWAIT else 0)
+            except BlockingIOError:
+                done = 0
+            except OSError as exc:
+                if mode != _NOWAIT or exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                self._read_mode = _POOL  # this file or device has no RWF_NOWAIT reads
+                done = 0
+            if done == total:
+                return
+            if done:
+                buf, offset = buf[done:], offset + done
+            if mode == _INLINE:  # a short plain read is the end of the file: the rest reads as zeroes
+                _pread_full(fd, buf, offset)
+                return
+        await self._run(_pread_full, fd, buf, offset)
 
     async def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         fd = self._fileno()
         if self.read_only:
             raise StoreError("store is read-only")
         mv = data if isinstance(data, memoryview) else memoryview(data)
-        self._check_range(offset, len(mv))
-        if len(mv):
-            await self._run(_pwrite_full, fd, mv, offset)
+        total = len(mv)
+        self._check_range(offset, total)
+        if not total:
+            return
+        mode = self._write_mode
+        if mode:
+            try:
+                done = os.pwritev(fd, (mv,), offset, _RWF_NOWAIT if mode == _NOWAIT else 0)
+            except BlockingIOError:
+                done = 0
+            except OSError as exc:
+                if mode != _NOWAIT or exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                self._write_mode = _POOL  # this file or device has no RWF_NOWAIT writes
+                done = 0
+            if done == total:
+                return
+            if done:
+                mv, offset = mv[done:], offset + done
+            if mode == _INLINE:
+                _pwrite_full(fd, mv, offset)
+                return
+        await self._run(_pwrite_full, fd, mv, offset)
 
     async def flush(self) -> None:
         fd = self._fileno()
