@@ -273,16 +273,22 @@ class PduReader:
 
 def frame_pdu(pdu: PDU, *, header_digest: bool = False, data_digest: bool = False) -> list[Buffer]:
     """The buffers to send for one PDU (header [+digest], data, padding [+digest]); data is not copied."""
-    header = pdu.encode_header()
+    return frame_parts(pdu.encode_header(), pdu.data, header_digest, data_digest)
+
+
+_PADS = (b"", bytes(1), bytes(2), bytes(3))
+
+
+def frame_parts(header: Buffer, data: Buffer, header_digest: bool, data_digest: bool) -> list[Buffer]:
+    """The buffers to send for an encoded header (BHS + AHS) and its data segment: header [+digest], data,
+    padding [+digest] (RFC 7143 11.2); the data is not copied."""
     if header_digest:
-        header += crc32c_digest(header)
-    data = pdu.data
+        header = bytes(header) + crc32c_digest(header)
     if not data:
         return [header]
-    pad = bytes(-len(data) % 4)
-    parts: list[Buffer] = [header, data]
+    pad = _PADS[-len(data) % 4]
     if data_digest:
-        parts.append(pad + crc32c_digest(data, pad))
-    elif pad:
-        parts.append(pad)
-    return parts
+        return [header, data, pad + crc32c_digest(data, pad)]
+    if pad:
+        return [header, data, pad]
+    return [header, data]
