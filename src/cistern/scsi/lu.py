@@ -61,6 +61,7 @@ class LogicalUnit:
         write_cache: bool = True,
         pr_state_path: str | None = None,
         soft_threshold: int | None = None,
+        sanitize_rate: int | None = None,
     ) -> None:
         if not 0 <= lun < 16384:
             raise ValueError("lun must be in 0..16383")
@@ -81,6 +82,8 @@ class LogicalUnit:
         self.removable = removable
         if soft_threshold is not None and not 1 <= soft_threshold <= 100:
             raise ValueError("soft_threshold must be a percentage 1..100")
+        if sanitize_rate is not None and sanitize_rate < 0:
+            raise ValueError("sanitize_rate must not be negative")
         # Thin provisioning soft threshold (percent of capacity allocated; see scsi/thin.py).
         self.soft_threshold = soft_threshold if self.thin else None
         self.soft_threshold_reached = False
@@ -103,9 +106,9 @@ class LogicalUnit:
         # COMPARE AND WRITE / WRITE ATOMIC / ORWRITE hold LBA ranges exclusively, writers shared.
         self.range_lock = RangeLock()
         # The running or failed SANITIZE operation (sanitize.py), None when there is none; the
-        # overwrite pace in bytes/s (None: sanitize.DEFAULT_RATE, 0: unpaced).
+        # overwrite pace in bytes/s (None: the store's speed while no other I/O waits, 0: unpaced).
         self.sanitize: SanitizeOperation | None = None
-        self.sanitize_rate: int | None = None
+        self.sanitize_rate: int | None = sanitize_rate
         # SPC-2 and persistent reservations; APTPL state in ``pr_state_path`` (None: PTPL_C=0).
         self.reservations = LuReservations(pr_state_path)
 

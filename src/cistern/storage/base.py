@@ -88,6 +88,12 @@ class BackingStore(abc.ABC):
         """Physical space in use, in bytes; ``None`` when the store cannot tell."""
         return None
 
+    def io_waiting(self) -> bool:
+        """True while other I/O is queued for the device this store is on (a background job such as a
+        SANITIZE overwrite yields to it).  The default: never (inline stores run on the event loop, which
+        interleaves other work whenever the job awaits)."""
+        return False
+
     @abc.abstractmethod
     async def close(self) -> None:
         """Release the store's resources (idempotent)."""

@@ -40,6 +40,7 @@ FALLOC_FL_PUNCH_HOLE = 0x02
 BLKGETSIZE64 = 0x80081272  # _IOR(0x12, 114, size_t)
 
 _IO_THREADS = 4
+_pool_in_flight = 0  # calls submitted to the pool and not finished (all stores)
 _RWF_NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)  # 0: this Python/OS has no RWF_NOWAIT
 # How one direction of I/O is done (see the module docstring); chosen per store, may degrade to _POOL.
 _POOL, _NOWAIT, _INLINE = 0, 1, 2
@@ -219,7 +220,15 @@ class FileStore(BackingStore):
         return self._fd
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(_get_executor(), fn, *args)
+        global _pool_in_flight
+        _pool_in_flight += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(_get_executor(), fn, *args)
+        finally:
+            _pool_in_flight -= 1
+
+    def io_waiting(self) -> bool:
+        return _pool_in_flight > 0
 
     async def read_into(self, offset: int, buf: memoryview) -> None:
         fd = self._fileno()

@@ -293,6 +293,7 @@ def build_server(config: Config) -> TargetServer:
                     removable=lcfg.removable,
                     pr_state_path=lcfg.pr_state_path(),
                     soft_threshold=lcfg.soft_threshold,
+                    sanitize_rate=lcfg.sanitize_rate,
                     **kwargs,
                 )
             groups = [
