@@ -649,8 +649,10 @@ class Connection(asyncio.BufferedProtocol):
         rflags, residual = residual_flags(edtl, wanted, moved)
         if sent:
             assert data is not None
-            view = memoryview(data)[:sent] if not isinstance(data, memoryview) else data[:sent]
-            collapse = result.status == Status.GOOD and not result.sense
+            view = data if isinstance(data, memoryview) else memoryview(data)
+            if len(view) != sent:
+                view = view[:sent]
+            collapse = result.status == 0 and not result.sense
             datasn = self._send_data_in(task, lun_field, view, collapse, rflags, residual, result.status)
             if collapse:
                 return
@@ -688,6 +690,14 @@ class Connection(asyncio.BufferedProtocol):
             return 0
         hd, dd = self._header_digest, self._data_digest
         itt = task.itt
+        if collapse and total <= mxl and total <= burst:  # the common case: one PDU with the status
+            exp, mx = self._window()
+            flags = FLAG_FINAL | DATAIN_STATUS | (rflags & (RSP_OVERFLOW | RSP_UNDERFLOW))
+            header = P.data_in_header(
+                flags, status, lun_field, itt, self._next_statsn(), exp, mx, 0, 0, residual, total
+            )
+            self._emit(frame_parts(header, view, hd, dd))
+            return 1
         offset = 0
         datasn = 0
         while offset < total:
