@@ -193,3 +193,21 @@ def test_file_store_io_path_on_tmpfs() -> None:
 def test_file_store_pool_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CISTERN_IO_POOL_ONLY", "1")
     assert _roundtrip_io_paths(tmp_path / "pool.img") == ["read=pool write=pool"] * 3
+
+
+def test_io_pool_delivers_results_and_errors_in_batches() -> None:
+    from cistern.storage.file import IoPool
+
+    pool = IoPool(2)
+
+    def fail() -> None:
+        raise OSError(5, "EIO")
+
+    async def go() -> None:
+        results = await asyncio.gather(*(pool.run(pow, i, 2) for i in range(200)))
+        assert results == [i * i for i in range(200)]
+        with pytest.raises(OSError):
+            await pool.run(fail)
+
+    asyncio.run(go())
+    asyncio.run(go())  # a second event loop: completions go to the loop that asked

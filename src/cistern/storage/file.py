@@ -1,8 +1,8 @@
 """File and block-device backing stores.
 
 Calls that may block on the device (``fdatasync``, ``fallocate``, reads that miss the page cache, writes
-the kernel may throttle) run on a small :class:`~concurrent.futures.ThreadPoolExecutor` shared by all
-stores, never on the event loop.  What the page cache can serve at once is done inline, without the thread
+the kernel may throttle) run on a small :class:`IoPool` of threads shared by all stores, never on the
+event loop.  What the page cache can serve at once is done inline, without the thread
 hop (the hop, two futures and a wake-up of the loop cost more than a 4 KiB copy):
 
 * ``preadv``/``pwritev`` with ``RWF_NOWAIT`` (Linux 4.14+) first, inline; the kernel answers ``EAGAIN`` or a
@@ -26,10 +26,11 @@ import ctypes.util
 import errno
 import fcntl
 import os
+import queue
 import stat
 import struct
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from .base import BackingStore, StoreError
@@ -46,14 +47,69 @@ _RWF_NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)  # 0: this Python/OS has no RWF_
 _POOL, _NOWAIT, _INLINE = 0, 1, 2
 _MEMORY_FS_MAGIC = frozenset({0x01021994, 0x858458F6})  # TMPFS_MAGIC, RAMFS_MAGIC (linux/magic.h)
 T = TypeVar("T")
-_executor: ThreadPoolExecutor | None = None
 
 
-def _get_executor() -> ThreadPoolExecutor:
-    global _executor
-    if _executor is None:
-        _executor = ThreadPoolExecutor(max_workers=_IO_THREADS, thread_name_prefix="cistern-io")
-    return _executor
+class IoPool:
+    """Threads for blocking store calls, lighter than ``loop.run_in_executor``: a ``SimpleQueue`` in, and
+    completions handed back to each event loop in batches (one ``call_soon_threadsafe`` wakes the loop for
+    every call finished since its last drain, not one per call).  Daemon threads, started on first use."""
+
+    def __init__(self, threads: int) -> None:
+        self._threads = threads
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._started = False
+        self._lock = threading.Lock()
+        self._done: dict[asyncio.AbstractEventLoop, list[Any]] = {}  # loop -> finished, not yet delivered
+
+    def run(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        if not self._started:
+            self._start()
+        self._queue.put((loop, fut, fn, args))
+        return fut
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._started:
+                return
+            for i in range(self._threads):
+                threading.Thread(target=self._work, name=f"cistern-io-{i}", daemon=True).start()
+            self._started = True
+
+    def _work(self) -> None:
+        while True:
+            loop, fut, fn, args = self._queue.get()
+            outcome: tuple[Any, BaseException | None]
+            try:
+                outcome = (fn(*args), None)
+            except BaseException as exc:  # delivered to the awaiting coroutine, as run_in_executor does
+                outcome = (None, exc)
+            with self._lock:
+                pending = self._done.get(loop)
+                if pending is not None:  # a drain is already scheduled on that loop
+                    pending.append((fut, outcome))
+                    continue
+                self._done[loop] = [(fut, outcome)]
+            try:
+                loop.call_soon_threadsafe(self._drain, loop)
+            except RuntimeError:  # the loop is closed: nobody waits for this result any more
+                with self._lock:
+                    self._done.pop(loop, None)
+
+    def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            done = self._done.pop(loop, [])
+        for fut, (result, exc) in done:
+            if fut.done():  # cancelled meanwhile
+                continue
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(result)
+
+
+_pool = IoPool(_IO_THREADS)
 
 
 def _load_fallocate() -> Any:
@@ -223,7 +279,7 @@ class FileStore(BackingStore):
         global _pool_in_flight
         _pool_in_flight += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(_get_executor(), fn, *args)
+            return await _pool.run(fn, *args)
         finally:
             _pool_in_flight -= 1
 
