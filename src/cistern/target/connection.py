@@ -382,6 +382,10 @@ class Connection(asyncio.BufferedProtocol):
         session = self.session
         assert session is not None
         cmdsn = pdu.cmdsn  # type: ignore[attr-defined]
+        if cmdsn == session.expcmdsn and not pdu.immediate and not session.held:
+            session.expcmdsn = (cmdsn + 1) & 0xFFFFFFFF  # in order, nothing held: the common case
+            on_deliver(pdu, header)
+            return
         disposition = session.classify(cmdsn, pdu.immediate)
         if disposition is CmdDisposition.DROP:
             log.info(

@@ -21,6 +21,7 @@ from cistern.scsi.alua import TPGS_BY_NAME, Alua, TargetPortGroup, parse_state
 from cistern.scsi.lu import LogicalUnit
 from cistern.scsi.server import DeviceServer
 from cistern.scsi.task import ITNexus
+from cistern.scsi.unit import LogicalUnitBase
 from cistern.storage.base import BackingStore
 from cistern.storage.factory import open_store
 from cistern.target.connection import Connection
@@ -270,7 +271,7 @@ def build_server(config: Config) -> TargetServer:
     targets: list[TargetSpec] = []
     try:
         for tcfg in config.targets:
-            luns: dict[int, LogicalUnit] = {}
+            luns: dict[int, LogicalUnitBase] = {}
             for lcfg in tcfg.luns:
                 store = open_store(
                     lcfg.backend,

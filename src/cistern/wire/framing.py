@@ -180,7 +180,8 @@ class PduReader:
         if avail < BHS_LEN:
             return None
         view = self._view
-        ahs_len, dlen = header_lengths(view[start : start + BHS_LEN])
+        header = bytes(view[start : start + BHS_LEN])  # kept for a Reject; decoded from
+        ahs_len, dlen = header[4] * 4, (header[5] << 16) | (header[6] << 8) | header[7]
         if dlen > self.max_data_segment_length:
             raise FramingError(
                 f"DataSegmentLength {dlen} exceeds MaxRecvDataSegmentLength {self.max_data_segment_length}"
@@ -196,13 +197,9 @@ class PduReader:
         pdu: PDU | None = None
         error: PduError | None = None
         try:
-            pdu = decode_bhs(
-                view[start : start + BHS_LEN],
-                bytes(view[start + BHS_LEN : start + total]) if ahs_len else b"",
-            )
+            pdu = decode_bhs(header, bytes(view[start + BHS_LEN : start + total]) if ahs_len else b"")
         except PduError as exc:
             error = exc
-        header = bytes(view[start : start + BHS_LEN])
         if dlen == 0:
             self._start = start + hlen
             self._greedy = True
