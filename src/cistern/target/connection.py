@@ -173,7 +173,13 @@ class Connection(asyncio.BufferedProtocol):
                     self.close()
                     return
         finally:
-            self._flush()
+            if reader.bulk and self._out and not self._closing:
+                # large PDUs come one per read: gather the responses of this loop iteration's reads
+                if not self._flush_scheduled:
+                    self._flush_scheduled = True
+                    asyncio.get_running_loop().call_soon(self._flush)
+            else:
+                self._flush()
 
     def eof_received(self) -> bool:
         return False

@@ -140,6 +140,12 @@ class PduReader:
         if self._target_have >= len(target) and self._tail_have >= self._tail_len:
             self._ready = self._finish_direct()
 
+    @property
+    def bulk(self) -> bool:
+        """True while large PDUs are arriving (the last data segment was read in direct mode): the caller
+        may expect the next PDU within the same read burst."""
+        return not self._greedy
+
     def next_frame(self) -> Frame | None:
         """The next complete frame, or None until more bytes arrive.  Raises FramingError."""
         if self._ready is not None:
