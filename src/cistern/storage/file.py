@@ -312,6 +312,19 @@ class FileStore(BackingStore):
                 return
         await self._run(_pread_full, fd, buf, offset)
 
+    async def read(self, offset: int, length: int) -> bytes | bytearray:
+        if self._read_mode != _INLINE or not length:
+            return await super().read(offset, length)
+        fd = self._fileno()
+        self._check_range(offset, length)
+        data = os.pread(fd, length, offset)  # one fresh buffer, not zeroed first
+        if len(data) == length:
+            return data
+        buf = bytearray(length)  # short: the rest comes from read_into (zeroes past the end of the file)
+        buf[: len(data)] = data
+        await self.read_into(offset + len(data), memoryview(buf)[len(data) :])
+        return buf
+
     async def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         fd = self._fileno()
         if self.read_only:
