@@ -14,6 +14,8 @@ from cistern.cli.output import EXIT_BAD_CONFIG, config_error_exit, print_json, p
 from cistern.config.example import EXAMPLE_TOML
 from cistern.config.model import Config, ConfigError, TargetConfig, load_config
 from cistern.config.sizes import human_size
+from cistern.config.tape import TAPE_BACKENDS
+from cistern.config.tape import describe as tape_describe
 
 
 def _access(target: TargetConfig) -> str:
@@ -56,9 +58,10 @@ def summary_tables(config: Config) -> list[Table]:
         for index, lun in enumerate(target.luns):
             size = human_size(lun.size) if lun.size is not None else "(device/file)"
             path = str(lun.path) if lun.path is not None else "-"
-            luns.add_row(
-                target.name, str(lun.lun), lun.backend, size, str(lun.block_size), path, _flags(target, index)
-            )
+            block = str(lun.block_size)
+            if lun.backend in TAPE_BACKENDS:
+                size, block, path = tape_describe(lun), "-", str(lun.library or "-")
+            luns.add_row(target.name, str(lun.lun), lun.backend, size, block, path, _flags(target, index))
     return [targets, luns]
 
 
@@ -120,17 +123,10 @@ def _plain_summary(config: Config) -> None:
         for index, lun in enumerate(target.luns):
             size = human_size(lun.size) if lun.size is not None else "(device/file)"
             path = str(lun.path) if lun.path is not None else "-"
-            rows.append(
-                [
-                    target.name,
-                    str(lun.lun),
-                    lun.backend,
-                    size,
-                    str(lun.block_size),
-                    path,
-                    _flags(target, index),
-                ]
-            )
+            block = str(lun.block_size)
+            if lun.backend in TAPE_BACKENDS:
+                size, block, path = tape_describe(lun), "-", str(lun.library or "-")
+            rows.append([target.name, str(lun.lun), lun.backend, size, block, path, _flags(target, index)])
     print_table(("Target", "LUN", "Backend", "Size", "Block", "Path", "Flags"), rows, title="LUNs")
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 from cistern.config.model import Config, TargetConfig
 from cistern.config.portals import Portal, format_address
 from cistern.config.sizes import human_size
+from cistern.config.tape import TAPE_BACKENDS
+from cistern.config.tape import describe as tape_describe
 
 _WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
@@ -48,7 +50,9 @@ def target_lines(
     lines += [f"  listening on {address}" for address in addresses] or ["  not listening on any portal"]
     for lun in target.luns:
         size = human_size(lun.size) if lun.size is not None else "device size"
-        where = f"  {lun.path}" if lun.path is not None else ""
+        if lun.backend in TAPE_BACKENDS:
+            size = tape_describe(lun)
+        where = f"  {lun.path or lun.library or ''}".rstrip()
         flags = "  read-only" if lun.read_only else ""
         lines.append(f"  LUN {lun.lun}: {lun.backend}, {size}{where}{flags}")
     if not addresses:
@@ -67,13 +71,15 @@ def target_lines(
     initiator = "" if target.open else f"-i {target.acl[0]} "
     lines += ["", "  Try it:", f"    {env}iscsi-ls -s {initiator}iscsi://{discovery_user}{address}"]
     if target.luns:
-        first = min(lun.lun for lun in target.luns)
+        first_lun = min(target.luns, key=lambda lun: lun.lun)
+        first = first_lun.lun
         url = f"iscsi://{user}{address}/{target.name}/{first}"
-        lines += [
-            f"    {env}iscsi-inq {initiator}{url}",
-            f"    {env}iscsi-readcapacity16 {initiator}{url}",
-        ]
-        if target.open and chap is None:
+        lines.append(f"    {env}iscsi-inq {initiator}{url}")
+        if first_lun.backend not in TAPE_BACKENDS:  # a changer or tape drive has no capacity to read
+            lines.append(f"    {env}iscsi-readcapacity16 {initiator}{url}")
+        if first_lun.backend in TAPE_BACKENDS:
+            pass
+        elif target.open and chap is None:
             lines.append(f"    qemu-img info {url}")
         elif chap is None or not chap.mutual:  # QEMU has no mutual CHAP
             opts = f"driver=iscsi,transport=tcp,portal={address},target={target.name},lun={first}"
@@ -93,6 +99,17 @@ def target_lines(
         )
     if not target.open:
         lines.append("    # only ACL initiators may log in: iscsiadm uses /etc/iscsi/initiatorname.iscsi")
+    libraries = [lun.library for lun in target.luns if lun.backend in TAPE_BACKENDS and lun.library]
+    if any(lun.backend in TAPE_BACKENDS for lun in target.luns):
+        lines += [
+            "  Tape, from a Linux host logged in to it (modules st, ch, sg; packages mt-st, mtx, tar):",
+            "    mtx -f /dev/sch0 status               # slots, drives, barcodes",
+            "    mtx -f /dev/sch0 load 1 0             # slot 1 into drive 0",
+            "    tar cvf /dev/nst0 -b 128 /etc         # an archive in 64 KiB blocks",
+            "    mt -f /dev/nst0 tell; mt -f /dev/nst0 rewind; tar tvf /dev/nst0 -b 128",
+            "    mt -f /dev/nst0 offline; mtx -f /dev/sch0 unload 1 0",
+        ]
+        lines += [f"    cistern tape list -l {lib}" for lib in libraries[:1]]
     return lines
 
 

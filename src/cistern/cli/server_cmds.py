@@ -90,14 +90,17 @@ def _run(config: Config) -> None:
     help="Where the LUN file lives [default: $XDG_DATA_HOME/cistern or ~/.local/share/cistern].",
 )
 @click.option("--size", default="1G", show_default=True, callback=_size, help="LUN size (bytes or K/M/G/T).")
+@click.option(
+    "--tape", is_flag=True, help="Also serve a tape library: one changer, two drives, eight cartridges."
+)
 @verbose_option
 @click.pass_context
-def demo(ctx: click.Context, portal: Portal, data_dir: Path | None, size: int) -> None:
+def demo(ctx: click.Context, portal: Portal, data_dir: Path | None, size: int, tape: bool) -> None:
     """Serve a demo target (iqn.2026-11.org.cistern:demo, open, one sparse file LUN) and show how to use it."""
     directory = data_dir if data_dir is not None else default_data_dir()
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        config = demo_config(portal, directory, size)
+        config = demo_config(portal, directory, size, tape=tape)
         lun_path = config.targets[0].luns[0].path
         assert lun_path is not None
         ensure_sparse_file(lun_path, size)

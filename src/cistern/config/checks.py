@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from cistern.config.errors import ConfigIssue, format_loc
 from cistern.config.sizes import format_size, human_size
+from cistern.config.tape import TAPE_BACKENDS, library_issue
 
 if TYPE_CHECKING:
     from cistern.config.lun import LunConfig
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
 
 
 def _check_lun(lun: LunConfig, where: str) -> list[ConfigIssue]:
+    if lun.backend in TAPE_BACKENDS:
+        issue = library_issue(lun)
+        return [ConfigIssue(f"{where}.library", issue)] if issue else []
     if lun.path is None:
         return []
     path: Path = lun.path

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cistern.config.model import Config
+from cistern.config.tape import TAPE_BACKENDS
 from cistern.config.target import TargetConfig
 from cistern.scsi.alua import TPGS_BY_NAME, Alua, TargetPortGroup, parse_state
 from cistern.scsi.lu import LogicalUnit
@@ -29,6 +30,7 @@ from cistern.storage.factory import open_store
 from cistern.target.connection import Connection
 from cistern.target.model import ChapSecret, PortalGroupSpec, TargetLimits, TargetSpec
 from cistern.target.session import Session, SessionTable
+from cistern.target.tape_luns import build_tape_luns, close_now
 from cistern.wire.negotiation import Negotiated
 from cistern.wire.text import encode_text
 
@@ -136,6 +138,12 @@ class TargetServer:
                 await store.close()
             except OSError as exc:
                 log.error("closing store: %s", exc)
+        for target in self.targets.values():
+            for lu in target.device.luns.values():
+                try:
+                    await lu.close()  # tape drives: sync and close the cartridge; changers: unlock
+                except OSError as exc:
+                    log.error("closing LUN %d: %s", lu.lun, exc)
 
     # ---- sessions
 
@@ -343,11 +351,14 @@ class SessionLogContext(logging.Filter):
 def build_server(config: Config) -> TargetServer:
     """Open every store and build the runtime objects; raises OSError/ValueError with a clear message."""
     stores: list[BackingStore] = []
+    tape_units: list[LogicalUnitBase] = []
     targets: list[TargetSpec] = []
     try:
         for tcfg in config.targets:
             luns: dict[int, LogicalUnitBase] = {}
             for lcfg in tcfg.luns:
+                if lcfg.backend in TAPE_BACKENDS:
+                    continue
                 try:
                     store = open_store(
                         lcfg.backend,
@@ -384,6 +395,18 @@ def build_server(config: Config) -> TargetServer:
                 PortalGroupSpec(g.tag, [(p.host, p.port) for p in g.portals])
                 for g in tcfg.effective_portal_groups()
             ]
+            name = str(tcfg.name)
+            try:
+                tape_luns = build_tape_luns(tcfg, lambda lun, name=name: _serial_for(name, lun))  # type: ignore[misc]
+            except OSError as exc:  # name the target; keep the errno
+                text = exc.strerror or str(exc)
+                if exc.filename and str(exc.filename) not in text:
+                    text = f"{exc.filename}: {text}"
+                raise OSError(exc.errno, f"target {tcfg.name} tape library: {text}") from None
+            except ValueError as exc:
+                raise ValueError(f"target {tcfg.name} tape library: {exc}") from None
+            tape_units.extend(tape_luns.values())
+            luns.update(tape_luns)
             device = DeviceServer(luns, target_name=str(tcfg.name), alua=_alua(tcfg))
             chap = mutual = None
             algorithms: tuple[str, ...] = ("SHA3-256", "SHA-256", "SHA1", "MD5")
@@ -411,6 +434,8 @@ def build_server(config: Config) -> TargetServer:
         for store in stores:
             with contextlib.suppress(Exception):
                 store.close_sync()
+        for unit in tape_units:
+            close_now(unit)
         raise
     discovery = None
     if config.discovery_auth is not None and config.discovery_auth.chap is not None:
