@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import logging
+import os
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -61,6 +63,7 @@ class TargetServer:
         self.sessions = SessionTable()
         self.connections: set[Connection] = set()
         self._servers: list[asyncio.base_events.Server] = []
+        self._log_context: SessionLogContext | None = None
         self.bound: list[tuple[str, int]] = []
         self._install_abort_hooks()
 
@@ -68,6 +71,8 @@ class TargetServer:
 
     async def start(self) -> list[tuple[str, int]]:
         loop = asyncio.get_running_loop()
+        self._log_context = SessionLogContext(self)
+        log.addFilter(self._log_context)
         for store in self.stores:  # stores with background work (RAID rebuild, scrub, monitoring)
             start_background = getattr(store, "start_background", None)
             if start_background is not None:
@@ -78,13 +83,27 @@ class TargetServer:
                 for portal in group.listen:
                     portals.setdefault(portal, []).append(target)
         for host, port in portals:
-            server = await loop.create_server(
-                lambda h=host, p=port: Connection(self, (h, p)),  # type: ignore[misc]
-                host,
-                port,
-                reuse_address=True,
-                backlog=128,
-            )
+            try:
+                server = await loop.create_server(
+                    lambda h=host, p=port: Connection(self, (h, p)),  # type: ignore[misc]
+                    host,
+                    port,
+                    reuse_address=True,
+                    backlog=128,
+                )
+            except OSError as exc:
+                where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                hint = ""
+                if exc.errno == errno.EADDRINUSE:
+                    hint = " (another cistern or iSCSI target, such as tgtd or LIO, already listens there)"
+                elif exc.errno == errno.EADDRNOTAVAIL:
+                    hint = " (no interface of this host has that address)"
+                elif exc.errno == errno.EACCES:
+                    hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+                for started in self._servers:
+                    started.close()
+                reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+                raise OSError(exc.errno, f"cannot listen on portal {where}: {reason}{hint}") from None
             self._servers.append(server)
             for sock in server.sockets:
                 addr = sock.getsockname()
@@ -105,6 +124,9 @@ class TargetServer:
         return host, port
 
     async def stop(self, logout_grace: float = 2.0) -> None:
+        if self._log_context is not None:
+            log.removeFilter(self._log_context)
+            self._log_context = None
         for server in self._servers:
             server.close()
         conns = [c for c in self.connections if c.session is not None]
@@ -168,7 +190,7 @@ class TargetServer:
             )
         if old is not None:
             log.info("reinstating session of %s ISID %s", initiator_name, isid.hex())
-            self.end_session(old)
+            self.end_session(old, reason="reinstated by a new login of the same initiator port")
         depth = target.limits.queue_depth if target else 8
         session = Session(self.sessions.allocate_tsih(), initiator_name, isid, target, params, cmdsn, depth)
         if target is not None and group is not None:
@@ -189,10 +211,22 @@ class TargetServer:
 
             target.device.abort_hook = hook
 
-    def end_session(self, session: Session, exclude: Connection | None = None) -> None:
+    def end_session(
+        self, session: Session, exclude: Connection | None = None, reason: str = "logged out"
+    ) -> None:
+        """Close ``session`` and its connections; logs the end at INFO with ``reason``."""
         if session.closed:
             return
         session.closed = True
+        log.info(
+            "session ended: %s ISID %s on %s (TSIH %d): %s",
+            session.initiator_name,
+            session.isid.hex(),
+            session.target.name if session.target is not None else "discovery",
+            session.tsih,
+            reason,
+            extra={"session": session.tsih, "initiator": session.initiator_name},
+        )
         self.sessions.remove(session)
         for conn in list(session.connections.values()):
             if conn is not exclude:
@@ -206,9 +240,19 @@ class TargetServer:
             return
         if session.connections.get(conn.cid) is conn:
             del session.connections[conn.cid]
+        if not session.closed:
+            log.info(
+                "%s: connection %d of %s (TSIH %d) closed without a logout (dropped by the initiator, "
+                "the network or a protocol error)",
+                conn.peer,
+                conn.cid,
+                session.initiator_name,
+                session.tsih,
+                extra={"session": session.tsih, "peer": conn.peer},
+            )
         if not session.connections:
             # ERL 0: the session ends with its last connection (DefaultTime2Retain does not apply)
-            self.end_session(session)
+            self.end_session(session, reason="its last connection closed")
 
     # ---- discovery
 
@@ -281,6 +325,37 @@ def _alua(tcfg: TargetConfig) -> Alua:
     )
 
 
+class SessionLogContext(logging.Filter):
+    """Names the session in the target's WARNING and ERROR records.
+
+    The connection code logs ``"%s: ...", peer``; when that peer is a connection of a logged-in session,
+    the record gets ``session`` (the TSIH, for ``--log-format json``) and the text
+    ``[session TSIH n, INITIATOR -> TARGET]``. Only WARNING and above are looked at (one pass over the
+    open connections), so INFO/DEBUG traffic costs nothing.
+    """
+
+    def __init__(self, server: TargetServer) -> None:
+        super().__init__()
+        self.server = server
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or getattr(record, "session", None) is not None:
+            return True
+        args = record.args
+        if not (isinstance(args, tuple) and args and isinstance(args[0], str)):
+            return True
+        for conn in self.server.connections:
+            session = conn.session
+            if session is not None and conn.peer == args[0]:
+                target = session.target.name if session.target is not None else "discovery"
+                record.session = session.tsih
+                record.msg = (
+                    f"{record.msg} [session TSIH {session.tsih}, {session.initiator_name} -> {target}]"
+                )
+                break
+        return True
+
+
 def build_server(config: Config) -> TargetServer:
     """Open every store and build the runtime objects; raises OSError/ValueError with a clear message."""
     stores: list[BackingStore] = []
@@ -293,16 +368,24 @@ def build_server(config: Config) -> TargetServer:
                 if lcfg.backend in TAPE_BACKENDS or lcfg.backend == "ses":
                     continue
                 store: BackingStore
-                if lcfg.raid is not None:
-                    store = open_raid(lcfg.raid, block_size=lcfg.block_size, name=f"{tcfg.name}/lun{lcfg.lun}")
-                else:
-                    store = open_store(
-                        lcfg.backend,
-                        str(lcfg.path) if lcfg.path is not None else None,
-                        lcfg.size,
-                        lcfg.block_size,
-                        lcfg.read_only,
-                    )
+                try:
+                    if lcfg.raid is not None:
+                        store = open_raid(lcfg.raid, block_size=lcfg.block_size, name=f"{tcfg.name}/lun{lcfg.lun}")
+                    else:
+                        store = open_store(
+                            lcfg.backend,
+                            str(lcfg.path) if lcfg.path is not None else None,
+                            lcfg.size,
+                            lcfg.block_size,
+                            lcfg.read_only,
+                        )
+                except OSError as exc:  # name the LUN; keep the errno
+                    text = exc.strerror or str(exc)
+                    if exc.filename and str(exc.filename) not in text:
+                        text = f"{exc.filename}: {text}"
+                    raise OSError(exc.errno, f"target {tcfg.name} LUN {lcfg.lun}: {text}") from None
+                except ValueError as exc:
+                    raise ValueError(f"target {tcfg.name} LUN {lcfg.lun}: {exc}") from None
                 stores.append(store)
                 kwargs = {}
                 for name in ("vendor", "product", "revision"):
@@ -318,6 +401,7 @@ def build_server(config: Config) -> TargetServer:
                     removable=lcfg.removable,
                     pr_state_path=lcfg.pr_state_path(),
                     soft_threshold=lcfg.soft_threshold,
+                    sanitize_rate=lcfg.sanitize_rate,
                     **kwargs,
                 )
                 if isinstance(store, RaidStore):
@@ -327,7 +411,15 @@ def build_server(config: Config) -> TargetServer:
                 for g in tcfg.effective_portal_groups()
             ]
             name = str(tcfg.name)
-            tape_luns = build_tape_luns(tcfg, lambda lun, name=name: _serial_for(name, lun))  # type: ignore[misc]
+            try:
+                tape_luns = build_tape_luns(tcfg, lambda lun, name=name: _serial_for(name, lun))  # type: ignore[misc]
+            except OSError as exc:  # name the target; keep the errno
+                text = exc.strerror or str(exc)
+                if exc.filename and str(exc.filename) not in text:
+                    text = f"{exc.filename}: {text}"
+                raise OSError(exc.errno, f"target {tcfg.name} tape library: {text}") from None
+            except ValueError as exc:
+                raise ValueError(f"target {tcfg.name} tape library: {exc}") from None
             tape_units.extend(tape_luns.values())
             luns.update(tape_luns)
             luns.update(build_ses_luns(tcfg, luns, lambda lun, name=name: _serial_for(name, lun)))  # type: ignore[misc]
