@@ -3,6 +3,7 @@ print how to connect once the server listens, and run until SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -50,12 +51,15 @@ def ensure_sparse_file(path: Path, size: int) -> None:
         os.close(fd)
 
 
-def _run(config: Config) -> None:
+def _run(config: Config, config_path: Path | None = None) -> None:
     def on_ready(bound: list[tuple[str, int]]) -> None:
         click.echo(connect_text(config, bound), nl=False)
 
     try:
-        runner.run_server(config, on_ready=on_ready)
+        from cistern.control.service import serve as admin_serve
+
+        serve_fn = functools.partial(admin_serve, config_path=config_path.resolve() if config_path else None)
+        runner.run_server(config, on_ready=on_ready, serve=serve_fn)
     except ModuleNotFoundError as exc:
         if exc.name is None or not exc.name.startswith("cistern."):
             raise
@@ -110,4 +114,4 @@ def serve(ctx: click.Context, config_path: Path) -> None:
         config_error_exit(ctx, exc, config_path)
         return
     setup_logging(ctx.obj.verbose if ctx.obj else 0, config.log_level)
-    _run(config)
+    _run(config, config_path)

@@ -4,12 +4,14 @@ portals/ACL/LUNs), validated by pydantic, read from TOML, written back with :fun
     Config
       log_level, portals (default for targets), discovery_auth
       targets: [TargetConfig]  name, alias, portals, tpgt, acl | open, auth, params, luns: [LunConfig]
+      admin: AdminConfig       socket, listen, token, TLS, backups
 
 This module is the public face of :mod:`cistern.config`; the node classes live in their own files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import tomllib
@@ -19,6 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cistern.config.admin import AdminConfig
 from cistern.config.auth import AuthConfig, ChapConfig
 from cistern.config.checks import check_paths as _check_paths
 from cistern.config.errors import ConfigError, ConfigIssue, ConfigValueError
@@ -32,6 +35,7 @@ from cistern.config.toml_writer import dumps as toml_dumps
 
 __all__ = [
     "DEFAULT_PORTAL",
+    "AdminConfig",
     "AuthConfig",
     "ChapConfig",
     "Config",
@@ -41,6 +45,7 @@ __all__ = [
     "ParamsConfig",
     "Portal",
     "TargetConfig",
+    "config_text",
     "load_config",
     "parse_config",
     "save_config",
@@ -65,6 +70,8 @@ class Config(BaseModel):
     portals: list[PortalField] | None = None
     discovery_auth: AuthConfig | None = None
     targets: list[TargetConfig] = Field(default_factory=list)
+    #: the live administration API, metrics and dashboard (see :mod:`cistern.config.admin`)
+    admin: AdminConfig | None = None
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -163,14 +170,45 @@ def load_config(path: str | Path, *, check_paths: bool = True) -> Config:
         raise
 
 
-def save_config(config: Config, path: str | Path) -> None:
-    """Write ``config`` as TOML, atomically, readable by the owner only (it may hold CHAP secrets)."""
+def config_text(config: Config) -> str:
+    """The TOML text :func:`save_config` writes: the same config always gives the same bytes."""
+    return "# cistern configuration (written by cistern)\n" + toml_dumps(config.dump())
+
+
+def _rotate(path: Path, backups: int) -> None:
+    """``FILE.{N-1}`` -> ``FILE.N`` ... ``FILE`` -> ``FILE.1`` (copies of the old file, oldest dropped)."""
+    if backups <= 0 or not path.exists():
+        return
+    for index in range(backups - 1, 0, -1):
+        older = path.with_name(f"{path.name}.{index}")
+        if older.exists():
+            os.replace(older, path.with_name(f"{path.name}.{index + 1}"))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(path.read_bytes())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path.with_name(f"{path.name}.1"))
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def save_config(config: Config, path: str | Path, *, backups: int = 0) -> None:
+    """Write ``config`` as TOML atomically (temp file, fsync, rename, fsync of the directory), readable by
+    the owner only (it may hold CHAP secrets), after keeping ``backups`` rotated copies of the old file
+    (``FILE.1`` newest).  Raises OSError."""
     path = Path(path)
-    text = "# cistern configuration (written by cistern)\n" + toml_dumps(config.dump())
+    text = config_text(config)
+    _rotate(path, backups)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -178,3 +216,8 @@ def save_config(config: Config, path: str | Path) -> None:
         except FileNotFoundError:
             pass
         raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -22,6 +22,7 @@ from .sense import (
     CheckCondition,
     SenseKey,
 )
+from .stats import LuStats
 from .task import ITNexus, ScsiTask
 
 if TYPE_CHECKING:
@@ -108,6 +109,8 @@ class LogicalUnit:
         self.sanitize_rate: int | None = None
         # SPC-2 and persistent reservations; APTPL state in ``pr_state_path`` (None: PTPL_C=0).
         self.reservations = LuReservations(pr_state_path)
+        # I/O counters read by the metrics and the dashboard (stats.py)
+        self.stats = LuStats()
 
     # -- hooks -----------------------------------------------------------------------------------
 

@@ -190,12 +190,19 @@ class LoginDriver:
             conn.statsn = sn_add(conn.statsn, 1)
         conn.send(rsp)
         if step.failed:
+            reason = step.status.name.lower().replace("_", " ")
             log.warning(
                 "%s: login refused with status 0x%04x (%s): %s",
                 conn.peer,
                 int(step.status),
-                step.status.name.lower().replace("_", " "),
+                reason,
                 step.reason or "no detail",
+            )
+            self.server.monitor.login(
+                self.login.target_name or "",
+                _portal_text(conn.portal),
+                step.status.name.lower(),
+                f"{conn.peer}: login refused ({reason}): {step.reason or 'no detail'}",
             )
             conn.close()
             return
@@ -216,5 +223,17 @@ class LoginDriver:
                 "Yes" if p.initial_r2t else "No",
                 "Yes" if p.immediate_data else "No",
             )
+            self.server.monitor.login(
+                session.target.name if session.target else "",
+                _portal_text(conn.portal),
+                "ok",
+                f"{conn.peer}: {session.initiator_name} logged in to "
+                f"{session.target.name if session.target else 'discovery'} (TSIH {session.tsih})",
+            )
             session.connections[pdu.cid] = conn
             conn.enter_full_feature(session, pdu.cid)
+
+
+def _portal_text(portal: tuple[str, int]) -> str:
+    host, port = portal[0], portal[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

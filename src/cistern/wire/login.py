@@ -225,6 +225,11 @@ class TargetLogin:
         self._sent_first_response = False
 
     @property
+    def target_name(self) -> str | None:
+        """The TargetName the initiator asked for, once known (None for discovery or not yet)."""
+        return self._target.name if self._target is not None else None
+
+    @property
     def finished(self) -> bool:
         return self._finished
 
