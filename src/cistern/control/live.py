@@ -99,28 +99,28 @@ class _Prepared:
                 lu.store.close_sync()
 
 
-def _named_issues(exc: ConfigError, data: Mapping[str, Any]) -> list[str]:
-    """Config issues with ``targets[i].luns[j].field`` spelled ``target NAME LUN n field``, so each names
-    its object the way an operator does."""
+def _named_issues(exc: ConfigError, data: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Config issues as (object, cause): ``targets[i].luns[j].path`` becomes object ``target NAME LUN n``
+    with cause ``path: ...``, so each names its object the way an operator does."""
     targets = [t if isinstance(t, Mapping) else {} for t in data.get("targets", []) or []]
-
-    def lun(match: re.Match[str]) -> str:
-        t, j = int(match.group(1)), int(match.group(2))
-        if t >= len(targets):
-            return match.group(0)
-        luns = targets[t].get("luns") or []
-        number = luns[j].get("lun", f"#{j}") if j < len(luns) and isinstance(luns[j], Mapping) else f"#{j}"
-        return f"target {targets[t].get('name', t)} LUN {number} "
-
-    def target(match: re.Match[str]) -> str:
-        t = int(match.group(1))
-        return f"target {targets[t].get('name', t)} " if t < len(targets) else match.group(0)
-
     out = []
     for issue in exc.issues:
-        where = re.sub(r"^targets\[(\d+)\]\.luns\[(\d+)\]\.?", lun, issue.path)
-        where = re.sub(r"^targets\[(\d+)\]\.?", target, where).strip()
-        out.append(f"{where}: {issue.message}" if where else issue.message)
+        obj, rest = issue.path, ""
+        match = re.match(r"^targets\[(\d+)\](?:\.luns\[(\d+)\])?\.?(.*)$", issue.path)
+        if match and int(match.group(1)) < len(targets):
+            target = targets[int(match.group(1))]
+            obj = f"target {target.get('name', match.group(1))}"
+            if match.group(2) is not None:
+                j = int(match.group(2))
+                luns = target.get("luns") or []
+                entry = luns[j] if j < len(luns) and isinstance(luns[j], Mapping) else {}
+                obj += f" LUN {entry.get('lun', f'#{j}')}"
+            rest = match.group(3)
+        elif issue.path:
+            obj, rest = "config", issue.path
+        else:
+            obj = "config"
+        out.append((obj, f"{rest}: {issue.message}" if rest else issue.message))
     return out
 
 
@@ -164,8 +164,9 @@ class Controller:
         try:
             return parse_config(data, base_dir=base_dir, check_paths=True)
         except ConfigError as exc:
-            issues = _named_issues(exc, data)
-            raise AdminError(_object_of(issues[0]), "invalid configuration", 400, issues) from None
+            named = _named_issues(exc, data)
+            issues = [f"{obj}: {cause}" for obj, cause in named]
+            raise AdminError(named[0][0], named[0][1], 400, issues) from None
 
     def plan(self, new: Config) -> list[Change]:
         return diff(self.config, new)
