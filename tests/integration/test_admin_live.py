@@ -357,7 +357,9 @@ def test_dashboard_in_chromium(server: tuple[AdminServer, int]) -> None:
                 timeout=20000,
             )
             page.wait_for_function(
-                "() => Number(document.getElementById('chart-throughput').dataset.last) > 1e6", timeout=20000
+                "() => { const c = document.getElementById('chart-throughput').dataset;"
+                " return Number(c.points) >= 4 && Number(c.last) > 1e6; }",
+                timeout=20000,
             )
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
         finally:

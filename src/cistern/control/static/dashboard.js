@@ -49,6 +49,7 @@ function draw(name, values, format) {
   const last = values.length ? values[values.length - 1] : 0;
   svg.setAttribute("data-last", String(last));
   svg.setAttribute("data-max", String(max));
+  svg.setAttribute("data-points", String(values.length));
   document.getElementById("v-" + name).textContent = format(last) + " (max " + format(max) + ")";
 }
 
