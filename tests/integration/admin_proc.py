@@ -100,7 +100,10 @@ class AdminServer:
         self, conn: http.client.HTTPConnection, method: str, path: str, body: Any, headers: dict[str, str]
     ) -> tuple[int, Any]:
         data = None
-        if body is not None:
+        if isinstance(body, bytes):  # raw bytes as they are (hostile bodies)
+            data = body
+            headers = {**headers, "Content-Type": "application/json"}
+        elif body is not None:
             data = json.dumps(body).encode()
             headers = {**headers, "Content-Type": "application/json"}
         try:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from cistern import __version__
 from cistern.config.admin import AdminConfig
@@ -43,6 +44,23 @@ log = logging.getLogger("cistern.control")
 MAX_BODY = 1 << 20  # bytes of a request body
 _TCP_KEY = web.AppKey("tcp", bool)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class _OneLineBadRequests(logging.Filter):
+    """aiohttp logs a malformed HTTP request (it already answered 400) with a traceback: make it one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg = "admin HTTP: refused a malformed request: %s"
+            record.args = (" ".join(str(exc).split()),)
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+logging.getLogger("aiohttp.server").addFilter(_OneLineBadRequests())
 
 
 def _error(status: int, obj: str, cause: str, issues: list[str] | None = None) -> web.Response:
