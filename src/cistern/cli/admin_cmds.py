@@ -104,7 +104,8 @@ class AdminClient:
 
 
 def _client(ctx: click.Context) -> AdminClient:
-    return ctx.obj["admin_client"]  # type: ignore[no-any-return]
+    client: AdminClient = ctx.obj["admin_client"]
+    return client
 
 
 def _json_mode(ctx: click.Context) -> bool:

@@ -3,7 +3,6 @@ print how to connect once the server listens, and run until SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 
@@ -51,15 +50,12 @@ def ensure_sparse_file(path: Path, size: int) -> None:
         os.close(fd)
 
 
-def _run(config: Config, config_path: Path | None = None) -> None:
+def _run(config: Config) -> None:
     def on_ready(bound: list[tuple[str, int]]) -> None:
         click.echo(connect_text(config, bound), nl=False)
 
     try:
-        from cistern.control.service import serve as admin_serve
-
-        serve_fn = functools.partial(admin_serve, config_path=config_path.resolve() if config_path else None)
-        runner.run_server(config, on_ready=on_ready, serve=serve_fn)
+        runner.run_server(config, on_ready=on_ready)
     except ModuleNotFoundError as exc:
         if exc.name is None or not exc.name.startswith("cistern."):
             raise
@@ -114,4 +110,4 @@ def serve(ctx: click.Context, config_path: Path) -> None:
         config_error_exit(ctx, exc, config_path)
         return
     setup_logging(ctx.obj.verbose if ctx.obj else 0, config.log_level)
-    _run(config, config_path)
+    _run(config)

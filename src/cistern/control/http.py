@@ -119,9 +119,9 @@ class AdminApp:
                     raise OSError(
                         exc.errno, f"admin listen {self.admin.listen}: {exc.strerror or exc}"
                     ) from None
-                server = site._server
-                sock = server.sockets[0] if server is not None and getattr(server, "sockets", None) else None
-                self.tcp_address = sock.getsockname()[:2] if sock is not None else None
+                for address in self._runner.addresses:
+                    if isinstance(address, tuple):
+                        self.tcp_address = (str(address[0]), int(address[1]))
         except BaseException:
             await self._runner.cleanup()
             raise

@@ -457,7 +457,7 @@ class Controller:
     def _lun_dict(self, target: dict[str, Any], name: str, number: int) -> dict[str, Any]:
         for lun in target.get("luns", []):
             if lun["lun"] == number:
-                return lun  # type: ignore[no-any-return]
+                return lun
         raise AdminError(lun_obj(name, number), "no such LUN", 404)
 
     async def lun_remove(self, name: str, number: int) -> ApplyReport:

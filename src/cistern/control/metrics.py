@@ -168,7 +168,7 @@ class ServerCollector:
 def make_registry(server: TargetServer, lag: LoopLag | None = None) -> CollectorRegistry:
     """A registry with the server's metrics and the process metrics (memory, CPU, file descriptors)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ServerCollector(server, lag))  # type: ignore[arg-type]
+    registry.register(ServerCollector(server, lag))
     ProcessCollector(registry=registry)
     return registry
 

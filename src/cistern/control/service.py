@@ -1,7 +1,7 @@
 """``cistern serve`` with live administration: the target server, its admin API and SIGHUP reloads.
 
 :func:`serve` has the signature :mod:`cistern.cli.runner` expects (``config, *, on_ready``) plus the path
-of the config file, which SIGHUP and ``POST /api/config/reload`` re-read and ``config save`` writes.
+of the config file (by default the one the config was loaded from), which SIGHUP and ``POST /api/config/reload`` re-read and ``config save`` writes.
 SIGHUP applies what can be applied live, logs what needs a restart, and refuses a file that does not
 validate or cannot be applied, keeping the running config (with an ERROR log line naming the cause).
 """
@@ -47,7 +47,11 @@ async def serve(
     on_ready: Callable[[list[tuple[str, int]]], None] | None = None,
     config_path: Path | None = None,
 ) -> None:
-    """Serve ``config`` with its admin API until cancelled, then shut down cleanly."""
+    """Serve ``config`` with its admin API until cancelled, then shut down cleanly.  ``config_path``
+    (default: the file :func:`~cistern.config.model.load_config` read ``config`` from) is what SIGHUP
+    re-reads and ``config save`` writes."""
+    if config_path is None:
+        config_path = config.source_path
     from cistern.control.http import AdminApp  # aiohttp is imported only by a server that serves
 
     server = build_server(config)
