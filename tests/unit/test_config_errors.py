@@ -126,8 +126,8 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ),
     (
         "backend",
-        lambda d: lun0(d).update(backend="tape"),
-        "targets[0].luns[0].backend: input should be 'file', 'memory' or 'block' (got 'tape')",
+        lambda d: lun0(d).update(backend="optical"),
+        "targets[0].luns[0].backend: input should be 'file', 'memory', 'block', 'tape' or 'changer' (got 'optical')",
     ),
     (
         "memory without size",

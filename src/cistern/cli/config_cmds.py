@@ -12,6 +12,8 @@ from cistern.cli.output import config_error_exit
 from cistern.config.example import EXAMPLE_TOML
 from cistern.config.model import Config, ConfigError, TargetConfig, load_config
 from cistern.config.sizes import human_size
+from cistern.config.tape import TAPE_BACKENDS
+from cistern.config.tape import describe as tape_describe
 
 
 def _access(target: TargetConfig) -> str:
@@ -54,9 +56,10 @@ def summary_tables(config: Config) -> list[Table]:
         for index, lun in enumerate(target.luns):
             size = human_size(lun.size) if lun.size is not None else "(device/file)"
             path = str(lun.path) if lun.path is not None else "-"
-            luns.add_row(
-                target.name, str(lun.lun), lun.backend, size, str(lun.block_size), path, _flags(target, index)
-            )
+            block = str(lun.block_size)
+            if lun.backend in TAPE_BACKENDS:
+                size, block, path = tape_describe(lun), "-", str(lun.library or "-")
+            luns.add_row(target.name, str(lun.lun), lun.backend, size, block, path, _flags(target, index))
     return [targets, luns]
 
 

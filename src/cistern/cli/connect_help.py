@@ -7,6 +7,8 @@ from __future__ import annotations
 from cistern.config.model import Config, TargetConfig
 from cistern.config.portals import Portal, format_address
 from cistern.config.sizes import human_size
+from cistern.config.tape import TAPE_BACKENDS
+from cistern.config.tape import describe as tape_describe
 
 _WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
@@ -45,7 +47,9 @@ def target_lines(target: TargetConfig, bound: list[tuple[str, int]]) -> list[str
     lines += [f"  listening on {address}" for address in addresses] or ["  not listening on any portal"]
     for lun in target.luns:
         size = human_size(lun.size) if lun.size is not None else "device size"
-        where = f"  {lun.path}" if lun.path is not None else ""
+        if lun.backend in TAPE_BACKENDS:
+            size = tape_describe(lun)
+        where = f"  {lun.path or lun.library or ''}".rstrip()
         flags = "  read-only" if lun.read_only else ""
         lines.append(f"  LUN {lun.lun}: {lun.backend}, {size}{where}{flags}")
     if not addresses:
@@ -57,12 +61,15 @@ def target_lines(target: TargetConfig, bound: list[tuple[str, int]]) -> list[str
     initiator = "" if target.open else f"-i {target.acl[0]} "
     lines += ["", "  Try it:", f"    iscsi-ls -s {initiator}iscsi://{user}{address}"]
     if target.luns:
-        url = f"iscsi://{user}{address}/{target.name}/{min(lun.lun for lun in target.luns)}"
-        lines += [
-            f"    iscsi-inq {initiator}{url}",
-            f"    iscsi-readcapacity16 {initiator}{url}",
-            f"    qemu-img info {url}",
-        ]
+        first = min(target.luns, key=lambda lun: lun.lun)
+        url = f"iscsi://{user}{address}/{target.name}/{first.lun}"
+        lines.append(f"    iscsi-inq {initiator}{url}")
+        if first.backend not in TAPE_BACKENDS:
+            lines += [f"    iscsi-readcapacity16 {initiator}{url}", f"    qemu-img info {url}"]
+    if any(lun.backend in TAPE_BACKENDS for lun in target.luns):
+        lines.append(
+            "    # logged in from Linux: mtx -f /dev/sch0 status; mt -f /dev/nst0 status (see README, Tape)"
+        )
     lines += [
         f"    sudo iscsiadm -m discovery -t st -p {address}",
         f"    sudo iscsiadm -m node -T {target.name} -p {address} --login",

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cistern.config.errors import ConfigIssue, format_loc
+from cistern.config.tape import TAPE_BACKENDS, library_issue
 
 if TYPE_CHECKING:
     from cistern.config.lun import LunConfig
@@ -18,6 +19,9 @@ if TYPE_CHECKING:
 
 
 def _check_lun(lun: LunConfig, where: str) -> list[ConfigIssue]:
+    if lun.backend in TAPE_BACKENDS:
+        issue = library_issue(lun)
+        return [ConfigIssue(f"{where}.library", issue)] if issue else []
     if lun.path is None:
         return []
     path: Path = lun.path

@@ -121,6 +121,14 @@ class Config(BaseModel):
                 paths[key] = (t_index, l_index)
         return self
 
+    def __eq__(self, other: object) -> bool:
+        """Equal settings (where the config was read from does not count)."""
+        if not isinstance(other, Config):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]
+
     @property
     def source_path(self) -> Path | None:
         """The file :func:`load_config` read this config from (None when built otherwise)."""

@@ -30,16 +30,19 @@ from typing import Any
 
 from cistern.config.errors import ConfigError
 from cistern.config.model import Config, config_text, load_config, parse_config, save_config
+from cistern.config.tape import TAPE_BACKENDS
 from cistern.config.target import TargetConfig
 from cistern.control.changes import Change, diff, lun_obj, target_obj
 from cistern.scsi.alua import parse_state
 from cistern.scsi.lu import LogicalUnit
+from cistern.scsi.unit import LogicalUnitBase
 from cistern.storage.file import BlockDeviceStore, FileStore
 from cistern.target.model import TargetSpec
 from cistern.target.server import (
     TargetServer,
     build_lu,
     build_target,
+    close_units_now,
     discovery_secret,
     target_auth,
     target_limits,
@@ -91,12 +94,8 @@ class _Prepared:
 
     def close(self) -> None:
         for target in self.targets.values():
-            for lu in target.device.luns.values():
-                with contextlib.suppress(Exception):
-                    lu.store.close_sync()
-        for lu in self.lus.values():
-            with contextlib.suppress(Exception):
-                lu.store.close_sync()
+            close_units_now(target.device.luns.values())
+        close_units_now(self.lus.values())
 
 
 def _named_issues(exc: ConfigError, data: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -242,8 +241,17 @@ class Controller:
         prepared = _Prepared()
         issues: list[str] = []
         new_targets = {str(t.name): t for t in new.targets}
+        old_targets = {str(t.name): t for t in self.config.targets}
         for change in changes:
             try:
+                if change.lun is not None and change.target is not None:
+                    for cfg in (new_targets.get(change.target), old_targets.get(change.target)):
+                        lcfg = next((lun for lun in cfg.luns if lun.lun == change.lun), None) if cfg else None
+                        if lcfg is not None and lcfg.backend in TAPE_BACKENDS:
+                            raise AdminError(
+                                change.obj,
+                                f"{lcfg.backend} LUNs are not added, removed or changed live yet: restart",
+                            )
                 if change.action in ("add", "replace") and change.lun is None and change.target is not None:
                     prepared.targets[change.target] = build_target(new_targets[change.target])
                 elif change.action in ("add", "replace") and change.lun is not None:
@@ -293,8 +301,8 @@ class Controller:
         assert change.target is not None and change.lun is not None
         target = self.server.targets.get(change.target)
         lu = target.device.luns.get(change.lun) if target is not None else None
-        if lu is None:
-            raise AdminError(change.obj, "no such LUN", 404)
+        if not isinstance(lu, LogicalUnit):
+            raise AdminError(change.obj, "no such disk LUN", 404)
         store = lu.store
         if size is None or size == store.size:
             return None
@@ -311,10 +319,10 @@ class Controller:
 
     def _commit(
         self, new: Config, changes: list[Change], prepared: _Prepared, end_sessions: bool, report: ApplyReport
-    ) -> list[LogicalUnit]:
+    ) -> list[LogicalUnitBase]:
         """In-memory changes only; returns the removed logical units still to drain and close."""
         server = self.server
-        removed: list[LogicalUnit] = []
+        removed: list[LogicalUnitBase] = []
         new_targets = {str(t.name): t for t in new.targets}
         # root settings
         server.login_timeout = new.login_timeout
@@ -340,7 +348,9 @@ class Controller:
                 spec = prepared.targets.pop(name)
                 server.targets[name] = spec
                 server.install_abort_hook(spec)
-                server.stores.extend(lu.store for lu in spec.device.luns.values())
+                server.stores.extend(
+                    lu.store for lu in spec.device.luns.values() if isinstance(lu, LogicalUnit)
+                )
             elif number is None and change.action == "modify":
                 self._modify_target(server.targets[name], new_targets[name], change, end_sessions)
             elif number is not None:
@@ -353,13 +363,19 @@ class Controller:
                     lu = prepared.lus.pop((name, number))
                     device.add_lun(lu)
                     server.stores.append(lu.store)
-                if change.action == "resize" and (name, number) in prepared.resizes:
-                    self._resize(device.luns[number], prepared.resizes[(name, number)])
+                disk = device.luns.get(number)
+                if (
+                    change.action == "resize"
+                    and (name, number) in prepared.resizes
+                    and isinstance(disk, LogicalUnit)
+                ):
+                    self._resize(disk, prepared.resizes[(name, number)])
                     device.capacity_changed(number)
             report.applied.append(change)
         for lu in removed:
-            with contextlib.suppress(ValueError):
-                server.stores.remove(lu.store)
+            if isinstance(lu, LogicalUnit):
+                with contextlib.suppress(ValueError):
+                    server.stores.remove(lu.store)
         return removed
 
     def _modify_target(
@@ -389,12 +405,12 @@ class Controller:
         os.ftruncate(store._fileno(), size)
         store.size = size
 
-    def _drain_later(self, lu: LogicalUnit) -> None:
+    def _drain_later(self, lu: LogicalUnitBase) -> None:
         task = asyncio.get_running_loop().create_task(self.drain_and_close(lu))
         self._drains.add(task)
         task.add_done_callback(self._drains.discard)
 
-    async def drain_and_close(self, lu: LogicalUnit, timeout: float = DRAIN_TIMEOUT) -> None:
+    async def drain_and_close(self, lu: LogicalUnitBase, timeout: float = DRAIN_TIMEOUT) -> None:
         """Wait for a removed LU's in-flight commands to finish (at most ``timeout`` s), then flush and
         close its store."""
         loop = asyncio.get_running_loop()
@@ -409,10 +425,12 @@ class Controller:
                 timeout,
             )
         try:
-            await lu.store.flush()
-            await lu.store.close()
+            if isinstance(lu, LogicalUnit):
+                await lu.store.flush()
+                await lu.store.close()
+            await lu.close()  # tape: the loaded cartridge; changer: the library lock
         except OSError as exc:
-            log.error("LUN %d: closing its store: %s", lu.lun, exc)
+            log.error("LUN %d: closing it: %s", lu.lun, exc)
 
     async def wait_drained(self) -> None:
         """Wait for every pending drain (tests, shutdown)."""

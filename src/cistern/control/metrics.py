@@ -23,6 +23,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 
 from cistern import __version__
+from cistern.scsi.lu import LogicalUnit
 from cistern.scsi.stats import LATENCY_BUCKETS, SENSE_KEY_NAMES
 from cistern.target.server import TargetServer
 
@@ -111,7 +112,8 @@ class ServerCollector:
                     buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
                 latency.add_metric(labels, buckets, st.latency_sum)
                 depth.add_metric(labels, st.in_flight)
-                size.add_metric(labels, lu.num_blocks * lu.block_size)
+                if isinstance(lu, LogicalUnit):  # disks; tapes have no fixed capacity
+                    size.add_metric(labels, lu.num_blocks * lu.block_size)
         yield from (read_bytes, write_bytes, commands, errors, latency, depth, size)
 
         logins = CounterMetricFamily(

@@ -67,7 +67,8 @@ class LuStats:
 
     def record(self, task: ScsiTask, result: ScsiResult, seconds: float) -> None:
         """Count one finished command (status, bytes moved, latency in seconds)."""
-        op = task.cdb[0]
+        cdb = task.cdb
+        op = cdb[0] if len(cdb) else -1  # an empty CDB was answered with CHECK CONDITION
         good = result.status == Status.GOOD
         if op in READ_OPCODES:
             self.read_commands += 1

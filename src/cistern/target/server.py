@@ -17,17 +17,20 @@ from typing import Any
 
 from cistern.config.lun import LunConfig
 from cistern.config.model import Config
+from cistern.config.tape import TAPE_BACKENDS
 from cistern.config.target import TargetConfig
 from cistern.scsi.alua import TPGS_BY_NAME, Alua, TargetPortGroup, parse_state
 from cistern.scsi.lu import LogicalUnit
 from cistern.scsi.server import DeviceServer
 from cistern.scsi.task import ITNexus
+from cistern.scsi.unit import LogicalUnitBase
 from cistern.storage.base import BackingStore
 from cistern.storage.factory import open_store
 from cistern.target.connection import Connection
 from cistern.target.model import ChapSecret, PortalGroupSpec, TargetLimits, TargetSpec
 from cistern.target.monitor import Monitor
 from cistern.target.session import Session, SessionTable
+from cistern.target.tape_luns import build_tape_luns, close_now
 from cistern.wire.negotiation import Negotiated
 from cistern.wire.text import encode_text
 
@@ -151,6 +154,12 @@ class TargetServer:
                 await store.close()
             except OSError as exc:
                 log.error("closing store: %s", exc)
+        for target in self.targets.values():
+            for lu in target.device.luns.values():
+                try:
+                    await lu.close()  # tape drives: sync and close the cartridge; changers: unlock
+                except OSError as exc:
+                    log.error("closing LUN %d: %s", lu.lun, exc)
 
     # ---- sessions
 
@@ -350,17 +359,29 @@ def target_limits(tcfg: TargetConfig) -> TargetLimits:
     return _limits(tcfg.params)
 
 
-def build_target(tcfg: TargetConfig) -> TargetSpec:
-    """Open a target's stores and build its runtime objects; on failure closes what it opened and raises
-    OSError/ValueError."""
-    luns: dict[int, LogicalUnit] = {}
-    try:
-        for lcfg in tcfg.luns:
-            luns[lcfg.lun] = build_lu(str(tcfg.name), lcfg)
-    except BaseException:
-        for lu in luns.values():
+def close_units_now(units: Iterable[LogicalUnitBase]) -> None:
+    """Blocking close of logical units never served (a build that failed half-way): disk stores, tape
+    cartridges, changer library locks."""
+    for lu in units:
+        if isinstance(lu, LogicalUnit):
             with contextlib.suppress(Exception):
                 lu.store.close_sync()
+        else:
+            close_now(lu)
+
+
+def build_target(tcfg: TargetConfig) -> TargetSpec:
+    """Open a target's stores (disks) and libraries (tape, changer) and build its runtime objects; on
+    failure closes what it opened and raises OSError/ValueError."""
+    luns: dict[int, LogicalUnitBase] = {}
+    name = str(tcfg.name)
+    try:
+        for lcfg in tcfg.luns:
+            if lcfg.backend not in TAPE_BACKENDS:
+                luns[lcfg.lun] = build_lu(name, lcfg)
+        luns.update(build_tape_luns(tcfg, lambda lun: _serial_for(name, lun)))
+    except BaseException:
+        close_units_now(luns.values())
         raise
     groups = [
         PortalGroupSpec(g.tag, [(p.host, p.port) for p in g.portals]) for g in tcfg.effective_portal_groups()
@@ -394,13 +415,11 @@ def build_server(config: Config) -> TargetServer:
             targets.append(build_target(tcfg))
     except BaseException:
         for target in targets:
-            for lu in target.device.luns.values():
-                with contextlib.suppress(Exception):
-                    lu.store.close_sync()
+            close_units_now(target.device.luns.values())
         raise
     return TargetServer(
         targets,
-        stores=[lu.store for t in targets for lu in t.device.luns.values()],
+        stores=[lu.store for t in targets for lu in t.device.luns.values() if isinstance(lu, LogicalUnit)],
         discovery_chap=discovery_secret(config),
         login_timeout=config.login_timeout,
         nop_interval=config.nop_interval,
