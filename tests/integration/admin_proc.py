@@ -51,6 +51,7 @@ class AdminServer:
             + targets_toml
         )
         self.proc: subprocess.Popen[bytes] | None = None
+        self.iscsi_port = 0  # the test's iSCSI portal port, for its own use
 
     def start(self, timeout: float = 20.0) -> None:
         with open(self.log_path, "ab") as log:

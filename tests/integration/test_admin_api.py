@@ -5,14 +5,16 @@ generated requests may add and remove objects."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import peers
 import pytest
-from admin_proc import TOKEN, AdminServer
+from admin_proc import TOKEN, AdminServer, metric_value
 
 pytestmark = [pytest.mark.peers, pytest.mark.timeout(300)]
 
@@ -29,6 +31,7 @@ def server() -> Iterator[AdminServer]:
         '[[targets.luns]]\nlun = 0\nbackend = "file"\npath = "lun0.img"\nsize = "16M"\n'
     )
     srv = AdminServer(ARTIFACTS, toml)
+    srv.iscsi_port = port
     srv.start()
     try:
         yield srv
@@ -87,3 +90,54 @@ def test_schemathesis_finds_no_server_error(server: AdminServer) -> None:
     (ARTIFACTS / "schemathesis.txt").write_text(run.stdout + run.stderr)
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     assert "Traceback" not in server.log_path.read_text(errors="replace")
+
+
+def _cli(server: AdminServer, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cistern", "admin", "--socket", str(server.socket), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_cli_tables_json_and_named_errors(server: AdminServer) -> None:
+    server.api("POST", "/api/config/reload")  # whatever schemathesis applied, back to the file
+    lun = str(ARTIFACTS / "cli-lun5.img")
+    added = _cli(server, "lun", "add", IQN, "5", "--path", lun, "--size", "4M")
+    assert added.returncode == 0 and f"add      target {IQN} LUN 5" in added.stdout, added
+    grown = _cli(server, "--json", "lun", "resize", IQN, "5", "8M")
+    assert grown.returncode == 0 and json.loads(grown.stdout)["applied"][0]["action"] == "resize"
+    listing = _cli(server, "--json", "targets")
+    luns = {entry["lun"]: entry for entry in json.loads(listing.stdout)["targets"][0]["luns"]}
+    assert luns[5]["size_bytes"] == 8 * 1024 * 1024
+    table = _cli(server, "targets")
+    assert table.returncode == 0 and IQN in table.stdout and "8.0 MiB" in table.stdout
+    shrink = _cli(server, "lun", "resize", IQN, "5", "1M")
+    assert shrink.returncode == 1
+    assert shrink.stderr.strip().splitlines()[-1].startswith(f"Error: target {IQN} LUN 5: shrinking"), shrink
+    missing = _cli(server, "lun", "remove", IQN, "77")
+    assert missing.returncode == 1 and f"target {IQN} LUN 77: no such LUN" in missing.stderr
+    removed = _cli(server, "lun", "remove", IQN, "5")
+    assert removed.returncode == 0, removed
+    diff_file = ARTIFACTS / "same.toml"
+    diff_file.write_text(server.api("GET", "/api/config?format=toml"))
+    same = _cli(server, "diff", str(diff_file))
+    assert same.returncode == 0 and same.stdout.strip() == "no difference", same
+
+
+def test_refused_login_is_counted_and_shown(server: AdminServer) -> None:
+    server.api("POST", f"/api/targets/{IQN}/acl", None, expect=None)  # (open target: refused, 409)
+    body = {"name": IQN + "-closed", "portals": [f"127.0.0.1:{server.iscsi_port}"], "acl": [IQN + ":nobody"]}
+    server.api("POST", "/api/targets", body, expect=201)
+    refused = subprocess.run(
+        ["iscsi-inq", f"iscsi://127.0.0.1:{server.iscsi_port}/{IQN}-closed/0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert refused.returncode != 0
+    text = server.metrics()
+    assert metric_value(text, "cistern_logins_total", target=IQN + "-closed", result="authorization_failure") == 1
+    events = server.api("GET", "/api/events")["events"]
+    assert any(e["kind"] == "refused" and "authorization failure" in e["message"] for e in events), events

@@ -18,6 +18,7 @@ from pathlib import Path
 from cistern.config.admin import AdminConfig
 from cistern.config.model import Config
 from cistern.control.live import AdminError, Controller
+from cistern.target.monitor import Monitor
 from cistern.target.server import build_server
 
 log = logging.getLogger("cistern.control")
@@ -31,7 +32,6 @@ async def reload_on_signal(controller: Controller) -> None:
         report = await controller.reload()
     except AdminError as exc:
         log.error("SIGHUP: %s is not applied; the running config stays: %s", path, "; ".join(exc.issues))
-        controller.server.monitor.event("error", f"reload of {path} refused: {exc}")
         return
     except Exception:
         log.exception("SIGHUP: reloading %s failed", path)
@@ -39,6 +39,17 @@ async def reload_on_signal(controller: Controller) -> None:
     log.warning("SIGHUP: %s applied: %d change(s) live", path, len(report.applied))
     for change in report.restart:
         log.warning("SIGHUP: %s needs a restart: %s", change.obj, change.detail)
+
+
+class _ErrorEvents(logging.Handler):
+    """ERROR log records of cistern become dashboard events (kind ``error``)."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        super().__init__(logging.ERROR)
+        self.monitor = monitor
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.monitor.event("error", record.getMessage())
 
 
 async def serve(
@@ -58,6 +69,8 @@ async def serve(
     controller = Controller(server, config, config_path)
     admin = AdminApp(controller, config.admin or AdminConfig())
     loop = asyncio.get_running_loop()
+    errors = _ErrorEvents(server.monitor)
+    logging.getLogger("cistern").addHandler(errors)
     hup = False
     reloads: set[asyncio.Task[None]] = set()
     try:
@@ -81,6 +94,7 @@ async def serve(
             on_ready(bound)
         await asyncio.Event().wait()
     finally:
+        logging.getLogger("cistern").removeHandler(errors)
         if hup:
             loop.remove_signal_handler(signal.SIGHUP)
         await asyncio.shield(admin.stop())
