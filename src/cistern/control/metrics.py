@@ -145,7 +145,7 @@ class ServerCollector:
             counts = per_target.setdefault(session.target.name, [0, 0])
             counts[0] += 1
             counts[1] += len(session.connections)
-            io = session.target.device.nexus_io.get(session.nexus) if session.nexus is not None else None
+            io = session.target.device.nexus_io.get(id(session.nexus)) if session.nexus is not None else None
             labels = [session.target.name, session.initiator_name, session.isid.hex(), str(session.tsih)]
             s_read.add_metric(labels, io[0] if io else 0)
             s_write.add_metric(labels, io[1] if io else 0)

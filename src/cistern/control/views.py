@@ -83,7 +83,7 @@ def targets_view(controller: Controller) -> list[dict[str, Any]]:
 def session_view(session: Session) -> dict[str, Any]:
     io = None
     if session.target is not None and session.nexus is not None:
-        io = session.target.device.nexus_io.get(session.nexus)
+        io = session.target.device.nexus_io.get(id(session.nexus))
     params = dataclasses.asdict(session.params) if dataclasses.is_dataclass(session.params) else {}
     return {
         "tsih": session.tsih,

@@ -38,7 +38,7 @@ from .sense import (
 )
 from .spc import report_luns, request_sense
 from .table import CommandSpec
-from .task import DataDirection, ITNexus, ScsiResult, ScsiTask, Status
+from .task import ITNexus, ScsiResult, ScsiTask, Status
 from .thin import check_soft_threshold
 from .unit import LogicalUnitBase
 from .xcopy import CopyManager
@@ -75,7 +75,9 @@ class DeviceServer:
         self.nexuses: set[ITNexus] = set()
         self.abort_hook: AbortHook | None = None  # set by the transport (SPC-4 5.13.11.2.6)
         self.copy_manager = CopyManager()  # EXTENDED COPY results held per I_T nexus (xcopy.py)
-        self.nexus_io: dict[ITNexus, list[int]] = {}  # [bytes read, bytes written] per I_T nexus
+        # [bytes read, bytes written] per I_T nexus, keyed by id(): the transport passes the session's own
+        # ITNexus object with every task, and an int hashes faster than the dataclass
+        self.nexus_io: dict[int, list[int]] = {}
         for lun, lu in self.luns.items():
             if lu.lun != lun:
                 raise ValueError(f"LUN key {lun} does not match LogicalUnit.lun {lu.lun}")
@@ -83,7 +85,7 @@ class DeviceServer:
     # -- command execution -----------------------------------------------------------------------
 
     async def execute(self, task: ScsiTask) -> ScsiResult:
-        """Execute one SCSI command; never raises for bad input.  Counts it in the LU's
+        """Execute one SCSI command; never raises for bad input.  Counts it once in the LU's
         :class:`~cistern.scsi.stats.LuStats` and the nexus' byte counters (read by the metrics)."""
         lu = self.luns.get(task.lun)
         if lu is None:
@@ -95,13 +97,7 @@ class DeviceServer:
             result = await self._execute(task)
         finally:
             stats.in_flight -= 1
-        stats.record(task, result, perf_counter() - start)
-        io = self.nexus_io.get(task.nexus)
-        if io is not None and result.status == Status.GOOD:
-            if result.data_in is not None and task.direction == DataDirection.READ:
-                io[0] += min(len(result.data_in), task.expected_length)
-            elif task.data_out is not None:
-                io[1] += len(task.data_out)
+        stats.record(task, result, perf_counter() - start, self.nexus_io.get(id(task.nexus)))
         return result
 
     async def _execute(self, task: ScsiTask) -> ScsiResult:
@@ -184,7 +180,7 @@ class DeviceServer:
     def nexus_added(self, nexus: ITNexus) -> None:
         """A new I_T nexus exists (login): POWER ON, RESET, OR BUS DEVICE RESET OCCURRED for it."""
         self.nexuses.add(nexus)
-        self.nexus_io[nexus] = [0, 0]
+        self.nexus_io[id(nexus)] = [0, 0]
         for lu in self.luns.values():
             lu.nexuses.add(nexus)
             lu.establish_ua(nexus, POWER_ON_RESET)
@@ -192,7 +188,7 @@ class DeviceServer:
     def nexus_lost(self, nexus: ITNexus) -> None:
         """I_T nexus loss (SAM-5 6.3.4): drop its unit attentions and medium-removal holds."""
         self.nexuses.discard(nexus)
-        self.nexus_io.pop(nexus, None)
+        self.nexus_io.pop(id(nexus), None)
         self.copy_manager.forget_nexus(nexus)
         for lu in self.luns.values():
             lu.forget_nexus(nexus)
