@@ -64,7 +64,9 @@ class AdminServer:
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"cistern serve exited with {self.proc.returncode}: {self.log_path.read_text()}")
+                raise RuntimeError(
+                    f"cistern serve exited with {self.proc.returncode}: {self.log_path.read_text()}"
+                )
             try:
                 self.api("GET", "/api/_ping")
                 return

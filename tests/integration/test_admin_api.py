@@ -5,6 +5,7 @@ generated requests may add and remove objects."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -138,6 +139,65 @@ def test_refused_login_is_counted_and_shown(server: AdminServer) -> None:
     )
     assert refused.returncode != 0
     text = server.metrics()
-    assert metric_value(text, "cistern_logins_total", target=IQN + "-closed", result="authorization_failure") == 1
+    assert (
+        metric_value(text, "cistern_logins_total", target=IQN + "-closed", result="authorization_failure")
+        == 1
+    )
     events = server.api("GET", "/api/events")["events"]
     assert any(e["kind"] == "refused" and "authorization failure" in e["message"] for e in events), events
+
+
+def test_chap_alua_and_session_end_live(server: AdminServer) -> None:
+    import asyncio
+
+    from cistern.initiator.client import connect
+    from cistern.initiator.errors import LoginError
+
+    url = f"iscsi://127.0.0.1:{server.iscsi_port}/{IQN}/0"
+
+    async def scenario() -> None:
+        old = await connect(url, initiator_name="iqn.2026-11.org.cistern.test:old")
+        try:
+            tsih = next(
+                s["tsih"]
+                for s in server.api("GET", "/api/sessions")["sessions"]
+                if s["initiator"].endswith(":old")
+            )
+            chap = {"chap": {"username": "admin-user", "secret": "a-secret-of-16-chars"}}
+            await asyncio.to_thread(server.api, "PUT", f"/api/targets/{IQN}/auth", {"auth": chap})
+            # new logins need CHAP now; the existing session is kept and still works
+            try:
+                await connect(url, initiator_name="iqn.2026-11.org.cistern.test:new")
+                raise AssertionError("a login without CHAP was admitted")
+            except LoginError:
+                pass
+            new = await connect(
+                url,
+                initiator_name="iqn.2026-11.org.cistern.test:new",
+                chap=("admin-user", "a-secret-of-16-chars"),
+            )
+            await new.logout()
+            assert await old.report_luns()
+            # ALUA: the portal group goes standby; the view says so
+            await asyncio.to_thread(
+                server.api, "PUT", f"/api/targets/{IQN}/portal_groups/1/alua", {"state": "standby"}
+            )
+            view = server.api("GET", f"/api/targets/{IQN}")
+            assert view["portal_groups"][0]["alua_state"] == "standby"
+            await asyncio.to_thread(
+                server.api, "PUT", f"/api/targets/{IQN}/portal_groups/1/alua", {"state": "active/optimized"}
+            )
+            # ending the session: it leaves the table
+            await asyncio.to_thread(server.api, "DELETE", f"/api/sessions/{tsih}")
+            for _ in range(100):
+                if all(s["tsih"] != tsih for s in server.api("GET", "/api/sessions")["sessions"]):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError(f"session {tsih} is still there")
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(old.close(), 5)
+            await asyncio.to_thread(server.api, "PUT", f"/api/targets/{IQN}/auth", {"auth": None})
+
+    asyncio.run(scenario())
