@@ -201,3 +201,12 @@ def test_chap_alua_and_session_end_live(server: AdminServer) -> None:
             await asyncio.to_thread(server.api, "PUT", f"/api/targets/{IQN}/auth", {"auth": None})
 
     asyncio.run(scenario())
+
+
+def test_hostile_bodies_get_named_errors(server: AdminServer) -> None:
+    for body in (b"[" * 100_000, b'{"toml": "' + b"a = [" * 5_000 + b'"}', b"\xff\xfe", b"{" * 3):
+        status, answer = server.api("POST", "/api/config/apply", body, expect=None)
+        assert status == 400 and answer["error"]["object"] in ("request body", "config"), (status, answer)
+    status, answer = server.api("POST", "/api/config/apply", b"x" * (2 << 20), expect=None)
+    assert status == 413 and answer["error"]["object"] == "request body", (status, answer)
+    assert server.api("GET", "/api/_ping") == {"status": "ok"}

@@ -85,20 +85,30 @@ def _sessions(srv: AdminServer) -> dict[str, dict[str, object]]:
 
 def test_live_changes_keep_sessions(server: tuple[AdminServer, int]) -> None:
     srv, port = server
-    perf = subprocess.Popen(
-        ["iscsi-perf", "-t", "10", "-m", "8", srv.url(port, IQN_A, 0)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    perf_log = ARTIFACTS / "iscsi-perf.log"
+    with open(perf_log, "wb") as out:
+        perf = subprocess.Popen(
+            ["iscsi-perf", "-t", "10", "-m", "8", srv.url(port, IQN_A, 0)], stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         asyncio.run(_live_changes(srv, port))
-        out, _ = perf.communicate(timeout=60)
+        try:
+            perf.wait(timeout=25)
+        except subprocess.TimeoutExpired:
+            # libiscsi 1.19's iscsi-perf retries a READ(16) that got a UNIT ATTENTION but counts it as
+            # completed too, so its in-flight counter can step over zero and its loop never ends once the
+            # run time is over (utils/iscsi-perf.c, cb()).  The target must owe it nothing: then stop it.
+            mine = _sessions(srv)["iqn.2010-11.libiscsi:iscsi-perf"]
+            (ARTIFACTS / "iscsi-perf-stuck.json").write_text(json.dumps(mine, indent=2))
+            assert mine["tasks"] == 0 and mine["held"] == 0 and mine["in_flight"] == 0, mine
+            perf.send_signal(signal.SIGINT)
+            perf.send_signal(signal.SIGINT)
+            perf.wait(timeout=15)
     finally:
         if perf.poll() is None:
             perf.kill()
             perf.wait()
-    text = out.decode(errors="replace").replace("\r", "\n")
-    (ARTIFACTS / "iscsi-perf.log").write_text(text)
+    text = perf_log.read_text(errors="replace").replace("\r", "\n")
     assert perf.returncode == 0, text
     assert "failed" not in text.lower(), text
     # the LUN file of the removed LUN was closed once its commands drained

@@ -237,6 +237,8 @@ class AdminApp:
             data = await request.json(loads=json.loads)
         except (ValueError, UnicodeDecodeError) as exc:
             raise AdminError("request body", f"not JSON: {exc}") from None
+        except RecursionError:
+            raise AdminError("request body", "JSON nested too deeply") from None
         except web.HTTPRequestEntityTooLarge:
             raise AdminError("request body", f"larger than {MAX_BODY} bytes", 413) from None
         if not isinstance(data, dict):
@@ -269,6 +271,8 @@ class AdminApp:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise AdminError("config", f"not valid TOML: {exc}") from None
+        except RecursionError:
+            raise AdminError("config", "not valid TOML: nested too deeply") from None
         base = self.controller.config_path.parent if self.controller.config_path else None
         return self.controller.parse(data, base_dir=base)
 

@@ -97,6 +97,10 @@ def session_view(session: Session) -> dict[str, Any]:
         ],
         "params": params,
         "in_flight": session.outstanding,
+        "held": len(session.held),  # commands received ahead of ExpCmdSN, waiting for the gap to fill
+        "expcmdsn": session.expcmdsn,
+        "maxcmdsn": session.maxcmdsn,
+        "tasks": sum(len(conn.tasks) for conn in session.connections.values()),
         "read_bytes": io[0] if io else 0,
         "write_bytes": io[1] if io else 0,
     }
