@@ -87,6 +87,7 @@ def test_schemathesis_finds_no_server_error(server: AdminServer) -> None:
         capture_output=True,
         text=True,
         timeout=240,
+        cwd=ARTIFACTS,  # schemathesis keeps a .schemathesis/ cache in its working directory
     )
     (ARTIFACTS / "schemathesis.txt").write_text(run.stdout + run.stderr)
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]

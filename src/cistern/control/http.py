@@ -189,7 +189,7 @@ class AdminApp:
                 token = self.admin.token
                 if token is None:
                     return _error(
-                        403, request.path, "changes are only accepted on the admin Unix socket (no token set)"
+                        403, request.path, "needs the admin token, and none is set: use the admin Unix socket"
                     )
                 given = request.headers.get("Authorization", "")
                 if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
