@@ -171,3 +171,17 @@ def test_tape_cli_create_list_export_import(tmp_path: Path) -> None:
         os.close(fd)
     r = run(cli, ["tape", "list", "-l", lib])
     assert r.exit_code == 0 and "CIS002L6" in r.output and "mailslot 1" in r.output
+
+
+def test_demo_with_tape_library(tmp_path: Path) -> None:
+    from cistern.cli.connect_help import connect_text
+    from cistern.config.demo import DEMO_TAPE_TARGET, demo_config
+
+    cfg = demo_config("127.0.0.1:3260", tmp_path, tape=True)
+    tape = cfg.targets[1]
+    assert tape.name == DEMO_TAPE_TARGET and [lun.backend for lun in tape.luns] == ["changer", "tape", "tape"]
+    assert tape.luns[0].library == tmp_path / "tape-library" and tape.luns[0].cartridges == 8
+    text = connect_text(cfg, [("127.0.0.1", 3260)])
+    assert "mtx -f /dev/sch0 load 1 0" in text and "tar cvf /dev/nst0" in text
+    assert f"iscsi-readcapacity16 iscsi://127.0.0.1:3260/{DEMO_TAPE_TARGET}" not in text
+    assert len(demo_config("127.0.0.1:3260", tmp_path).targets) == 1

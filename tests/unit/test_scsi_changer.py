@@ -176,6 +176,15 @@ def test_exchange_and_position(h: Harness) -> None:
         0, bytes((0xA6, 0, 0, 0)) + struct.pack(">HHH", SLOT_BASE + 1, DRIVE_BASE, SLOT_BASE) + bytes(2)
     )
     assert (s.asc, s.ascq) == (0x3B, 0x0E)
+    s, _ = h.check(
+        0, bytes((0xA6, 0, 0, 0)) + struct.pack(">HHH", SLOT_BASE, SLOT_BASE, SLOT_BASE + 1) + bytes(2)
+    )
+    assert (s.key, s.asc) == (ILLEGAL, 0x24)  # source and first destination the same element
+    lib_state = {k: list(v) for k, v in lib.where.items()}
+    h.ok(0, bytes((0xA6, 0, 0, 0)) + struct.pack(">HHH", SLOT_BASE + 3, DRIVE_BASE, SLOT_BASE + 3) + bytes(2))
+    assert (
+        lib.where["slot"][3] == lib_state["drive"][0] and lib.where["drive"][0] == lib_state["slot"][3]
+    )  # swap
     h.ok(0, bytes((0x2B, 0, 0, 0)) + struct.pack(">H", SLOT_BASE) + bytes(4))  # POSITION TO ELEMENT
     s, _ = h.check(0, bytes((0x2B, 0, 0, 0)) + struct.pack(">H", 0x5555) + bytes(4))
     assert (s.asc, s.ascq) == (0x21, 0x01)

@@ -266,7 +266,7 @@ def test_locate_and_read_position_forms(h: Harness) -> None:
     s, _ = h.check(0, locate16(2**64 - 1))
     assert s.key == BLANK and tell(h) == 9
     s, _ = h.check(0, locate10(0, cp=True, partition=1))
-    assert (s.key, s.asc) == (ILLEGAL, 0x24)
+    assert (s.key, s.asc, s.sks) == (ILLEGAL, 0x24, bytes((0xC0, 0, 8)))  # field pointer: CDB byte 8
     h.ok(0, locate10(0, cp=True, partition=0))
     s, _ = h.check(0, read_position(2))
     assert (s.key, s.asc) == (ILLEGAL, 0x24)
@@ -389,8 +389,8 @@ def test_unload_load_and_prevent(h: Harness) -> None:
     assert (s.key, s.asc) == (NOT_READY, 0x3A)
     h.ok(0, [0x1B, 0, 0, 0, 0x05, 0])  # LOAD + EOT: at end of data
     assert tell(h) == 1
-    h.ok(0, [0x1B, 0, 0, 0, 0x03, 0])  # LOAD + RETEN
-    assert tell(h) == 1
+    h.ok(0, [0x1B, 0, 0, 0, 0x03, 0])  # LOAD + RETEN on a loaded cartridge: back at BOP
+    assert tell(h) == 0
     s, _ = h.check(0, [0x1B, 0, 0, 0, 0x08, 0])  # HOLD
     assert (s.key, s.asc) == (ILLEGAL, 0x24)
     h.ok(0, REWIND)
@@ -551,3 +551,41 @@ def test_descriptor_sense_carries_stream_bits(h: Harness) -> None:
     sense = bytes(res.sense)
     assert sense[0] == 0x72 and sense[2:4] == b"\x00\x01"
     assert bytes((0x04, 0x02, 0x00, 0x80)) in sense  # stream commands descriptor with FILEMARK
+
+
+def test_compression_stores_fewer_bytes_and_reads_back(h: Harness) -> None:
+    page = bytearray(h.ok(0, [0x1A, 0x08, 0x0F, 0, 255, 0])[4:])
+    page[2] |= 0x80  # DCE
+    h.ok(0, [0x15, 0x10, 0, 0, 4 + len(page), 0], bytes((0, 0, 0x10, 0)) + bytes(page))
+    text = b"cistern tape " * 5000  # 65000 bytes
+    h.ok(0, write6(len(text)), text)
+    h.ok(0, wfm(1))
+    cart = drive(h).cartridge
+    assert cart is not None and cart.data_end < len(text) // 10
+    seq = h.ok(0, [0x4D, 0, 0x0C, 0, 0, 0, 0, 0, 255, 0])
+    from_host, written = struct.unpack_from(">Q", seq, 8)[0], struct.unpack_from(">Q", seq, 20)[0]
+    assert from_host == len(text) and written == cart.data_end
+    h.ok(0, REWIND)
+    s, data = h.check(0, read6(1000))  # overlength compressed block: truncated, negative residue
+    assert s.ili and s.information == 1000 - len(text) and data == text[:1000]
+    h.ok(0, REWIND)
+    assert h.ok(0, read6(len(text))) == text
+
+
+def test_load_reports_a_recovered_cartridge(lib: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = create_cartridge(str(lib), "TORN01L6", 8 << 20)
+    cart = Cartridge(path)
+    for i in range(3):
+        cart.append_block(blk(i, 500))
+    cart.close()
+    os.truncate(os.path.join(path, "data"), 1200)  # the last block lost its end
+    d = TapeUnit(lun=0)
+    h = Harness({0: d})
+    try:
+        h.run(d.insert(path))
+        assert "TORN01L6: 1 trailing object(s)" in caplog.text
+        h.clear_ua(0)
+        h.ok(0, space6(3, 0))
+        assert tell(h) == 2
+    finally:
+        h.close()

@@ -75,7 +75,7 @@ def test_library_still_consistent_after_fuzzing() -> None:
     h = harness()
     changer = h.srv.luns[0]
     assert isinstance(changer, ChangerUnit)
-    placed = [b for kind in ("slot", "ie", "drive") for b in changer.library.where[kind] if b]  # type: ignore[index]
+    placed = [b for kind in ("slot", "ie", "drive") for b in changer.library.where[kind] if b]
     assert sorted(placed + changer.library.unplaced) == ["FZ0001L6", "FZ0002L6", "FZ0003L6"]
     for i, drive in enumerate(changer.drives):
         assert drive.barcode == changer.library.where["drive"][i]

@@ -12,6 +12,7 @@ import pytest
 from cistern.storage.tape import (
     Cartridge,
     CartridgeError,
+    CorruptBlock,
     Library,
     LibraryLocked,
     cartridge_summary,
@@ -205,3 +206,53 @@ def test_library_placement_export_import_and_lock(tmp_path: Path) -> None:
     os.close(lock_library(lib))
     bigger = Library(lib, slots=4, ie=0, drives=1)  # the ie slot vanished: its cartridge goes to a slot
     assert sorted(b for b in bigger.where["slot"] if b) == ["CIS002L6", "CIS003L6"]
+
+
+def test_compressed_blocks_roundtrip_and_recover(path: str) -> None:
+    from cistern.storage.tape.cartridge import KIND_BLOCK, KIND_COMPRESSED
+
+    cart = Cartridge(path)
+    text = b"tape " * 20000  # compresses well
+    noise = os.urandom(5000)  # does not: stored as is
+    assert cart.append_block(text, compress=True) < len(text) // 10
+    assert cart.append_block(noise, compress=True) == len(noise)
+    cart.append_filemarks(1)
+    cart.sync()
+    assert [cart.record(i).kind for i in range(3)] == [KIND_COMPRESSED, KIND_BLOCK, 2]
+    assert cart.record(0).length == len(text) and cart.read_block(cart.record(0), 7) == b"tape ta"
+    cart.close()
+    again = Cartridge(path)
+    assert again.recovered == 0 and readall(again) == [text, noise, None]
+    assert cartridge_summary(path)["used"] == again.data_end < len(text)
+    first = again.record(0)
+    again.close()
+    with open(os.path.join(path, "data"), "r+b") as f:  # corrupt the compressed stream
+        f.seek(first.offset + 3)
+        f.write(b"\x00\x00\x00")
+    broken = Cartridge(path)
+    try:
+        with pytest.raises(CorruptBlock):
+            broken.read_block(broken.record(0))
+    finally:
+        broken.close()
+
+
+def test_corrupt_library_state_is_one_clear_error(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from cistern.storage.tape import LibraryError
+
+    lib = tmp_path / "lib"
+    ensure_cartridges(str(lib), ["GOOD01"], 4 << 20)
+    (lib / "library.json").write_text("{not json")
+    with pytest.raises(LibraryError, match=r"library\.json"):
+        Library(str(lib), slots=2, ie=0, drives=1)
+    (lib / "library.json").write_text('{"slot": "CIS"}')
+    with pytest.raises(ValueError, match="slot is not a list"):
+        Library(str(lib), slots=2, ie=0, drives=1)
+    (lib / "library.json").write_text('{"slot": [7, "NOPE01", "GOOD01"], "origin": [1], "out": "x"}')
+    with pytest.raises(LibraryError, match="out is not a list"):
+        Library(str(lib), slots=2, ie=0, drives=1)
+    (lib / "library.json").write_text('{"slot": [7, "NOPE01", "GOOD01"], "origin": [1]}')
+    (lib / "BAD001").mkdir()
+    (lib / "BAD001" / "meta.json").write_text('{"format": 1, "barcode": "BAD001", "capacity": 5}')
+    library = Library(str(lib), slots=2, ie=0, drives=1)  # junk entries dropped, GOOD01 placed
+    assert library.where["slot"] == ["GOOD01", None] and "BAD001" in caplog.text

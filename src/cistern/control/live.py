@@ -284,7 +284,8 @@ class Controller:
                 cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
                 if isinstance(exc, OSError) and exc.filename:
                     cause = f"{cause}: {exc.filename}"
-                issues.append(f"{change.obj}: {cause}")
+                # build_lu / build_target already name the LUN or target in their messages
+                issues.append(cause if cause.startswith(("target ", "portal ")) else f"{change.obj}: {cause}")
             except AdminError as exc:
                 issues.append(str(exc))
         if not issues:
@@ -307,7 +308,8 @@ class Controller:
         try:
             await self.server.open_listeners(wanted.keys())
         except OSError as exc:
-            return [f"portal {exc.filename or ''}: cannot listen: {exc.strerror or exc}"]
+            text = exc.strerror or str(exc)
+            return [f"portal {exc.filename}: {text}" if exc.filename else text]
         return []
 
     def _check_resize(self, change: Change, size: int | None) -> int | None:

@@ -160,7 +160,10 @@ class ChangerUnit(LogicalUnitBase):
         await run_io(self.library.move, src, dst)
 
     async def exchange(self, src: Element, first: Element, second: Element) -> None:
-        """EXCHANGE MEDIUM: ``src`` -> ``first``, ``first``'s cartridge -> ``second``."""
+        """EXCHANGE MEDIUM: ``src`` -> ``first``, ``first``'s cartridge -> ``second`` (which may be
+        ``src``: a swap).  INVALID FIELD IN CDB when ``first`` is ``src``."""
+        if first == src:
+            raise invalid_field(6)
         if self.content(src) is None or self.content(first) is None:
             raise CheckCondition(SenseKey.ILLEGAL_REQUEST, MEDIUM_SOURCE_ELEMENT_EMPTY)
         if second != src and self.content(second) is not None:
@@ -175,8 +178,12 @@ class ChangerUnit(LogicalUnitBase):
         lib.where[first[0]][first[1]] = a  # type: ignore[index]
         lib.where[second[0]][second[1]] = b  # type: ignore[index]
         await run_io(lib.save)
-        await self._put(first, a)
-        await self._put(second, b)
+        try:
+            await self._put(first, a)
+            await self._put(second, b)
+        except (CartridgeError, OSError, RuntimeError) as exc:
+            log_.error("exchange: a cartridge cannot be loaded: %s", exc)
+            raise CheckCondition(SenseKey.MEDIUM_ERROR, MEDIUM_LOAD_OR_EJECT_FAILED) from None
 
     # -- page hooks ----------------------------------------------------------------------------
 

@@ -52,7 +52,7 @@ from .task import ScsiResult, ScsiTask, Status
 if TYPE_CHECKING:
     from .tape import TapeUnit
 
-MAX_SPACE_STEPS = 1 << 20  # SPACE over blocks one by one: bounded work per command
+MAX_FILEMARKS = 1 << 16  # per WRITE FILEMARKS: bounded index write per command
 
 
 def _len24(cdb: bytes, at: int) -> int:
@@ -211,16 +211,18 @@ async def write6(server: object, lu: TapeUnit, task: ScsiTask, cdb: bytes) -> Sc
         bl = lu.block_length if fixed else nbytes
         room = cart.capacity - cart.data_end
         fits = min(length if fixed else 1, room // bl)
+        stored = 0
         try:
             if fits:
-                await run_io(cart.append_blocks, data[: fits * bl], bl)
+                stored = await run_io(cart.append_blocks, data[: fits * bl], bl, lu.dce)
         except OSError:
             raise CheckCondition(SenseKey.MEDIUM_ERROR, WRITE_ERROR, information=length) from None
         lu.position = cart.records
         lu.bytes_from_host += fits * bl
-        lu.bytes_written += fits * bl
+        lu.bytes_written += stored
         wanted = length if fixed else 1
         if fits < wanted:  # physical end of the medium: VOLUME OVERFLOW, the rest not written
+            await lu.sync()
             residue = (length - fits) if fixed else length
             return _stream_result(
                 lu, SenseKey.VOLUME_OVERFLOW, END_OF_PARTITION_MEDIUM_DETECTED, EOM, residue, None, nbytes
@@ -241,7 +243,7 @@ async def write_filemarks6(server: object, lu: TapeUnit, task: ScsiTask, cdb: by
     async with lu.lock:
         cart = lu.cart()
         if count:
-            if count > MAX_SPACE_STEPS:
+            if count > MAX_FILEMARKS:
                 raise invalid_field(2)
             await _prepare_write(lu, cart)
             try:
@@ -360,11 +362,13 @@ async def space16(server: object, lu: TapeUnit, task: ScsiTask, cdb: bytes) -> S
     return await _space(lu, code, count)
 
 
-async def _locate(lu: TapeUnit, dest_type: int, target: int, cp: bool, partition: int) -> ScsiResult:
+async def _locate(
+    lu: TapeUnit, dest_type: int, target: int, cp: bool, partition: int, partition_byte: int
+) -> ScsiResult:
     async with lu.lock:
         cart = lu.cart()
-        if cp and partition != 0:
-            raise CheckCondition(SenseKey.ILLEGAL_REQUEST, (0x24, 0x00))
+        if cp and partition != 0:  # one partition (0) per cartridge
+            raise invalid_field(partition_byte)
         await lu.sync()
         if dest_type == 1:  # logical file identifier: the first object of file ``target``
             if target == 0:
@@ -387,7 +391,7 @@ async def _locate(lu: TapeUnit, dest_type: int, target: int, cp: bool, partition
 async def locate10(server: object, lu: TapeUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
     """LOCATE(10) (SSC-3 6.x): BT and logical object identifiers are the same here."""
     (obj,) = struct.unpack_from(">I", cdb, 3)
-    return await _locate(lu, 0, obj, bool(cdb[1] & 0x02), cdb[8])
+    return await _locate(lu, 0, obj, bool(cdb[1] & 0x02), cdb[8], 8)
 
 
 async def locate16(server: object, lu: TapeUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
@@ -396,7 +400,7 @@ async def locate16(server: object, lu: TapeUnit, task: ScsiTask, cdb: bytes) -> 
     if dest_type not in (0, 1, 3):
         raise invalid_field(1, 5)
     (obj,) = struct.unpack_from(">Q", cdb, 4)
-    return await _locate(lu, dest_type, obj, bool(cdb[1] & 0x02), cdb[3])
+    return await _locate(lu, dest_type, obj, bool(cdb[1] & 0x02), cdb[3], 3)
 
 
 async def read_position(server: object, lu: TapeUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
@@ -436,6 +440,7 @@ async def load_unload(server: object, lu: TapeUnit, task: ScsiTask, cdb: bytes) 
         raise invalid_field(4, 3)
     async with lu.lock:
         if flags & 0x01:
+            await lu.sync()
             if flags & 0x04:  # EOT with LOAD: position at end of data
                 lu.load()
                 lu.position = lu.cart().records

@@ -1,7 +1,7 @@
 """The tape drive's mode pages (SSC-3 8.3) and log pages (SSC-3 8.2).
 
 Mode pages: 0x00 (no page: header and block descriptor only, what Linux st reads), 0x0A control (shared), 0x0F data compression (DCC=1, DCE changeable: ``mt compression``
-works; blocks are stored as sent), 0x10 device configuration (EEG/SEW set, nothing changeable),
+works; with DCE set, blocks are stored DEFLATE-compressed when that makes them smaller), 0x10 device configuration (EEG/SEW set, nothing changeable),
 0x11 medium partition (one partition of the cartridge's capacity, nothing changeable).
 Log pages: 0x0C sequential-access device (byte counters since power on, native capacities in MiB),
 0x2E TapeAlert (64 flags, all clear), 0x31 tape capacity (remaining / maximum, partition 0, MiB).
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .tape import TapeUnit
 
 MIB = 1 << 20
-COMPRESSION_ALGORITHM = 0x00000001  # reported in page 0x0F (the drive stores data uncompressed)
+COMPRESSION_ALGORITHM = 0x000000FF  # page 0x0F: unregistered algorithm (DEFLATE / zlib, SSC-3 8.3.2)
 
 
 def _compression(lu: TapeUnit, pc: int) -> bytes:

@@ -3,8 +3,8 @@ directory (``storage/tape``).
 
 :class:`TapeUnit` owns the drive's state: the cartridge in the drive (or none), whether it is loaded
 (threaded, READY) or unloaded (waiting in the drive for the changer or a LOAD), the current logical
-object position, the block length (0: variable), the density code and data compression (DCE) of the
-mode pages, counters for the log pages, and a lock serialising its commands (a tape has one head).
+object position, the block length (0: variable), the density code and data compression (DCE: blocks
+written while it is set are stored DEFLATE-compressed when that saves space) of the mode pages, counters for the log pages, and a lock serialising its commands (a tape has one head).
 Its commands live in ``ssc.py``.  Cartridge I/O runs on a small thread pool, never on the event loop.
 
 Writes are acknowledged when in the host's page cache (BUFFERED MODE 1 in the mode header);
@@ -15,6 +15,7 @@ drive fdatasync the cartridge first, so what preceded them survives a crash.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,7 @@ MAX_FIXED_TRANSFER = 16 << 20  # bytes per fixed-mode READ/WRITE(6)
 DEFAULT_BLOCK_LENGTH = 0  # variable-block mode at power on
 MIN_EW_RESERVE = 64 * 1024  # early warning at least this far before the end of the medium
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 _executor: ThreadPoolExecutor | None = None
 
@@ -52,6 +54,17 @@ def _get_executor() -> ThreadPoolExecutor:
 async def run_io(fn: Callable[..., T], *args: object) -> T:
     """Run blocking cartridge I/O on the tape thread pool."""
     return await asyncio.get_running_loop().run_in_executor(_get_executor(), fn, *args)
+
+
+def _report_recovery(cart: Cartridge) -> None:
+    if cart.recovered:
+        log.warning(
+            "cartridge %s: %d trailing object(s) after the last synced point were torn or unreadable and "
+            "were dropped at load; it now holds %d object(s)",
+            cart.barcode,
+            cart.recovered,
+            cart.records,
+        )
 
 
 class TapeUnit(LogicalUnitBase):
@@ -92,7 +105,7 @@ class TapeUnit(LogicalUnitBase):
         self.position = 0  # logical object identifier of the next object to read or write
         self.block_length = DEFAULT_BLOCK_LENGTH
         self.density = DENSITY_CODE
-        self.dce = False  # data compression enabled (mode page 0x0F); blocks are stored as sent
+        self.dce = False  # data compression enabled (mode page 0x0F): new blocks are stored compressed
         self.lock = asyncio.Lock()
         self.lock_fd: int | None = None  # a standalone drive's library lock (target/tape_luns.py)
         # Sequential-access counters (log page 0x0C), since power on.
@@ -114,6 +127,7 @@ class TapeUnit(LogicalUnitBase):
         if self.cartridge is not None:
             raise RuntimeError("drive is full")
         cart = await run_io(Cartridge, path)
+        _report_recovery(cart)
         await run_io(cart.count_load)
         self.cartridge = cart
         self._set_loaded(True)
@@ -124,6 +138,7 @@ class TapeUnit(LogicalUnitBase):
         if self.cartridge is not None:
             raise RuntimeError("drive is full")
         cart = Cartridge(path)
+        _report_recovery(cart)
         cart.count_load()
         self.cartridge = cart
         self.loaded = self.medium_present = True
@@ -155,9 +170,8 @@ class TapeUnit(LogicalUnitBase):
         """LOAD UNLOAD with LOAD=1: thread the cartridge waiting in the drive."""
         if self.cartridge is None:
             raise CheckCondition(SenseKey.NOT_READY, MEDIUM_NOT_PRESENT)
-        if not self.loaded:
-            self.loaded = self.medium_present = True
-            self.position = 0
+        self.loaded = self.medium_present = True
+        self.position = 0  # a LOAD positions at BOP (SSC-3 7.2), loaded already or not
 
     async def unload(self) -> None:
         """LOAD UNLOAD with LOAD=0: sync, rewind and unthread; the cartridge stays in the drive."""

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import logging
+import os
 import socket
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -59,6 +61,7 @@ class TargetServer:
         self.sessions = SessionTable()
         self.connections: set[Connection] = set()
         self._listeners: dict[tuple[str, int], asyncio.base_events.Server] = {}
+        self._log_context: SessionLogContext | None = None
         self.bound: list[tuple[str, int]] = []
         self.monitor = Monitor()
         for target in self.targets.values():
@@ -67,6 +70,8 @@ class TargetServer:
     # ---- lifecycle
 
     async def start(self) -> list[tuple[str, int]]:
+        self._log_context = SessionLogContext(self)
+        log.addFilter(self._log_context)
         await self.sync_listeners()
         return self.bound
 
@@ -87,7 +92,16 @@ class TargetServer:
                     )
                 except OSError as exc:
                     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-                    raise OSError(exc.errno, exc.strerror or str(exc), where) from None
+                    hint = ""
+                    if exc.errno == errno.EADDRINUSE:
+                        hint = " (another cistern or iSCSI target, such as tgtd or LIO, already listens there)"
+                    elif exc.errno == errno.EADDRNOTAVAIL:
+                        hint = " (no interface of this host has that address)"
+                    elif exc.errno == errno.EACCES:
+                        hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+                    reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+                    # filename: the portal, so a live change can name it as the object
+                    raise OSError(exc.errno, f"cannot listen on portal {where}: {reason}{hint}", where) from None
                 self._listeners[(host, port)] = server
                 opened.append((host, port))
         except OSError:
@@ -133,6 +147,9 @@ class TargetServer:
         return host, port
 
     async def stop(self, logout_grace: float = 2.0) -> None:
+        if self._log_context is not None:
+            log.removeFilter(self._log_context)
+            self._log_context = None
         servers = list(self._listeners.values())
         self._listeners.clear()
         for server in servers:
@@ -198,7 +215,7 @@ class TargetServer:
             )
         if old is not None:
             log.info("reinstating session of %s ISID %s", initiator_name, isid.hex())
-            self.end_session(old)
+            self.end_session(old, reason="reinstated by a new login of the same initiator port")
         depth = target.limits.queue_depth if target else 8
         session = Session(self.sessions.allocate_tsih(), initiator_name, isid, target, params, cmdsn, depth)
         if target is not None and group is not None:
@@ -218,10 +235,22 @@ class TargetServer:
 
         target.device.abort_hook = hook
 
-    def end_session(self, session: Session, exclude: Connection | None = None) -> None:
+    def end_session(
+        self, session: Session, exclude: Connection | None = None, reason: str = "logged out"
+    ) -> None:
+        """Close ``session`` and its connections; logs the end at INFO with ``reason``."""
         if session.closed:
             return
         session.closed = True
+        log.info(
+            "session ended: %s ISID %s on %s (TSIH %d): %s",
+            session.initiator_name,
+            session.isid.hex(),
+            session.target.name if session.target is not None else "discovery",
+            session.tsih,
+            reason,
+            extra={"session": session.tsih, "initiator": session.initiator_name},
+        )
         self.sessions.remove(session)
         for conn in list(session.connections.values()):
             if conn is not exclude:
@@ -235,9 +264,19 @@ class TargetServer:
             return
         if session.connections.get(conn.cid) is conn:
             del session.connections[conn.cid]
+        if not session.closed:
+            log.info(
+                "%s: connection %d of %s (TSIH %d) closed without a logout (dropped by the initiator, "
+                "the network or a protocol error)",
+                conn.peer,
+                conn.cid,
+                session.initiator_name,
+                session.tsih,
+                extra={"session": session.tsih, "peer": conn.peer},
+            )
         if not session.connections:
             # ERL 0: the session ends with its last connection (DefaultTime2Retain does not apply)
-            self.end_session(session)
+            self.end_session(session, reason="its last connection closed")
 
     # ---- discovery
 
@@ -310,15 +349,54 @@ def _alua(tcfg: TargetConfig) -> Alua:
     )
 
 
+class SessionLogContext(logging.Filter):
+    """Names the session in the target's WARNING and ERROR records.
+
+    The connection code logs ``"%s: ...", peer``; when that peer is a connection of a logged-in session,
+    the record gets ``session`` (the TSIH, for ``--log-format json``) and the text
+    ``[session TSIH n, INITIATOR -> TARGET]``. Only WARNING and above are looked at (one pass over the
+    open connections), so INFO/DEBUG traffic costs nothing.
+    """
+
+    def __init__(self, server: TargetServer) -> None:
+        super().__init__()
+        self.server = server
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or getattr(record, "session", None) is not None:
+            return True
+        args = record.args
+        if not (isinstance(args, tuple) and args and isinstance(args[0], str)):
+            return True
+        for conn in self.server.connections:
+            session = conn.session
+            if session is not None and conn.peer == args[0]:
+                target = session.target.name if session.target is not None else "discovery"
+                record.session = session.tsih
+                record.msg = (
+                    f"{record.msg} [session TSIH {session.tsih}, {session.initiator_name} -> {target}]"
+                )
+                break
+        return True
+
+
 def build_lu(target_name: str, lcfg: LunConfig) -> LogicalUnit:
     """Open (or create) one LUN's backing store and build its logical unit; raises OSError/ValueError."""
-    store = open_store(
-        lcfg.backend,
-        str(lcfg.path) if lcfg.path is not None else None,
-        lcfg.size,
-        lcfg.block_size,
-        lcfg.read_only,
-    )
+    try:
+        store = open_store(
+            lcfg.backend,
+            str(lcfg.path) if lcfg.path is not None else None,
+            lcfg.size,
+            lcfg.block_size,
+            lcfg.read_only,
+        )
+    except OSError as exc:  # name the LUN; keep the errno
+        text = exc.strerror or str(exc)
+        if exc.filename and str(exc.filename) not in text:
+            text = f"{exc.filename}: {text}"
+        raise OSError(exc.errno, f"target {target_name} LUN {lcfg.lun}: {text}") from None
+    except ValueError as exc:
+        raise ValueError(f"target {target_name} LUN {lcfg.lun}: {exc}") from None
     try:
         kwargs = {}
         for name in ("vendor", "product", "revision"):
@@ -379,7 +457,15 @@ def build_target(tcfg: TargetConfig) -> TargetSpec:
         for lcfg in tcfg.luns:
             if lcfg.backend not in TAPE_BACKENDS:
                 luns[lcfg.lun] = build_lu(name, lcfg)
-        luns.update(build_tape_luns(tcfg, lambda lun: _serial_for(name, lun)))
+        try:
+            luns.update(build_tape_luns(tcfg, lambda lun: _serial_for(name, lun)))
+        except OSError as exc:  # name the target; keep the errno
+            text = exc.strerror or str(exc)
+            if exc.filename and str(exc.filename) not in text:
+                text = f"{exc.filename}: {text}"
+            raise OSError(exc.errno, f"target {name} tape library: {text}") from None
+        except ValueError as exc:
+            raise ValueError(f"target {name} tape library: {exc}") from None
     except BaseException:
         close_units_now(luns.values())
         raise

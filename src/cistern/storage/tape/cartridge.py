@@ -10,9 +10,12 @@ Files (format version 1)::
 Index record ``n`` (big-endian) describes logical object ``n`` (SSC-3 4.2.3: logical object
 identifiers count blocks and filemarks alike), so LOCATE and READ POSITION are O(1)::
 
-    0  u64  data offset            12 u32 crc32c of the block's data   16 u8 kind (1 block, 2 filemark)
-    8  u32  data length            20 u32 filemarks before this object  24 u32 crc32c of bytes 0..23
-    28 u32  reserved (0)
+    0  u64  data offset            12 u32 crc32c of the stored bytes   16 u8 kind (1 block, 2 filemark,
+    8  u32  stored length          20 u32 filemarks before this object       3 compressed block)
+    24 u32  crc32c of bytes 0..23  28 u32 kind 3: the block's length before compression; else 0
+
+A compressed block (written while the drive's DCE is set, and only when DEFLATE made it smaller) is a
+zlib stream; reading it checks the crc32c of the stored bytes, zlib's own checksum and the length.
 
 The filemark list (record numbers of filemarks, for SPACE filemarks and file numbers) is rebuilt from
 the index when the cartridge is opened: the index is the only truth.  Writing in the middle (after
@@ -33,6 +36,7 @@ import json
 import os
 import re
 import struct
+import zlib
 from bisect import bisect_left
 from dataclasses import dataclass
 
@@ -41,13 +45,15 @@ import crc32c
 FORMAT_VERSION = 1
 KIND_BLOCK = 1
 KIND_FILEMARK = 2
-RECORD = struct.Struct(">QIIBxxxI")  # offset, length, data crc, kind, filemarks before (24 bytes)
+KIND_COMPRESSED = 3
+COMPRESSION_LEVEL = 1  # zlib: fast; a tape drive compresses at line rate
+RECORD = struct.Struct(">QIIBxxxI")  # offset, stored length, data crc, kind, filemarks before (24 bytes)
 RECORD_SIZE = 32
 BARCODE_RE = re.compile(r"[A-Z0-9]{1,32}")
 MIN_CAPACITY = 1 << 20
 
 
-class CartridgeError(Exception):
+class CartridgeError(ValueError):
     """A cartridge cannot be created or opened (message says why)."""
 
 
@@ -57,13 +63,15 @@ class CorruptBlock(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One index record: a data block (``length`` bytes at ``offset``) or a filemark."""
+    """One index record: a data block (``stored`` bytes at ``offset``, ``length`` bytes once
+    decompressed) or a filemark."""
 
     offset: int
-    length: int
+    stored: int
     crc: int
     kind: int
     filemarks_before: int
+    length: int
 
     @property
     def is_filemark(self) -> bool:
@@ -71,19 +79,20 @@ class Record:
 
 
 def _encode(rec: Record) -> bytes:
-    head = RECORD.pack(rec.offset, rec.length, rec.crc, rec.kind, rec.filemarks_before)
-    return head + struct.pack(">I4x", crc32c.crc32c(head))
+    head = RECORD.pack(rec.offset, rec.stored, rec.crc, rec.kind, rec.filemarks_before)
+    logical = rec.length if rec.kind == KIND_COMPRESSED else 0
+    return head + struct.pack(">II", crc32c.crc32c(head), logical)
 
 
 def _decode(raw: bytes | memoryview) -> Record | None:
     head = bytes(raw[:24])
-    (check,) = struct.unpack_from(">I", raw, 24)
+    check, logical = struct.unpack_from(">II", raw, 24)
     if crc32c.crc32c(head) != check:
         return None
-    offset, length, crc, kind, fm = RECORD.unpack(head)
-    if kind not in (KIND_BLOCK, KIND_FILEMARK) or (kind == KIND_FILEMARK and length):
+    offset, stored, crc, kind, fm = RECORD.unpack(head)
+    if kind not in (KIND_BLOCK, KIND_FILEMARK, KIND_COMPRESSED) or (kind == KIND_FILEMARK and stored):
         return None
-    return Record(offset, length, crc, kind, fm)
+    return Record(offset, stored, crc, kind, fm, logical if kind == KIND_COMPRESSED else stored)
 
 
 def check_barcode(barcode: str) -> str:
@@ -196,23 +205,23 @@ class Cartridge:
             recs.append(rec)
             if rec.is_filemark:
                 fms.append(i)
-            end += rec.length
+            end += rec.stored
             good = i + 1
         data_size = os.fstat(self._data).st_size
         while good:
             rec = recs[good - 1]
             if rec.is_filemark:
                 break
-            if rec.offset + rec.length <= data_size:
-                data = os.pread(self._data, rec.length, rec.offset)
-                if len(data) == rec.length and crc32c.crc32c(data) == rec.crc:
+            if rec.offset + rec.stored <= data_size:
+                data = os.pread(self._data, rec.stored, rec.offset)
+                if len(data) == rec.stored and crc32c.crc32c(data) == rec.crc:
                     break
             good -= 1
             if fms and fms[-1] == good:
                 fms.pop()
         self.recovered = n - good
         self.records = good
-        self.data_end = recs[good - 1].offset + recs[good - 1].length if good else 0
+        self.data_end = recs[good - 1].offset + recs[good - 1].stored if good else 0
         self.filemarks = fms
         if not self.write_protect and (size != good * RECORD_SIZE or data_size != self.data_end):
             os.ftruncate(self._index, good * RECORD_SIZE)
@@ -233,11 +242,23 @@ class Cartridge:
         return rec
 
     def read_block(self, rec: Record, limit: int | None = None) -> bytes:
-        """The data of block ``rec`` (at most ``limit`` bytes); ``CorruptBlock`` on a crc mismatch
-        (checked only when the whole block is read)."""
-        want = rec.length if limit is None else min(limit, rec.length)
+        """The data of block ``rec`` (at most ``limit`` bytes), decompressed; ``CorruptBlock`` when the
+        stored bytes fail their crc32c (checked when the whole block is read, always for a compressed
+        one) or do not decompress to the recorded length."""
+        if rec.kind == KIND_COMPRESSED:
+            stored = os.pread(self._data, rec.stored, rec.offset)
+            if len(stored) != rec.stored or crc32c.crc32c(stored) != rec.crc:
+                raise CorruptBlock(rec.offset)
+            try:
+                data = zlib.decompress(stored, bufsize=max(rec.length, 1))
+            except zlib.error:
+                raise CorruptBlock(rec.offset) from None
+            if len(data) != rec.length:
+                raise CorruptBlock(rec.offset)
+            return data if limit is None or limit >= rec.length else data[:limit]
+        want = rec.stored if limit is None else min(limit, rec.stored)
         data = os.pread(self._data, want, rec.offset)
-        if len(data) != want or (want == rec.length and crc32c.crc32c(data) != rec.crc):
+        if len(data) != want or (want == rec.stored and crc32c.crc32c(data) != rec.crc):
             raise CorruptBlock(rec.offset)
         return data
 
@@ -251,7 +272,7 @@ class Cartridge:
         """Drop logical objects ``n`` and after (overwrite / ERASE)."""
         if n >= self.records:
             return
-        end = self.record(n).offset if n else 0
+        end = self.record(n).offset
         os.ftruncate(self._index, n * RECORD_SIZE)
         os.ftruncate(self._data, end)
         self.records = n
@@ -259,29 +280,41 @@ class Cartridge:
         del self.filemarks[bisect_left(self.filemarks, n) :]
         self.dirty = True
 
-    def append_block(self, data: bytes | memoryview) -> None:
-        """Append one data block at the end of data."""
+    def append_block(self, data: bytes | memoryview, compress: bool = False) -> int:
+        """Append one data block at the end of data (DEFLATE-compressed when ``compress`` and that makes
+        it smaller); returns the bytes it takes on the medium."""
         n = len(data)
-        if n:
-            written = os.pwrite(self._data, data, self.data_end)
-            if written != n:
+        kind = KIND_BLOCK
+        stored: bytes | memoryview = data
+        if compress and n:
+            packed = zlib.compress(data, COMPRESSION_LEVEL)
+            if len(packed) < n:
+                stored, kind = packed, KIND_COMPRESSED
+        size = len(stored)
+        if size:
+            written = os.pwrite(self._data, stored, self.data_end)
+            if written != size:
                 raise OSError(f"short write to {self.path}/data")
-        rec = Record(self.data_end, n, crc32c.crc32c(data), KIND_BLOCK, len(self.filemarks))
+        rec = Record(self.data_end, size, crc32c.crc32c(stored), kind, len(self.filemarks), n)
         os.pwrite(self._index, _encode(rec), self.records * RECORD_SIZE)
         self.records += 1
-        self.data_end += n
+        self.data_end += size
         self.dirty = True
+        return size
 
-    def append_blocks(self, data: memoryview, block_length: int) -> None:
-        """Append ``len(data) // block_length`` blocks of ``block_length`` bytes (fixed mode)."""
-        for off in range(0, len(data), block_length):
-            self.append_block(data[off : off + block_length])
+    def append_blocks(self, data: memoryview, block_length: int, compress: bool = False) -> int:
+        """Append ``len(data) // block_length`` blocks of ``block_length`` bytes (fixed mode); returns
+        the bytes they take on the medium."""
+        return sum(
+            self.append_block(data[off : off + block_length], compress)
+            for off in range(0, len(data), block_length)
+        )
 
     def append_filemarks(self, count: int) -> None:
         """Append ``count`` filemarks."""
         recs = bytearray()
         for i in range(count):
-            rec = Record(self.data_end, 0, 0, KIND_FILEMARK, len(self.filemarks))
+            rec = Record(self.data_end, 0, 0, KIND_FILEMARK, len(self.filemarks), 0)
             recs += _encode(rec)
             self.filemarks.append(self.records + i)
         if recs:
@@ -337,7 +370,7 @@ def cartridge_summary(path: str) -> dict[str, object]:
             raw = f.read(n * RECORD_SIZE)
         last = _decode(raw[(n - 1) * RECORD_SIZE :])
         if last is not None:
-            used = last.offset + last.length
+            used = last.offset + last.stored
             files = last.filemarks_before + (1 if last.is_filemark else 0)
     return {
         "barcode": meta["barcode"],

@@ -22,18 +22,20 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 from typing import Literal
 
 from .cartridge import CartridgeError, _write_json_atomic, check_barcode, create_cartridge, read_meta
 
+log = logging.getLogger(__name__)
 ElementKind = Literal["slot", "ie", "drive"]
 KINDS: tuple[ElementKind, ...] = ("slot", "ie", "drive")
 STATE_FILE = "library.json"
 LOCK_FILE = ".lock"
 
 
-class LibraryError(Exception):
+class LibraryError(ValueError):
     """The library cannot be opened or a move is impossible (message says why)."""
 
 
@@ -67,8 +69,12 @@ def list_cartridges(path: str) -> list[str]:
             continue
         try:
             check_barcode(name)
+        except ValueError:
+            continue  # not named like a cartridge: not ours
+        try:
             read_meta(full)
-        except (ValueError, CartridgeError):  # anything unreadable is not a cartridge
+        except CartridgeError as exc:
+            log.warning("%s is not a usable cartridge, ignored: %s", full, exc)
             continue
         out.append(name)
     return out
