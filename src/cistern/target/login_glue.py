@@ -216,13 +216,20 @@ class LoginDriver:
             conn.statsn = sn_add(conn.statsn, 1)
         conn.send(rsp)
         if step.failed:
+            reason = step.status.name.lower().replace("_", " ")
             log.warning(
                 "login refused: %s: status 0x%04x (%s): %s",
                 self.describe_peer(),
                 int(step.status),
-                step.status.name.lower().replace("_", " "),
+                reason,
                 step.reason or "no detail",
                 extra={"rate_key": conn.peer.rsplit(":", 1)[0], "peer": conn.peer},
+            )
+            self.server.monitor.login(
+                self.login.target_name or "",
+                _portal_text(conn.portal),
+                step.status.name.lower(),
+                f"{conn.peer}: login refused ({reason}): {step.reason or 'no detail'}",
             )
             conn.close()
             return
@@ -244,5 +251,17 @@ class LoginDriver:
                 "Yes" if p.immediate_data else "No",
                 extra={"session": session.tsih, "peer": conn.peer},
             )
+            self.server.monitor.login(
+                session.target.name if session.target else "",
+                _portal_text(conn.portal),
+                "ok",
+                f"{conn.peer}: {session.initiator_name} logged in to "
+                f"{session.target.name if session.target else 'discovery'} (TSIH {session.tsih})",
+            )
             session.connections[pdu.cid] = conn
             conn.enter_full_feature(session, pdu.cid)
+
+
+def _portal_text(portal: tuple[str, int]) -> str:
+    host, port = portal[0], portal[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
