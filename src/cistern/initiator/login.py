@@ -67,7 +67,9 @@ async def login(config: SessionConfig, tsih: int = 0) -> tuple[IscsiProtocol, Lo
 async def _attempt(
     config: SessionConfig, tsih: int, algorithms: tuple[int, ...]
 ) -> tuple[IscsiProtocol, LoginResult]:
-    protocol = await open_connection(config.host, config.port, config.connect_timeout)
+    protocol = await open_connection(
+        config.host, config.port, config.connect_timeout, config.tls, config.target_name or config.host
+    )
     try:
         return protocol, await _exchange(protocol, config, tsih, algorithms)
     except BaseException:
