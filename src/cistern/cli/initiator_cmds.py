@@ -15,6 +15,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 import click
@@ -34,9 +35,9 @@ from cistern.initiator import (
 )
 from cistern.initiator.cdb import read as read_cdb
 from cistern.initiator.cdb import write as write_cdb
-from cistern.initiator.params import DEFAULT_INITIATOR_NAME
+from cistern.initiator.params import DEFAULT_INITIATOR_NAME, TlsConfig
 from cistern.initiator.scsi_data import InquiryData, VpdPage
-from cistern.initiator.url import UrlError, parse_portal
+from cistern.initiator.url import UrlError, is_url, parse_portal
 
 T = TypeVar("T")
 console = Console(stderr=True)
@@ -63,7 +64,7 @@ def _size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
 
 def _url(text: str, *, need_lun: bool = True) -> IscsiUrl:
     try:
-        url = parse_url(text) if text.startswith("iscsi://") else IscsiUrl(*parse_portal(text))
+        url = parse_url(text) if is_url(text) else IscsiUrl(*parse_portal(text))
     except UrlError as exc:
         raise click.BadParameter(str(exc)) from None
     if need_lun and (url.target is None or url.lun is None):
@@ -88,12 +89,22 @@ class Opts:
                 raise click.BadParameter("--target-chap takes USER%SECRET")
             self.mutual = ChapSecret(user, secret)
         self.digest = digest
+        meta = click.get_current_context(silent=True)
+        self.tls_files: dict[str, Path] = dict(meta.meta.get("cistern.tls", {})) if meta is not None else {}
+
+    def tls(self, url: IscsiUrl) -> TlsConfig | None:
+        """TLS settings: any --tls-* option or an iscsis:// URL means iSCSI inside TLS."""
+        if not self.tls_files and not url.tls:
+            return None
+        files = self.tls_files
+        return TlsConfig(files.get("ca"), files.get("cert"), files.get("key"), files.get("name"))  # type: ignore[arg-type]
 
     def kwargs(self, url: IscsiUrl) -> dict[str, Any]:
         kw: dict[str, Any] = {
             "initiator_name": self.initiator_name,
             "chap": url.chap or _env_chap("LIBISCSI_CHAP_"),
             "mutual_chap": self.mutual,
+            "tls": self.tls(url),
         }
         if self.digest:
             kw["header_digest"] = kw["data_digest"] = True
@@ -103,7 +114,23 @@ class Opts:
         return await connect(url, **self.kwargs(url), **extra)
 
 
+def _tls_option(key: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def store(ctx: click.Context, _param: click.Parameter, value: Any) -> None:
+        if value is not None:
+            ctx.meta.setdefault("cistern.tls", {})[key] = value
+
+    return store
+
+
 def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
+    file = click.Path(exists=True, dir_okay=False, path_type=Path)
+    for option, key, kind, text in (
+        ("--tls-name", "name", str, "Name the target's certificate must carry (default: the target IQN)."),
+        ("--tls-key", "key", file, "Our client certificate's private key (PEM)."),
+        ("--tls-cert", "cert", file, "Our client certificate (PEM) for mutual TLS."),
+        ("--tls-ca", "ca", file, "CA file the target's certificate must chain to (TLS; iscsis:// URLs)."),
+    ):
+        fn = click.option(option, type=kind, expose_value=False, callback=_tls_option(key), help=text)(fn)
     fn = click.option(
         "-i", "--initiator-name", default=DEFAULT_INITIATOR_NAME, show_default=True, help="Our iSCSI name."
     )(fn)
@@ -169,7 +196,9 @@ def ls_cmd(url: str, initiator_name: str, target_chap: str | None, digest: bool)
         else:
             names = [t.name for t in await discover(parsed, **opts.kwargs(parsed))]
         for name in names:
-            await _list_luns(opts, IscsiUrl(parsed.host, parsed.port, name, None, parsed.chap), table)
+            await _list_luns(
+                opts, IscsiUrl(parsed.host, parsed.port, name, None, parsed.chap, parsed.tls), table
+            )
         return table
 
     out.print(_guard(body()))

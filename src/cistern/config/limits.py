@@ -7,9 +7,9 @@ and lockouts, the listen backlog.  See :mod:`cistern.security.admission` for the
     max_sessions_per_initiator = 64
     max_pending_connections = 512     # connections that have not finished login, in total
     max_pending_per_address = 16      # ... from one source address
-    login_rate = 20.0                 # new connections per second per source address
-    login_burst = 40
-    auth_failures = 5                 # failed authentications before a lockout (per address, per CHAP user)
+    login_rate = 50.0                 # new connections per second per source address
+    login_burst = 100
+    auth_failures = 10                # failed authentications before a lockout (per address, per CHAP user)
     lockout_seconds = 60
     listen_backlog = 0                # 0: the system maximum (net.core.somaxconn)
 """
@@ -31,9 +31,9 @@ class LimitsConfig(BaseModel):
     max_sessions_per_initiator: int = Field(default=64, ge=0, le=65535)
     max_pending_connections: int = Field(default=512, ge=1, le=1_000_000)
     max_pending_per_address: int = Field(default=16, ge=1, le=1_000_000)
-    login_rate: float = Field(default=20.0, ge=0, le=1_000_000)
-    login_burst: int = Field(default=40, ge=1, le=1_000_000)
-    auth_failures: int = Field(default=5, ge=0, le=1000)
+    login_rate: float = Field(default=50.0, ge=0, le=1_000_000)
+    login_burst: int = Field(default=100, ge=1, le=1_000_000)
+    auth_failures: int = Field(default=10, ge=0, le=1000)
     lockout_seconds: float = Field(default=60.0, ge=0, le=86400)
     listen_backlog: int = Field(default=0, ge=0, le=65535)
 

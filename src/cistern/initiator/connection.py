@@ -186,7 +186,7 @@ async def open_connection(
     except ssl.SSLError as exc:
         raise ConnectionLost(f"TLS with {where} failed: {refusal_reason(exc)}") from exc
     except OSError as exc:
-        raise ConnectionLost(f"cannot connect to {where}: {exc.strerror or exc}") from exc
+        raise ConnectionLost(f"cannot connect to {where}: {exc.strerror or exc!r}") from exc
     if tls is not None:
         wanted = tls.server_name or expected_name or host
         names = certificate_names(transport.get_extra_info("peercert"))

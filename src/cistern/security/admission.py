@@ -34,9 +34,9 @@ class AdmissionLimits:
     max_sessions_per_initiator: int = 64
     max_pending_connections: int = 512
     max_pending_per_address: int = 16
-    login_rate: float = 20.0
-    login_burst: int = 40
-    auth_failures: int = 5
+    login_rate: float = 50.0
+    login_burst: int = 100
+    auth_failures: int = 10
     lockout_seconds: float = 60.0
 
 

@@ -5,18 +5,19 @@ bookkeeping of :class:`~cistern.security.admission.Admission`: a connection coun
 accept until it reaches full feature phase or closes; one refused on arrival (rate, caps, lockout) is
 closed at once with one log line, before anything is read from it.
 
-On a TLS portal the listener's protocol is :class:`TlsAcceptor`: it admits the connection, runs the TLS
-handshake (``loop.start_tls``, TLS 1.3, client certificate checked against the CA and CRL), and only then
-hands the decrypted stream to a ``GatedConnection``.  A plaintext, wrong-CA, expired, revoked or
-certificate-less client therefore never reaches the PDU framer; its refusal is one WARNING line naming
-the peer address and the reason.  Bytes that arrive with the end of the handshake are held and replayed
-to the connection through its ``get_buffer``/``buffer_updated`` interface.
+On a TLS portal the listener is a :class:`TlsListener`: it accepts the socket, admits the connection, runs
+the TLS handshake (TLS 1.3, client certificate checked against the CA and CRL), and only then hands the
+decrypted stream to a ``GatedConnection``.  A plaintext, wrong-CA, expired, revoked or certificate-less
+client therefore never reaches the PDU framer; its refusal is one WARNING line naming the peer address and
+the reason.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import time
 from typing import TYPE_CHECKING, Any, cast
 
@@ -27,9 +28,6 @@ if TYPE_CHECKING:
     from cistern.target.server import TargetServer
 
 log = logging.getLogger("cistern.target")
-
-#: bytes a connection may send along with the end of its TLS handshake before it is served (a Login PDU)
-_HOLD_LIMIT = 1024 * 1024
 
 
 def _peer(transport: asyncio.BaseTransport) -> tuple[str, str]:
@@ -47,35 +45,42 @@ class GatedConnection(Connection):
         #: names in the verified TLS client certificate; None on a plaintext portal
         self.tls_names: frozenset[str] | None = None
         self.admitted = False
-        self._raw_transport: asyncio.Transport | None = None
+        #: the accepted socket while its TLS handshake runs (so an eviction can end it)
+        self.raw_socket: socket.socket | None = None
 
     def admit(self, transport: asyncio.BaseTransport) -> bool:
         """Ask admission whether this new connection may proceed; False: it was closed (and logged)."""
         address, peer = _peer(transport)
-        self._raw_transport = cast(asyncio.Transport, transport)
         refusal, evict = self.server.admission.connection_opened(self, address, time.monotonic())
         if refusal is not None:
             self.server.log_refusal(peer, self.portal, refusal)
-            self._raw_transport.abort()
+            cast(asyncio.Transport, transport).abort()
             return False
         self.admitted = True
-        for victim in evict:
+        self.evict_others(evict)
+        return True
+
+    def evict_others(self, victims: list[Any]) -> None:
+        for victim in victims:
             if isinstance(victim, GatedConnection):
                 self.server.log_refusal(
                     victim.peer, victim.portal, "evicted: too many connections before login"
                 )
                 victim.evict()
-        return True
 
     def evict(self) -> None:
         if self.transport is not None:
             self.abort()
-        elif self._raw_transport is not None:
-            self._raw_transport.abort()
+        elif self.raw_socket is not None:  # still in its TLS handshake
+            with contextlib.suppress(OSError):
+                self.raw_socket.shutdown(socket.SHUT_RDWR)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not self.admitted and not self.admit(transport):
             return
+        if transport.get_extra_info("ssl_object") is not None:
+            self.tls_names = certificate_names(transport.get_extra_info("peercert"))
+        self.raw_socket = None
         super().connection_made(transport)
 
     def enter_full_feature(self, session: Any, cid: int) -> None:
@@ -88,92 +93,73 @@ class GatedConnection(Connection):
             super().connection_lost(exc)
 
 
-class _Holding(asyncio.BufferedProtocol):
-    """The TLS transport's protocol until the handshake result is known: keeps what arrives."""
+class TlsListener:
+    """A TLS portal: accepts TCP connections itself, admits them, then runs the TLS handshake with
+    ``loop.connect_accepted_socket(..., ssl=...)``, which reports a failed handshake to us (a listener made
+    by ``create_server(ssl=...)`` would drop it silently).  Quacks like the ``asyncio.Server`` the target
+    keeps per portal (``sockets``, ``close``, ``wait_closed``)."""
 
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.lost = False
-        self.transport: asyncio.Transport | None = None
-        self._buffer: bytearray | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        if self._buffer is None:
-            self._buffer = bytearray(16384)
-        return memoryview(self._buffer)
-
-    def buffer_updated(self, nbytes: int) -> None:
-        assert self._buffer is not None
-        self.data += self._buffer[:nbytes]
-        if len(self.data) > _HOLD_LIMIT and self.transport is not None:
-            self.transport.abort()
-
-    def eof_received(self) -> bool:
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-
-
-class TlsAcceptor(asyncio.Protocol):
-    """The listener protocol of a TLS portal (see the module docstring)."""
-
-    def __init__(self, server: TargetServer, portal: tuple[str, int]) -> None:
+    def __init__(self, server: TargetServer, portal: tuple[str, int], sock: socket.socket) -> None:
         self.server = server
         self.portal = portal
-        self.conn = GatedConnection(server, portal)
-        self._task: asyncio.Task[None] | None = None
+        self.sockets = [sock]
+        self._task = asyncio.get_running_loop().create_task(self._accept_loop(sock))
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if not self.conn.admit(transport):
+    @classmethod
+    def listen(cls, server: TargetServer, portal: tuple[str, int], backlog: int) -> TlsListener:
+        """Bind and listen on ``portal``; raises OSError."""
+        host, port = portal
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server((host, port), family=family, backlog=backlog)
+        sock.setblocking(False)
+        return cls(server, portal, sock)
+
+    async def _accept_loop(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                client, address = await loop.sock_accept(sock)
+            except OSError as exc:  # EMFILE/ENFILE: wait for descriptors rather than spin
+                log.error("accepting on %s:%d: %s", *self.portal, exc.strerror or exc)
+                await asyncio.sleep(0.1)
+                continue
+            task = loop.create_task(self._serve(client, address))
+            self.server.background.add(task)
+            task.add_done_callback(self.server.background.discard)
+
+    async def _serve(self, client: socket.socket, address: Any) -> None:
+        server = self.server
+        conn = GatedConnection(server, self.portal)
+        peer = f"{address[0]}:{address[1]}"
+        conn.peer = peer
+        conn.raw_socket = client
+        refusal, evict = server.admission.connection_opened(conn, str(address[0]), time.monotonic())
+        if refusal is not None:
+            server.log_refusal(peer, self.portal, refusal)
+            client.close()
             return
-        # nothing may be read in the clear: start_tls takes the transport over before reading resumes
-        raw = cast(asyncio.Transport, transport)
-        raw.pause_reading()
-        self._task = asyncio.get_running_loop().create_task(self._handshake(raw))
-        self.server.background.add(self._task)
-        self._task.add_done_callback(self.server.background.discard)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.server.admission.connection_done(self.conn)
-
-    async def _handshake(self, transport: asyncio.Transport) -> None:
-        conn = self.conn
-        _, peer = _peer(transport)
-        context = self.server.tls_context
-        holding = _Holding()
+        conn.admitted = True
+        conn.evict_others(evict)
+        context = server.tls_context
         try:
             if context is None:
                 raise RuntimeError("TLS is not configured")
-            tls = await asyncio.get_running_loop().start_tls(
-                transport,
-                holding,
-                context,
-                server_side=True,
-                ssl_handshake_timeout=self.server.tls_handshake_timeout,
+            await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: conn, client, ssl=context, ssl_handshake_timeout=server.tls_handshake_timeout
             )
         except asyncio.CancelledError:
-            transport.abort()
-            self.server.admission.connection_done(conn)
+            server.admission.connection_done(conn)
+            client.close()
             raise
         except Exception as exc:
-            self.server.log_refusal(peer, self.portal, f"TLS refused: {refusal_reason(exc)}")
-            transport.abort()
-            self.server.admission.connection_done(conn)
-            return
-        if tls is None or holding.lost or tls.is_closing():
-            self.server.admission.connection_done(conn)
-            return
-        conn.tls_names = certificate_names(tls.get_extra_info("peercert"))
-        tls.set_protocol(conn)
-        conn.connection_made(tls)
-        data = holding.data
-        while data and not tls.is_closing():
-            buffer = conn.get_buffer(len(data))
-            n = min(len(buffer), len(data))
-            buffer[:n] = data[:n]
-            del data[:n]
-            conn.buffer_updated(n)
+            server.admission.connection_done(conn)
+            server.log_refusal(peer, self.portal, f"TLS refused: {refusal_reason(exc)}")
+            client.close()
+
+    def close(self) -> None:
+        self._task.cancel()
+        for sock in self.sockets:
+            sock.close()
+
+    async def wait_closed(self) -> None:
+        return None

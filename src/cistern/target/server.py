@@ -32,7 +32,7 @@ from cistern.security.tls import target_context
 from cistern.storage.base import BackingStore
 from cistern.storage.factory import open_store
 from cistern.target.connection import Connection
-from cistern.target.gate import GatedConnection, TlsAcceptor
+from cistern.target.gate import GatedConnection, TlsListener
 from cistern.target.model import ChapSecret, PortalGroupSpec, TargetLimits, TargetSpec
 from cistern.target.monitor import Monitor
 from cistern.target.session import Session, SessionTable
@@ -74,7 +74,7 @@ class TargetServer:
         self.nop_timeout = nop_timeout
         self.sessions = SessionTable()
         self.connections: set[Connection] = set()
-        self._listeners: dict[tuple[str, int], asyncio.base_events.Server] = {}
+        self._listeners: dict[tuple[str, int], Any] = {}  # asyncio.Server or TlsListener
         self.bound: list[tuple[str, int]] = []
         self.monitor = Monitor()
         for target in self.targets.values():
@@ -168,14 +168,17 @@ class TargetServer:
         try:
             for host, port in [p for p in dict.fromkeys(portals) if p not in self._listeners]:
                 try:
-                    factory: Callable[[], asyncio.BaseProtocol]
+                    server: Any
                     if self.portal_is_tls((host, port)):
-                        factory = lambda h=host, p=port: TlsAcceptor(self, (h, p))  # type: ignore[misc]  # noqa: E731
+                        server = TlsListener.listen(self, (host, port), self.listen_backlog)
                     else:
-                        factory = lambda h=host, p=port: GatedConnection(self, (h, p))  # type: ignore[misc]  # noqa: E731
-                    server = await loop.create_server(
-                        factory, host, port, reuse_address=True, backlog=self.listen_backlog
-                    )
+                        server = await loop.create_server(
+                            lambda h=host, p=port: GatedConnection(self, (h, p)),  # type: ignore[misc]
+                            host,
+                            port,
+                            reuse_address=True,
+                            backlog=self.listen_backlog,
+                        )
                 except OSError as exc:
                     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
                     raise OSError(exc.errno, exc.strerror or str(exc), where) from None
