@@ -61,6 +61,8 @@ async def login(config: SessionConfig, tsih: int = 0) -> tuple[IscsiProtocol, Lo
         # CHAP_R (tgt 1.0.85 answers 0x0200).  Retry once offering MD5 only, as libiscsi does.
         if config.chap is None or algorithms == (MD5,) or isinstance(exc, AuthenticationError):
             raise
+        if isinstance(exc, LoginError) and exc.status_class == 3:  # target busy/out of resources: no retry
+            raise
         return await _attempt(config, tsih, (MD5,))
 
 
