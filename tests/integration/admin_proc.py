@@ -51,6 +51,7 @@ class AdminServer:
             + targets_toml
         )
         self.proc: subprocess.Popen[bytes] | None = None
+        self.iscsi_port = 0  # the test's iSCSI portal port, for its own use
 
     def start(self, timeout: float = 20.0) -> None:
         with open(self.log_path, "ab") as log:
@@ -63,7 +64,9 @@ class AdminServer:
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"cistern serve exited with {self.proc.returncode}: {self.log_path.read_text()}")
+                raise RuntimeError(
+                    f"cistern serve exited with {self.proc.returncode}: {self.log_path.read_text()}"
+                )
             try:
                 self.api("GET", "/api/_ping")
                 return

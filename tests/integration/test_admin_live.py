@@ -85,26 +85,38 @@ def _sessions(srv: AdminServer) -> dict[str, dict[str, object]]:
 
 def test_live_changes_keep_sessions(server: tuple[AdminServer, int]) -> None:
     srv, port = server
-    perf = subprocess.Popen(
-        ["iscsi-perf", "-t", "10", "-m", "8", srv.url(port, IQN_A, 0)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    perf_log = ARTIFACTS / "iscsi-perf.log"
+    with open(perf_log, "wb") as out:
+        perf = subprocess.Popen(
+            ["iscsi-perf", "-t", "10", "-m", "8", srv.url(port, IQN_A, 0)], stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         asyncio.run(_live_changes(srv, port))
-        out, _ = perf.communicate(timeout=60)
+        try:
+            perf.wait(timeout=25)
+        except subprocess.TimeoutExpired:
+            # libiscsi 1.19's iscsi-perf retries a READ(16) that got a UNIT ATTENTION but counts it as
+            # completed too, so its in-flight counter can step over zero and its loop never ends once the
+            # run time is over (utils/iscsi-perf.c, cb()).  The target must owe it nothing: then stop it.
+            mine = _sessions(srv)["iqn.2010-11.libiscsi:iscsi-perf"]
+            (ARTIFACTS / "iscsi-perf-stuck.json").write_text(json.dumps(mine, indent=2))
+            assert mine["tasks"] == 0 and mine["held"] == 0 and mine["in_flight"] == 0, mine
+            perf.send_signal(signal.SIGINT)
+            perf.send_signal(signal.SIGINT)
+            perf.wait(timeout=15)
     finally:
         if perf.poll() is None:
             perf.kill()
             perf.wait()
-    text = out.decode(errors="replace").replace("\r", "\n")
-    (ARTIFACTS / "iscsi-perf.log").write_text(text)
+    text = perf_log.read_text(errors="replace").replace("\r", "\n")
     assert perf.returncode == 0, text
     assert "failed" not in text.lower(), text
     # the LUN file of the removed LUN was closed once its commands drained
     lun1 = str(ARTIFACTS / "lun1.img")
     deadline = time.monotonic() + 10
-    while any(os.path.realpath(f"/proc/{srv.pid}/fd/{fd}") == lun1 for fd in os.listdir(f"/proc/{srv.pid}/fd")):
+    while any(
+        os.path.realpath(f"/proc/{srv.pid}/fd/{fd}") == lun1 for fd in os.listdir(f"/proc/{srv.pid}/fd")
+    ):
         assert time.monotonic() < deadline, "the removed LUN's file is still open"
         time.sleep(0.1)
     # an initiator added to target B's ACL can log in now (a new login)
@@ -200,7 +212,9 @@ def test_dump_restart_restore_and_sighup(server: tuple[AdminServer, int]) -> Non
     # one bad object (LUN 9's directory does not exist): nothing applied, the error names it
     good = '\n[[targets.luns]]\nlun = 8\nbackend = "memory"\nsize = "1M"\n'
     bad = '\n[[targets.luns]]\nlun = 9\nbackend = "file"\npath = "/nonexistent-dir/x.img"\nsize = "1M"\n'
-    status, answer = srv.api("POST", "/api/config/apply", {"toml": _append_to_target_b(dump1, good + bad)}, expect=None)
+    status, answer = srv.api(
+        "POST", "/api/config/apply", {"toml": _append_to_target_b(dump1, good + bad)}, expect=None
+    )
     assert status == 400, answer
     assert answer["error"]["object"] == f"target {IQN_B} LUN 9", answer
     assert "/nonexistent-dir" in answer["error"]["issues"][0]
@@ -214,7 +228,7 @@ def test_dump_restart_restore_and_sighup(server: tuple[AdminServer, int]) -> Non
         busy_port = busy.getsockname()[1]
         new_target = (
             f'\n[[targets]]\nname = "iqn.2026-11.org.cistern.test:admin-c"\nportals = ["127.0.0.1:{busy_port}"]\n'
-            'open = true\n'
+            "open = true\n"
         )
         text = _append_to_target_b(dump1, good) + new_target
         status, answer = srv.api("POST", "/api/config/apply", {"toml": text}, expect=None)
@@ -256,7 +270,9 @@ def test_metrics_promtool_prometheus_qemu(server: tuple[AdminServer, int], tmp_p
     promtool = peers.require_tool("promtool")
     body = srv.metrics()
     (ARTIFACTS / "metrics.txt").write_text(body)
-    check = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, text=True, timeout=30)
+    check = subprocess.run(
+        [promtool, "check", "metrics"], input=body, capture_output=True, text=True, timeout=30
+    )
     assert check.returncode == 0, check.stdout + check.stderr
 
     before = metric_value(body, "cistern_lun_write_bytes_total", target=IQN_A, lun="0")
@@ -291,7 +307,9 @@ def test_metrics_promtool_prometheus_qemu(server: tuple[AdminServer, int], tmp_p
         value = None
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{prom_port}/api/v1/query?query={query}", timeout=5) as r:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{prom_port}/api/v1/query?query={query}", timeout=5
+                ) as r:
                     result = json.load(r)["data"]["result"]
                 if result:
                     value = float(result[0]["value"][1])
@@ -346,8 +364,20 @@ def test_dashboard_in_chromium(server: tuple[AdminServer, int]) -> None:
             page.wait_for_selector(f'#targets tr[data-target="{IQN_A}"]', timeout=15000)
             # a session appears when qemu-img logs in and writes; the throughput chart moves meanwhile
             bench = subprocess.Popen(
-                ["qemu-img", "bench", "-w", "-c", "200000", "-d", "8", "-s", "65536", "-f", "raw",
-                 srv.url(port, IQN_A, 0)],
+                [
+                    "qemu-img",
+                    "bench",
+                    "-w",
+                    "-c",
+                    "200000",
+                    "-d",
+                    "8",
+                    "-s",
+                    "65536",
+                    "-f",
+                    "raw",
+                    srv.url(port, IQN_A, 0),
+                ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )

@@ -4,6 +4,7 @@ secret."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -39,6 +40,14 @@ def test_cli_against_target(cli: click.Group, disk: DiskUnderTest, tmp_path: Pat
     inquiry = invoke(cli, "inquiry", url)
     assert f"vendor:   {disk.vendor}" in inquiry and disk.product in inquiry
     assert "blocks: 131072" in invoke(cli, "capacity", url)
+    listed = json.loads(invoke(cli, "ls", "--json", disk.portal_url))
+    luns = [lun for t in listed["targets"] for lun in t["luns"]]
+    assert any(lun["size_bytes"] == 64 << 20 and lun["device_type_name"] == "disk" for lun in luns)
+    assert all(lun["size_bytes"] is None for lun in luns if lun["device_type_name"] != "disk")
+    supported = json.loads(invoke(cli, "inquiry", "--json", "--vpd", "supported", url))["fields"]
+    assert "0x80" in supported["supported_pages"] and "0x83" in supported["supported_pages"]
+    ident = json.loads(invoke(cli, "inquiry", "--json", "--vpd", "device-id", url))["fields"]["designators"]
+    assert ident and all({"type", "association", "code_set", "value"} <= set(d) for d in ident)
 
     src = tmp_path / "in.bin"
     src.write_bytes(os.urandom(3 << 20))
@@ -52,7 +61,7 @@ def test_cli_against_target(cli: click.Group, disk: DiskUnderTest, tmp_path: Pat
     invoke(cli, "read", url, str(copied), "--offset", "32M", "--length", "3M")
     assert copied.read_bytes() == src.read_bytes()
     assert "IOPS" in invoke(cli, "bench", url, "-b", "4K", "-d", "8", "-t", "0.5")
-    assert "not a multiple" in invoke(cli, "read", url, str(dst), "--offset", "100", code=1)
+    assert "not a multiple" in invoke(cli, "read", url, str(dst), "--offset", "100", code=2)
 
 
 def test_cli_wrong_secret_is_a_clear_error(cli: click.Group, disk: DiskUnderTest) -> None:

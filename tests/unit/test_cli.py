@@ -75,7 +75,7 @@ def test_config_check_prints_summary(tmp_path: Path) -> None:
     result = run("config", "check", str(path))
     assert result.exit_code == 0, result.output
     out = result.output
-    assert "iqn.2026-11.org.example:t" in out and "(test target)" in out
+    assert "iqn.2026-11.org.example:t" in out and "test target" in out
     assert "iqn.1993-08.org.debian:01:host" in out and "CHAP (host)" in out
     assert "16.0 MiB" in out and "memory" in out
     assert "twelve-chars" not in out  # never print secrets
@@ -196,7 +196,7 @@ def test_serve_bind_error_exit_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     path.write_text(GOOD)
     result = run("serve", "-c", str(path))
     assert result.exit_code == 1
-    assert "cannot serve: [Errno 98] Address already in use" in result.stderr
+    assert "cannot serve: Address already in use" in result.stderr and "Errno" not in result.stderr
 
 
 def test_demo_creates_sparse_lun_and_prints_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -126,8 +126,8 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ),
     (
         "backend",
-        lambda d: lun0(d).update(backend="tape"),
-        "targets[0].luns[0].backend: input should be 'file', 'memory' or 'block' (got 'tape')",
+        lambda d: lun0(d).update(backend="optical"),
+        "targets[0].luns[0].backend: input should be 'file', 'memory', 'block', 'tape' or 'changer' (got 'optical')",
     ),
     (
         "memory without size",
@@ -386,7 +386,10 @@ def test_file_parent_missing(tmp_path: Path) -> None:
     path = write(tmp_path, FILE_TARGET + 'backend = "file"\npath = "nodir/lun.img"\nsize = "1M"\n')
     with pytest.raises(ConfigError) as info:
         load_config(path)
-    assert str(info.value) == f"targets[0].luns[0].path: directory {str(tmp_path / 'nodir')!r} does not exist"
+    assert str(info.value) == (
+        f"targets[0].luns[0].path: directory {str(tmp_path / 'nodir')!r} does not exist "
+        f"(create it: mkdir -p {tmp_path / 'nodir'})"
+    )
     # the same file is fine when host checks are off (a config for another machine)
     assert load_config(path, check_paths=False).targets[0].luns[0].path == tmp_path / "nodir" / "lun.img"
 

@@ -133,3 +133,17 @@ def test_urls() -> None:
     for bad in ("http://x", "iscsi://host:0/t/1", "iscsi://host/t/x", "iscsi://user@host/t/1"):
         with pytest.raises(UrlError):
             parse_url(bad)
+
+
+def test_get_lba_status_cdb_and_parameter_data() -> None:
+    from cistern.initiator.cdb import get_lba_status
+    from cistern.initiator.scsi_data import parse_lba_status
+
+    cdb = get_lba_status(0x1234, 4096)
+    assert cdb[0] == 0x9E and cdb[1] == 0x12 and int.from_bytes(cdb[2:10], "big") == 0x1234
+    assert int.from_bytes(cdb[10:14], "big") == 4096 and len(cdb) == 16
+    descriptors = (0).to_bytes(8, "big") + (8).to_bytes(4, "big") + bytes([1, 0, 0, 0])
+    descriptors += (8).to_bytes(8, "big") + (24).to_bytes(4, "big") + bytes([0, 0, 0, 0])
+    data = (4 + len(descriptors)).to_bytes(4, "big") + bytes(4) + descriptors
+    assert parse_lba_status(data) == [(0, 8, 1), (8, 24, 0)]
+    assert parse_lba_status(data[:20]) == []  # a truncated descriptor is not invented

@@ -104,7 +104,8 @@ class AdminClient:
 
 
 def _client(ctx: click.Context) -> AdminClient:
-    return ctx.obj["admin_client"]  # type: ignore[no-any-return]
+    client: AdminClient = ctx.obj["admin_client"]
+    return client
 
 
 def _json_mode(ctx: click.Context) -> bool:
@@ -224,12 +225,16 @@ def targets(ctx: click.Context) -> None:
         groups = "\n".join(
             f"{g['tag']}: {', '.join(g['portals'])} [{g['alua_state']}]" for g in t["portal_groups"]
         )
-        luns = "\n".join(
-            f"{lun['lun']}: {human_size(lun['size_bytes'])} {lun['path'] or 'memory'}" for lun in t["luns"]
-        )
+        luns = "\n".join(f"{lun['lun']}: {_lun_text(lun)}" for lun in t["luns"])
         access = "open" if t["access"] == "open" else "\n".join(t["acl"])
         table.add_row(t["name"], groups, access, luns or "-", str(len(t["sessions"])))
     _console().print(table)
+
+
+def _lun_text(lun: dict[str, Any]) -> str:
+    if lun.get("size_bytes") is None:
+        return {1: "tape drive", 8: "medium changer"}.get(lun.get("device_type", -1), "device")
+    return f"{human_size(lun['size_bytes'])} {lun['path'] or 'memory'}"
 
 
 @admin_group.group("lun")

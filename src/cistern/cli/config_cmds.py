@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from cistern.cli.output import config_error_exit
+from cistern.cli.options import json_option, verbose_option
+from cistern.cli.output import EXIT_BAD_CONFIG, config_error_exit, print_json, print_table, stdout_is_terminal
 from cistern.config.example import EXAMPLE_TOML
 from cistern.config.model import Config, ConfigError, TargetConfig, load_config
 from cistern.config.sizes import human_size
+from cistern.config.tape import TAPE_BACKENDS
+from cistern.config.tape import describe as tape_describe
 
 
 def _access(target: TargetConfig) -> str:
@@ -54,15 +58,76 @@ def summary_tables(config: Config) -> list[Table]:
         for index, lun in enumerate(target.luns):
             size = human_size(lun.size) if lun.size is not None else "(device/file)"
             path = str(lun.path) if lun.path is not None else "-"
-            luns.add_row(
-                target.name, str(lun.lun), lun.backend, size, str(lun.block_size), path, _flags(target, index)
-            )
+            block = str(lun.block_size)
+            if lun.backend in TAPE_BACKENDS:
+                size, block, path = tape_describe(lun), "-", str(lun.library or "-")
+            luns.add_row(target.name, str(lun.lun), lun.backend, size, block, path, _flags(target, index))
     return [targets, luns]
 
 
 @click.group("config")
+@verbose_option
 def config_group() -> None:
     """Check and write cistern configuration files."""
+
+
+def summary_json(config: Config) -> dict[str, Any]:
+    """The ``config check --json`` object (schema in docs/operations.md); secrets are never included."""
+    targets = []
+    for target in config.targets:
+        chap = target.auth.chap if target.auth is not None else None
+        targets.append(
+            {
+                "name": target.name,
+                "alias": target.alias,
+                "portals": [str(p) for p in target.portals],
+                "tpgt": target.tpgt,
+                "open": target.open,
+                "acl": list(target.acl),
+                "chap_user": chap.username if chap is not None else None,
+                "mutual_chap_user": chap.mutual_username if chap is not None and chap.mutual else None,
+                "luns": [
+                    {
+                        "lun": lun.lun,
+                        "backend": lun.backend,
+                        "size_bytes": lun.size,
+                        "block_size": lun.block_size,
+                        "path": str(lun.path) if lun.path is not None else None,
+                        "read_only": lun.read_only,
+                        "thin": lun.thin,
+                        "removable": lun.removable,
+                    }
+                    for lun in target.luns
+                ],
+            }
+        )
+    return {"targets": targets}
+
+
+def _plain_summary(config: Config) -> None:
+    rows = []
+    for target in config.targets:
+        rows.append(
+            [
+                target.name,
+                target.alias or "-",
+                " ".join(str(p) for p in target.portals) + f" (tpgt {target.tpgt})",
+                _access(target).replace("\n", " "),
+                _auth(target).replace("\n", "; "),
+                str(len(target.luns)),
+            ]
+        )
+    print_table(("Target", "Alias", "Portals", "Access", "Auth", "LUNs"), rows, title="Targets")
+    rows = []
+    for target in config.targets:
+        for index, lun in enumerate(target.luns):
+            size = human_size(lun.size) if lun.size is not None else "(device/file)"
+            path = str(lun.path) if lun.path is not None else "-"
+            block = str(lun.block_size)
+            if lun.backend in TAPE_BACKENDS:
+                size, block, path = tape_describe(lun), "-", str(lun.library or "-")
+            rows.append([target.name, str(lun.lun), lun.backend, size, block, path, _flags(target, index)])
+    print_table(("Target", "LUN", "Backend", "Size", "Block", "Path", "Flags"), rows, title="LUNs")
 
 
 @config_group.command("check")
@@ -70,23 +135,36 @@ def config_group() -> None:
 @click.option(
     "--no-path-checks",
     is_flag=True,
-    help="Skip checks of backing files/devices (for a config meant for another host).",
+    help="Skip checks of backing files/devices, free space and memory (for a config meant for another host).",
 )
+@json_option
+@verbose_option
 @click.pass_context
-def check(ctx: click.Context, file: Path, no_path_checks: bool) -> None:
-    """Validate FILE and print a summary of its targets and LUNs."""
+def check(ctx: click.Context, file: Path, no_path_checks: bool, as_json: bool) -> None:
+    """Validate FILE and print a summary of its targets and LUNs (exit 2 when it is not valid).
+
+    Besides the values, checks what `serve` will meet on this host: backing paths, sizes of existing
+    files and devices, free space for thick files, memory for memory LUNs.
+    """
     try:
         config = load_config(file, check_paths=not no_path_checks)
     except ConfigError as exc:
+        if as_json:
+            print_json({"file": str(file), "valid": False, "issues": [str(i) for i in exc.issues]})
+            ctx.exit(EXIT_BAD_CONFIG)
         config_error_exit(ctx, exc, file)
         return
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=160)
-    if config.targets:
-        for table in summary_tables(config):
-            console.print(table)
     n_luns = sum(len(t.luns) for t in config.targets)
+    if as_json:
+        print_json({"file": str(file), "valid": True, "issues": [], **summary_json(config)})
+        return
+    if config.targets:
+        if stdout_is_terminal():
+            console = Console()
+            for table in summary_tables(config):
+                console.print(table)
+        else:
+            _plain_summary(config)
     click.echo(f"OK: {file} is valid ({len(config.targets)} target(s), {n_luns} LUN(s))")
 
 

@@ -14,6 +14,7 @@ import click
 
 from cistern import __version__
 from cistern.cli.config_cmds import config_group
+from cistern.cli.output import LOG_FORMATS
 from cistern.cli.server_cmds import demo, serve
 
 log = logging.getLogger(__name__)
@@ -24,15 +25,35 @@ class CliState:
     """What the group passes to its commands (``ctx.obj``)."""
 
     verbose: int = 0
+    log_file: str | None = None
+    log_format: str = "text"
 
 
 @click.group("cistern", context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="cistern")
-@click.option("-v", "--verbose", count=True, help="More logging: -v for info, -vv for debug.")
+@click.option(
+    "-v", "--verbose", count=True, help="More logging: -v for info, -vv for debug (also after the command)."
+)
+@click.option(
+    "--log-file",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Append log records to this file instead of stderr (plain or JSON lines, never wrapped).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="text",
+    show_default=True,
+    help="text: rich on a terminal, one plain ISO-8601-stamped line otherwise; json: one object per line.",
+)
 @click.pass_context
-def cli(ctx: click.Context, verbose: int) -> None:
-    """cistern: an iSCSI target, initiator and storage system in Python."""
-    ctx.obj = CliState(verbose=verbose)
+def cli(ctx: click.Context, verbose: int, log_file: str | None, log_format: str) -> None:
+    """cistern: an iSCSI target, initiator and storage system in Python.
+
+    Exit status: 0 success, 1 the operation failed, 2 bad usage or config, 3 verify found different
+    data, 130 interrupted (Ctrl-C). See docs/operations.md.
+    """
+    ctx.obj = CliState(verbose=verbose, log_file=log_file, log_format=log_format)
 
 
 cli.add_command(demo)

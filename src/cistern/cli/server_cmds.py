@@ -3,15 +3,16 @@ print how to connect once the server listens, and run until SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
-import functools
 import os
+import sys
 from pathlib import Path
 
 import click
 
 from cistern.cli import runner
 from cistern.cli.connect_help import connect_text
-from cistern.cli.output import config_error_exit, setup_logging
+from cistern.cli.options import verbose_option
+from cistern.cli.output import config_error_exit, setup_logging_from
 from cistern.config.demo import default_data_dir, demo_config
 from cistern.config.model import Config, ConfigError, load_config
 from cistern.config.portals import Portal
@@ -37,6 +38,7 @@ def _size(ctx: click.Context, param: click.Parameter, value: str) -> int:
 
 def ensure_sparse_file(path: Path, size: int) -> None:
     """Create ``path`` as a sparse file of ``size`` bytes, or grow a smaller one; never shrink."""
+    created = not path.exists()
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         current = os.fstat(fd).st_size
@@ -46,26 +48,34 @@ def ensure_sparse_file(path: Path, size: int) -> None:
                 f"pass --size {format_size(current)} or remove the file"
             )
         if current < size:
-            os.ftruncate(fd, size)
+            try:
+                os.ftruncate(fd, size)
+            except OSError as exc:
+                if created:
+                    path.unlink()  # no empty file left behind
+                raise click.ClickException(
+                    f"cannot make {path} {human_size(size)} long: {exc.strerror}"
+                ) from None
     finally:
         os.close(fd)
 
 
-def _run(config: Config, config_path: Path | None = None) -> None:
+def _run(config: Config) -> None:
     def on_ready(bound: list[tuple[str, int]]) -> None:
         click.echo(connect_text(config, bound), nl=False)
+        sys.stdout.flush()  # a pipe or a log file sees the connect text now, not at exit
 
     try:
-        from cistern.control.service import serve as admin_serve
-
-        serve_fn = functools.partial(admin_serve, config_path=config_path.resolve() if config_path else None)
-        runner.run_server(config, on_ready=on_ready, serve=serve_fn)
+        runner.run_server(config, on_ready=on_ready)
     except ModuleNotFoundError as exc:
         if exc.name is None or not exc.name.startswith("cistern."):
             raise
         raise click.ClickException(f"the target server is not available in this build: {exc}") from None
     except (OSError, ValueError) as exc:  # cannot bind a portal, cannot open a backing store
-        raise click.ClickException(f"cannot serve: {exc}") from None
+        text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in text:
+            text = f"{exc.filename}: {text}"
+        raise click.ClickException(f"cannot serve: {text}") from None
 
 
 @click.command()
@@ -80,19 +90,23 @@ def _run(config: Config, config_path: Path | None = None) -> None:
     help="Where the LUN file lives [default: $XDG_DATA_HOME/cistern or ~/.local/share/cistern].",
 )
 @click.option("--size", default="1G", show_default=True, callback=_size, help="LUN size (bytes or K/M/G/T).")
+@click.option(
+    "--tape", is_flag=True, help="Also serve a tape library: one changer, two drives, eight cartridges."
+)
+@verbose_option
 @click.pass_context
-def demo(ctx: click.Context, portal: Portal, data_dir: Path | None, size: int) -> None:
+def demo(ctx: click.Context, portal: Portal, data_dir: Path | None, size: int, tape: bool) -> None:
     """Serve a demo target (iqn.2026-11.org.cistern:demo, open, one sparse file LUN) and show how to use it."""
     directory = data_dir if data_dir is not None else default_data_dir()
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        config = demo_config(portal, directory, size)
+        config = demo_config(portal, directory, size, tape=tape)
         lun_path = config.targets[0].luns[0].path
         assert lun_path is not None
         ensure_sparse_file(lun_path, size)
     except OSError as exc:
         raise click.ClickException(f"cannot prepare {directory}: {exc}") from None
-    setup_logging(ctx.obj.verbose if ctx.obj else 0, config.log_level)
+    setup_logging_from(ctx, config.log_level)
     _run(config)
 
 
@@ -105,13 +119,19 @@ def demo(ctx: click.Context, portal: Portal, data_dir: Path | None, size: int) -
     type=click.Path(dir_okay=False, path_type=Path),
     help="TOML file.",
 )
+@verbose_option
 @click.pass_context
 def serve(ctx: click.Context, config_path: Path) -> None:
-    """Serve the targets described in a config file until SIGINT/SIGTERM."""
+    """Serve the targets described in a config file until SIGINT/SIGTERM.
+
+    Logs go to stderr (plain ISO-8601 lines unless stderr is a terminal; journald priorities under
+    systemd), or to --log-file. Under systemd Type=notify, READY=1 is sent once every portal listens.
+    See docs/operations.md for the unit file, signals and exit codes.
+    """
     try:
         config = load_config(config_path)
     except ConfigError as exc:
         config_error_exit(ctx, exc, config_path)
         return
-    setup_logging(ctx.obj.verbose if ctx.obj else 0, config.log_level)
-    _run(config, config_path)
+    setup_logging_from(ctx, config.log_level)
+    _run(config)

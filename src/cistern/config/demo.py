@@ -12,6 +12,8 @@ from cistern.config.sizes import parse_size
 from cistern.config.target import TargetConfig
 
 DEMO_TARGET = "iqn.2026-11.org.cistern:demo"
+DEMO_TAPE_TARGET = "iqn.2026-11.org.cistern:demo-tape"
+DEMO_TAPE_LIBRARY = "tape-library"
 DEMO_LUN_FILE = "demo-lun0.img"
 DEMO_SIZE = 1 << 30
 
@@ -24,12 +26,30 @@ def default_data_dir() -> Path:
 
 
 def demo_config(
-    portal: str | Portal = "127.0.0.1:3260", data_dir: str | Path | None = None, size: int | str = DEMO_SIZE
+    portal: str | Portal = "127.0.0.1:3260",
+    data_dir: str | Path | None = None,
+    size: int | str = DEMO_SIZE,
+    *,
+    tape: bool = False,
 ) -> Config:
     """Target ``iqn.2026-11.org.cistern:demo``, open to any initiator, no auth, LUN 0 a thin file
-    ``<data_dir>/demo-lun0.img`` of ``size`` bytes. Pure: creates nothing on disk."""
+    ``<data_dir>/demo-lun0.img`` of ``size`` bytes; with ``tape`` also target
+    ``iqn.2026-11.org.cistern:demo-tape``: a changer (LUN 0, eight 1 GiB cartridges in
+    ``<data_dir>/tape-library``) and two drives (LUNs 1, 2). Pure: creates nothing on disk."""
     portal = portal if isinstance(portal, Portal) else Portal.parse(portal)
     directory = Path(data_dir) if data_dir is not None else default_data_dir()
     lun = LunConfig(lun=0, backend="file", path=directory / DEMO_LUN_FILE, size=parse_size(size), thin=True)
     target = TargetConfig(name=DEMO_TARGET, alias="cistern demo", portals=[portal], open=True, luns=[lun])
-    return Config(targets=[target])
+    targets = [target]
+    if tape:
+        library = LunConfig(
+            lun=0, backend="changer", library=directory / DEMO_TAPE_LIBRARY, slots=8, cartridges=8
+        )
+        drives = [LunConfig(lun=n, backend="tape") for n in (1, 2)]
+        targets.append(
+            TargetConfig(
+                name=DEMO_TAPE_TARGET, alias="cistern demo tape library", portals=[portal], open=True,
+                luns=[library, *drives],
+            )
+        )  # fmt: skip
+    return Config(targets=targets)

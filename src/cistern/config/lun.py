@@ -7,7 +7,8 @@ INQUIRY T10 strings (SPC-5 6.7.2: 8, 16 and 4 ASCII characters); ``serial`` over
 5.13.5; default ``<path>.pr.json`` for file and block LUNs, none for memory LUNs);
 ``persist_reservations = false`` turns APTPL off (PTPL_C=0). ``soft_threshold`` (thin LUs only) is the
 percentage of the capacity physically allocated at which every I_T nexus gets THIN PROVISIONING SOFT
-THRESHOLD REACHED (SBC-3 4.7.3.7).
+THRESHOLD REACHED (SBC-3 4.7.3.7).  Backends ``tape`` and ``changer`` and their fields (``library``,
+``slots``, ...) are in :mod:`cistern.config.tape`.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from cistern.config.errors import ConfigValueError
 from cistern.config.fields import PathField, SizeBytes
 from cistern.config.sizes import human_size
+from cistern.config.tape import TAPE_BACKENDS, TapeFields, check_tape_lun
 
 MAX_LUN = 16383  # single-level LUN, peripheral/flat addressing (SAM-5 4.7)
-Backend = Literal["file", "memory", "block"]
+Backend = Literal["file", "memory", "block", "tape", "changer"]
 
 
 def _ascii_field(value: str | None, what: str, max_len: int, *, spaces: bool) -> str | None:
@@ -34,7 +36,7 @@ def _ascii_field(value: str | None, what: str, max_len: int, *, spaces: bool) ->
     return value
 
 
-class LunConfig(BaseModel):
+class LunConfig(TapeFields, BaseModel):
     """A LUN and its backing store."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -85,6 +87,9 @@ class LunConfig(BaseModel):
 
     @model_validator(mode="after")
     def _backend_fields(self) -> LunConfig:
+        check_tape_lun(self)
+        if self.backend in TAPE_BACKENDS:
+            return self
         if self.backend == "memory":
             if self.path is not None:
                 raise ConfigValueError("a memory LUN has no path", at=("path",))

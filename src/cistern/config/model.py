@@ -19,7 +19,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from cistern.config.admin import AdminConfig
 from cistern.config.auth import AuthConfig, ChapConfig
@@ -78,6 +86,8 @@ class Config(BaseModel):
     targets: list[TargetConfig] = Field(default_factory=list)
     #: the live administration API, metrics and dashboard (see :mod:`cistern.config.admin`)
     admin: AdminConfig | None = None
+    #: the file this config was read from (set by :func:`load_config`; never dumped)
+    _source: Path | None = PrivateAttr(default=None)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -136,6 +146,19 @@ class Config(BaseModel):
                             at=("targets", t_index),
                         )
 
+    def __eq__(self, other: object) -> bool:
+        """Equal settings (where the config was read from does not count)."""
+        if not isinstance(other, Config):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def source_path(self) -> Path | None:
+        """The file :func:`load_config` read this config from (None when built otherwise)."""
+        return self._source
+
     def target(self, name: str) -> TargetConfig | None:
         """The target called ``name`` (any case for iqn.), or None."""
         wanted = name.lower()
@@ -189,10 +212,12 @@ def load_config(path: str | Path, *, check_paths: bool = True) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", source=str(path)) from None
     try:
-        return parse_config(data, base_dir=path.resolve().parent, check_paths=check_paths)
+        config = parse_config(data, base_dir=path.resolve().parent, check_paths=check_paths)
     except ConfigError as exc:
         exc.source = str(path)
         raise
+    config._source = path.resolve()
+    return config
 
 
 def config_text(config: Config) -> str:

@@ -29,6 +29,7 @@ from cistern.config.lun import LunConfig
 from cistern.config.params import ParamsConfig
 from cistern.config.portal_groups import AluaMode, PortalGroupConfig, check_portal_groups
 from cistern.config.portals import Portal
+from cistern.config.tape import check_target_tape
 
 DEFAULT_PORTAL = Portal("127.0.0.1", 3260)
 MAX_ALIAS_BYTES = 255
@@ -107,6 +108,7 @@ class TargetConfig(BaseModel):
                     f"LUN {lun.lun} is already used by luns[{seen[lun.lun]}]", at=("luns", index, "lun")
                 )
             seen[lun.lun] = index
+        check_target_tape(self.luns)
         return self
 
     @model_validator(mode="after")

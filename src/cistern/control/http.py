@@ -119,9 +119,9 @@ class AdminApp:
                     raise OSError(
                         exc.errno, f"admin listen {self.admin.listen}: {exc.strerror or exc}"
                     ) from None
-                server = site._server
-                sock = server.sockets[0] if server is not None and getattr(server, "sockets", None) else None
-                self.tcp_address = sock.getsockname()[:2] if sock is not None else None
+                for address in self._runner.addresses:
+                    if isinstance(address, tuple):
+                        self.tcp_address = (str(address[0]), int(address[1]))
         except BaseException:
             await self._runner.cleanup()
             raise
@@ -189,7 +189,7 @@ class AdminApp:
                 token = self.admin.token
                 if token is None:
                     return _error(
-                        403, request.path, "changes are only accepted on the admin Unix socket (no token set)"
+                        403, request.path, "needs the admin token, and none is set: use the admin Unix socket"
                     )
                 given = request.headers.get("Authorization", "")
                 if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
@@ -237,6 +237,8 @@ class AdminApp:
             data = await request.json(loads=json.loads)
         except (ValueError, UnicodeDecodeError) as exc:
             raise AdminError("request body", f"not JSON: {exc}") from None
+        except RecursionError:
+            raise AdminError("request body", "JSON nested too deeply") from None
         except web.HTTPRequestEntityTooLarge:
             raise AdminError("request body", f"larger than {MAX_BODY} bytes", 413) from None
         if not isinstance(data, dict):
@@ -269,6 +271,8 @@ class AdminApp:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise AdminError("config", f"not valid TOML: {exc}") from None
+        except RecursionError:
+            raise AdminError("config", "not valid TOML: nested too deeply") from None
         base = self.controller.config_path.parent if self.controller.config_path else None
         return self.controller.parse(data, base_dir=base)
 

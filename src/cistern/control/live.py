@@ -30,16 +30,20 @@ from typing import Any
 
 from cistern.config.errors import ConfigError
 from cistern.config.model import Config, config_text, load_config, parse_config, save_config
+from cistern.config.names import normalize_iscsi_name
+from cistern.config.tape import TAPE_BACKENDS
 from cistern.config.target import TargetConfig
 from cistern.control.changes import Change, diff, lun_obj, target_obj
 from cistern.scsi.alua import parse_state
 from cistern.scsi.lu import LogicalUnit
+from cistern.scsi.unit import LogicalUnitBase
 from cistern.storage.file import BlockDeviceStore, FileStore
 from cistern.target.model import TargetSpec
 from cistern.target.server import (
     TargetServer,
     build_lu,
     build_target,
+    close_units_now,
     discovery_secret,
     target_auth,
     target_limits,
@@ -91,12 +95,8 @@ class _Prepared:
 
     def close(self) -> None:
         for target in self.targets.values():
-            for lu in target.device.luns.values():
-                with contextlib.suppress(Exception):
-                    lu.store.close_sync()
-        for lu in self.lus.values():
-            with contextlib.suppress(Exception):
-                lu.store.close_sync()
+            close_units_now(target.device.luns.values())
+        close_units_now(self.lus.values())
 
 
 def _named_issues(exc: ConfigError, data: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -122,6 +122,15 @@ def _named_issues(exc: ConfigError, data: Mapping[str, Any]) -> list[tuple[str, 
             obj = "config"
         out.append((obj, f"{rest}: {issue.message}" if rest else issue.message))
     return out
+
+
+def _normalized(name: str) -> str:
+    """An iSCSI name as the config stores it (case folded); an invalid name is returned as given and
+    refused by validation later, naming it."""
+    try:
+        return normalize_iscsi_name(name)
+    except ValueError:
+        return name
 
 
 def _object_of(issue: str) -> str:
@@ -211,30 +220,33 @@ class Controller:
     async def apply(self, new: Config, *, end_sessions: bool = False) -> ApplyReport:
         """Apply ``new`` live (see the module docstring); raises :class:`AdminError` having applied nothing."""
         async with self.lock:
-            changes = self.plan(new)
-            prepared = await self._prepare(new, changes)
-            report = ApplyReport()
-            try:
-                removed = self._commit(new, changes, prepared, end_sessions, report)
-            except Exception:  # a bug: the in-memory commit is not meant to fail
-                prepared.close()
-                log.exception("applying the configuration failed half-way")
-                raise
-            restart = [c for c in changes if c.action == "restart"]
-            running = new
-            if restart:  # keep what really runs in the running config
-                running = new.model_copy(update={"admin": self.config.admin})
-            self.config = running
-            report.restart = restart
-            await self.server.sync_listeners()
-            for lu in removed:
-                self._drain_later(lu)
-            for change in report.applied:
-                self.server.monitor.event("admin", str(change))
-                log.info("admin: %s", change)
-            for change in restart:
-                log.warning("admin: %s (needs a restart)", change)
-            return report
+            return await self._apply_locked(new, end_sessions)
+
+    async def _apply_locked(self, new: Config, end_sessions: bool) -> ApplyReport:
+        changes = self.plan(new)
+        prepared = await self._prepare(new, changes)
+        report = ApplyReport()
+        try:
+            removed = self._commit(new, changes, prepared, end_sessions, report)
+        except Exception:  # a bug: the in-memory commit is not meant to fail
+            prepared.close()
+            log.exception("applying the configuration failed half-way")
+            raise
+        restart = [c for c in changes if c.action == "restart"]
+        running = new
+        if restart:  # keep what really runs in the running config
+            running = new.model_copy(update={"admin": self.config.admin})
+        self.config = running
+        report.restart = restart
+        await self.server.sync_listeners()
+        for lu in removed:
+            self._drain_later(lu)
+        for change in report.applied:
+            self.server.monitor.event("admin", str(change))
+            log.info("admin: %s", change)
+        for change in restart:
+            log.warning("admin: %s (needs a restart)", change)
+        return report
 
     # ---- phases
 
@@ -242,8 +254,17 @@ class Controller:
         prepared = _Prepared()
         issues: list[str] = []
         new_targets = {str(t.name): t for t in new.targets}
+        old_targets = {str(t.name): t for t in self.config.targets}
         for change in changes:
             try:
+                if change.lun is not None and change.target is not None:
+                    for cfg in (new_targets.get(change.target), old_targets.get(change.target)):
+                        lcfg = next((lun for lun in cfg.luns if lun.lun == change.lun), None) if cfg else None
+                        if lcfg is not None and lcfg.backend in TAPE_BACKENDS:
+                            raise AdminError(
+                                change.obj,
+                                f"{lcfg.backend} LUNs are not added, removed or changed live yet: restart",
+                            )
                 if change.action in ("add", "replace") and change.lun is None and change.target is not None:
                     prepared.targets[change.target] = build_target(new_targets[change.target])
                 elif change.action in ("add", "replace") and change.lun is not None:
@@ -263,7 +284,8 @@ class Controller:
                 cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
                 if isinstance(exc, OSError) and exc.filename:
                     cause = f"{cause}: {exc.filename}"
-                issues.append(f"{change.obj}: {cause}")
+                # build_lu / build_target already name the LUN or target in their messages
+                issues.append(cause if cause.startswith(("target ", "portal ")) else f"{change.obj}: {cause}")
             except AdminError as exc:
                 issues.append(str(exc))
         if not issues:
@@ -286,15 +308,16 @@ class Controller:
         try:
             await self.server.open_listeners(wanted.keys())
         except OSError as exc:
-            return [f"portal {exc.filename or ''}: cannot listen: {exc.strerror or exc}"]
+            text = exc.strerror or str(exc)
+            return [f"portal {exc.filename}: {text}" if exc.filename else text]
         return []
 
     def _check_resize(self, change: Change, size: int | None) -> int | None:
         assert change.target is not None and change.lun is not None
         target = self.server.targets.get(change.target)
         lu = target.device.luns.get(change.lun) if target is not None else None
-        if lu is None:
-            raise AdminError(change.obj, "no such LUN", 404)
+        if not isinstance(lu, LogicalUnit):
+            raise AdminError(change.obj, "no such disk LUN", 404)
         store = lu.store
         if size is None or size == store.size:
             return None
@@ -311,10 +334,10 @@ class Controller:
 
     def _commit(
         self, new: Config, changes: list[Change], prepared: _Prepared, end_sessions: bool, report: ApplyReport
-    ) -> list[LogicalUnit]:
+    ) -> list[LogicalUnitBase]:
         """In-memory changes only; returns the removed logical units still to drain and close."""
         server = self.server
-        removed: list[LogicalUnit] = []
+        removed: list[LogicalUnitBase] = []
         new_targets = {str(t.name): t for t in new.targets}
         # root settings
         server.login_timeout = new.login_timeout
@@ -340,7 +363,9 @@ class Controller:
                 spec = prepared.targets.pop(name)
                 server.targets[name] = spec
                 server.install_abort_hook(spec)
-                server.stores.extend(lu.store for lu in spec.device.luns.values())
+                server.stores.extend(
+                    lu.store for lu in spec.device.luns.values() if isinstance(lu, LogicalUnit)
+                )
             elif number is None and change.action == "modify":
                 self._modify_target(server.targets[name], new_targets[name], change, end_sessions)
             elif number is not None:
@@ -353,13 +378,19 @@ class Controller:
                     lu = prepared.lus.pop((name, number))
                     device.add_lun(lu)
                     server.stores.append(lu.store)
-                if change.action == "resize" and (name, number) in prepared.resizes:
-                    self._resize(device.luns[number], prepared.resizes[(name, number)])
+                disk = device.luns.get(number)
+                if (
+                    change.action == "resize"
+                    and (name, number) in prepared.resizes
+                    and isinstance(disk, LogicalUnit)
+                ):
+                    self._resize(disk, prepared.resizes[(name, number)])
                     device.capacity_changed(number)
             report.applied.append(change)
         for lu in removed:
-            with contextlib.suppress(ValueError):
-                server.stores.remove(lu.store)
+            if isinstance(lu, LogicalUnit):
+                with contextlib.suppress(ValueError):
+                    server.stores.remove(lu.store)
         return removed
 
     def _modify_target(
@@ -389,12 +420,12 @@ class Controller:
         os.ftruncate(store._fileno(), size)
         store.size = size
 
-    def _drain_later(self, lu: LogicalUnit) -> None:
+    def _drain_later(self, lu: LogicalUnitBase) -> None:
         task = asyncio.get_running_loop().create_task(self.drain_and_close(lu))
         self._drains.add(task)
         task.add_done_callback(self._drains.discard)
 
-    async def drain_and_close(self, lu: LogicalUnit, timeout: float = DRAIN_TIMEOUT) -> None:
+    async def drain_and_close(self, lu: LogicalUnitBase, timeout: float = DRAIN_TIMEOUT) -> None:
         """Wait for a removed LU's in-flight commands to finish (at most ``timeout`` s), then flush and
         close its store."""
         loop = asyncio.get_running_loop()
@@ -409,10 +440,12 @@ class Controller:
                 timeout,
             )
         try:
-            await lu.store.flush()
-            await lu.store.close()
+            if isinstance(lu, LogicalUnit):
+                await lu.store.flush()
+                await lu.store.close()
+            await lu.close()  # tape: the loaded cartridge; changer: the library lock
         except OSError as exc:
-            log.error("LUN %d: closing its store: %s", lu.lun, exc)
+            log.error("LUN %d: closing it: %s", lu.lun, exc)
 
     async def wait_drained(self) -> None:
         """Wait for every pending drain (tests, shutdown)."""
@@ -421,105 +454,120 @@ class Controller:
 
     # ---- object operations (each builds a new config and applies it)
 
-    def _edit(self) -> dict[str, Any]:
-        return self.config.model_dump(mode="json", exclude_none=True)
-
     def _target_dict(self, data: dict[str, Any], name: str) -> dict[str, Any]:
         wanted = self.target_config(name).name
         return next(t for t in data["targets"] if t["name"] == wanted)
 
-    async def _apply_data(self, data: dict[str, Any], *, end_sessions: bool = False) -> ApplyReport:
-        return await self.apply(self.parse(data), end_sessions=end_sessions)
-
-    async def target_add(self, body: Mapping[str, Any]) -> ApplyReport:
-        data = self._edit()
-        name = body.get("name")
-        if isinstance(name, str) and self.config.target(name) is not None:
-            raise AdminError(target_obj(name), "already exists", 409)
-        data.setdefault("targets", []).append(dict(body))
-        return await self._apply_data(data)
-
-    async def target_remove(self, name: str) -> ApplyReport:
-        data = self._edit()
-        wanted = self.target_config(name).name
-        data["targets"] = [t for t in data["targets"] if t["name"] != wanted]
-        return await self._apply_data(data)
-
-    async def lun_add(self, name: str, body: Mapping[str, Any]) -> ApplyReport:
-        data = self._edit()
-        target = self._target_dict(data, name)
-        number = body.get("lun")
-        if any(lun["lun"] == number for lun in target.get("luns", [])):
-            raise AdminError(lun_obj(name, int(number)), "already exists", 409)  # type: ignore[arg-type]
-        target.setdefault("luns", []).append(dict(body))
-        return await self._apply_data(data)
-
-    def _lun_dict(self, target: dict[str, Any], name: str, number: int) -> dict[str, Any]:
+    @staticmethod
+    def _lun_dict(target: dict[str, Any], name: str, number: int) -> dict[str, Any]:
         for lun in target.get("luns", []):
             if lun["lun"] == number:
-                return lun  # type: ignore[no-any-return]
+                return lun
         raise AdminError(lun_obj(name, number), "no such LUN", 404)
 
+    async def _mutate(
+        self, edit: Callable[[dict[str, Any]], None], *, end_sessions: bool = False
+    ) -> ApplyReport:
+        """Edit a copy of the running config (as plain data) and apply it, all under the lock, so two
+        concurrent operations never apply one another's stale copy."""
+        async with self.lock:
+            data = self.config.model_dump(mode="json", exclude_none=True)
+            edit(data)
+            return await self._apply_locked(self.parse(data), end_sessions)
+
+    async def target_add(self, body: Mapping[str, Any]) -> ApplyReport:
+        def edit(data: dict[str, Any]) -> None:
+            name = body.get("name")
+            if isinstance(name, str) and self.config.target(name) is not None:
+                raise AdminError(target_obj(name), "already exists", 409)
+            data.setdefault("targets", []).append(dict(body))
+
+        return await self._mutate(edit)
+
+    async def target_remove(self, name: str) -> ApplyReport:
+        def edit(data: dict[str, Any]) -> None:
+            wanted = self.target_config(name).name
+            data["targets"] = [t for t in data["targets"] if t["name"] != wanted]
+
+        return await self._mutate(edit)
+
+    async def lun_add(self, name: str, body: Mapping[str, Any]) -> ApplyReport:
+        def edit(data: dict[str, Any]) -> None:
+            target = self._target_dict(data, name)
+            number = body.get("lun")
+            if isinstance(number, int) and any(lun["lun"] == number for lun in target.get("luns", [])):
+                raise AdminError(lun_obj(name, number), "already exists", 409)
+            target.setdefault("luns", []).append(dict(body))
+
+        return await self._mutate(edit)
+
     async def lun_remove(self, name: str, number: int) -> ApplyReport:
-        data = self._edit()
-        target = self._target_dict(data, name)
-        self._lun_dict(target, name, number)
-        target["luns"] = [lun for lun in target["luns"] if lun["lun"] != number]
-        return await self._apply_data(data)
+        def edit(data: dict[str, Any]) -> None:
+            target = self._target_dict(data, name)
+            self._lun_dict(target, name, number)
+            target["luns"] = [lun for lun in target["luns"] if lun["lun"] != number]
+
+        return await self._mutate(edit)
 
     async def lun_resize(self, name: str, number: int, size: int | str) -> ApplyReport:
-        data = self._edit()
-        target = self._target_dict(data, name)
-        self._lun_dict(target, name, number)["size"] = size
-        return await self._apply_data(data)
+        def edit(data: dict[str, Any]) -> None:
+            self._lun_dict(self._target_dict(data, name), name, number)["size"] = size
+
+        return await self._mutate(edit)
 
     async def acl_add(self, name: str, initiator: str) -> ApplyReport:
-        data = self._edit()
-        target = self._target_dict(data, name)
-        if target.get("open"):
-            raise AdminError(target_obj(name), "the target is open to every initiator; it has no ACL", 409)
-        acl = target.setdefault("acl", [])
-        if initiator in acl:
-            raise AdminError(f"{target_obj(name)} ACL {initiator}", "already in the ACL", 409)
-        acl.append(initiator)
-        return await self._apply_data(data)
+        def edit(data: dict[str, Any]) -> None:
+            target = self._target_dict(data, name)
+            if target.get("open"):
+                raise AdminError(
+                    target_obj(name), "the target is open to every initiator; it has no ACL", 409
+                )
+            acl = target.setdefault("acl", [])
+            if _normalized(initiator) in acl:
+                raise AdminError(f"{target_obj(name)} ACL {initiator}", "already in the ACL", 409)
+            acl.append(initiator)
+
+        return await self._mutate(edit)
 
     async def acl_remove(self, name: str, initiator: str, *, end_sessions: bool = False) -> ApplyReport:
-        data = self._edit()
-        target = self._target_dict(data, name)
-        if initiator not in target.get("acl", []):
-            raise AdminError(f"{target_obj(name)} ACL {initiator}", "not in the ACL", 404)
-        target["acl"] = [a for a in target["acl"] if a != initiator]
-        return await self._apply_data(data, end_sessions=end_sessions)
+        def edit(data: dict[str, Any]) -> None:
+            target = self._target_dict(data, name)
+            wanted = _normalized(initiator)
+            if wanted not in target.get("acl", []):
+                raise AdminError(f"{target_obj(name)} ACL {initiator}", "not in the ACL", 404)
+            target["acl"] = [a for a in target["acl"] if a != wanted]
+
+        return await self._mutate(edit, end_sessions=end_sessions)
 
     async def auth_set(
         self, name: str, auth: Mapping[str, Any] | None, *, end_sessions: bool = False
     ) -> ApplyReport:
-        data = self._edit()
-        target = self._target_dict(data, name)
-        if auth is None:
-            target.pop("auth", None)
-        else:
-            target["auth"] = dict(auth)
-        return await self._apply_data(data, end_sessions=end_sessions)
+        def edit(data: dict[str, Any]) -> None:
+            target = self._target_dict(data, name)
+            if auth is None:
+                target.pop("auth", None)
+            else:
+                target["auth"] = dict(auth)
+
+        return await self._mutate(edit, end_sessions=end_sessions)
 
     async def alua_set(self, name: str, tag: int, state: str) -> ApplyReport:
-        tcfg = self.target_config(name)
-        data = self._edit()
-        target = self._target_dict(data, name)
-        if tcfg.portal_groups is None:
-            if tag != tcfg.tpgt:
-                raise AdminError(f"{target_obj(name)} portal group {tag}", "no such portal group", 404)
-            target["portal_groups"] = [
-                {"tag": tcfg.tpgt, "portals": target.pop("portals"), "alua_state": state}
-            ]
-            target.pop("tpgt", None)
-        else:
-            group = next((g for g in target["portal_groups"] if g["tag"] == tag), None)
-            if group is None:
-                raise AdminError(f"{target_obj(name)} portal group {tag}", "no such portal group", 404)
-            group["alua_state"] = state
-        return await self._apply_data(data)
+        def edit(data: dict[str, Any]) -> None:
+            tcfg = self.target_config(name)
+            target = self._target_dict(data, name)
+            if tcfg.portal_groups is None:
+                if tag != tcfg.tpgt:
+                    raise AdminError(f"{target_obj(name)} portal group {tag}", "no such portal group", 404)
+                group = {"tag": tcfg.tpgt, "portals": target.pop("portals"), "alua_state": state}
+                target["portal_groups"] = [group]
+                target.pop("tpgt", None)
+            else:
+                found = next((g for g in target["portal_groups"] if g["tag"] == tag), None)
+                if found is None:
+                    raise AdminError(f"{target_obj(name)} portal group {tag}", "no such portal group", 404)
+                found["alua_state"] = state
+
+        return await self._mutate(edit)
 
     def kill_session(self, session: Session, reason: str = "ended by the administrator") -> None:
         """End a session: ask its initiator to log out (Async Message) and drop its connections."""

@@ -23,6 +23,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 
 from cistern import __version__
+from cistern.scsi.lu import LogicalUnit
 from cistern.scsi.stats import LATENCY_BUCKETS, SENSE_KEY_NAMES
 from cistern.target.server import TargetServer
 
@@ -111,7 +112,8 @@ class ServerCollector:
                     buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
                 latency.add_metric(labels, buckets, st.latency_sum)
                 depth.add_metric(labels, st.in_flight)
-                size.add_metric(labels, lu.num_blocks * lu.block_size)
+                if isinstance(lu, LogicalUnit):  # disks; tapes have no fixed capacity
+                    size.add_metric(labels, lu.num_blocks * lu.block_size)
         yield from (read_bytes, write_bytes, commands, errors, latency, depth, size)
 
         logins = CounterMetricFamily(
@@ -143,7 +145,7 @@ class ServerCollector:
             counts = per_target.setdefault(session.target.name, [0, 0])
             counts[0] += 1
             counts[1] += len(session.connections)
-            io = session.target.device.nexus_io.get(session.nexus) if session.nexus is not None else None
+            io = session.target.device.nexus_io.get(id(session.nexus)) if session.nexus is not None else None
             labels = [session.target.name, session.initiator_name, session.isid.hex(), str(session.tsih)]
             s_read.add_metric(labels, io[0] if io else 0)
             s_write.add_metric(labels, io[1] if io else 0)
@@ -168,7 +170,7 @@ class ServerCollector:
 def make_registry(server: TargetServer, lag: LoopLag | None = None) -> CollectorRegistry:
     """A registry with the server's metrics and the process metrics (memory, CPU, file descriptors)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ServerCollector(server, lag))  # type: ignore[arg-type]
+    registry.register(ServerCollector(server, lag))
     ProcessCollector(registry=registry)
     return registry
 

@@ -14,19 +14,22 @@ from typing import Any
 from cistern.control.live import AdminError, Controller
 from cistern.control.metrics import LoopLag
 from cistern.scsi.lu import LogicalUnit
+from cistern.scsi.unit import LogicalUnitBase
 from cistern.target.server import TargetServer
 from cistern.target.session import Session
 
 
-def _lun(lu: LogicalUnit) -> dict[str, Any]:
+def _lun(lu: LogicalUnitBase) -> dict[str, Any]:
     st = lu.stats
+    disk = lu if isinstance(lu, LogicalUnit) else None
     return {
         "lun": lu.lun,
-        "size_bytes": lu.num_blocks * lu.block_size,
-        "block_size": lu.block_size,
-        "read_only": lu.read_only,
-        "thin": lu.thin,
-        "path": getattr(lu.store, "path", None),
+        "device_type": lu.device_type,  # PERIPHERAL DEVICE TYPE: 0 disk, 1 tape, 8 changer
+        "size_bytes": disk.num_blocks * disk.block_size if disk else None,
+        "block_size": disk.block_size if disk else None,
+        "read_only": bool(getattr(lu, "read_only", False)),
+        "thin": disk.thin if disk else False,
+        "path": getattr(disk.store, "path", None) if disk else None,
         "stats": {
             "read_bytes": st.read_bytes,
             "write_bytes": st.write_bytes,
@@ -80,7 +83,7 @@ def targets_view(controller: Controller) -> list[dict[str, Any]]:
 def session_view(session: Session) -> dict[str, Any]:
     io = None
     if session.target is not None and session.nexus is not None:
-        io = session.target.device.nexus_io.get(session.nexus)
+        io = session.target.device.nexus_io.get(id(session.nexus))
     params = dataclasses.asdict(session.params) if dataclasses.is_dataclass(session.params) else {}
     return {
         "tsih": session.tsih,
@@ -94,6 +97,10 @@ def session_view(session: Session) -> dict[str, Any]:
         ],
         "params": params,
         "in_flight": session.outstanding,
+        "held": len(session.held),  # commands received ahead of ExpCmdSN, waiting for the gap to fill
+        "expcmdsn": session.expcmdsn,
+        "maxcmdsn": session.maxcmdsn,
+        "tasks": sum(len(conn.tasks) for conn in session.connections.values()),
         "read_bytes": io[0] if io else 0,
         "write_bytes": io[1] if io else 0,
     }

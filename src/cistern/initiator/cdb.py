@@ -31,6 +31,7 @@ SYNCHRONIZE_CACHE_16 = 0x91
 WRITE_SAME_16 = 0x93
 SERVICE_ACTION_IN_16 = 0x9E
 READ_CAPACITY_16_SA = 0x10
+GET_LBA_STATUS_SA = 0x12
 REPORT_LUNS = 0xA0
 
 _U16 = 0xFFFF
@@ -56,6 +57,11 @@ def read_capacity_10() -> bytes:
 
 def read_capacity_16(allocation_length: int = 32) -> bytes:
     return struct.pack(">BBQIxx", SERVICE_ACTION_IN_16, READ_CAPACITY_16_SA, 0, allocation_length)
+
+
+def get_lba_status(lba: int, allocation_length: int = 4096) -> bytes:
+    """GET LBA STATUS (SBC-3 5.16): provisioning status of the extents starting at ``lba``."""
+    return struct.pack(">BBQIxx", SERVICE_ACTION_IN_16, GET_LBA_STATUS_SA, lba, allocation_length)
 
 
 def _rw(op6: int, op10: int, op16: int, lba: int, blocks: int, fua: bool) -> bytes:

@@ -83,7 +83,7 @@ def make_config(
     for name, want in (("header_digest", header_digest), ("data_digest", data_digest)):
         if want is not None:
             digests[name] = ("CRC32C",) if want else ("None",)
-    if digests and not discovery:
+    if digests:
         from dataclasses import replace
 
         policy = replace(policy, **digests)  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ from cistern.initiator.scsi_data import (
     Reservation,
     VpdPage,
     parse_inquiry,
+    parse_lba_status,
     parse_pr_read_keys,
     parse_pr_read_reservation,
     parse_read_capacity_10,
@@ -109,6 +110,13 @@ class ScsiCommands:
         if size is None:
             size = (await self.read_capacity(lun)).block_size
         return size
+
+    async def get_lba_status(self, lun: int, lba: int) -> list[tuple[int, int, int]]:
+        """GET LBA STATUS (SBC-3 5.16) from ``lba``: ``(lba, blocks, status)`` descriptors in order,
+        status 0 mapped, 1 deallocated, 2 anchored.  Raises ScsiCheckCondition where unsupported."""
+        length = 8 + 16 * 256
+        result = await self.execute(lun, cdb.get_lba_status(lba, length), read_length=length)
+        return parse_lba_status(bytes(result.data))
 
     # -- data transfer ---------------------------------------------------------------------------------
 

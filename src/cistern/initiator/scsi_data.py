@@ -124,6 +124,19 @@ def parse_read_capacity_16(data: bytes) -> Capacity:
     return Capacity(last + 1, size, thin, exponent)
 
 
+def parse_lba_status(data: bytes) -> list[tuple[int, int, int]]:
+    """GET LBA STATUS parameter data (SBC-3 5.16.2): ``(lba, blocks, provisioning status)`` per
+    16-byte descriptor after the 8-byte header."""
+    if len(data) < 8:
+        raise ValueError("GET LBA STATUS data too short")
+    end = min(len(data), 4 + int.from_bytes(data[0:4], "big"))
+    out = []
+    for pos in range(8, end - 15, 16):
+        lba, blocks = struct.unpack_from(">QI", data, pos)
+        out.append((lba, blocks, data[pos + 12] & 0x0F))
+    return out
+
+
 def parse_report_luns(data: bytes) -> list[int]:
     """LUN numbers from REPORT LUNS data (SPC-4 6.33); addressing methods we cannot decode are skipped."""
     if len(data) < 8:

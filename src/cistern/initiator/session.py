@@ -471,7 +471,8 @@ class Session:
     # non-SCSI requests: NOP, task management, text, logout
 
     async def _request(self, pdu: PDU, timeout: float | None) -> Any:
-        self._check_usable()
+        if not isinstance(pdu, LogoutRequest):  # logout() itself marks the session CLOSING first
+            self._check_usable()
         if self._state is not State.FULL_FEATURE and not isinstance(pdu, LogoutRequest):
             raise ConnectionLost("session is reconnecting")
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()

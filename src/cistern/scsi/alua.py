@@ -35,6 +35,7 @@ from .sense import (
     invalid_param,
 )
 from .task import ITNexus, ScsiResult, ScsiTask
+from .unit import LogicalUnitBase
 
 # ASC/ASCQ pairs (SPC-4 annex D)
 LU_NOT_ACCESSIBLE_TRANSITIONING = (0x04, 0x0A)  # ASYMMETRIC ACCESS STATE TRANSITION
@@ -357,7 +358,7 @@ def _alua_of(server: object) -> Alua:
     return alua
 
 
-def announce_change(luns: Iterable[LogicalUnit], exclude: ITNexus | None = None) -> None:
+def announce_change(luns: Iterable[LogicalUnitBase], exclude: ITNexus | None = None) -> None:
     """ASYMMETRIC ACCESS STATE CHANGED for every I_T nexus of every LU (but ``exclude``), SPC-4 5.15.2.3."""
     for lu in luns:
         lu.establish_ua_all(ASYMMETRIC_ACCESS_STATE_CHANGED, exclude=exclude)
@@ -381,7 +382,7 @@ async def set_target_port_groups(server: object, lu: LogicalUnit, task: ScsiTask
 
 
 def implicit_transition(
-    alua: Alua, luns: Iterable[LogicalUnit], group_id: int, state: AccessState | str
+    alua: Alua, luns: Iterable[LogicalUnitBase], group_id: int, state: AccessState | str
 ) -> bool:
     """Move target port group ``group_id`` to ``state`` by the device server's own decision (implicit
     ALUA, SPC-4 5.15.2.2): STATUS CODE becomes 02h and, when the state moved, every I_T nexus gets

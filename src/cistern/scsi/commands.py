@@ -1,58 +1,19 @@
-"""The command table: every supported operation code, its CDB USAGE DATA, and its handler.
-
-The CDB USAGE DATA (SPC-4 6.35, REPORT SUPPORTED OPERATION CODES) doubles as the reserved-bit mask:
-any CDB bit the usage data does not mark as examined is rejected with INVALID FIELD IN CDB and a field
-pointer to it.  This keeps what we report and what we enforce identical by construction.
-REPORT SUPPORTED OPERATION CODES itself lives here because it reads the table.
+"""The disk's (SBC-3, peripheral type 0x00) command table: every supported operation code, its CDB
+USAGE DATA (also the reserved-bit mask, see ``table.py``) and its handler.
 """
 
 from __future__ import annotations
 
-import struct
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
-
 from . import alua, atomic, caw, defect, inquiry, mode, orwrite, pr_commands, sanitize, sbc, spc, thin, xcopy
-from .lu import LogicalUnit
-from .sense import invalid_field
-from .task import ScsiResult, ScsiTask
+from .table import CommandSpec, CommandTable, report_supported_opcodes
 
-Handler = Callable[[object, Any, ScsiTask, bytes], Awaitable[ScsiResult]]
+__all__ = ["COMMANDS", "DISK_COMMANDS", "CommandSpec", "CommandTable"]
 
 SERVICE_ACTION_IN_16 = 0x9E
 MAINTENANCE_IN = 0xA3
 SA_READ_CAPACITY_16 = 0x10
 SA_GET_LBA_STATUS = 0x12
 SA_REPORT_SUPPORTED_OPCODES = 0x0C
-
-NOMINAL_TIMEOUT = 30  # seconds, for the command timeouts descriptor
-RECOMMENDED_TIMEOUT = 60
-
-
-@dataclass(frozen=True, slots=True)
-class CommandSpec:
-    opcode: int
-    service_action: int | None
-    name: str
-    usage: bytes
-    handler: Handler
-    ua_exempt: bool = False  # INQUIRY, REPORT LUNS, REQUEST SENSE (SPC-4 5.12 / SAM-5 5.14)
-    needs_medium: bool = True
-    writes: bool = False
-    thin_only: bool = False
-    inv_mask: int = field(init=False, default=0)
-
-    def __post_init__(self) -> None:
-        full = (1 << (8 * len(self.usage))) - 1
-        object.__setattr__(self, "inv_mask", full & ~int.from_bytes(self.usage, "big"))
-
-    @property
-    def cdb_length(self) -> int:
-        return len(self.usage)
-
-    def available(self, lu: LogicalUnit) -> bool:
-        return lu.thin or not self.thin_only
 
 
 def _u(*b: int) -> bytes:
@@ -61,47 +22,6 @@ def _u(*b: int) -> bytes:
 
 F4 = (0xFF,) * 4
 F8 = (0xFF,) * 8
-
-
-async def report_supported_opcodes(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
-    """REPORT SUPPORTED OPERATION CODES (SPC-4 6.35), reporting options 000b-011b, RCTD."""
-    rctd = bool(cdb[2] & 0x80)
-    option = cdb[2] & 0x07
-    req_op = cdb[3]
-    (req_sa,) = struct.unpack_from(">H", cdb, 4)
-    (alloc,) = struct.unpack_from(">I", cdb, 6)
-    timeouts = struct.pack(">HxBII", 0x0A, 0, NOMINAL_TIMEOUT, RECOMMENDED_TIMEOUT) if rctd else b""
-    specs = [s for s in COMMANDS if s.available(lu)]
-    if option == 0:
-        body = bytearray()
-        for s in specs:
-            flags = (0x02 if rctd else 0) | (0x01 if s.service_action is not None else 0)
-            body += struct.pack(">BxHxBH", s.opcode, s.service_action or 0, flags, s.cdb_length) + timeouts
-        data = struct.pack(">I", len(body)) + bytes(body)
-    elif option in (1, 2, 3):
-        with_sa = [s for s in specs if s.opcode == req_op and s.service_action is not None]
-        match: CommandSpec | None = None
-        if option == 1:
-            if with_sa:
-                raise invalid_field(2)
-            match = next((s for s in specs if s.opcode == req_op), None)
-        elif option == 2:
-            if not with_sa and any(s.opcode == req_op for s in specs):
-                raise invalid_field(2)
-            match = next((s for s in with_sa if s.service_action == req_sa), None)
-        else:
-            match = next(
-                (s for s in specs if s.opcode == req_op and s.service_action in (None, req_sa)), None
-            )
-        if match is None:
-            data = bytes((0, 0x01, 0, 0))  # SUPPORT 001b: not supported
-        else:
-            data = (
-                struct.pack(">xBH", (0x80 if rctd else 0) | 0x03, match.cdb_length) + match.usage + timeouts
-            )
-    else:
-        raise invalid_field(2, 2)
-    return ScsiResult(data_in=data[:alloc], transfer_length=alloc)
 
 
 # fmt: off
@@ -198,16 +118,4 @@ COMMANDS: tuple[CommandSpec, ...] = (
 # fmt: on
 
 
-def build_tables() -> tuple[list[CommandSpec | None], dict[tuple[int, int], CommandSpec]]:
-    """(by opcode for commands without service action, by (opcode, SA) for the rest)."""
-    by_op: list[CommandSpec | None] = [None] * 256
-    by_sa: dict[tuple[int, int], CommandSpec] = {}
-    for s in COMMANDS:
-        if s.service_action is None:
-            by_op[s.opcode] = s
-        else:
-            by_sa[(s.opcode, s.service_action)] = s
-    return by_op, by_sa
-
-
-SA_OPCODES = frozenset(s.opcode for s in COMMANDS if s.service_action is not None)
+DISK_COMMANDS = CommandTable(COMMANDS)

@@ -1,32 +1,22 @@
-"""A logical unit: a direct-access block device (SBC-3 peripheral type 0x00) on a backing store.
+"""The SCSI disk: a direct-access block device (SBC-3 peripheral type 0x00) on a backing store.
 
-The LU owns its per-LU state: identity (vendor, product, serial, NAA designator), mode parameters
-(caching WCE, control D_SENSE/SWP), medium presence for removable units, PREVENT ALLOW MEDIUM REMOVAL
-holders, and the unit-attention conditions pending for each I_T nexus (SAM-5 5.14, SPC-4 5.12).
+:class:`LogicalUnit` adds to the shared base (``unit.LogicalUnitBase``: identity, nexuses, unit
+attentions, reservations, control page) what a disk owns: geometry, caching mode page (WCE), thin
+provisioning, the LBA range lock, SANITIZE state, its command table (``commands.DISK_COMMANDS``) and
+its VPD / mode pages.  The name stays ``LogicalUnit`` for the many callers that mean "the disk".
 """
 
 from __future__ import annotations
 
-import hashlib
+import struct
 from typing import TYPE_CHECKING
 
 from ..storage.base import BackingStore
 from .rangelock import RangeLock
-from .reservations import LuReservations
-from .sense import (
-    MEDIUM_NOT_PRESENT,
-    POWER_ON_RESET,
-    SOFTWARE_WRITE_PROTECTED,
-    WRITE_ERROR,
-    WRITE_PROTECTED,
-    CheckCondition,
-    SenseKey,
-)
-from .stats import LuStats
-from .task import ITNexus, ScsiTask
+from .sense import WRITE_ERROR, CheckCondition, SenseKey, invalid_param
+from .unit import ISCSI, SAM5, SPC4, LogicalUnitBase, LogPageBuilder, ModePageBuilder, VpdBuilder
 
 if TYPE_CHECKING:
-    from .commands import CommandSpec
     from .sanitize import SanitizeOperation
 
 OPTIMAL_TRANSFER_BYTES = 1024 * 1024
@@ -34,17 +24,16 @@ MAX_TRANSFER_BYTES = 32 * 1024 * 1024  # MAXIMUM TRANSFER LENGTH reported in the
 MAX_WRITE_SAME_BLOCKS = 0x400000
 MAX_UNMAP_BLOCKS = 1 << 20
 MAX_UNMAP_DESCRIPTORS = 256
-UA_QUEUE_DEPTH = 8
+SBC3 = 0x04C0
 
 
-def _ascii(value: str, width: int) -> bytes:
-    raw = value.encode("ascii", "replace")[:width]
-    return bytes(c if 0x20 <= c <= 0x7E else 0x20 for c in raw).ljust(width, b" ")
-
-
-class LogicalUnit:
+class LogicalUnit(LogicalUnitBase):
     """A SCSI disk; see the module docstring.  ``naa_id`` is an 8-byte (NAA 3/5) or 16-byte (NAA 6)
     designator; when omitted a locally assigned NAA 3 designator is derived from ``serial``."""
+
+    device_type = 0x00
+    version_descriptors = (SAM5, ISCSI, SPC4, SBC3)
+    three_pc = True
 
     def __init__(
         self,
@@ -63,23 +52,22 @@ class LogicalUnit:
         pr_state_path: str | None = None,
         soft_threshold: int | None = None,
     ) -> None:
-        if not 0 <= lun < 16384:
-            raise ValueError("lun must be in 0..16383")
+        from .commands import DISK_COMMANDS
+
+        super().__init__(
+            lun=lun,
+            commands=DISK_COMMANDS,
+            vendor=vendor,
+            product=product,
+            revision=revision,
+            serial=serial,
+            naa_id=naa_id,
+            read_only=read_only or store.read_only,
+            removable=removable,
+            pr_state_path=pr_state_path,
+        )
         self.store = store
-        self.lun = lun
-        self.vendor = _ascii(vendor, 8)
-        self.product = _ascii(product, 16)
-        self.revision = _ascii(revision, 4)
-        self.serial = serial if serial is not None else f"cistern-{lun:05d}"
-        if naa_id is None:
-            digest = hashlib.sha256(self.serial.encode()).digest()
-            naa_id = bytes([0x30 | (digest[0] & 0x0F)]) + digest[1:8]
-        if len(naa_id) not in (8, 16) or naa_id[0] >> 4 not in (2, 3, 5, 6):
-            raise ValueError("naa_id must be an 8-byte NAA 2/3/5 or 16-byte NAA 6 designator")
-        self.naa_id = bytes(naa_id)
-        self.read_only = read_only or store.read_only
         self.thin = thin and store.supports_unmap
-        self.removable = removable
         if soft_threshold is not None and not 1 <= soft_threshold <= 100:
             raise ValueError("soft_threshold must be a percentage 1..100")
         # Thin provisioning soft threshold (percent of capacity allocated; see scsi/thin.py).
@@ -91,41 +79,18 @@ class LogicalUnit:
         # 1 MiB: a good request size for this target, and below what Linux accepts as a hint
         # (it ignores an OPTIMAL TRANSFER LENGTH above its 65535-block dev_max)
         self.optimal_transfer_blocks = max(1, OPTIMAL_TRANSFER_BYTES // self.block_size)
-        # Mode parameters (current values; nothing is saveable).
+        # Caching mode page (current value; nothing is saveable).
         self.wce = write_cache
-        self.d_sense = False
-        self.swp = False
-        # Medium state (START STOP UNIT LOEJ / PREVENT ALLOW MEDIUM REMOVAL, removable units only).
-        self.medium_present = True
-        self.prevent: set[ITNexus] = set()
-        # Unit attention conditions per I_T nexus, oldest first.
-        self.ua: dict[ITNexus, list[tuple[int, int]]] = {}
-        self.nexuses: set[ITNexus] = set()
         # COMPARE AND WRITE / WRITE ATOMIC / ORWRITE hold LBA ranges exclusively, writers shared.
         self.range_lock = RangeLock()
         # The running or failed SANITIZE operation (sanitize.py), None when there is none; the
         # overwrite pace in bytes/s (None: sanitize.DEFAULT_RATE, 0: unpaced).
         self.sanitize: SanitizeOperation | None = None
         self.sanitize_rate: int | None = None
-        # SPC-2 and persistent reservations; APTPL state in ``pr_state_path`` (None: PTPL_C=0).
-        self.reservations = LuReservations(pr_state_path)
-        # I/O counters read by the metrics and the dashboard (stats.py)
-        self.stats = LuStats()
 
     # -- hooks -----------------------------------------------------------------------------------
 
-    def check_access(self, task: ScsiTask, spec: CommandSpec) -> None:
-        """Per-LU admission check before a command runs (reservations / ALUA plug in here).
-
-        Raise :class:`CheckCondition`, or return normally to let the command run.
-        """
-        self.reservations.check(task, spec)
-
     # -- state helpers ---------------------------------------------------------------------------
-
-    def check_medium(self) -> None:
-        if not self.medium_present:
-            raise CheckCondition(SenseKey.NOT_READY, MEDIUM_NOT_PRESENT)
 
     async def write_blocks(self, lba: int, data: bytes | bytearray | memoryview, fua: bool) -> None:
         """Write ``data`` at ``lba`` and make it stable when FUA is set or the write cache is off; a store
@@ -138,12 +103,6 @@ class LogicalUnit:
         except OSError:
             raise CheckCondition(SenseKey.MEDIUM_ERROR, WRITE_ERROR, information=lba) from None
 
-    def check_writable(self) -> None:
-        if self.read_only:
-            raise CheckCondition(SenseKey.DATA_PROTECT, WRITE_PROTECTED)
-        if self.swp:
-            raise CheckCondition(SenseKey.DATA_PROTECT, SOFTWARE_WRITE_PROTECTED)
-
     def refresh_capacity(self) -> bool:
         """Re-read the store size; True when the capacity changed."""
         n = self.store.num_blocks
@@ -151,42 +110,41 @@ class LogicalUnit:
         self.num_blocks = n
         return changed
 
-    # -- unit attention --------------------------------------------------------------------------
+    # -- page hooks (unit.LogicalUnitBase) ---------------------------------------------------------
 
-    def establish_ua(self, nexus: ITNexus, asc_ascq: tuple[int, int]) -> None:
-        """Queue a unit attention for ``nexus``.  A reset-class UA (29/xx) supersedes the others."""
-        queue = self.ua.get(nexus)
-        if queue is None:
-            self.ua[nexus] = [asc_ascq]
-            return
-        if asc_ascq[0] == POWER_ON_RESET[0]:
-            queue[:] = [asc_ascq]
-        elif asc_ascq not in queue and len(queue) < UA_QUEUE_DEPTH:
-            queue.append(asc_ascq)
+    def vpd_pages(self) -> dict[int, VpdBuilder]:
+        from .inquiry import disk_vpd_pages
 
-    def establish_ua_all(self, asc_ascq: tuple[int, int], *, exclude: ITNexus | None = None) -> None:
-        for nexus in self.nexuses:
-            if nexus != exclude:
-                self.establish_ua(nexus, asc_ascq)
+        return disk_vpd_pages(self)
 
-    def pop_ua(self, nexus: ITNexus) -> tuple[int, int] | None:
-        queue = self.ua.get(nexus)
-        if not queue:
-            return None
-        ua = queue.pop(0)
-        if not queue:
-            del self.ua[nexus]
-        return ua
+    def mode_pages(self) -> dict[int, ModePageBuilder]:
+        from .mode import DISK_PAGES
 
-    def clear_ua(self, nexus: ITNexus, asc_ascq: tuple[int, int]) -> None:
-        queue = self.ua.get(nexus)
-        if queue and asc_ascq in queue:
-            queue.remove(asc_ascq)
-            if not queue:
-                del self.ua[nexus]
+        return DISK_PAGES
 
-    def forget_nexus(self, nexus: ITNexus) -> None:
-        self.ua.pop(nexus, None)
-        self.prevent.discard(nexus)
-        self.nexuses.discard(nexus)
-        self.reservations.nexus_lost(nexus)
+    def log_pages(self) -> dict[int, LogPageBuilder]:
+        return {}
+
+    def mode_device_specific(self) -> int:
+        return super().mode_device_specific() | 0x10  # DPOFUA
+
+    def mode_block_descriptor(self, llbaa: bool) -> bytes:
+        if llbaa:
+            return struct.pack(">Q4xI", self.num_blocks, self.block_size)
+        return struct.pack(
+            ">IxBH", min(self.num_blocks, 0xFFFFFFFF), self.block_size >> 16, self.block_size & 0xFFFF
+        )
+
+    def mode_check_descriptor(self, desc: bytes, offset: int) -> None:
+        # Only the current block length (or 0, "unchanged") is accepted.
+        if len(desc) == 16:
+            if struct.unpack_from(">I", desc, 12)[0] not in (0, self.block_size):
+                raise invalid_param(offset + 12)
+        elif int.from_bytes(desc[5:8], "big") not in (0, self.block_size):
+            raise invalid_param(offset + 5)
+
+    def mode_apply(self, descriptor: bytes | None, pages: dict[int, bytes]) -> None:
+        caching = pages.get(0x08)
+        if caching is not None:
+            self.wce = bool(caching[2] & 0x04)
+        super().mode_apply(descriptor, pages)

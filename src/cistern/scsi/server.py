@@ -1,4 +1,5 @@
-"""The SCSI device server for one target: routes a task to its logical unit and command handler.
+"""The SCSI device server for one target: routes a task to its logical unit and, through that LU's own
+command table (``lu.commands``, one per device type: disk, tape, changer, ...), to the handler.
 
 Order of checks for a command (SAM-5 5.14, SPC-4 5.12): logical unit exists (else 25/00, except
 INQUIRY, REPORT LUNS and REQUEST SENSE, which answer for a missing LU); a pending unit attention is
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from time import perf_counter
 
 from .alua import AccessState, Alua, implicit_transition
-from .commands import SA_OPCODES, CommandSpec, build_tables
+from .commands import DISK_COMMANDS
 from .inquiry import inquiry
 from .lu import LogicalUnit
 from .sanitize import check_blocked as check_sanitize
@@ -36,8 +37,10 @@ from .sense import (
     invalid_field,
 )
 from .spc import report_luns, request_sense
-from .task import DataDirection, ITNexus, ScsiResult, ScsiTask, Status
+from .table import CommandSpec
+from .task import ITNexus, ScsiResult, ScsiTask, Status
 from .thin import check_soft_threshold
+from .unit import LogicalUnitBase
 from .xcopy import CopyManager
 
 AbortHook = Callable[[frozenset[ITNexus], int], None]
@@ -49,7 +52,7 @@ TMF_FUNCTIONS = frozenset(
 _INQUIRY, _REQUEST_SENSE, _REPORT_LUNS = 0x12, 0x03, 0xA0
 _UA_EXEMPT = frozenset({_INQUIRY, _REQUEST_SENSE, _REPORT_LUNS})
 _EXTENDED_COPY = 0x83
-_BY_OP, _BY_SA = build_tables()
+_NO_LU_SPECS = {op: DISK_COMMANDS.by_op[op] for op in (_INQUIRY, _REQUEST_SENSE, _REPORT_LUNS)}
 
 
 def _reserved_bit_error(cdb: bytes, spec: CommandSpec) -> CheckCondition:
@@ -63,14 +66,18 @@ def _reserved_bit_error(cdb: bytes, spec: CommandSpec) -> CheckCondition:
 class DeviceServer:
     """The device server of one SCSI target device: its logical units by LUN."""
 
-    def __init__(self, luns: dict[int, LogicalUnit], *, target_name: str, alua: Alua | None = None) -> None:
+    def __init__(
+        self, luns: dict[int, LogicalUnitBase], *, target_name: str, alua: Alua | None = None
+    ) -> None:
         self.target_name = target_name
         self.alua = alua if alua is not None else Alua()  # target port groups and their ALUA states
-        self.luns: dict[int, LogicalUnit] = dict(luns)
+        self.luns: dict[int, LogicalUnitBase] = dict(luns)
         self.nexuses: set[ITNexus] = set()
         self.abort_hook: AbortHook | None = None  # set by the transport (SPC-4 5.13.11.2.6)
         self.copy_manager = CopyManager()  # EXTENDED COPY results held per I_T nexus (xcopy.py)
-        self.nexus_io: dict[ITNexus, list[int]] = {}  # [bytes read, bytes written] per I_T nexus
+        # [bytes read, bytes written] per I_T nexus, keyed by id(): the transport passes the session's own
+        # ITNexus object with every task, and an int hashes faster than the dataclass
+        self.nexus_io: dict[int, list[int]] = {}
         for lun, lu in self.luns.items():
             if lu.lun != lun:
                 raise ValueError(f"LUN key {lun} does not match LogicalUnit.lun {lu.lun}")
@@ -78,7 +85,7 @@ class DeviceServer:
     # -- command execution -----------------------------------------------------------------------
 
     async def execute(self, task: ScsiTask) -> ScsiResult:
-        """Execute one SCSI command; never raises for bad input.  Counts it in the LU's
+        """Execute one SCSI command; never raises for bad input.  Counts it once in the LU's
         :class:`~cistern.scsi.stats.LuStats` and the nexus' byte counters (read by the metrics)."""
         lu = self.luns.get(task.lun)
         if lu is None:
@@ -90,17 +97,11 @@ class DeviceServer:
             result = await self._execute(task)
         finally:
             stats.in_flight -= 1
-        stats.record(task, result, perf_counter() - start)
-        io = self.nexus_io.get(task.nexus)
-        if io is not None and result.status == Status.GOOD:
-            if result.data_in is not None and task.direction == DataDirection.READ:
-                io[0] += min(len(result.data_in), task.expected_length)
-            elif task.data_out is not None:
-                io[1] += len(task.data_out)
+        stats.record(task, result, perf_counter() - start, self.nexus_io.get(id(task.nexus)))
         return result
 
     async def _execute(self, task: ScsiTask) -> ScsiResult:
-        lu: LogicalUnit | None = None
+        lu: LogicalUnitBase | None = None
         try:
             cdb = task.cdb if type(task.cdb) is bytes else bytes(task.cdb)
             if not cdb:
@@ -109,7 +110,9 @@ class DeviceServer:
             lu = self.luns.get(task.lun)
             if lu is None:
                 return await self._no_lu(task, cdb, op)
-            if lu.sanitize is not None:  # SANITIZE IN PROGRESS / FAILED come before unit attentions
+            if lu.sanitize is not None and isinstance(
+                lu, LogicalUnit
+            ):  # SANITIZE IN PROGRESS / FAILED come before unit attentions
                 blocked = check_sanitize(lu, op)
                 if blocked is not None:
                     return blocked
@@ -120,9 +123,10 @@ class DeviceServer:
                         Status.CHECK_CONDITION,
                         sense=build_sense(SenseKey.UNIT_ATTENTION, ua, descriptor=lu.d_sense),
                     )
-            spec = _BY_OP[op]
+            table = lu.commands
+            spec = table.by_op[op]
             if spec is None:
-                spec = self._lookup_sa(cdb, op)
+                spec = table.lookup(cdb)
             if not spec.available(lu):
                 if spec.service_action is not None:
                     raise invalid_field(1, 4)
@@ -139,7 +143,7 @@ class DeviceServer:
             if spec.writes:
                 if op != _EXTENDED_COPY:  # XCOPY writes its destination LU, which may be another one
                     lu.check_writable()  # DATA PROTECT for every medium-changing command
-                if lu.soft_threshold is not None:
+                if lu.soft_threshold is not None and isinstance(lu, LogicalUnit):
                     result = await spec.handler(self, lu, task, cdb)
                     await check_soft_threshold(lu)
                     return result
@@ -158,21 +162,12 @@ class DeviceServer:
                 ),
             )
 
-    @staticmethod
-    def _lookup_sa(cdb: bytes, op: int) -> CommandSpec:
-        if op not in SA_OPCODES:
-            raise CheckCondition(SenseKey.ILLEGAL_REQUEST, INVALID_COMMAND_OPERATION_CODE)
-        spec = _BY_SA.get((op, cdb[1] & 0x1F)) if len(cdb) > 1 else None
-        if spec is None:
-            raise invalid_field(1, 4)
-        return spec
-
     async def _no_lu(self, task: ScsiTask, cdb: bytes, op: int) -> ScsiResult:
         """Commands addressed to a LUN that has no logical unit (SPC-4 6.6.2, 6.33, 6.39)."""
         handler = {_INQUIRY: inquiry, _REPORT_LUNS: report_luns, _REQUEST_SENSE: request_sense}.get(op)
         if handler is None:
             raise CheckCondition(SenseKey.ILLEGAL_REQUEST, LOGICAL_UNIT_NOT_SUPPORTED)
-        spec = _BY_OP[op]
+        spec = _NO_LU_SPECS[op]
         assert spec is not None
         if len(cdb) < len(spec.usage):
             raise CheckCondition(SenseKey.ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB)
@@ -185,7 +180,7 @@ class DeviceServer:
     def nexus_added(self, nexus: ITNexus) -> None:
         """A new I_T nexus exists (login): POWER ON, RESET, OR BUS DEVICE RESET OCCURRED for it."""
         self.nexuses.add(nexus)
-        self.nexus_io[nexus] = [0, 0]
+        self.nexus_io[id(nexus)] = [0, 0]
         for lu in self.luns.values():
             lu.nexuses.add(nexus)
             lu.establish_ua(nexus, POWER_ON_RESET)
@@ -193,7 +188,7 @@ class DeviceServer:
     def nexus_lost(self, nexus: ITNexus) -> None:
         """I_T nexus loss (SAM-5 6.3.4): drop its unit attentions and medium-removal holds."""
         self.nexuses.discard(nexus)
-        self.nexus_io.pop(nexus, None)
+        self.nexus_io.pop(id(nexus), None)
         self.copy_manager.forget_nexus(nexus)
         for lu in self.luns.values():
             lu.forget_nexus(nexus)
@@ -223,7 +218,7 @@ class DeviceServer:
 
     # -- configuration changes ---------------------------------------------------------------------
 
-    def add_lun(self, lu: LogicalUnit) -> None:
+    def add_lun(self, lu: LogicalUnitBase) -> None:
         if lu.lun in self.luns:
             raise ValueError(f"LUN {lu.lun} already exists")
         for other in self.luns.values():
@@ -233,7 +228,7 @@ class DeviceServer:
             lu.nexuses.add(nexus)
             lu.establish_ua(nexus, POWER_ON_RESET)
 
-    def remove_lun(self, lun: int) -> LogicalUnit | None:
+    def remove_lun(self, lun: int) -> LogicalUnitBase | None:
         lu = self.luns.pop(lun, None)
         if lu is not None:
             for other in self.luns.values():

@@ -65,18 +65,27 @@ class LuStats:
         self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # per bucket, not cumulative
         self.errors = [0] * 16  # CHECK CONDITION by sense key
 
-    def record(self, task: ScsiTask, result: ScsiResult, seconds: float) -> None:
-        """Count one finished command (status, bytes moved, latency in seconds)."""
-        op = task.cdb[0]
-        good = result.status == Status.GOOD
+    def record(self, task: ScsiTask, result: ScsiResult, seconds: float, io: list[int] | None = None) -> None:
+        """Count one finished command (status, bytes moved, latency in seconds); ``io`` is the I_T nexus'
+        ``[bytes read, bytes written]``, bumped by the same amounts."""
+        cdb = task.cdb
+        op = cdb[0] if len(cdb) else -1  # an empty CDB was answered with CHECK CONDITION
         if op in READ_OPCODES:
             self.read_commands += 1
-            if good and result.data_in is not None:
-                self.read_bytes += min(len(result.data_in), task.expected_length)
+            data = result.data_in
+            if data is not None and result.status == Status.GOOD:
+                n = min(len(data), task.expected_length)
+                self.read_bytes += n
+                if io is not None:
+                    io[0] += n
         elif op in WRITE_OPCODES:
             self.write_commands += 1
-            if good and task.data_out is not None:
-                self.write_bytes += len(task.data_out)
+            data = task.data_out
+            if data is not None and result.status == Status.GOOD:
+                n = len(data)
+                self.write_bytes += n
+                if io is not None:
+                    io[1] += n
         else:
             self.other_commands += 1
         self.latency_sum += seconds

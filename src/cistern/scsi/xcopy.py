@@ -137,7 +137,9 @@ def copy_manager(server: object) -> CopyManager:
 
 def _server_luns(server: object, lu: LogicalUnit) -> Iterable[LogicalUnit]:
     luns = getattr(server, "luns", None)
-    return luns.values() if isinstance(luns, dict) else (lu,)
+    if not isinstance(luns, dict):
+        return (lu,)
+    return [c for c in luns.values() if isinstance(c, LogicalUnit)]  # block devices only
 
 
 def _resolve_cscd(desc: memoryview, server: object, lu: LogicalUnit, offset: int) -> LogicalUnit | None:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("cistern.target")
 
 LOGIN_MAX_SEGMENT = 8192  # MaxRecvDataSegmentLength in force during login (RFC 7143 13.12)
+_LOGGED_KEYS = (b"InitiatorName", b"TargetName", b"SessionType", b"CHAP_N")
 
 _ALGORITHMS = {
     "MD5": ChapAlgorithm.MD5,
@@ -131,6 +132,7 @@ class LoginDriver:
                 authorize_initiator=lambda initiator, target: server.authorize_initiator(conn, initiator, target),
             )
         )
+        self._names: dict[str, str] = {}  # InitiatorName, TargetName, SessionType, CHAP_N as sent (for logs)
         self._pending_text = b""  # rest of a response text longer than one PDU
         self._pending_step: LoginStep | None = None
         self._first = True
@@ -139,8 +141,32 @@ class LoginDriver:
         self.chap_user = user
         return not self.server.admission.locked("user", user, time.monotonic())
 
+    def _remember_names(self, data: bytes | bytearray | memoryview) -> None:
+        """Keep the keys an administrator needs in a log line (each cut to 223 characters)."""
+        if len(self._names) >= len(_LOGGED_KEYS):
+            return
+        for item in bytes(data[:LOGIN_MAX_SEGMENT]).split(b"\0"):
+            key, sep, value = item.partition(b"=")
+            if sep and key in _LOGGED_KEYS:
+                self._names.setdefault(key.decode(), value[:223].decode("utf-8", "replace"))
+
+    def describe_peer(self) -> str:
+        """``initiator X from HOST:PORT to target Y [as CHAP user Z]`` for log lines."""
+        names = self._names
+        target = names.get("TargetName") or (
+            "discovery" if names.get("SessionType") == "Discovery" else "no target named"
+        )
+        text = (
+            f"initiator {names.get('InitiatorName', '(no InitiatorName)')} from {self.conn.peer} to {target}"
+        )
+        if "CHAP_N" in names:
+            text += f" as CHAP user {names['CHAP_N']!r}"
+        return text
+
     def receive(self, pdu: P.LoginRequest) -> None:
         conn = self.conn
+        if pdu.data:
+            self._remember_names(pdu.data)
         if self._first:
             self._first = False
             conn.statsn = pdu.expstatsn  # the initiator's idea of the starting StatSN is as good as any
@@ -232,11 +258,12 @@ class LoginDriver:
         if step.failed:
             reason = step.status.name.lower().replace("_", " ")
             log.warning(
-                "%s: login refused with status 0x%04x (%s): %s",
-                conn.peer,
+                "login refused: %s: status 0x%04x (%s): %s",
+                self.describe_peer(),
                 int(step.status),
                 reason,
                 step.reason or "no detail",
+                extra={"rate_key": conn.peer.rsplit(":", 1)[0], "peer": conn.peer},
             )
             self.server.monitor.login(
                 self.login.target_name or "",
@@ -262,6 +289,7 @@ class LoginDriver:
                 p.first_burst_length,
                 "Yes" if p.initial_r2t else "No",
                 "Yes" if p.immediate_data else "No",
+                extra={"session": session.tsih, "peer": conn.peer},
             )
             self.server.monitor.login(
                 session.target.name if session.target else "",

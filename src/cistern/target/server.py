@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import logging
+import os
 import resource
 import socket
 import ssl
@@ -21,12 +23,14 @@ from typing import Any
 from cistern.config.limits import LimitsConfig
 from cistern.config.lun import LunConfig
 from cistern.config.model import Config
+from cistern.config.tape import TAPE_BACKENDS
 from cistern.config.target import TargetConfig
 from cistern.config.tls import TlsConfig
 from cistern.scsi.alua import TPGS_BY_NAME, Alua, TargetPortGroup, parse_state
 from cistern.scsi.lu import LogicalUnit
 from cistern.scsi.server import DeviceServer
 from cistern.scsi.task import ITNexus
+from cistern.scsi.unit import LogicalUnitBase
 from cistern.security.admission import Admission, AdmissionLimits
 from cistern.security.tls import target_context
 from cistern.storage.base import BackingStore
@@ -36,6 +40,7 @@ from cistern.target.gate import GatedConnection, TlsListener
 from cistern.target.model import ChapSecret, PortalGroupSpec, TargetLimits, TargetSpec
 from cistern.target.monitor import Monitor
 from cistern.target.session import Session, SessionTable
+from cistern.target.tape_luns import build_tape_luns, close_now
 from cistern.wire.negotiation import Negotiated
 from cistern.wire.text import encode_text
 
@@ -75,6 +80,7 @@ class TargetServer:
         self.sessions = SessionTable()
         self.connections: set[Connection] = set()
         self._listeners: dict[tuple[str, int], Any] = {}  # asyncio.Server or TlsListener
+        self._log_context: SessionLogContext | None = None
         self.bound: list[tuple[str, int]] = []
         self.monitor = Monitor()
         for target in self.targets.values():
@@ -86,6 +92,8 @@ class TargetServer:
         raise_nofile_limit()
         if self.tls is not None:
             self.tls_context = self._build_tls_context()
+        self._log_context = SessionLogContext(self)
+        log.addFilter(self._log_context)
         await self.sync_listeners()
         return self.bound
 
@@ -181,7 +189,16 @@ class TargetServer:
                         )
                 except OSError as exc:
                     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-                    raise OSError(exc.errno, exc.strerror or str(exc), where) from None
+                    hint = ""
+                    if exc.errno == errno.EADDRINUSE:
+                        hint = " (another cistern or iSCSI target, such as tgtd or LIO, already listens there)"
+                    elif exc.errno == errno.EADDRNOTAVAIL:
+                        hint = " (no interface of this host has that address)"
+                    elif exc.errno == errno.EACCES:
+                        hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+                    reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+                    # filename: the portal, so a live change can name it as the object
+                    raise OSError(exc.errno, f"cannot listen on portal {where}: {reason}{hint}", where) from None
                 self._listeners[(host, port)] = server
                 opened.append((host, port))
         except OSError:
@@ -227,6 +244,9 @@ class TargetServer:
         return host, port
 
     async def stop(self, logout_grace: float = 2.0) -> None:
+        if self._log_context is not None:
+            log.removeFilter(self._log_context)
+            self._log_context = None
         servers = list(self._listeners.values())
         self._listeners.clear()
         for server in servers:
@@ -250,6 +270,12 @@ class TargetServer:
                 await store.close()
             except OSError as exc:
                 log.error("closing store: %s", exc)
+        for target in self.targets.values():
+            for lu in target.device.luns.values():
+                try:
+                    await lu.close()  # tape drives: sync and close the cartridge; changers: unlock
+                except OSError as exc:
+                    log.error("closing LUN %d: %s", lu.lun, exc)
 
     # ---- sessions
 
@@ -288,7 +314,7 @@ class TargetServer:
             )
         if old is not None:
             log.info("reinstating session of %s ISID %s", initiator_name, isid.hex())
-            self.end_session(old)
+            self.end_session(old, reason="reinstated by a new login of the same initiator port")
         depth = target.limits.queue_depth if target else 8
         session = Session(self.sessions.allocate_tsih(), initiator_name, isid, target, params, cmdsn, depth)
         if target is not None and group is not None:
@@ -308,10 +334,22 @@ class TargetServer:
 
         target.device.abort_hook = hook
 
-    def end_session(self, session: Session, exclude: Connection | None = None) -> None:
+    def end_session(
+        self, session: Session, exclude: Connection | None = None, reason: str = "logged out"
+    ) -> None:
+        """Close ``session`` and its connections; logs the end at INFO with ``reason``."""
         if session.closed:
             return
         session.closed = True
+        log.info(
+            "session ended: %s ISID %s on %s (TSIH %d): %s",
+            session.initiator_name,
+            session.isid.hex(),
+            session.target.name if session.target is not None else "discovery",
+            session.tsih,
+            reason,
+            extra={"session": session.tsih, "initiator": session.initiator_name},
+        )
         self.sessions.remove(session)
         for conn in list(session.connections.values()):
             if conn is not exclude:
@@ -325,9 +363,19 @@ class TargetServer:
             return
         if session.connections.get(conn.cid) is conn:
             del session.connections[conn.cid]
+        if not session.closed:
+            log.info(
+                "%s: connection %d of %s (TSIH %d) closed without a logout (dropped by the initiator, "
+                "the network or a protocol error)",
+                conn.peer,
+                conn.cid,
+                session.initiator_name,
+                session.tsih,
+                extra={"session": session.tsih, "peer": conn.peer},
+            )
         if not session.connections:
             # ERL 0: the session ends with its last connection (DefaultTime2Retain does not apply)
-            self.end_session(session)
+            self.end_session(session, reason="its last connection closed")
 
     # ---- discovery
 
@@ -405,15 +453,54 @@ def _alua(tcfg: TargetConfig) -> Alua:
     )
 
 
+class SessionLogContext(logging.Filter):
+    """Names the session in the target's WARNING and ERROR records.
+
+    The connection code logs ``"%s: ...", peer``; when that peer is a connection of a logged-in session,
+    the record gets ``session`` (the TSIH, for ``--log-format json``) and the text
+    ``[session TSIH n, INITIATOR -> TARGET]``. Only WARNING and above are looked at (one pass over the
+    open connections), so INFO/DEBUG traffic costs nothing.
+    """
+
+    def __init__(self, server: TargetServer) -> None:
+        super().__init__()
+        self.server = server
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or getattr(record, "session", None) is not None:
+            return True
+        args = record.args
+        if not (isinstance(args, tuple) and args and isinstance(args[0], str)):
+            return True
+        for conn in self.server.connections:
+            session = conn.session
+            if session is not None and conn.peer == args[0]:
+                target = session.target.name if session.target is not None else "discovery"
+                record.session = session.tsih
+                record.msg = (
+                    f"{record.msg} [session TSIH {session.tsih}, {session.initiator_name} -> {target}]"
+                )
+                break
+        return True
+
+
 def build_lu(target_name: str, lcfg: LunConfig) -> LogicalUnit:
     """Open (or create) one LUN's backing store and build its logical unit; raises OSError/ValueError."""
-    store = open_store(
-        lcfg.backend,
-        str(lcfg.path) if lcfg.path is not None else None,
-        lcfg.size,
-        lcfg.block_size,
-        lcfg.read_only,
-    )
+    try:
+        store = open_store(
+            lcfg.backend,
+            str(lcfg.path) if lcfg.path is not None else None,
+            lcfg.size,
+            lcfg.block_size,
+            lcfg.read_only,
+        )
+    except OSError as exc:  # name the LUN; keep the errno
+        text = exc.strerror or str(exc)
+        if exc.filename and str(exc.filename) not in text:
+            text = f"{exc.filename}: {text}"
+        raise OSError(exc.errno, f"target {target_name} LUN {lcfg.lun}: {text}") from None
+    except ValueError as exc:
+        raise ValueError(f"target {target_name} LUN {lcfg.lun}: {exc}") from None
     try:
         kwargs = {}
         for name in ("vendor", "product", "revision"):
@@ -454,17 +541,37 @@ def target_limits(tcfg: TargetConfig) -> TargetLimits:
     return _limits(tcfg.params)
 
 
-def build_target(tcfg: TargetConfig) -> TargetSpec:
-    """Open a target's stores and build its runtime objects; on failure closes what it opened and raises
-    OSError/ValueError."""
-    luns: dict[int, LogicalUnit] = {}
-    try:
-        for lcfg in tcfg.luns:
-            luns[lcfg.lun] = build_lu(str(tcfg.name), lcfg)
-    except BaseException:
-        for lu in luns.values():
+def close_units_now(units: Iterable[LogicalUnitBase]) -> None:
+    """Blocking close of logical units never served (a build that failed half-way): disk stores, tape
+    cartridges, changer library locks."""
+    for lu in units:
+        if isinstance(lu, LogicalUnit):
             with contextlib.suppress(Exception):
                 lu.store.close_sync()
+        else:
+            close_now(lu)
+
+
+def build_target(tcfg: TargetConfig) -> TargetSpec:
+    """Open a target's stores (disks) and libraries (tape, changer) and build its runtime objects; on
+    failure closes what it opened and raises OSError/ValueError."""
+    luns: dict[int, LogicalUnitBase] = {}
+    name = str(tcfg.name)
+    try:
+        for lcfg in tcfg.luns:
+            if lcfg.backend not in TAPE_BACKENDS:
+                luns[lcfg.lun] = build_lu(name, lcfg)
+        try:
+            luns.update(build_tape_luns(tcfg, lambda lun: _serial_for(name, lun)))
+        except OSError as exc:  # name the target; keep the errno
+            text = exc.strerror or str(exc)
+            if exc.filename and str(exc.filename) not in text:
+                text = f"{exc.filename}: {text}"
+            raise OSError(exc.errno, f"target {name} tape library: {text}") from None
+        except ValueError as exc:
+            raise ValueError(f"target {name} tape library: {exc}") from None
+    except BaseException:
+        close_units_now(luns.values())
         raise
     groups = [
         PortalGroupSpec(g.tag, [(p.host, p.port) for p in g.portals], tls=g.tls)
@@ -528,13 +635,11 @@ def build_server(config: Config) -> TargetServer:
             targets.append(build_target(tcfg))
     except BaseException:
         for target in targets:
-            for lu in target.device.luns.values():
-                with contextlib.suppress(Exception):
-                    lu.store.close_sync()
+            close_units_now(target.device.luns.values())
         raise
     return TargetServer(
         targets,
-        stores=[lu.store for t in targets for lu in t.device.luns.values()],
+        stores=[lu.store for t in targets for lu in t.device.luns.values() if isinstance(lu, LogicalUnit)],
         discovery_chap=discovery_secret(config),
         discovery_mutual_chap=discovery_mutual_secret(config),
         tls=config.tls,

@@ -220,6 +220,7 @@ class TargetLogin:
         self._declared: dict[str, str] = {}
         self._session_type = "Normal"
         self._target: TargetInfo | None = None
+        self._known_target: str | None = None
         self._auth_cfg: ChapAuth | None = None
         self._auth = _Auth.START
         self._chap: ChapTarget | None = None
@@ -229,8 +230,9 @@ class TargetLogin:
 
     @property
     def target_name(self) -> str | None:
-        """The TargetName the initiator asked for, once known (None for discovery or not yet)."""
-        return self._target.name if self._target is not None else None
+        """The existing target the initiator asked for, once looked up, even if the login is then refused
+        (None for discovery, an unknown TargetName, or not yet)."""
+        return self._known_target
 
     @property
     def finished(self) -> bool:
@@ -424,6 +426,7 @@ class TargetLogin:
             target = self._policy.lookup_target(name)
             if target is None:
                 raise _Fail(LoginStatus.NOT_FOUND, f"target {name} not found")
+            self._known_target = target.name
             if target.removed:
                 raise _Fail(LoginStatus.TARGET_REMOVED, f"target {name} removed")
             if target.redirect is not None:
