@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     start = targets.tgt_target if args.target == "tgt" else targets.cistern_target
     results: dict[tuple[int, int, str], list[float]] = {}
     with contextlib.ExitStack() as stack:
-        url = stack.enter_context(start(1 << 30, args.log_dir))
+        disks = stack.enter_context(targets.prepared_disks(Path("/dev/shm"), 1 << 30))
+        url = stack.enter_context(start(disks, args.log_dir)).urls["file"]
         for rnd in range(args.rounds):
             for size, depth in ROWS:
                 order = TOOLS[rnd % 3 :] + TOOLS[: rnd % 3]

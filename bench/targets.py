@@ -1,13 +1,19 @@
-"""The two targets under comparison, each started privately on 127.0.0.1 with one RAM-backed disk.
+"""The two targets under comparison, each started privately on 127.0.0.1, and the disks they serve.
 
 Both offer the same login keys (RFC 7143 section 13) so the comparison measures implementations, not
 defaults: tgt through ``tgtadm --op update``, cistern through its config's ``[targets.params]``.
-tgt's disk is an rdwr file on /dev/shm (``bstype null`` would discard data); cistern's a memory LUN.
+
+Like is compared with like: tgt's ``rdwr`` backing store on a file against cistern's ``file`` store on a
+file of the same filesystem (each target its own file, both written in full first, so reads return real
+blocks), and optionally both on the same block device (a loop device over a written file).  cistern's
+``memory`` store is an extra row, compared with tgt's file.  :func:`cpu_seconds` reads a server's CPU time
+(user + system, all threads) from ``/proc/PID/stat`` so the caller can report CPU per I/O.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -40,6 +46,87 @@ _CONFIG_KEYS = {
     "ImmediateData": "immediate_data",
 }
 
+#: Store kinds, in table order.  tgt serves ``file`` and ``block``; cistern all three.
+STORE_KINDS = ("file", "memory", "block")
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Disks:
+    """What the targets serve: a written file for each target (same filesystem), an optional block device."""
+
+    size: int
+    tgt_file: Path
+    cistern_file: Path
+    block: Path | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Running:
+    """A started target: its server PID and an iSCSI URL per store kind it serves."""
+
+    name: str
+    pid: int
+    urls: dict[str, str]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads), from ``/proc/PID/stat``, in seconds."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime (fields 14, 15 of stat)
+
+
+def write_pattern_file(path: Path, size: int) -> None:
+    """Create ``path`` with ``size`` bytes of non-zero data (every block allocated and written)."""
+    chunk = bytes(range(256)) * 4096  # 1 MiB
+    with open(path, "wb") as fh:
+        left = size
+        while left > 0:
+            n = min(left, len(chunk))
+            fh.write(chunk[:n])
+            left -= n
+
+
+@contextlib.contextmanager
+def loop_device(backing: Path) -> Iterator[Path | None]:
+    """A loop device over ``backing`` (``losetup --find --show``), detached afterwards; None if unavailable."""
+    try:
+        done = subprocess.run(
+            ["losetup", "--find", "--show", str(backing)], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        yield None
+        return
+    if done.returncode != 0 or not done.stdout.strip():
+        print(f"no loop device: {done.stderr.strip()}", file=sys.stderr)
+        yield None
+        return
+    device = Path(done.stdout.strip())
+    try:
+        yield device
+    finally:
+        subprocess.run(["losetup", "--detach", str(device)], capture_output=True, timeout=30)
+
+
+@contextlib.contextmanager
+def prepared_disks(directory: Path, size: int, block: bool = False) -> Iterator[Disks]:
+    """Written files for both targets in ``directory`` (and, with ``block``, a loop device over a third);
+    all removed afterwards."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}"
+    paths = [directory / f"cistern-bench-{tag}-{name}.img" for name in ("tgt", "cistern", "block")]
+    try:
+        for path in paths[: 3 if block else 2]:
+            write_pattern_file(path, size)
+        with contextlib.ExitStack() as stack:
+            device = stack.enter_context(loop_device(paths[2])) if block else None
+            yield Disks(size, paths[0], paths[1], device)
+    finally:
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
 
 def _tgt_value(value: int | bool) -> str:
     if isinstance(value, bool):
@@ -48,21 +135,34 @@ def _tgt_value(value: int | bool) -> str:
 
 
 @contextlib.contextmanager
-def tgt_target(size: int, log_dir: Path) -> Iterator[str]:
-    """Yield the URL of a disk of ``size`` bytes on a private tgtd; stop tgtd afterwards."""
+def tgt_target(disks: Disks, log_dir: Path) -> Iterator[Running]:
+    """A private tgtd serving the tgt file (LUN 1) and the block device (LUN 2), ``bs rdwr``."""
     with peers.Tgt(log_path=log_dir / "tgtd.log") as tgt:
-        disk = peers.open_ram_disk(tgt, IQN, size)
+        tid = tgt.new_target(IQN)
+        tgt.add_lun(tid, 1, disks.tgt_file, bstype="rdwr")
+        urls = {"file": tgt.url(IQN, 1)}
+        if disks.block is not None:
+            tgt.add_lun(tid, 2, disks.block, bstype="rdwr")
+            urls["block"] = tgt.url(IQN, 2)
+        tgt.bind_all(tid)
         for name, value in {**PARAMS, **TGT_EXTRA_PARAMS}.items():
-            tgt.set_param(disk.tid, name, _tgt_value(value))
-        yield disk.url
+            tgt.set_param(tid, name, _tgt_value(value))
+        yield Running("tgt", tgt.pid, urls)
 
 
-def cistern_config_toml(port: int, size: int) -> str:
-    """A cistern config with one open target on 127.0.0.1:``port`` and a memory LUN 0 of ``size`` bytes."""
+def cistern_config_toml(port: int, disks: Disks) -> str:
+    """One open target on 127.0.0.1:``port``: LUN 0 file, LUN 1 memory, LUN 2 block device (if any)."""
     params = "\n".join(
         f"{_CONFIG_KEYS[name]} = {str(value).lower() if isinstance(value, bool) else value}"
         for name, value in PARAMS.items()
     )
+    luns = [
+        f'lun = 0\nbackend = "file"\npath = "{disks.cistern_file}"\nsize = {disks.size}\n'
+        "persist_reservations = false\n",
+        f'lun = 1\nbackend = "memory"\nsize = {disks.size}\n',
+    ]
+    if disks.block is not None:
+        luns.append(f'lun = 2\nbackend = "block"\npath = "{disks.block}"\npersist_reservations = false\n')
     return (
         'log_level = "warning"\n\n'
         "[[targets]]\n"
@@ -70,11 +170,7 @@ def cistern_config_toml(port: int, size: int) -> str:
         f'portals = ["127.0.0.1:{port}"]\n'
         "open = true\n\n"
         "[targets.params]\n"
-        f"{params}\n\n"
-        "[[targets.luns]]\n"
-        "lun = 0\n"
-        'backend = "memory"\n'
-        f"size = {size}\n"
+        f"{params}\n\n" + "".join(f"[[targets.luns]]\n{lun}\n" for lun in luns)
     )
 
 
@@ -88,10 +184,12 @@ def _validate_config(text: str) -> None:
 
 
 @contextlib.contextmanager
-def cistern_target(size: int, log_dir: Path, start_timeout: float = 20.0) -> Iterator[str]:
-    """Yield the URL of a memory disk served by ``cistern serve``; stop it (by PID) afterwards."""
+def cistern_target(
+    disks: Disks, log_dir: Path, start_timeout: float = 20.0, env: dict[str, str] | None = None
+) -> Iterator[Running]:
+    """``cistern serve`` with the file, memory and block LUNs of :func:`cistern_config_toml`; stopped by PID."""
     port = peers.free_port()
-    text = cistern_config_toml(port, size)
+    text = cistern_config_toml(port, disks)
     _validate_config(text)
     with tempfile.TemporaryDirectory(prefix="cistern-bench-") as tmp:
         config_path = Path(tmp) / "bench.toml"
@@ -103,6 +201,7 @@ def cistern_target(size: int, log_dir: Path, start_timeout: float = 20.0) -> Ite
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                env={**os.environ, **(env or {})},
             )
         try:
             try:
@@ -113,7 +212,11 @@ def cistern_target(size: int, log_dir: Path, start_timeout: float = 20.0) -> Ite
                     f"cistern serve did not listen on 127.0.0.1:{port} "
                     f"(exit status {status}); see {log_dir / 'cistern.log'}"
                 ) from None
-            yield peers.iscsi_url("127.0.0.1", port, IQN, 0)
+            urls = {"file": peers.iscsi_url("127.0.0.1", port, IQN, 0)}
+            urls["memory"] = peers.iscsi_url("127.0.0.1", port, IQN, 1)
+            if disks.block is not None:
+                urls["block"] = peers.iscsi_url("127.0.0.1", port, IQN, 2)
+            yield Running("cistern", proc.pid, urls)
         finally:
             _stop(proc)
 

@@ -45,9 +45,12 @@ class Workload:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Measurement:
+    """One run: I/O rate, throughput, wall seconds, and the I/Os done (for CPU per I/O)."""
+
     iops: float
     mib_per_s: float
     seconds: float
+    ios: float = 0.0
 
 
 def default_workloads() -> list[Workload]:
@@ -56,6 +59,15 @@ def default_workloads() -> list[Workload]:
     rows = [Workload("qemu-img", write, bs, qd) for write in (False, True) for bs in sizes for qd in depths]
     rows += [Workload("iscsi-perf", False, bs, qd) for bs in sizes for qd in depths]
     return rows
+
+
+def fill(url: str, size: int, timeout: float = 300.0) -> None:
+    """Write every block of the LUN at ``url`` (1 MiB requests, depth 8) so later reads return real data."""
+    count = max(1, size // MIB)
+    peers.qemu_img(
+        "bench", "-f", "raw", "-t", "none", "-w", "--pattern=0x5a", "-c", str(count), "-d", "8",
+        "-s", str(MIB), url, timeout=timeout,
+    )  # fmt: skip
 
 
 def run_workload(
@@ -83,7 +95,7 @@ def _qemu_img_bench(workload: Workload, url: str, scale: float, timeout: float) 
         raise peers.PeerCommandError(["qemu-img", *args, url], 0, done.stdout, done.stderr, "no result line")
     seconds = max(float(match.group(1)), 1e-6)
     iops = count / seconds
-    return Measurement(iops=iops, mib_per_s=iops * workload.block_size / MIB, seconds=seconds)
+    return Measurement(iops=iops, mib_per_s=iops * workload.block_size / MIB, seconds=seconds, ios=count)
 
 
 def _iscsi_perf(workload: Workload, url: str, duration: float, timeout: float) -> Measurement:
@@ -112,7 +124,9 @@ def _iscsi_perf(workload: Workload, url: str, duration: float, timeout: float) -
     if not averages:
         raise peers.PeerCommandError(cmd, proc.returncode, text, err.decode(errors="replace"), "no IOPS line")
     iops = float(averages[-1])
-    return Measurement(iops=iops, mib_per_s=iops * workload.block_size / MIB, seconds=seconds)
+    return Measurement(
+        iops=iops, mib_per_s=iops * workload.block_size / MIB, seconds=seconds, ios=iops * seconds
+    )
 
 
 def _cistern_bench(workload: Workload, url: str, duration: float, timeout: float) -> Measurement:
@@ -133,4 +147,6 @@ def _cistern_bench(workload: Workload, url: str, duration: float, timeout: float
     if match is None:
         raise peers.PeerCommandError(cmd, 0, done.stdout, done.stderr, "no result line")
     iops, seconds = float(match.group(1)), float(match.group(4))
-    return Measurement(iops=iops, mib_per_s=iops * workload.block_size / MIB, seconds=seconds)
+    return Measurement(
+        iops=iops, mib_per_s=iops * workload.block_size / MIB, seconds=seconds, ios=float(match.group(3))
+    )

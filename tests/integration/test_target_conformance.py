@@ -50,6 +50,11 @@ REQUIRED_SUITES = {
 }
 
 
+# libiscsi's Sanitize.Reset checks that an OVERWRITE is still running 3 s after it was sent and again after
+# task/LU/target resets and a reconnect (a real drive takes hours); at the store's own speed (the default
+# sanitize_rate) 128 MiB takes well under a second, so this LU paces it to last 8 s.
+SANITIZE_OBSERVABLE = 'sanitize_rate = "16M"\n'
+
 # Tests of those suites that libiscsi skips on a thick LU by design, and where they run instead
 OTHER_KIND_TESTS = {"Inquiry.BlockLimits": "thin LU, test_conformance_kinds"}
 
@@ -58,7 +63,8 @@ OTHER_KIND_TESTS = {"Inquiry.BlockLimits": "thin LU, test_conformance_kinds"}
 def thick_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CisternTarget]:
     work = tmp_path_factory.mktemp("conformance")
     port = peers.free_port()
-    cfg = target_toml(IQN, port, lun_toml(0, "file", path=work / "thick.img", size="128M"))
+    lun = lun_toml(0, "file", path=work / "thick.img", size="128M") + SANITIZE_OBSERVABLE
+    cfg = target_toml(IQN, port, lun)
     with CisternTarget(cfg, work, work / "cistern.log", port=port) as t:
         yield t
 

@@ -24,6 +24,9 @@ THICK_SUITES = (
     "ALL.OrWrite,ALL.WriteAtomic16,ALL.ReadDefectData10,ALL.ReadDefectData12"
 )  # Sanitize on a thick LU runs in test_target_conformance's -t ALL (it takes over a minute)
 THIN_SUITES = "ALL.CompareAndWrite,ALL.WriteSame10,ALL.WriteSame16,ALL.Sanitize"
+# Sanitize.Reset expects an OVERWRITE to still run about 5 s after it starts (see test_target_conformance):
+# 128 MiB at 16 MiB/s lasts 8 s; the default (the store's speed) would finish first.
+SANITIZE_OBSERVABLE = 'sanitize_rate = "16M"\n'
 
 # Skips the standard or the LU kind justifies (see the test names' [SKIPPED] texts).
 ALLOWED_SKIPS = {
@@ -59,9 +62,8 @@ ALLOWED_SKIPS = {
 def test_vaai_suites(kind: str, tmp_path: Path, artifacts_dir: Path) -> None:
     port = peers.free_port()
     thin = kind == "thin"
-    luns = lun_toml(0, "file", path=tmp_path / "a.img", size="128M", thin=thin) + lun_toml(
-        1, "file", path=tmp_path / "b.img", size="128M", thin=thin
-    )
+    luns = lun_toml(0, "file", path=tmp_path / "a.img", size="128M", thin=thin) + SANITIZE_OBSERVABLE
+    luns += lun_toml(1, "file", path=tmp_path / "b.img", size="128M", thin=thin) + SANITIZE_OBSERVABLE
     cfg = target_toml(IQN, port, luns)
     with CisternTarget(cfg, tmp_path, tmp_path / "cistern.log", port=port) as target:
         run = peers.run_iscsi_test_cu(

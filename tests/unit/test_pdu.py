@@ -150,3 +150,29 @@ def test_reader_never_raises_anything_but_framing_errors(blob: bytes) -> None:
                     pass
     except FramingError:
         pass
+
+
+def test_header_templates_match_dataclass_encoding() -> None:
+    """The target's precompiled Data-In / SCSI Response / R2T headers are byte for byte the dataclasses'."""
+    from cistern.wire import pdu as P
+
+    lun = P.encode_lun(300)
+    din = P.DataIn(
+        flags=0x83, status=2, lun=lun, itt=0x11223344, statsn=0xFFFFFFFF, expcmdsn=10, maxcmdsn=0x80000000,
+        datasn=3, buffer_offset=4096, residual_count=12, data=bytes(262144),
+    )  # fmt: skip
+    assert P.data_in_header(
+        0x83, 2, lun, 0x11223344, 0xFFFFFFFF, 10, 0x80000000, 3, 4096, 12, 262144
+    ) == bytes(din.encode_header())
+    rsp = P.ScsiResponse(
+        flags=0x86, response=1, status=2, itt=7, statsn=9, expcmdsn=10, maxcmdsn=11, expdatasn=4,
+        residual_count=12, data=bytes(20),
+    )  # fmt: skip
+    assert P.scsi_response_header(0x86, 1, 2, 7, 9, 10, 11, 4, 12, 20) == bytes(rsp.encode_header())
+    r2t = P.R2T(
+        lun=lun, itt=7, ttt=8, statsn=9, expcmdsn=10, maxcmdsn=11, r2tsn=2, buffer_offset=65536,
+        desired_data_transfer_length=1 << 20,
+    )  # fmt: skip
+    assert P.r2t_header(lun, 7, 8, 9, 10, 11, 2, 65536, 1 << 20) == bytes(r2t.encode_header())
+    decoded = P.decode(P.data_in_header(0x81, 0, 0, 1, 2, 3, 4, 5, 6, 7, 4) + b"abcd")
+    assert isinstance(decoded, P.DataIn) and decoded.data == b"abcd" and decoded.ttt == P.RESERVED_TAG

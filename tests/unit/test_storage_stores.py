@@ -139,3 +139,75 @@ def test_open_store_factory(tmp_path: Path) -> None:
         open_store("memory")
     with pytest.raises(ValueError):
         open_store("file")
+
+
+def _roundtrip_io_paths(path: Path) -> list[str]:
+    """Write and read back across cached and evicted pages; returns the store's io_path after each step."""
+    seen: list[str] = []
+
+    async def go() -> None:
+        s = FileStore(path, 1 << 20)
+        seen.append(s.io_path)
+        pattern = bytes(range(256)) * 64  # 16 KiB
+        await s.write(8192, pattern)
+        seen.append(s.io_path)
+        fd = os.open(path, os.O_RDONLY)
+        try:  # push the pages out of the page cache: an RWF_NOWAIT read must fall back, not fail
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+        buf = memoryview(bytearray(len(pattern) + 8192))
+        await s.read_into(0, buf)
+        assert bytes(buf[:8192]) == bytes(8192) and bytes(buf[8192:]) == pattern
+        await s.read_into(0, buf)  # cached now
+        assert bytes(buf[8192:]) == pattern
+        seen.append(s.io_path)
+        await s.close()
+
+    asyncio.run(go())
+    return seen
+
+
+def test_file_store_io_path_on_disk_filesystem(tmp_path: Path) -> None:
+    """On a disk filesystem reads try RWF_NOWAIT inline; writes keep it only where the kernel has it."""
+    seen = _roundtrip_io_paths(tmp_path / "disk.img")
+    if not hasattr(os, "RWF_NOWAIT"):
+        assert seen == ["read=pool write=pool"] * 3
+        return
+    assert seen[0] == "read=nowait write=nowait"
+    assert seen[-1].startswith("read=nowait") or seen[-1].startswith("read=pool")
+
+
+def test_file_store_io_path_on_tmpfs() -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or not os.access(shm, os.W_OK):
+        pytest.skip("no writable /dev/shm on this machine")
+    path = shm / f"cistern-test-{os.getpid()}.img"
+    try:
+        assert _roundtrip_io_paths(path) == ["read=inline write=inline"] * 3
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def test_file_store_pool_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CISTERN_IO_POOL_ONLY", "1")
+    assert _roundtrip_io_paths(tmp_path / "pool.img") == ["read=pool write=pool"] * 3
+
+
+def test_io_pool_delivers_results_and_errors_in_batches() -> None:
+    from cistern.storage.file import IoPool
+
+    pool = IoPool(2)
+
+    def fail() -> None:
+        raise OSError(5, "EIO")
+
+    async def go() -> None:
+        results = await asyncio.gather(*(pool.run(pow, i, 2) for i in range(200)))
+        assert results == [i * i for i in range(200)]
+        with pytest.raises(OSError):
+            await pool.run(fail)
+
+    asyncio.run(go())
+    asyncio.run(go())  # a second event loop: completions go to the loop that asked

@@ -7,8 +7,9 @@ INQUIRY T10 strings (SPC-5 6.7.2: 8, 16 and 4 ASCII characters); ``serial`` over
 5.13.5; default ``<path>.pr.json`` for file and block LUNs, none for memory LUNs);
 ``persist_reservations = false`` turns APTPL off (PTPL_C=0). ``soft_threshold`` (thin LUs only) is the
 percentage of the capacity physically allocated at which every I_T nexus gets THIN PROVISIONING SOFT
-THRESHOLD REACHED (SBC-3 4.7.3.7).  Backends ``tape`` and ``changer`` and their fields (``library``,
-``slots``, ...) are in :mod:`cistern.config.tape`.
+THRESHOLD REACHED (SBC-3 4.7.3.7).  ``sanitize_rate`` paces a SANITIZE overwrite (bytes per second);
+left out, it runs at the store's speed while no other I/O waits (SBC-3 5.19).  Backends ``tape`` and
+``changer`` and their fields (``library``, ``slots``, ...) are in :mod:`cistern.config.tape`.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class LunConfig(TapeFields, BaseModel):
     pr_state: PathField | None = None
     persist_reservations: bool = True
     soft_threshold: Annotated[int, Field(ge=1, le=100)] | None = None
+    sanitize_rate: Annotated[SizeBytes, Field(ge=1)] | None = None
 
     @field_validator("serial")
     @classmethod

@@ -51,6 +51,7 @@ class LogicalUnit(LogicalUnitBase):
         write_cache: bool = True,
         pr_state_path: str | None = None,
         soft_threshold: int | None = None,
+        sanitize_rate: int | None = None,
     ) -> None:
         from .commands import DISK_COMMANDS
 
@@ -70,6 +71,8 @@ class LogicalUnit(LogicalUnitBase):
         self.thin = thin and store.supports_unmap
         if soft_threshold is not None and not 1 <= soft_threshold <= 100:
             raise ValueError("soft_threshold must be a percentage 1..100")
+        if sanitize_rate is not None and sanitize_rate < 0:
+            raise ValueError("sanitize_rate must not be negative")
         # Thin provisioning soft threshold (percent of capacity allocated; see scsi/thin.py).
         self.soft_threshold = soft_threshold if self.thin else None
         self.soft_threshold_reached = False
@@ -84,9 +87,9 @@ class LogicalUnit(LogicalUnitBase):
         # COMPARE AND WRITE / WRITE ATOMIC / ORWRITE hold LBA ranges exclusively, writers shared.
         self.range_lock = RangeLock()
         # The running or failed SANITIZE operation (sanitize.py), None when there is none; the
-        # overwrite pace in bytes/s (None: sanitize.DEFAULT_RATE, 0: unpaced).
+        # overwrite pace in bytes/s (None: the store's speed while no other I/O waits, 0: unpaced).
         self.sanitize: SanitizeOperation | None = None
-        self.sanitize_rate: int | None = None
+        self.sanitize_rate: int | None = sanitize_rate
 
     # -- hooks -----------------------------------------------------------------------------------
 

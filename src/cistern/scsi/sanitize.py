@@ -9,9 +9,11 @@ indication; REQUEST SENSE returns that sense.  After a failure, media access end
 SANITIZE COMMAND FAILED (31/03) until a successful sanitize or EXIT FAILURE MODE.
 
 - OVERWRITE writes the initialization pattern (repeated to fill each block; INVERT flips it between
-  passes) OVERWRITE COUNT times over the whole medium, each pass flushed.  The writes are paced at
-  :data:`DEFAULT_RATE` bytes per second (``LogicalUnit.sanitize_rate``, ``None`` for no pacing), since a
-  sanitize is a maintenance operation that must not starve the other LUs of the same store.
+  passes) OVERWRITE COUNT times over the whole medium, each pass flushed, in 1 MiB chunks.  The pace is
+  the LU's ``sanitize_rate`` (config ``sanitize_rate``, bytes per second); by default (``None``) it is the
+  store's own speed whenever no other I/O is waiting: between chunks the operation lets the event loop run
+  and, while other I/O is queued for the store's thread pool (``BackingStore.io_waiting``), waits for it
+  (up to :data:`YIELD_MAX_SECONDS` per chunk, so the sanitize still progresses).  ``0`` is unpaced.
 - BLOCK ERASE deallocates every block (the store's ``unmap``): offered on thin-provisioned LUs only,
   whose blocks then read back as zero (LBPRZ=1, WABEREQ=01b in VPD 0xB1).
 - CRYPTOGRAPHIC ERASE is not offered: no backing store encrypts its data, so there is no key to change.
@@ -46,7 +48,8 @@ SANITIZE_IN_PROGRESS = (0x04, 0x1B)
 SANITIZE_COMMAND_FAILED = (0x31, 0x03)
 COMMAND_SEQUENCE_ERROR = (0x2C, 0x00)
 
-DEFAULT_RATE = 16 * 1024 * 1024  # bytes per second per overwrite pass
+YIELD_POLL_SECONDS = 0.001  # auto pace: how often to look whether other I/O is still waiting
+YIELD_MAX_SECONDS = 0.05  # auto pace: longest wait per chunk for other I/O (a sanitize always progresses)
 CHUNK_BYTES = 1 << 20
 ABORT_POLL_SECONDS = 0.1  # how often a waiting non-IMMED SANITIZE looks at ScsiTask.aborted
 
@@ -139,12 +142,23 @@ async def _overwrite(
             await lu.store.write(lba * bs, chunk[: n * bs])
             lba += n
             state.done += n * bs
-            rate = DEFAULT_RATE if lu.sanitize_rate is None else lu.sanitize_rate
+            rate = lu.sanitize_rate
             if rate:
                 ahead = state.done / rate - (time.monotonic() - started)
                 if ahead > 0:
                     await asyncio.sleep(ahead)
+            elif rate is None:
+                await _yield_to_other_io(lu)
         await lu.store.flush()
+
+
+async def _yield_to_other_io(lu: LogicalUnit) -> None:
+    """Auto pace: let the loop run other commands, and wait (bounded) while other I/O is queued."""
+    await asyncio.sleep(0)
+    waited = 0.0
+    while lu.store.io_waiting() and waited < YIELD_MAX_SECONDS:
+        await asyncio.sleep(YIELD_POLL_SECONDS)
+        waited += YIELD_POLL_SECONDS
 
 
 async def _block_erase(lu: LogicalUnit, state: SanitizeOperation) -> None:

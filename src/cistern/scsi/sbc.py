@@ -58,13 +58,11 @@ async def _read(lu: LogicalUnit, lba: int, n: int, len_byte: int) -> ScsiResult:
         raise invalid_field(len_byte)
     bs = lu.block_size
     nbytes = n * bs
-    buf = memoryview(bytearray(nbytes))
-    if nbytes:
-        try:
-            await lu.store.read_into(lba * bs, buf)
-        except OSError:
-            raise CheckCondition(SenseKey.MEDIUM_ERROR, UNRECOVERED_READ_ERROR, information=lba) from None
-    return ScsiResult(data_in=buf, transfer_length=nbytes)
+    try:
+        data = await lu.store.read(lba * bs, nbytes)  # a fresh buffer the transport sends from
+    except OSError:
+        raise CheckCondition(SenseKey.MEDIUM_ERROR, UNRECOVERED_READ_ERROR, information=lba) from None
+    return ScsiResult(data_in=data, transfer_length=nbytes)
 
 
 async def read6(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:

@@ -56,6 +56,15 @@ class BackingStore(abc.ABC):
     async def read_into(self, offset: int, buf: memoryview) -> None:
         """Fill ``buf`` completely with the bytes at ``offset``."""
 
+    async def read(self, offset: int, length: int) -> bytes | bytearray:
+        """``length`` bytes at ``offset`` in a new buffer (the READ path).  The default fills a zeroed
+        ``bytearray`` with :meth:`read_into`; stores that can hand out a fresh buffer without zeroing it
+        first (a 1 MiB memset per read) override this."""
+        buf = bytearray(length)
+        if length:
+            await self.read_into(offset, memoryview(buf))
+        return buf
+
     @abc.abstractmethod
     async def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         """Write all of ``data`` at ``offset``."""
@@ -87,6 +96,12 @@ class BackingStore(abc.ABC):
     async def allocated_bytes(self) -> int | None:
         """Physical space in use, in bytes; ``None`` when the store cannot tell."""
         return None
+
+    def io_waiting(self) -> bool:
+        """True while other I/O is queued for the device this store is on (a background job such as a
+        SANITIZE overwrite yields to it).  The default: never (inline stores run on the event loop, which
+        interleaves other work whenever the job awaits)."""
+        return False
 
     @abc.abstractmethod
     async def close(self) -> None:

@@ -46,6 +46,11 @@ class MemoryStore(BackingStore):
         self._check_range(offset, n)
         buf[:] = data[offset : offset + n]
 
+    async def read(self, offset: int, length: int) -> bytes | bytearray:
+        data = self._buffer()
+        self._check_range(offset, length)
+        return data[offset : offset + length].tobytes()
+
     async def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         if self.read_only:
             raise StoreError("store is read-only")

@@ -3,7 +3,12 @@
 The asyncio side is thin: :class:`Connection` is a ``BufferedProtocol`` whose ``get_buffer`` hands out the
 sans-I/O :class:`~cistern.wire.framing.PduReader`'s buffers, so Data-Out payloads land directly in the
 command's write buffer.  Outgoing PDUs leave through ``transport.writelines`` of header + payload view;
-read data is never copied between the device server and the socket.
+read data is never copied between the device server and the socket.  What one received chunk produces
+(every command in it that completes at once: memory and page-cache reads) leaves in one ``writelines`` at
+the end of ``buffer_updated``; completions outside it (thread-pool I/O) are gathered until the end of the
+loop iteration (one ``call_soon``), so a burst of responses costs one ``writev``, not one each.  The
+per-command PDUs (Data-In, SCSI Response, R2T) are packed from header templates (``wire.pdu``), not
+built as dataclasses.
 
 Hostile input handling, in one place:
 - a PDU that cannot be framed (oversized, bad header digest) drops the connection;
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -24,10 +30,12 @@ from typing import TYPE_CHECKING, Any, cast
 from cistern.scsi.task import DataDirection, ScsiResult, ScsiTask, Status, TaskAttribute
 from cistern.target.eager import run_eager
 from cistern.target.login_glue import LoginDriver
+from cistern.target.session import CmdDisposition
 from cistern.target.tasks import DataOutError, Sequence, TargetTask, TaskState
 from cistern.wire import pdu as P
 from cistern.wire.constants import (
     BHS_LEN,
+    DATAIN_STATUS,
     FLAG_FINAL,
     RESERVED_TAG,
     RSP_OVERFLOW,
@@ -40,7 +48,8 @@ from cistern.wire.constants import (
     TmfFunction,
     TmfResponse,
 )
-from cistern.wire.framing import Frame, FramingError, PduReader, frame_pdu
+from cistern.wire.framing import Frame, FramingError, PduReader, frame_parts, frame_pdu
+from cistern.wire.pdu import Buffer
 from cistern.wire.serial import sn_add, sn_in_window, sn_lt
 from cistern.wire.text import TextAccumulator, TextError
 
@@ -116,6 +125,8 @@ class Connection(asyncio.BufferedProtocol):
         self._data_digest = False
         self._max_xmit = 8192
         self._logout_sent = False
+        self._out: list[Buffer] | None = None  # buffers to send at the end of this batch (see module doc)
+        self._flush_scheduled = False
 
     # ------------------------------------------------------------------ asyncio plumbing
 
@@ -143,21 +154,32 @@ class Connection(asyncio.BufferedProtocol):
         self._last_rx = time.monotonic()
         reader = self.reader
         reader.buffer_filled(nbytes)
-        while not self._closing:
-            try:
-                frame = reader.next_frame()
-            except FramingError as exc:
-                log.warning("%s: dropping connection: %s", self.peer, exc)
-                self.close()
-                return
-            if frame is None:
-                return
-            try:
-                self._on_frame(frame)
-            except Exception:  # a bug of ours: never let it kill the server, but drop this connection
-                log.exception("%s: internal error handling %s", self.peer, type(frame.pdu).__name__)
-                self.close()
-                return
+        if self._out is None:
+            self._out = []
+        try:
+            while not self._closing:
+                try:
+                    frame = reader.next_frame()
+                except FramingError as exc:
+                    log.warning("%s: dropping connection: %s", self.peer, exc)
+                    self.close()
+                    return
+                if frame is None:
+                    return
+                try:
+                    self._on_frame(frame)
+                except Exception:  # a bug of ours: never let it kill the server, but drop this connection
+                    log.exception("%s: internal error handling %s", self.peer, type(frame.pdu).__name__)
+                    self.close()
+                    return
+        finally:
+            if reader.bulk and self._out and not self._closing:
+                # large PDUs come one per read: gather the responses of this loop iteration's reads
+                if not self._flush_scheduled:
+                    self._flush_scheduled = True
+                    asyncio.get_running_loop().call_soon(self._flush)
+            else:
+                self._flush()
 
     def eof_received(self) -> bool:
         return False
@@ -196,6 +218,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def close(self) -> None:
         if not self._closing:
+            self._flush()  # what was queued before the close still goes out (e.g. a Logout Response)
             self._closing = True
             if self.transport is not None:
                 self.transport.close()
@@ -208,11 +231,25 @@ class Connection(asyncio.BufferedProtocol):
     # ------------------------------------------------------------------ sending
 
     def send(self, pdu: P.PDU) -> None:
-        if self.transport is None or self.transport.is_closing():
-            return
-        self.transport.writelines(
-            frame_pdu(pdu, header_digest=self._header_digest, data_digest=self._data_digest)
-        )
+        self._emit(frame_pdu(pdu, header_digest=self._header_digest, data_digest=self._data_digest))
+
+    def _emit(self, parts: list[Buffer]) -> None:
+        """Queue one framed PDU; it leaves with the batch (see the module docstring), in order."""
+        out = self._out
+        if out is None:
+            self._out = out = []
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
+        out += parts
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out, self._out = self._out, None
+        if out:
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.writelines(out)
 
     def _next_statsn(self) -> int:
         statsn = self.statsn
@@ -345,13 +382,18 @@ class Connection(asyncio.BufferedProtocol):
             if task is not None and task.state is TaskState.COLLECTING:
                 self._fail_task(task, SENSE_CRC_ERROR)
 
-    def _check_sn(self, pdu: P.PDU, header: bytes, on_deliver: Callable[[], None]) -> None:
-        """Route a numbered request through the CmdSN window (RFC 7143 4.2.2.1)."""
+    def _check_sn(self, pdu: P.PDU, header: bytes, on_deliver: Callable[[Any, bytes], None]) -> None:
+        """Route a numbered request through the CmdSN window (RFC 7143 4.2.2.1): ``on_deliver(pdu, header)``
+        runs now when it is in order, later when the gap before it fills, never when it is dropped."""
         session = self.session
         assert session is not None
         cmdsn = pdu.cmdsn  # type: ignore[attr-defined]
+        if cmdsn == session.expcmdsn and not pdu.immediate and not session.held:
+            session.expcmdsn = (cmdsn + 1) & 0xFFFFFFFF  # in order, nothing held: the common case
+            on_deliver(pdu, header)
+            return
         disposition = session.classify(cmdsn, pdu.immediate)
-        if disposition.name == "DROP":
+        if disposition is CmdDisposition.DROP:
             log.info(
                 "%s: CmdSN 0x%08x outside window [0x%08x, 0x%08x]: dropped",
                 self.peer,
@@ -360,16 +402,16 @@ class Connection(asyncio.BufferedProtocol):
                 session.maxcmdsn,
             )
             return
-        if disposition.name == "HOLD":
-            session.held[cmdsn] = on_deliver
+        if disposition is CmdDisposition.HOLD:
+            session.held[cmdsn] = functools.partial(on_deliver, pdu, header)
             return
         if not pdu.immediate:
             ready = session.advance()
-            on_deliver()
+            on_deliver(pdu, header)
             for deliver in ready:
                 deliver()
         else:
-            on_deliver()
+            on_deliver(pdu, header)
 
     # ---- NOP-Out
 
@@ -383,10 +425,10 @@ class Connection(asyncio.BufferedProtocol):
                 self.reject(RejectReason.PROTOCOL_ERROR, header)  # RFC 7143 11.18: must be immediate
             return
 
-        def deliver() -> None:
-            self.send_status(P.NopIn(lun=pdu.lun, itt=pdu.itt, ttt=RESERVED_TAG, data=bytes(pdu.data)))
+        self._check_sn(pdu, header, self._deliver_nop_out)
 
-        self._check_sn(pdu, header, deliver)
+    def _deliver_nop_out(self, pdu: P.NopOut, header: bytes) -> None:
+        self.send_status(P.NopIn(lun=pdu.lun, itt=pdu.itt, ttt=RESERVED_TAG, data=bytes(pdu.data)))
 
     # ---- SCSI Command
 
@@ -394,24 +436,24 @@ class Connection(asyncio.BufferedProtocol):
         # A rejected command still consumes its CmdSN: it goes through the window like any other, and the
         # checks run when it is delivered in order.  Rejecting on arrival without advancing ExpCmdSN would
         # leave a gap that holds every later command forever (the initiator never resends a rejected one).
-        def deliver() -> None:
-            reason = self._command_error(pdu)
-            if reason is not None:
-                self.reject(reason, header)
-                return
-            cdb, _bidi = pdu.parse_ahs()
-            task = TargetTask(
-                pdu.itt,
-                P.decode_lun(pdu.lun),
-                pdu.cmdsn,
-                bytes(cdb),
-                pdu.flags,
-                pdu.expected_data_transfer_length,
-                pdu.immediate,
-            )
-            self._start_command(task, pdu)
+        self._check_sn(pdu, header, self._deliver_command)
 
-        self._check_sn(pdu, header, deliver)
+    def _deliver_command(self, pdu: P.ScsiCommand, header: bytes) -> None:
+        reason = self._command_error(pdu)
+        if reason is not None:
+            self.reject(reason, header)
+            return
+        cdb = pdu.parse_ahs()[0] if pdu.ahs else pdu.cdb16
+        task = TargetTask(
+            pdu.itt,
+            P.decode_lun(pdu.lun),
+            pdu.cmdsn,
+            bytes(cdb),
+            pdu.flags,
+            pdu.expected_data_transfer_length,
+            pdu.immediate,
+        )
+        self._start_command(task, pdu)
 
     def _command_error(self, pdu: P.ScsiCommand) -> RejectReason | None:
         """Why a SCSI Command PDU must be rejected (RFC 7143 11.17.1), or None."""
@@ -424,10 +466,11 @@ class Connection(asyncio.BufferedProtocol):
         if pdu.immediate and len(self.tasks) >= session.queue_depth:
             # immediate commands bypass the CmdSN window; cap them so tasks cannot pile up without limit
             return RejectReason.IMMEDIATE_COMMAND_REJECT
-        try:
-            pdu.parse_ahs()
-        except P.PduError as exc:
-            return exc.reason
+        if pdu.ahs:
+            try:
+                pdu.parse_ahs()
+            except P.PduError as exc:
+                return exc.reason
         params = session.params
         dlen = len(pdu.data)
         # Immediate data rules (RFC 7143 4.2.5.2, 13.13): only with W, within EDTL and FirstBurstLength
@@ -445,7 +488,6 @@ class Connection(asyncio.BufferedProtocol):
         assert session is not None
         if not task.immediate:
             session.outstanding += 1
-        task.done = asyncio.get_running_loop().create_future()
         self.tasks[task.itt] = task
         if not pdu.write or task.edtl == 0:
             task.state = TaskState.EXECUTING
@@ -497,19 +539,18 @@ class Connection(asyncio.BufferedProtocol):
             task.r2ts[ttt] = Sequence(ttt, offset, length)
             task.next_r2t_offset = offset + length
             exp, mx = self._window()
-            self.send(
-                P.R2T(
-                    lun=P.encode_lun(task.lun) if task.lun >= 0 else 0,
-                    itt=task.itt,
-                    ttt=ttt,
-                    statsn=self.statsn,
-                    expcmdsn=exp,
-                    maxcmdsn=mx,
-                    r2tsn=task.r2tsn,
-                    buffer_offset=offset,
-                    desired_data_transfer_length=length,
-                )
+            header = P.r2t_header(
+                P.encode_lun(task.lun) if task.lun >= 0 else 0,
+                task.itt,
+                ttt,
+                self.statsn,
+                exp,
+                mx,
+                task.r2tsn,
+                offset,
+                length,
             )
+            self._emit(frame_parts(header, b"", self._header_digest, False))
             task.r2tsn += 1
 
     def _maybe_execute(self, task: TargetTask) -> None:
@@ -618,23 +659,21 @@ class Connection(asyncio.BufferedProtocol):
         rflags, residual = residual_flags(edtl, wanted, moved)
         if sent:
             assert data is not None
-            view = memoryview(data)[:sent] if not isinstance(data, memoryview) else data[:sent]
-            collapse = result.status == Status.GOOD and not result.sense
+            view = data if isinstance(data, memoryview) else memoryview(data)
+            if len(view) != sent:
+                view = view[:sent]
+            collapse = result.status == 0 and not result.sense
             datasn = self._send_data_in(task, lun_field, view, collapse, rflags, residual, result.status)
             if collapse:
                 return
         else:
             datasn = 0
-        rsp = P.ScsiResponse(
-            flags=rflags,
-            response=0,
-            status=int(result.status),
-            itt=task.itt,
-            expdatasn=datasn,
-            residual_count=residual,
-            data=P.sense_segment(result.sense) if result.sense else b"",
+        sense = P.sense_segment(result.sense) if result.sense else b""
+        exp, mx = self._window()
+        header = P.scsi_response_header(
+            rflags, 0, result.status, task.itt, self._next_statsn(), exp, mx, datasn, residual, len(sense)
         )
-        self.send_status(rsp)
+        self._emit(frame_parts(header, sense, self._header_digest, self._data_digest))
 
     def _send_data_in(
         self,
@@ -657,29 +696,45 @@ class Connection(asyncio.BufferedProtocol):
         mxl = self._max_xmit
         burst = session.params.max_burst_length
         total = len(view)
-        offset = 0
-        datasn = 0
-        transport = self.transport
-        if transport is None or transport.is_closing():
+        if self._closing or self.transport is None:
             return 0
         hd, dd = self._header_digest, self._data_digest
+        itt = task.itt
+        if collapse and total <= mxl and total <= burst:  # the common case: one PDU with the status
+            exp, mx = self._window()
+            flags = FLAG_FINAL | DATAIN_STATUS | (rflags & (RSP_OVERFLOW | RSP_UNDERFLOW))
+            header = P.data_in_header(
+                flags, status, lun_field, itt, self._next_statsn(), exp, mx, 0, 0, residual, total
+            )
+            self._emit(frame_parts(header, view, hd, dd))
+            return 1
+        offset = 0
+        datasn = 0
         while offset < total:
             end = min(offset + mxl, total, (offset // burst + 1) * burst)
             last = end >= total
-            seq_end = last or end % burst == 0
-            pdu = P.DataIn(
-                lun=lun_field, itt=task.itt, datasn=datasn, buffer_offset=offset, data=view[offset:end]
-            )
+            exp, mx = self._window()
             if last and collapse:
-                pdu.flags = FLAG_FINAL | 0x01 | (rflags & (RSP_OVERFLOW | RSP_UNDERFLOW))
-                pdu.status = status
-                pdu.residual_count = residual
-                pdu.statsn = self._next_statsn()
+                flags = FLAG_FINAL | DATAIN_STATUS | (rflags & (RSP_OVERFLOW | RSP_UNDERFLOW))
+                header = P.data_in_header(
+                    flags,
+                    status,
+                    lun_field,
+                    itt,
+                    self._next_statsn(),
+                    exp,
+                    mx,
+                    datasn,
+                    offset,
+                    residual,
+                    end - offset,
+                )
             else:
-                pdu.flags = FLAG_FINAL if seq_end else 0
-                pdu.statsn = 0
-            pdu.expcmdsn, pdu.maxcmdsn = self._window()
-            transport.writelines(frame_pdu(pdu, header_digest=hd, data_digest=dd))
+                flags = FLAG_FINAL if (last or end % burst == 0) else 0
+                header = P.data_in_header(
+                    flags, 0, lun_field, itt, 0, exp, mx, datasn, offset, 0, end - offset
+                )
+            self._emit(frame_parts(header, view[offset:end], hd, dd))
             offset = end
             datasn += 1
         return datasn
@@ -687,10 +742,10 @@ class Connection(asyncio.BufferedProtocol):
     # ---- Task management
 
     def _on_tmf(self, pdu: P.TaskMgmtRequest, header: bytes) -> None:
-        def deliver() -> None:
-            asyncio.get_running_loop().create_task(self._tmf(pdu))
+        self._check_sn(pdu, header, self._deliver_tmf)
 
-        self._check_sn(pdu, header, deliver)
+    def _deliver_tmf(self, pdu: P.TaskMgmtRequest, header: bytes) -> None:
+        asyncio.get_running_loop().create_task(self._tmf(pdu))
 
     async def _tmf(self, pdu: P.TaskMgmtRequest) -> None:
         session = self.session
@@ -787,7 +842,9 @@ class Connection(asyncio.BufferedProtocol):
                 for conn in self.session.connections.values() if self.session else ():
                     if conn.tasks.get(task.itt) is task:
                         conn._finish(task)
-            elif task.done is not None:
+            elif task.state is TaskState.EXECUTING:
+                if task.done is None:  # created only when someone waits for the task to end
+                    task.done = asyncio.get_running_loop().create_future()
                 waits.append(task.done)
         if waits:
             await asyncio.wait(waits, timeout=30)
@@ -795,10 +852,7 @@ class Connection(asyncio.BufferedProtocol):
     # ---- Text (SendTargets in full feature phase, RFC 7143 11.10, appendix C)
 
     def _on_text(self, pdu: P.TextRequest, header: bytes) -> None:
-        def deliver() -> None:
-            self._text(pdu, header)
-
-        self._check_sn(pdu, header, deliver)
+        self._check_sn(pdu, header, self._text)
 
     def _text(self, pdu: P.TextRequest, header: bytes) -> None:
         """One Text Request.  Long requests arrive in pieces with C=1 (each answered with an empty Text
@@ -848,37 +902,37 @@ class Connection(asyncio.BufferedProtocol):
     # ---- Logout
 
     def _on_logout(self, pdu: P.LogoutRequest, header: bytes) -> None:
-        def deliver() -> None:
-            session = self.session
-            assert session is not None
-            reason = pdu.reason
-            response = LogoutResponse.SUCCESS
-            if (
-                reason == LogoutReason.CLOSE_CONNECTION
-                and pdu.cid != self.cid
-                and pdu.cid not in session.connections
-            ):
-                response = LogoutResponse.CID_NOT_FOUND
-            elif reason == LogoutReason.REMOVE_CONNECTION_FOR_RECOVERY:
-                response = LogoutResponse.RECOVERY_NOT_SUPPORTED
-            elif reason not in (LogoutReason.CLOSE_SESSION, LogoutReason.CLOSE_CONNECTION):
-                self.reject(RejectReason.PROTOCOL_ERROR, header)
-                return
-            params = session.params
-            self.send_status(
-                P.LogoutResponse(
-                    response=int(response),
-                    itt=pdu.itt,
-                    time2wait=params.default_time2wait,
-                    time2retain=params.default_time2retain,
-                )
-            )
-            if response == LogoutResponse.SUCCESS:
-                if reason == LogoutReason.CLOSE_SESSION:
-                    self.server.end_session(session, exclude=self)
-                self.close()
+        self._check_sn(pdu, header, self._deliver_logout)
 
-        self._check_sn(pdu, header, deliver)
+    def _deliver_logout(self, pdu: P.LogoutRequest, header: bytes) -> None:
+        session = self.session
+        assert session is not None
+        reason = pdu.reason
+        response = LogoutResponse.SUCCESS
+        if (
+            reason == LogoutReason.CLOSE_CONNECTION
+            and pdu.cid != self.cid
+            and pdu.cid not in session.connections
+        ):
+            response = LogoutResponse.CID_NOT_FOUND
+        elif reason == LogoutReason.REMOVE_CONNECTION_FOR_RECOVERY:
+            response = LogoutResponse.RECOVERY_NOT_SUPPORTED
+        elif reason not in (LogoutReason.CLOSE_SESSION, LogoutReason.CLOSE_CONNECTION):
+            self.reject(RejectReason.PROTOCOL_ERROR, header)
+            return
+        params = session.params
+        self.send_status(
+            P.LogoutResponse(
+                response=int(response),
+                itt=pdu.itt,
+                time2wait=params.default_time2wait,
+                time2retain=params.default_time2retain,
+            )
+        )
+        if response == LogoutResponse.SUCCESS:
+            if reason == LogoutReason.CLOSE_SESSION:
+                self.server.end_session(session, exclude=self)
+            self.close()
 
     # ---- Async logout request (shutdown)
 

@@ -515,6 +515,7 @@ def build_lu(target_name: str, lcfg: LunConfig) -> LogicalUnit:
             removable=lcfg.removable,
             pr_state_path=lcfg.pr_state_path(),
             soft_threshold=lcfg.soft_threshold,
+            sanitize_rate=lcfg.sanitize_rate,
             **kwargs,
         )
     except BaseException:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from cistern.scsi.task import ITNexus
-from cistern.wire.serial import sn_add, sn_in_window, sn_lt
+from cistern.wire.serial import sn_add, sn_in_window
 
 if TYPE_CHECKING:
     from cistern.target.connection import Connection
@@ -55,11 +55,13 @@ class Session:
     @property
     def maxcmdsn(self) -> int:
         """ExpCmdSN + free slots - 1, never decreasing (initiators ignore a MaxCmdSN that goes back)."""
-        free = max(self.queue_depth - self.outstanding - len(self.held), 1)
-        candidate = sn_add(self.expcmdsn, free - 1)
-        if sn_lt(self._maxcmdsn, candidate):
-            self._maxcmdsn = candidate
-        return self._maxcmdsn
+        free = self.queue_depth - self.outstanding - len(self.held)
+        candidate = (self.expcmdsn + free - 1) & 0xFFFFFFFF if free > 1 else self.expcmdsn
+        current = self._maxcmdsn
+        # sn_lt(current, candidate), inlined: this runs for every status the target sends
+        if candidate != current and ((candidate - current) & 0xFFFFFFFF) < 0x80000000:
+            self._maxcmdsn = current = candidate
+        return current
 
     def classify(self, cmdsn: int, immediate: bool) -> CmdDisposition:
         """Where a command with this CmdSN goes.  Immediate commands are delivered at once (RFC 7143 3.2.2.1)."""

@@ -140,6 +140,12 @@ class PduReader:
         if self._target_have >= len(target) and self._tail_have >= self._tail_len:
             self._ready = self._finish_direct()
 
+    @property
+    def bulk(self) -> bool:
+        """True while large PDUs are arriving (the last data segment was read in direct mode): the caller
+        may expect the next PDU within the same read burst."""
+        return not self._greedy
+
     def next_frame(self) -> Frame | None:
         """The next complete frame, or None until more bytes arrive.  Raises FramingError."""
         if self._ready is not None:
@@ -180,7 +186,8 @@ class PduReader:
         if avail < BHS_LEN:
             return None
         view = self._view
-        ahs_len, dlen = header_lengths(view[start : start + BHS_LEN])
+        header = bytes(view[start : start + BHS_LEN])  # kept for a Reject; decoded from
+        ahs_len, dlen = header[4] * 4, (header[5] << 16) | (header[6] << 8) | header[7]
         if dlen > self.max_data_segment_length:
             raise FramingError(
                 f"DataSegmentLength {dlen} exceeds MaxRecvDataSegmentLength {self.max_data_segment_length}"
@@ -196,13 +203,9 @@ class PduReader:
         pdu: PDU | None = None
         error: PduError | None = None
         try:
-            pdu = decode_bhs(
-                view[start : start + BHS_LEN],
-                bytes(view[start + BHS_LEN : start + total]) if ahs_len else b"",
-            )
+            pdu = decode_bhs(header, bytes(view[start + BHS_LEN : start + total]) if ahs_len else b"")
         except PduError as exc:
             error = exc
-        header = bytes(view[start : start + BHS_LEN])
         if dlen == 0:
             self._start = start + hlen
             self._greedy = True
@@ -273,16 +276,22 @@ class PduReader:
 
 def frame_pdu(pdu: PDU, *, header_digest: bool = False, data_digest: bool = False) -> list[Buffer]:
     """The buffers to send for one PDU (header [+digest], data, padding [+digest]); data is not copied."""
-    header = pdu.encode_header()
+    return frame_parts(pdu.encode_header(), pdu.data, header_digest, data_digest)
+
+
+_PADS = (b"", bytes(1), bytes(2), bytes(3))
+
+
+def frame_parts(header: Buffer, data: Buffer, header_digest: bool, data_digest: bool) -> list[Buffer]:
+    """The buffers to send for an encoded header (BHS + AHS) and its data segment: header [+digest], data,
+    padding [+digest] (RFC 7143 11.2); the data is not copied."""
     if header_digest:
-        header += crc32c_digest(header)
-    data = pdu.data
+        header = bytes(header) + crc32c_digest(header)
     if not data:
         return [header]
-    pad = bytes(-len(data) % 4)
-    parts: list[Buffer] = [header, data]
+    pad = _PADS[-len(data) % 4]
     if data_digest:
-        parts.append(pad + crc32c_digest(data, pad))
-    elif pad:
-        parts.append(pad)
-    return parts
+        return [header, data, pad + crc32c_digest(data, pad)]
+    if pad:
+        return [header, data, pad]
+    return [header, data]

@@ -607,6 +607,77 @@ class Reject(PDU):
 
 
 # --------------------------------------------------------------------------------------------------
+# Header templates for the target's per-command PDUs: the whole 48-byte BHS in one precompiled
+# ``struct.pack``, no dataclass built per PDU.  Same bytes as the dataclasses' ``encode_header`` (checked by
+# tests/unit/test_pdu.py).  DataSegmentLength must be below 2**24 (bytes 4..7 are packed as one word with
+# TotalAHSLength 0); the target never sends more than MaxRecvDataSegmentLength <= 2**24 - 1.
+
+_DATA_IN_BHS = struct.Struct(">BBxBIQIIIIIIII")  # RFC 7143 11.7
+_SCSI_RESPONSE_BHS = struct.Struct(">BBBBI8xIIIIIIII")  # RFC 7143 11.4
+_R2T_BHS = struct.Struct(">BB2xIQIIIIIIII")  # RFC 7143 11.8
+_OP_DATA_IN = int(Opcode.DATA_IN)
+_OP_SCSI_RESPONSE = int(Opcode.SCSI_RESPONSE)
+_OP_R2T = int(Opcode.R2T)
+
+
+def data_in_header(
+    flags: int,
+    status: int,
+    lun: int,
+    itt: int,
+    statsn: int,
+    expcmdsn: int,
+    maxcmdsn: int,
+    datasn: int,
+    buffer_offset: int,
+    residual_count: int,
+    data_length: int,
+) -> bytes:
+    """The BHS of a SCSI Data-In PDU (TTT 0xffffffff) carrying ``data_length`` bytes (RFC 7143 11.7)."""
+    return _DATA_IN_BHS.pack(
+        _OP_DATA_IN, flags, status, data_length, lun, itt, RESERVED_TAG, statsn, expcmdsn, maxcmdsn,
+        datasn, buffer_offset, residual_count,
+    )  # fmt: skip
+
+
+def scsi_response_header(
+    flags: int,
+    response: int,
+    status: int,
+    itt: int,
+    statsn: int,
+    expcmdsn: int,
+    maxcmdsn: int,
+    expdatasn: int,
+    residual_count: int,
+    data_length: int,
+) -> bytes:
+    """The BHS of a SCSI Response (SNACK Tag and Bidirectional Read Residual Count 0; RFC 7143 11.4)."""
+    return _SCSI_RESPONSE_BHS.pack(
+        _OP_SCSI_RESPONSE, flags, response, status, data_length, itt, 0, statsn, expcmdsn, maxcmdsn,
+        expdatasn, 0, residual_count,
+    )  # fmt: skip
+
+
+def r2t_header(
+    lun: int,
+    itt: int,
+    ttt: int,
+    statsn: int,
+    expcmdsn: int,
+    maxcmdsn: int,
+    r2tsn: int,
+    buffer_offset: int,
+    desired_data_transfer_length: int,
+) -> bytes:
+    """The BHS of an R2T (F bit set, no data segment; RFC 7143 11.8)."""
+    return _R2T_BHS.pack(
+        _OP_R2T, FLAG_FINAL, 0, lun, itt, ttt, statsn, expcmdsn, maxcmdsn, r2tsn, buffer_offset,
+        desired_data_transfer_length,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------------
 
 
 def pdu_class(opcode: int) -> type[PDU] | None:
