@@ -12,12 +12,16 @@ and lockouts, the listen backlog.  See :mod:`cistern.security.admission` for the
     auth_failures = 10                # failed authentications before a lockout (per address, per CHAP user)
     lockout_seconds = 60
     listen_backlog = 0                # 0: the system maximum (net.core.somaxconn)
+    max_write_buffers = "1G"          # write buffers of all sessions together; beyond: TASK SET FULL
 """
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field
 
+from cistern.config.fields import SizeBytes
 from cistern.security.admission import AdmissionLimits
 
 
@@ -36,6 +40,7 @@ class LimitsConfig(BaseModel):
     auth_failures: int = Field(default=10, ge=0, le=1000)
     lockout_seconds: float = Field(default=60.0, ge=0, le=86400)
     listen_backlog: int = Field(default=0, ge=0, le=65535)
+    max_write_buffers: Annotated[SizeBytes, Field(ge=1024 * 1024)] = 1 << 30
 
     def admission(self) -> AdmissionLimits:
         return AdmissionLimits(

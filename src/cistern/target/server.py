@@ -63,6 +63,7 @@ class TargetServer:
         tls: TlsConfig | None = None,
         limits: AdmissionLimits | None = None,
         listen_backlog: int = 0,
+        max_write_buffers: int = 1 << 30,
     ) -> None:
         self.targets = {t.name: t for t in targets}
         self.stores = stores or []
@@ -74,6 +75,9 @@ class TargetServer:
         self.admission = Admission(limits)
         self.listen_backlog = listen_backlog or somaxconn()
         self.background: set[asyncio.Task[None]] = set()
+        #: write buffers held by all sessions together, and their cap (TASK SET FULL beyond it)
+        self.write_buffered = 0
+        self.max_write_buffers = max_write_buffers
         self.login_timeout = login_timeout
         self.nop_interval = nop_interval
         self.nop_timeout = nop_timeout
@@ -122,6 +126,17 @@ class TargetServer:
             return False
         log.warning("TLS certificate, key, CA and CRL reloaded from %s", self.tls.certificate)
         return True
+
+    def reserve_write_buffer(self, size: int) -> bool:
+        """Account ``size`` bytes of write buffer against the target-wide budget; False when over it (the
+        command is answered TASK SET FULL, SAM-5 5.3.1)."""
+        if self.write_buffered + size > self.max_write_buffers:
+            return False
+        self.write_buffered += size
+        return True
+
+    def release_write_buffer(self, size: int) -> None:
+        self.write_buffered -= size
 
     def portal_is_tls(self, portal: tuple[str, int]) -> bool:
         return any(
@@ -646,6 +661,7 @@ def build_server(config: Config) -> TargetServer:
         tls=config.tls,
         limits=(config.limits or LimitsConfig()).admission(),
         listen_backlog=(config.limits or LimitsConfig()).listen_backlog,
+        max_write_buffers=(config.limits or LimitsConfig()).max_write_buffers,
         login_timeout=config.login_timeout,
         nop_interval=config.nop_interval,
         nop_timeout=config.nop_timeout,
