@@ -22,7 +22,7 @@ for target in "${TARGETS[@]}"; do
         result="CRASH (see $log)"
         status=1
     fi
-    done_line=$(grep -E "^#[0-9]+ +DONE" "$log" | tail -1 || true)
+    done_line=$(grep -E "^#[0-9]+[[:space:]]+DONE" "$log" | tail -1 || true)
     echo "$target: ${done_line:-no DONE line} -> $result"
 done
 exit $status
