@@ -44,6 +44,8 @@ def target() -> Iterator[CisternTarget]:
     config = f"""
 [limits]
 max_write_buffers = "256M"
+login_rate = 10000
+login_burst = 10000
 
 [[targets]]
 name = "{IQN}"
@@ -177,3 +179,21 @@ def test_write_buffers_of_all_sessions_are_bounded(target: CisternTarget) -> Non
                     await asyncio.sleep(0.2)
 
     asyncio.run(writer_after())
+
+
+def test_idle_sessions_hold_no_staging_buffer(target: CisternTarget) -> None:
+    """An idle logged-in session costs at most 16 KiB of target memory (it was ~70 KB: a 64 KiB receive
+    staging buffer per connection; now readers borrow one from a shared pool only while bytes are staged)."""
+    assert target.proc is not None
+    pid = target.proc.pid
+    warm = [RawSession(target.port, f"iqn.2024-01.org.cistern.test:warm-{i}") for i in range(20)]
+    time.sleep(0.3)
+    before = rss(pid)
+    idle = [RawSession(target.port, f"iqn.2024-01.org.cistern.test:idle-{i}") for i in range(300)]
+    try:
+        time.sleep(0.5)
+        per_session = (rss(pid) - before) / len(idle)
+        assert per_session <= 16 * 1024, f"{per_session / 1024:.1f} KiB per idle session"
+    finally:
+        for session in warm + idle:
+            session.sock.close()
