@@ -158,8 +158,8 @@ class PduReader:
     def next_frame(self) -> Frame | None:
         """The next complete frame, or None until more bytes arrive.  Raises FramingError."""
         if self._ready is not None:
-            frame, self._ready = self._ready, None
-            return frame
+            ready, self._ready = self._ready, None
+            return ready
         if self._target is not None:
             return None
         frame = self._parse()
