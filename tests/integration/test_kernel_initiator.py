@@ -363,3 +363,4 @@ def test_kernel_initiator_chap_digests_io_and_ext4(
         assert HELLO.encode() not in wire and base[64:4096] not in wire and want_a[:4096] not in wire
         text = log.read_text(errors="replace")
         assert "certificate rejected" not in text and "no client certificate" not in text
+        capture.unlink()  # ~140 MB; kept only when an assertion above failed
