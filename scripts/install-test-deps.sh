@@ -21,6 +21,7 @@ PACKAGES+=(tcpdump)  # capture of the kernel VM test's TLS leg (neither Initiato
 PACKAGES+=(prometheus chromium)  # promtool + a scraping server; headless browser for the dashboard test
 # systemd-analyze verifies contrib/cistern.service; util-linux (losetup) makes loop devices for CLI tests
 PACKAGES+=(systemd util-linux)
+PACKAGES+=(sg3-utils)  # sg_ses decodes the SES pages of the enclosure LU (tests/unit/test_ses_pages.py)
 
 as_root() {
     if [[ "$(id -u)" -eq 0 ]]; then

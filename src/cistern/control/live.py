@@ -260,10 +260,12 @@ class Controller:
                 if change.lun is not None and change.target is not None:
                     for cfg in (new_targets.get(change.target), old_targets.get(change.target)):
                         lcfg = next((lun for lun in cfg.luns if lun.lun == change.lun), None) if cfg else None
-                        if lcfg is not None and lcfg.backend in TAPE_BACKENDS:
+                        if lcfg is not None and (
+                            lcfg.backend in TAPE_BACKENDS or lcfg.backend == "ses" or lcfg.raid is not None
+                        ):
+                            kind = "RAID" if lcfg.raid is not None else lcfg.backend
                             raise AdminError(
-                                change.obj,
-                                f"{lcfg.backend} LUNs are not added, removed or changed live yet: restart",
+                                change.obj, f"{kind} LUNs are not added, removed or changed live yet: restart"
                             )
                 if change.action in ("add", "replace") and change.lun is None and change.target is not None:
                     prepared.targets[change.target] = build_target(new_targets[change.target])

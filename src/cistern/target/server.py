@@ -28,6 +28,7 @@ from cistern.config.target import TargetConfig
 from cistern.config.tls import TlsConfig
 from cistern.scsi.alua import TPGS_BY_NAME, Alua, TargetPortGroup, parse_state
 from cistern.scsi.lu import LogicalUnit
+from cistern.scsi.raid_lu import RaidDiskUnit
 from cistern.scsi.server import DeviceServer
 from cistern.scsi.task import ITNexus
 from cistern.scsi.unit import LogicalUnitBase
@@ -35,10 +36,13 @@ from cistern.security.admission import Admission, AdmissionLimits
 from cistern.security.tls import target_context
 from cistern.storage.base import BackingStore
 from cistern.storage.factory import open_store
+from cistern.storage.raid import RaidStore
+from cistern.storage.raid.open import open_raid
 from cistern.target.connection import Connection
 from cistern.target.gate import GatedConnection, TlsListener
 from cistern.target.model import ChapSecret, PortalGroupSpec, TargetLimits, TargetSpec
 from cistern.target.monitor import Monitor
+from cistern.target.raid_luns import build_ses_luns, watch_raid
 from cistern.target.session import Session, SessionTable
 from cistern.target.tape_luns import build_tape_luns, close_now
 from cistern.wire.negotiation import Negotiated
@@ -98,6 +102,10 @@ class TargetServer:
             self.tls_context = self._build_tls_context()
         self._log_context = SessionLogContext(self)
         log.addFilter(self._log_context)
+        for store in self.stores:  # stores with background work (RAID rebuild, scrub, monitoring)
+            start_background = getattr(store, "start_background", None)
+            if start_background is not None:
+                start_background()
         await self.sync_listeners()
         return self.bound
 
@@ -501,14 +509,18 @@ class SessionLogContext(logging.Filter):
 
 def build_lu(target_name: str, lcfg: LunConfig) -> LogicalUnit:
     """Open (or create) one LUN's backing store and build its logical unit; raises OSError/ValueError."""
+    store: BackingStore
     try:
-        store = open_store(
-            lcfg.backend,
-            str(lcfg.path) if lcfg.path is not None else None,
-            lcfg.size,
-            lcfg.block_size,
-            lcfg.read_only,
-        )
+        if lcfg.raid is not None:
+            store = open_raid(lcfg.raid, block_size=lcfg.block_size, name=f"{target_name}/lun{lcfg.lun}")
+        else:
+            store = open_store(
+                lcfg.backend,
+                str(lcfg.path) if lcfg.path is not None else None,
+                lcfg.size,
+                lcfg.block_size,
+                lcfg.read_only,
+            )
     except OSError as exc:  # name the LUN; keep the errno
         text = exc.strerror or str(exc)
         if exc.filename and str(exc.filename) not in text:
@@ -521,8 +533,9 @@ def build_lu(target_name: str, lcfg: LunConfig) -> LogicalUnit:
         for name in ("vendor", "product", "revision"):
             if getattr(lcfg, name, None):
                 kwargs[name] = getattr(lcfg, name)
-        return LogicalUnit(
-            store,
+        unit_cls = RaidDiskUnit if isinstance(store, RaidStore) else LogicalUnit
+        lu = unit_cls(
+            store,  # type: ignore[arg-type]
             lun=lcfg.lun,
             serial=lcfg.serial or _serial_for(target_name, lcfg.lun),
             read_only=lcfg.read_only,
@@ -533,6 +546,9 @@ def build_lu(target_name: str, lcfg: LunConfig) -> LogicalUnit:
             sanitize_rate=lcfg.sanitize_rate,
             **kwargs,
         )
+        if isinstance(store, RaidStore):
+            watch_raid(store, lu)
+        return lu
     except BaseException:
         with contextlib.suppress(Exception):
             store.close_sync()
@@ -575,7 +591,7 @@ def build_target(tcfg: TargetConfig) -> TargetSpec:
     name = str(tcfg.name)
     try:
         for lcfg in tcfg.luns:
-            if lcfg.backend not in TAPE_BACKENDS:
+            if lcfg.backend not in TAPE_BACKENDS and lcfg.backend != "ses":
                 luns[lcfg.lun] = build_lu(name, lcfg)
         try:
             luns.update(build_tape_luns(tcfg, lambda lun: _serial_for(name, lun)))
@@ -586,6 +602,7 @@ def build_target(tcfg: TargetConfig) -> TargetSpec:
             raise OSError(exc.errno, f"target {name} tape library: {text}") from None
         except ValueError as exc:
             raise ValueError(f"target {name} tape library: {exc}") from None
+        luns.update(build_ses_luns(tcfg, luns, lambda lun: _serial_for(name, lun)))
     except BaseException:
         close_units_now(luns.values())
         raise
