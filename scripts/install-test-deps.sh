@@ -19,6 +19,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/_python.sh"
 
 PACKAGES=(libiscsi-bin qemu-utils qemu-block-extra tgt iproute2 procps coreutils)
 PACKAGES+=(qemu-system-x86 busybox-static open-iscsi socat e2fsprogs kmod)
+PACKAGES+=(tcpdump)  # capture of the kernel VM test's TLS leg (neither InitiatorName nor data on the wire)
 PACKAGES+=(prometheus chromium)  # promtool + a scraping server; headless browser for the dashboard test
 # systemd-analyze verifies contrib/cistern.service; util-linux (losetup) makes loop devices for CLI tests
 PACKAGES+=(systemd util-linux)

@@ -35,10 +35,12 @@ from cistern.config.checks import check_paths as _check_paths
 from cistern.config.errors import ConfigError, ConfigIssue, ConfigValueError
 from cistern.config.errors import issues_from_validation_error as _issues
 from cistern.config.fields import PortalField
+from cistern.config.limits import LimitsConfig
 from cistern.config.lun import LunConfig
 from cistern.config.params import ParamsConfig
 from cistern.config.portals import Portal
 from cistern.config.target import DEFAULT_PORTAL, TargetConfig
+from cistern.config.tls import TlsConfig
 from cistern.config.toml_writer import dumps as toml_dumps
 
 __all__ = [
@@ -77,6 +79,10 @@ class Config(BaseModel):
     nop_timeout: float = Field(default=75.0, gt=0, le=3600)
     portals: list[PortalField] | None = None
     discovery_auth: AuthConfig | None = None
+    #: certificates of the TLS portals (see :mod:`cistern.config.tls`)
+    tls: TlsConfig | None = None
+    #: session caps, pre-login connection caps, login rate and lockouts (see :mod:`cistern.config.limits`)
+    limits: LimitsConfig | None = None
     targets: list[TargetConfig] = Field(default_factory=list)
     #: the live administration API, metrics and dashboard (see :mod:`cistern.config.admin`)
     admin: AdminConfig | None = None
@@ -118,7 +124,26 @@ class Config(BaseModel):
                             at=("targets", t_index, "luns", l_index, "raid" if lun.raid else "path"),
                         )
                     paths[key] = (t_index, l_index)
+        self._check_tls()
         return self
+
+    def _check_tls(self) -> None:
+        """A TLS portal needs ``[tls]``; one address cannot be TLS for one target and plaintext for another."""
+        kind: dict[str, tuple[bool, int]] = {}
+        for t_index, target in enumerate(self.targets):
+            for group in target.effective_portal_groups():
+                if group.tls and self.tls is None:
+                    raise ConfigValueError(
+                        "a TLS portal needs the [tls] table (certificate, key, ca)", at=("targets", t_index)
+                    )
+                for portal in group.portals:
+                    seen = kind.setdefault(str(portal), (group.tls, t_index))
+                    if seen[0] != group.tls:
+                        raise ConfigValueError(
+                            f"portal {str(portal)!r} is {'TLS' if seen[0] else 'plaintext'} for targets[{seen[1]}]:"
+                            " a portal is TLS for every target or for none",
+                            at=("targets", t_index),
+                        )
 
     def __eq__(self, other: object) -> bool:
         """Equal settings (where the config was read from does not count)."""

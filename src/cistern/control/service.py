@@ -28,6 +28,7 @@ async def reload_on_signal(controller: Controller) -> None:
     """What SIGHUP does (see the module docstring); never raises."""
     path = controller.config_path
     log.warning("SIGHUP: reloading %s", path)
+    controller.server.reload_tls()  # new certificate/key/CA/CRL for new TLS connections; sessions stay
     try:
         report = await controller.reload()
     except AdminError as exc:

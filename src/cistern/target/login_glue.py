@@ -8,6 +8,8 @@ Login Responses with the C bit, and switching the connection to full feature pha
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from cistern.target.model import ChapSecret, TargetLimits, TargetSpec
@@ -55,17 +57,34 @@ def negotiation_policy(limits: TargetLimits) -> NegotiationPolicy:
     )
 
 
-def chap_auth(chap: ChapSecret, mutual: ChapSecret | None, algorithms: tuple[str, ...]) -> ChapAuth:
+def chap_auth(
+    chap: ChapSecret,
+    mutual: ChapSecret | None,
+    algorithms: tuple[str, ...],
+    guard: Callable[[str], bool] | None = None,
+) -> ChapAuth:
+    """CHAP settings for the login machine.  Mutual CHAP configured means mutual CHAP required (a one-way
+    login fails authentication).  ``guard(user)`` is asked first for each CHAP_N: False answers as for an
+    unknown user (a locked-out user fails whatever secret it gives)."""
     user, secret = chap.username, chap.secret.encode()
+
+    def lookup(name: str) -> bytes | None:
+        if guard is not None and not guard(name):
+            return None
+        return secret if name == user else None
+
     return ChapAuth(
-        lookup_secret=lambda name: secret if name == user else None,
+        lookup_secret=lookup,
         mutual=ChapCredentials(mutual.username, mutual.secret.encode()) if mutual else None,
+        require_mutual=mutual is not None,
         algorithms=tuple(_ALGORITHMS[a] for a in algorithms if a in _ALGORITHMS),
     )
 
 
-def target_info(target: TargetSpec, portal_group_tag: int | None = None) -> TargetInfo:
-    auth = chap_auth(target.chap, target.mutual_chap, target.chap_algorithms) if target.chap else None
+def target_info(
+    target: TargetSpec, portal_group_tag: int | None = None, guard: Callable[[str], bool] | None = None
+) -> TargetInfo:
+    auth = chap_auth(target.chap, target.mutual_chap, target.chap_algorithms, guard) if target.chap else None
     return TargetInfo(
         name=target.name,
         allowed_initiators=target.acl,
@@ -91,25 +110,36 @@ class LoginDriver:
             if target is None:
                 return None
             # the tag of this target's portal group on this portal (targets sharing a portal may differ)
-            return target_info(target, target.group_for(conn.portal).tag)
+            return target_info(target, target.group_for(conn.portal).tag, self._chap_guard)
 
         discovery_auth = (
-            chap_auth(server.discovery_chap, None, ("SHA3-256", "SHA-256", "SHA1", "MD5"))
+            chap_auth(
+                server.discovery_chap,
+                server.discovery_mutual_chap,
+                ("SHA3-256", "SHA-256", "SHA1", "MD5"),
+                self._chap_guard,
+            )
             if (server.discovery_chap)
             else None
         )
+        self.chap_user: str | None = None  # the CHAP_N of this login, for lockouts (never the secret)
         self.login = TargetLogin(
             TargetPolicy(
                 lookup_target=lookup,
                 portal_group_tag=tpgt,
                 limits=negotiation_policy(TargetLimits()),
                 discovery_auth=discovery_auth,
+                authorize_initiator=lambda initiator, target: server.authorize_initiator(conn, initiator, target),
             )
         )
         self._names: dict[str, str] = {}  # InitiatorName, TargetName, SessionType, CHAP_N as sent (for logs)
         self._pending_text = b""  # rest of a response text longer than one PDU
         self._pending_step: LoginStep | None = None
         self._first = True
+
+    def _chap_guard(self, user: str) -> bool:
+        self.chap_user = user
+        return not self.server.admission.locked("user", user, time.monotonic())
 
     def _remember_names(self, data: bytes | bytearray | memoryview) -> None:
         """Keep the keys an administrator needs in a log line (each cut to 223 characters)."""
@@ -193,10 +223,20 @@ class LoginDriver:
         if step.done is not None and not step.failed:
             outcome = step.done
             target = self.server.targets.get(outcome.target_name) if outcome.target_name else None
-            session = self.server.new_session(
-                outcome.initiator_name, pdu.isid, target, outcome.params, pdu.cmdsn, portal=conn.portal
-            )
-            tsih = session.tsih
+            refusal = self.server.session_refusal(outcome.initiator_name, pdu.isid, target)
+            if refusal is None:
+                try:
+                    session = self.server.new_session(
+                        outcome.initiator_name, pdu.isid, target, outcome.params, pdu.cmdsn, portal=conn.portal
+                    )
+                    tsih = session.tsih
+                except RuntimeError as exc:  # no free TSIH
+                    refusal = str(exc)
+            if refusal is not None:
+                step = LoginStep(b"", step.csg, 0, False, LoginStatus.OUT_OF_RESOURCES, failed=True, reason=refusal)
+                text = b""
+        elif step.failed and step.status == LoginStatus.AUTHENTICATION_FAILURE:
+            self.server.auth_failed(conn, self.chap_user)
         depth = session.queue_depth if session else 1
         rsp = P.LoginResponse(
             flags=P.login_flags(step.transit and not cont, cont, step.csg, step.nsg if step.transit else 0),
