@@ -21,10 +21,12 @@ import struct
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import peers
 import pytest
+from admin_proc import metric_value
 from cistern_proc import CisternTarget
 
 from cistern.initiator import UnitAttention, connect
@@ -37,9 +39,10 @@ DATA = 8 * MIB  # the part of the array the test writes
 pytestmark = pytest.mark.skipif(shutil.which("sg_ses") is None, reason="sg3-utils is missing")
 
 
-def _config(port: int, spares: list[str]) -> str:
+def _config(port: int, spares: list[str], admin_port: int = 0) -> str:
     spare_list = ", ".join(f'"{s}"' for s in spares)
-    return f"""
+    admin = f'[admin]\nsocket_enabled = false\nlisten = "127.0.0.1:{admin_port}"\n' if admin_port else ""
+    return f"""{admin}
 [[targets]]
 name = "{IQN}"
 portals = ["127.0.0.1:{port}"]
@@ -183,10 +186,30 @@ def _qemu_compare(url: str, model: bytearray, tmp: Path) -> None:
     out.unlink()
 
 
+def _metrics(admin_port: int) -> str:
+    """GET /metrics from the admin listener, checked by ``promtool check metrics``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=10) as resp:
+        body = resp.read().decode()
+    promtool = shutil.which("promtool")
+    if promtool is not None:
+        r = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stdout + r.stderr
+    return body
+
+
+def _raid_metric(body: str, name: str, member: str | None = None, **labels: str) -> float:
+    """A RAID sample of LUN 0; ``member`` is a member file's name (the label holds its full path)."""
+    if member is None:
+        return metric_value(body, name, target=IQN, lun="0", **labels)
+    lines = [ln for ln in body.splitlines() if ln.startswith(name + "{") and f'/{member}"' in ln]
+    return metric_value("\n".join(lines), name, target=IQN, lun="0", **labels)
+
+
 def test_raid6_faults_and_ses_through_iscsi(tmp_path: Path, artifacts_dir: Path) -> None:
     port = peers.free_port()
+    admin_port = peers.free_port()
     work = tmp_path / "enc"
-    target = CisternTarget(_config(port, ["s0.img"]), work, artifacts_dir / "raid-ses.log", port)
+    target = CisternTarget(_config(port, ["s0.img"], admin_port), work, artifacts_dir / "raid-ses.log", port)
     url = f"iscsi://127.0.0.1:{port}/{IQN}/0"
     model = bytearray(DATA)
     rng = random.Random(10)
@@ -205,6 +228,10 @@ def test_raid6_faults_and_ses_through_iscsi(tmp_path: Path, artifacts_dir: Path)
             s = await ses.wait_for(lambda s: all(v["conscheck"] == 0 for v in s.values()))
             assert all(v["ok"] == 1 and v["3:6:1"] == 0 for k, v in s.items()), s
             assert await _ie(sess) == ((0, 0), 0)  # LOG SENSE 0x2F: no informational exception; state clean
+            body = _metrics(admin_port)  # the same state in Prometheus metrics
+            assert _raid_metric(body, "cistern_raid_state", state="clean") == 1, body
+            assert _raid_metric(body, "cistern_raid_degraded") == 0
+            assert _raid_metric(body, "cistern_raid_member_state", member="s0.img", state="spare") == 1
             gen0 = struct.unpack_from(">I", await ses.page(0x02), 4)[0]
             status = bytearray(await ses.page(0x02))
             ctrl = bytearray(status)
@@ -230,6 +257,10 @@ def test_raid6_faults_and_ses_through_iscsi(tmp_path: Path, artifacts_dir: Path)
             s = await ses.wait_for(lambda s: s["m3.img"]["3:6:1"] == 1, 15)
             assert s["m0.img"]["incritarray"] == 1 and s["m0.img"]["infailedarray"] == 0
             assert await _ie(sess) == ((0x5D, 0x00), 1)  # FAILURE PREDICTION THRESHOLD EXCEEDED; degraded
+            body = _metrics(admin_port)
+            assert _raid_metric(body, "cistern_raid_degraded") == 1, body
+            assert _raid_metric(body, "cistern_raid_state", state="degraded") == 1
+            assert _raid_metric(body, "cistern_raid_member_state", member="m0.img", state="in_sync") == 1
             for _ in range(4):
                 try:
                     await sess.test_unit_ready(0)

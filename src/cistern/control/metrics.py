@@ -23,8 +23,12 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 
 from cistern import __version__
+from cistern.scsi.changer import ChangerUnit
 from cistern.scsi.lu import LogicalUnit
 from cistern.scsi.stats import LATENCY_BUCKETS, SENSE_KEY_NAMES
+from cistern.scsi.tape import TapeUnit
+from cistern.scsi.unit import LogicalUnitBase
+from cistern.storage.raid.array import RaidStore
 from cistern.target.server import TargetServer
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -115,6 +119,8 @@ class ServerCollector:
                 if isinstance(lu, LogicalUnit):  # disks; tapes have no fixed capacity
                     size.add_metric(labels, lu.num_blocks * lu.block_size)
         yield from (read_bytes, write_bytes, commands, errors, latency, depth, size)
+        yield from _raid_families(server)
+        yield from _tape_families(server)
 
         logins = CounterMetricFamily(
             "cistern_logins",
@@ -165,6 +171,101 @@ class ServerCollector:
         )
         info.add_metric([__version__], 1)
         yield info
+
+
+RAID_STATES = ("clean", "degraded", "rebuilding", "checking", "resyncing", "failed")  # RaidStore.state
+MEMBER_STATES = ("in_sync", "rebuilding", "faulty", "spare", "stale", "missing")
+
+
+def _luns(server: TargetServer) -> Iterator[tuple[str, int, LogicalUnitBase]]:
+    for target in server.targets.values():
+        for number, lu in sorted(target.device.luns.items()):
+            yield target.name, number, lu
+
+
+def _raid_families(server: TargetServer) -> Iterator[Metric]:
+    """Array and member state of every RAID LUN (the same snapshot ``cistern raid status`` prints)."""
+    labels = ["target", "lun", "array"]
+    state = GaugeMetricFamily(
+        "cistern_raid_state", "1 for the array's current state, 0 for the others.", labels=[*labels, "state"]
+    )
+    degraded = GaugeMetricFamily(
+        "cistern_raid_degraded", "1 while the array runs without full redundancy.", labels=labels
+    )
+    progress = GaugeMetricFamily(
+        "cistern_raid_sync_progress_ratio",
+        "Done fraction (0..1) of the running resync, rebuild, check or repair; absent when idle.",
+        labels=[*labels, "action"],
+    )
+    speed = GaugeMetricFamily(
+        "cistern_raid_sync_speed_bytes_per_second", "Speed of the running background action.", labels=labels
+    )
+    mismatches = GaugeMetricFamily(
+        "cistern_raid_mismatched_stripes", "Stripes whose parity or copies disagreed in the last check or repair.", labels=labels
+    )
+    member_state = GaugeMetricFamily(
+        "cistern_raid_member_state",
+        "1 for each member's current state, 0 for the others.",
+        labels=[*labels, "member", "role", "state"],
+    )
+    member_errors = CounterMetricFamily(
+        "cistern_raid_member_errors", "I/O errors counted against the member.", labels=[*labels, "member"]
+    )
+    for target_name, number, lu in _luns(server):
+        store = getattr(lu, "store", None)
+        if not isinstance(store, RaidStore):
+            continue
+        st = store.status()
+        base = [target_name, str(number), str(st["name"])]
+        for name in RAID_STATES:
+            state.add_metric([*base, name], 1.0 if st["state"] == name else 0.0)
+        degraded.add_metric(base, 1.0 if store.degraded or store.failed else 0.0)
+        if st["sync_progress"] is not None:
+            progress.add_metric([*base, str(st["sync_action"])], float(st["sync_progress"]))
+        if st["sync_speed"] is not None:
+            speed.add_metric(base, float(st["sync_speed"]))
+        mismatches.add_metric(base, float(st["mismatch_cnt"]))
+        for dev in st["devices"]:
+            member = [*base, str(dev["name"]), str(dev["role"])]
+            for name in MEMBER_STATES:
+                member_state.add_metric([*member, name], 1.0 if dev["state"] == name else 0.0)
+            member_errors.add_metric([*base, str(dev["name"])], float(dev["errors"]))
+    yield from (state, degraded, progress, speed, mismatches, member_state, member_errors)
+
+
+def _tape_families(server: TargetServer) -> Iterator[Metric]:
+    """Tape drives (loaded cartridge, bytes) and changers (occupied elements)."""
+    labels = ["target", "lun"]
+    loaded = GaugeMetricFamily(
+        "cistern_tape_loaded", "1 while the drive holds a cartridge (barcode in a label).",
+        labels=[*labels, "barcode"],
+    )
+    host_bytes = CounterMetricFamily(
+        "cistern_tape_host_bytes", "Bytes the drive exchanged with initiators, by direction.",
+        labels=[*labels, "direction"],
+    )
+    medium_bytes = CounterMetricFamily(
+        "cistern_tape_medium_bytes", "Bytes the drive wrote to or read from cartridges (after compression).",
+        labels=[*labels, "direction"],
+    )
+    elements = GaugeMetricFamily(
+        "cistern_changer_elements", "Elements of the medium changer, by kind and whether they hold a cartridge.",
+        labels=[*labels, "kind", "full"],
+    )
+    for target_name, number, lu in _luns(server):
+        base = [target_name, str(number)]
+        if isinstance(lu, TapeUnit):
+            loaded.add_metric([*base, lu.barcode or ""], 1.0 if lu.loaded else 0.0)
+            host_bytes.add_metric([*base, "from_host"], float(lu.bytes_from_host))
+            host_bytes.add_metric([*base, "to_host"], float(lu.bytes_to_host))
+            medium_bytes.add_metric([*base, "written"], float(lu.bytes_written))
+            medium_bytes.add_metric([*base, "read"], float(lu.bytes_read))
+        elif isinstance(lu, ChangerUnit):
+            for kind, where in lu.library.where.items():
+                full = sum(1 for barcode in where if barcode is not None)
+                elements.add_metric([*base, kind, "yes"], float(full))
+                elements.add_metric([*base, kind, "no"], float(len(where) - full))
+    yield from (loaded, host_bytes, medium_bytes, elements)
 
 
 def make_registry(server: TargetServer, lag: LoopLag | None = None) -> CollectorRegistry:
