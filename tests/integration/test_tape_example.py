@@ -8,9 +8,11 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import peers
+from admin_proc import metric_value
 from cistern_proc import CisternTarget
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tape.toml"
@@ -21,7 +23,10 @@ def test_example_tape_library_serves(tmp_path: Path, artifacts_dir: Path) -> Non
     port = peers.free_port()
     text = EXAMPLE.read_text()
     assert '"127.0.0.1:3260"' in text and 'library = "tape-library"' in text
-    config = text.replace("127.0.0.1:3260", f"127.0.0.1:{port}")
+    admin_port = peers.free_port()
+    config = text.replace("127.0.0.1:3260", f"127.0.0.1:{port}") + (
+        f'\n[admin]\nsocket_enabled = false\nlisten = "127.0.0.1:{admin_port}"\n'
+    )
     with CisternTarget(config, tmp_path, artifacts_dir / "cistern.log", port=port) as target:
         out = subprocess.run(
             ["iscsi-ls", "-s", f"iscsi://127.0.0.1:{port}"], capture_output=True, text=True, timeout=30
@@ -39,6 +44,11 @@ def test_example_tape_library_serves(tmp_path: Path, artifacts_dir: Path) -> Non
             timeout=30,
         )
         assert "DEVICE_IDENTIFICATION" in vpd.stdout, vpd.stdout + vpd.stderr
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=10) as resp:
+            metrics = resp.read().decode()
+        assert metric_value(metrics, "cistern_changer_elements", kind="slot", full="yes") == 8, metrics
+        assert metric_value(metrics, "cistern_changer_elements", kind="drive", full="no") == 2
+        assert metric_value(metrics, "cistern_tape_loaded", lun="1") == 0
         assert target.stop() == 0
     library = tmp_path / "tape-library"
     assert sorted(p for p in os.listdir(library) if not p.startswith(".")) == [
