@@ -1,8 +1,10 @@
 """cistern's target against libiscsi's command-line tools (issue 2, must show 1).
 
 The demo target (``cistern demo``) answers discovery, INQUIRY and READ CAPACITY(16); a CHAP target admits the
-right secret one-way and mutually, and refuses a wrong secret, a missing login and a non-admitted initiator
-name at login with the RFC 7143 status, without disturbing other sessions.
+right secret one-way; a target configured for mutual CHAP admits only mutual logins (a one-way login is
+refused: configured mutual CHAP is required). Wrong secrets, a missing login, a target failing the
+initiator's check and a non-admitted initiator name are refused at login with the RFC 7143 status, without
+disturbing other sessions.
 """
 
 from __future__ import annotations
@@ -30,9 +32,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CisternTarget]:
         yield target
 
 
-@pytest.fixture(scope="module")
-def chap_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CisternTarget]:
-    work = tmp_path_factory.mktemp("chap")
+def _chap_target(tmp_path_factory: pytest.TempPathFactory, mutual: bool) -> Iterator[CisternTarget]:
+    work = tmp_path_factory.mktemp("mutual" if mutual else "chap")
     port = peers.free_port()
     cfg = target_toml(
         CHAP_IQN,
@@ -40,10 +41,25 @@ def chap_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CisternTar
         lun_toml(0, "memory", size="16M"),
         acl=[LS_NAME, INQ_NAME],
         chap=(USER, SECRET),
-        mutual=(TUSER, TSECRET),
+        mutual=(TUSER, TSECRET) if mutual else None,
     )
     with CisternTarget(cfg, work, work / "cistern.log", port=port) as target:
         yield target
+
+
+@pytest.fixture(scope="module")
+def chap_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CisternTarget]:
+    """One-way CHAP (the initiator proves itself)."""
+    yield from _chap_target(tmp_path_factory, mutual=False)
+
+
+@pytest.fixture(scope="module")
+def mutual_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CisternTarget]:
+    """Mutual CHAP configured: the target proves itself too, and a one-way login is refused."""
+    yield from _chap_target(tmp_path_factory, mutual=True)
+
+
+MUTUAL_ENV = {"LIBISCSI_CHAP_TARGET_USERNAME": TUSER, "LIBISCSI_CHAP_TARGET_PASSWORD": TSECRET}
 
 
 def test_demo_discovery_lists_target_and_lun(demo: CisternTarget) -> None:
@@ -82,12 +98,21 @@ def test_chap_one_way_by_environment(chap_target: CisternTarget) -> None:
     assert "Total size:16777216" in out
 
 
-def test_chap_mutual(chap_target: CisternTarget) -> None:
-    env = {"LIBISCSI_CHAP_TARGET_USERNAME": TUSER, "LIBISCSI_CHAP_TARGET_PASSWORD": TSECRET}
+def test_chap_mutual(mutual_target: CisternTarget) -> None:
     out = peers.run(
-        ["iscsi-inq", chap_target.url(CHAP_IQN, user=USER, secret=SECRET)], timeout=30, env=env
+        ["iscsi-inq", mutual_target.url(CHAP_IQN, user=USER, secret=SECRET)], timeout=30, env=MUTUAL_ENV
     ).stdout
     assert "DIRECT_ACCESS" in out
+
+
+def test_mutual_chap_target_refuses_one_way_login(mutual_target: CisternTarget) -> None:
+    with pytest.raises(peers.PeerCommandError) as err:
+        peers.run(["iscsi-inq", mutual_target.url(CHAP_IQN, user=USER, secret=SECRET)], timeout=30)
+    assert "Authentication failure" in err.value.stdout + err.value.stderr
+    ok = peers.run(
+        ["iscsi-inq", mutual_target.url(CHAP_IQN, user=USER, secret=SECRET)], timeout=30, env=MUTUAL_ENV
+    ).stdout
+    assert "DIRECT_ACCESS" in ok
 
 
 def test_chap_discovery_lists_target_for_admitted_initiator(chap_target: CisternTarget) -> None:
@@ -109,21 +134,23 @@ def test_chap_discovery_lists_target_for_admitted_initiator(chap_target: Cistern
         (
             "initiator not in ACL",
             ["iscsi-readcapacity16", "URL:alice%alice-secret-12"],
-            {},
+            MUTUAL_ENV,
             "Authorization failure",
         ),
     ],
 )
 def test_login_refused_cleanly(
-    chap_target: CisternTarget, what: str, cmd: list[str], env: dict[str, str], message: str
+    mutual_target: CisternTarget, what: str, cmd: list[str], env: dict[str, str], message: str
 ) -> None:
     tool, url = cmd
     cred = url.partition(":")[2]
     user, _, secret = cred.partition("%")
-    full = chap_target.url(CHAP_IQN, user=user or None, secret=secret or None)
+    full = mutual_target.url(CHAP_IQN, user=user or None, secret=secret or None)
     with pytest.raises(peers.PeerCommandError) as err:
         peers.run([tool, full], timeout=30, env=env)
     assert message in err.value.stdout + err.value.stderr, what
     # the server keeps serving: an admitted, authenticated login still works afterwards
-    ok = peers.run(["iscsi-inq", chap_target.url(CHAP_IQN, user=USER, secret=SECRET)], timeout=30).stdout
+    ok = peers.run(
+        ["iscsi-inq", mutual_target.url(CHAP_IQN, user=USER, secret=SECRET)], timeout=30, env=MUTUAL_ENV
+    ).stdout
     assert "DIRECT_ACCESS" in ok
