@@ -56,6 +56,7 @@ from cistern.wire.text import TextAccumulator, TextError
 if TYPE_CHECKING:
     from cistern.target.server import TargetServer
     from cistern.target.session import Session
+    from cistern.wire.params import Negotiated
 
 log = logging.getLogger("cistern.target")
 
@@ -107,6 +108,7 @@ class Connection(asyncio.BufferedProtocol):
         self.reader = PduReader(max_data_segment_length=8192, sink=self._sink)
         self.login: LoginDriver | None = LoginDriver(server, self)
         self.session: Session | None = None
+        self.params: Negotiated | None = None  # this connection's parameters once in full feature phase
         self.cid = 0
         self.statsn = 0
         self.tasks: dict[int, TargetTask] = {}  # ITT -> task (allegiant to this connection)
@@ -277,11 +279,12 @@ class Connection(asyncio.BufferedProtocol):
 
     # ------------------------------------------------------------------ login glue
 
-    def enter_full_feature(self, session: Session, cid: int) -> None:
-        """Called by the login driver when the final Login Response has been queued."""
+    def enter_full_feature(self, session: Session, cid: int, params: Negotiated) -> None:
+        """Called by the login driver when the final Login Response has been queued.  ``params``: the
+        session's session-wide parameters with this connection's own (digests, segment lengths)."""
         self.session = session
         self.cid = cid
-        params = session.params
+        self.params = params
         self.reader.max_data_segment_length = params.max_recv_data_segment_length
         self.reader.header_digest = params.header_digest
         self.reader.data_digest = params.data_digest
@@ -293,6 +296,13 @@ class Connection(asyncio.BufferedProtocol):
             timer.cancel()
         self._timers.clear()
         self._schedule_nop()
+
+    def set_max_xmit(self, length: int) -> None:
+        """The initiator declared a new MaxRecvDataSegmentLength in full feature phase (RFC 7143 13.12):
+        PDUs we send from now on carry at most ``length`` data bytes."""
+        self._max_xmit = length
+        if self.params is not None:
+            self.params = self.params.replace(max_xmit_data_segment_length=length)
 
     def _login_timeout(self) -> None:
         if self.login is not None:
@@ -461,8 +471,10 @@ class Connection(asyncio.BufferedProtocol):
         assert session is not None
         if session.discovery or pdu.itt == RESERVED_TAG:
             return RejectReason.PROTOCOL_ERROR
-        if pdu.itt in self.tasks:
-            return RejectReason.TASK_IN_PROGRESS
+        if pdu.itt in self.tasks or (
+            len(session.connections) > 1 and any(pdu.itt in c.tasks for c in session.connections.values())
+        ):
+            return RejectReason.TASK_IN_PROGRESS  # an ITT is unique in the session (RFC 7143 11.2.1.8)
         if pdu.immediate and len(self.tasks) >= session.queue_depth:
             # immediate commands bypass the CmdSN window; cap them so tasks cannot pile up without limit
             return RejectReason.IMMEDIATE_COMMAND_REJECT
@@ -757,7 +769,7 @@ class Connection(asyncio.BufferedProtocol):
         if target is None:
             response = TmfResponse.FUNCTION_REJECTED
         elif function == TmfFunction.ABORT_TASK:
-            task = self.tasks.get(pdu.referenced_task_tag)
+            task = self._session_task(pdu.referenced_task_tag)
             if task is not None and task.lun == lun:
                 await self._abort([task])
             elif (
@@ -811,6 +823,16 @@ class Connection(asyncio.BufferedProtocol):
         else:
             response = TmfResponse.FUNCTION_NOT_SUPPORTED
         self.send_status(P.TaskMgmtResponse(response=int(response), itt=pdu.itt))
+
+    def _session_task(self, itt: int) -> TargetTask | None:
+        """The task with this ITT on any connection of the session (ABORT TASK may come on another CID)."""
+        task = self.tasks.get(itt)
+        if task is None and self.session is not None:
+            for conn in self.session.connections.values():
+                task = conn.tasks.get(itt)
+                if task is not None:
+                    break
+        return task
 
     def _all_session_tasks(self) -> list[TargetTask]:
         session = self.session
@@ -932,6 +954,16 @@ class Connection(asyncio.BufferedProtocol):
         if response == LogoutResponse.SUCCESS:
             if reason == LogoutReason.CLOSE_SESSION:
                 self.server.end_session(session, exclude=self)
+            elif len(session.connections) <= 1:
+                # the logout of the only connection leaves nothing to continue: the session ends now
+                self.server.end_session(session, exclude=self, reason="its last connection logged out")
+            elif pdu.cid != self.cid:
+                # RFC 7143 11.14.1: a logout of another connection, sent on this one; this one stays
+                other = session.connections.get(pdu.cid)
+                if other is not None:
+                    log.info("%s: CID %d logged out from CID %d", self.peer, pdu.cid, self.cid)
+                    other.close()
+                return
             self.close()
 
     # ---- Async logout request (shutdown)
