@@ -20,6 +20,7 @@ Hostile input handling, in one place:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -31,7 +32,7 @@ from cistern.scsi.task import DataDirection, ScsiResult, ScsiTask, Status, TaskA
 from cistern.target.eager import run_eager
 from cistern.target.login_glue import LoginDriver
 from cistern.target.session import CmdDisposition
-from cistern.target.tasks import DataOutError, Sequence, TargetTask, TaskState
+from cistern.target.tasks import DataOutError, Sequence, TargetTask, TaskState, UnknownTransferTag
 from cistern.wire import pdu as P
 from cistern.wire.constants import (
     BHS_LEN,
@@ -128,6 +129,9 @@ class Connection(asyncio.BufferedProtocol):
         self._max_xmit = 8192
         self._logout_sent = False
         self._out: list[Buffer] | None = None  # buffers to send at the end of this batch (see module doc)
+        # ITTs of tasks that ended before all their data came (failed or aborted while collecting): their
+        # late Data-Out is discarded silently rather than rejected; bounded, the oldest forgotten first
+        self._ended_early: collections.deque[int] = collections.deque(maxlen=64)
         self._flush_scheduled = False
 
     # ------------------------------------------------------------------ asyncio plumbing
@@ -508,11 +512,13 @@ class Connection(asyncio.BufferedProtocol):
         limits = session.target.limits if session.target else None
         if limits is not None and task.edtl > limits.max_write_buffer:
             # too large to buffer: refuse without reading data (the initiator gets no R2T)
+            self._ended_early.append(task.itt)
             self._complete(task, ScsiResult(Status.CHECK_CONDITION, _fixed_sense(0x05, 0x24, 0x00)))
             return
         if limits is not None and session.write_buffered + task.edtl > limits.max_session_write_buffer:
             # every write buffer is allocated up front: bound their sum per session (SAM-5 TASK SET FULL,
             # the initiator retries later) so a hostile initiator cannot make us allocate queue depth x EDTL
+            self._ended_early.append(task.itt)
             self._complete(task, ScsiResult(Status.TASK_SET_FULL, b""))
             return
         params = session.params
@@ -574,8 +580,13 @@ class Connection(asyncio.BufferedProtocol):
 
     def _on_data_out(self, pdu: P.DataOut, header: bytes) -> None:
         task = self.tasks.get(pdu.itt)
-        if task is None or task.state is not TaskState.COLLECTING:
-            return  # data for an aborted or finished command: discard (RFC 7143 4.2.3.3 / 11.5.1)
+        if task is None:
+            if pdu.itt not in self._ended_early:
+                # RFC 7143 11.17.1: an ITT that names no task of this connection is an invalid PDU field
+                self.reject(RejectReason.INVALID_PDU_FIELD, header)
+            return  # data for a command that ended before its data did: discard (RFC 7143 11.5.1)
+        if task.state is not TaskState.COLLECTING:
+            return  # all data already arrived (or the task was aborted): discard
         data = pdu.data
         if not isinstance(data, memoryview) or data.obj is not task.buf:
             # not sunk (e.g. offset outside the buffer): validate first, then copy
@@ -585,6 +596,12 @@ class Connection(asyncio.BufferedProtocol):
                 return
         try:
             seq = task.accept(pdu.ttt, pdu.datasn, pdu.buffer_offset, len(data), pdu.final)
+        except UnknownTransferTag as exc:
+            # a Target Transfer Tag of no outstanding R2T of this task (RFC 7143 11.7.4, 11.17.1): Reject;
+            # at ErrorRecoveryLevel 0 nothing can resend the burst, so the command ends as well
+            self.reject(RejectReason.INVALID_PDU_FIELD, header)
+            self._fail_task(task, SENSE_DATA_PHASE_ERROR, str(exc))
+            return
         except DataOutError as exc:
             self._fail_task(task, SENSE_DATA_PHASE_ERROR, str(exc))
             return
@@ -599,6 +616,7 @@ class Connection(asyncio.BufferedProtocol):
     def _fail_task(self, task: TargetTask, sense: bytes, why: str = "") -> None:
         if why:
             log.info("%s: ITT 0x%08x failed: %s", self.peer, task.itt, why)
+        self._ended_early.append(task.itt)  # its remaining Data-Out may still be on the way
         task.state = TaskState.DONE
         self._complete(task, ScsiResult(Status.CHECK_CONDITION, sense))
 
@@ -848,6 +866,7 @@ class Connection(asyncio.BufferedProtocol):
             task.report_aborted = True
             task.abort()
             if task.state is TaskState.COLLECTING:
+                self._ended_early.append(task.itt)
                 self._finish(task)
                 self._send_task_aborted(task)
             # an executing task reports TASK ABORTED when the device server returns
@@ -863,6 +882,7 @@ class Connection(asyncio.BufferedProtocol):
             if task.state is TaskState.COLLECTING:
                 for conn in self.session.connections.values() if self.session else ():
                     if conn.tasks.get(task.itt) is task:
+                        conn._ended_early.append(task.itt)
                         conn._finish(task)
             elif task.state is TaskState.EXECUTING:
                 if task.done is None:  # created only when someone waits for the task to end
