@@ -50,6 +50,7 @@ from cistern.wire.constants import (
     TmfResponse,
 )
 from cistern.wire.framing import Frame, FramingError, PduReader, frame_parts, frame_pdu
+from cistern.wire.liveness import ConnectionTimers, TimerEvent
 from cistern.wire.pdu import Buffer
 from cistern.wire.serial import sn_add, sn_in_window, sn_lt
 from cistern.wire.text import TextAccumulator, TextError
@@ -116,10 +117,15 @@ class Connection(asyncio.BufferedProtocol):
         self._ttt = 0x100
         self._closing = False
         self._write_ok: asyncio.Future[None] | None = None
-        self._last_rx = time.monotonic()
-        self._ping_ttt: int | None = None
-        self._ping_sent = 0.0
-        self._timers: list[asyncio.TimerHandle] = []
+        # login timeout, NOP-In pings, dead-peer detection: the sans-I/O timer state (wire/liveness.py) and
+        # the one asyncio timer that wakes it
+        self.timers = ConnectionTimers(
+            time.monotonic(),
+            login_timeout=server.login_timeout,
+            nop_interval=server.nop_interval,
+            nop_timeout=server.nop_timeout,
+        )
+        self._timer: asyncio.TimerHandle | None = None
         # the rest of a long Text Response: (TTT, ITT, remaining text).  One slot: RFC 7143 11.10 allows a
         # single outstanding Text Request per connection, and a new request discards an unfinished one
         self._text_pending: tuple[int, int, bytes] | None = None  # (TTT, ITT, rest of our answer)
@@ -149,15 +155,14 @@ class Connection(asyncio.BufferedProtocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.transport.set_write_buffer_limits(high=4 * 1024 * 1024, low=1024 * 1024)
         self.server.connections.add(self)
-        loop = asyncio.get_running_loop()
-        self._timers.append(loop.call_later(self.server.login_timeout, self._login_timeout))
+        self._arm_timer()
         log.debug("connection from %s on %s:%d", self.peer, *self.portal)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.reader.get_buffer()
 
     def buffer_updated(self, nbytes: int) -> None:
-        self._last_rx = time.monotonic()
+        self.timers.last_rx = time.monotonic()
         reader = self.reader
         reader.buffer_filled(nbytes)
         if self._out is None:
@@ -192,8 +197,9 @@ class Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
-        for timer in self._timers:
-            timer.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.server.connections.discard(self)
         if self._write_ok is not None and not self._write_ok.done():
             self._write_ok.set_result(None)
@@ -296,10 +302,8 @@ class Connection(asyncio.BufferedProtocol):
         self._data_digest = params.data_digest
         self._max_xmit = params.max_xmit_data_segment_length
         self.login = None
-        for timer in self._timers:
-            timer.cancel()
-        self._timers.clear()
-        self._schedule_nop()
+        self.timers.full_feature(time.monotonic())
+        self._arm_timer()
 
     def set_max_xmit(self, length: int) -> None:
         """The initiator declared a new MaxRecvDataSegmentLength in full feature phase (RFC 7143 13.12):
@@ -308,40 +312,42 @@ class Connection(asyncio.BufferedProtocol):
         if self.params is not None:
             self.params = self.params.replace(max_xmit_data_segment_length=length)
 
-    def _login_timeout(self) -> None:
-        if self.login is not None:
-            log.info("%s: login timed out", self.peer)
-            self.close()
+    # ------------------------------------------------------------------ timers (login timeout, NOP-In pings)
 
-    # ------------------------------------------------------------------ NOP-In pings (dead peer detection)
+    def _arm_timer(self) -> None:
+        """One asyncio timer, at the deadline the timer state machine asks for."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        when = self.timers.next_timer()
+        if when is not None and not self._closing:
+            delay = max(0.0, when - time.monotonic())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
 
-    def _schedule_nop(self) -> None:
-        interval = self.server.nop_interval
-        if interval > 0 and not self._closing:
-            loop = asyncio.get_running_loop()
-            self._timers = [t for t in self._timers if not t.cancelled()]
-            self._timers.append(loop.call_later(interval, self._nop_tick))
-
-    def _nop_tick(self) -> None:
-        if self._closing or self.session is None:
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._closing:
             return
         now = time.monotonic()
-        if self._ping_ttt is not None and now - self._ping_sent > self.server.nop_timeout:
+        event = self.timers.handle_timer(now)
+        if event is TimerEvent.LOGIN_TIMED_OUT:
+            log.info("%s: login timed out", self.peer)
+            self.close()
+            return
+        if event is TimerEvent.PEER_DEAD:
             log.warning(
                 "%s: no answer to NOP-In ping for %.0f s: dropping connection",
                 self.peer,
-                now - self._ping_sent,
+                self.timers.nop_timeout,
             )
             self.abort()
             return
-        if self._ping_ttt is None and now - self._last_rx >= self.server.nop_interval:
-            self._ping_ttt = self._new_ttt()
-            self._ping_sent = now
+        if event is TimerEvent.SEND_PING and self.session is not None:
+            ttt = self._new_ttt()
+            self.timers.ping_sent(ttt, now)
             exp, mx = self._window()
-            self.send(
-                P.NopIn(itt=RESERVED_TAG, ttt=self._ping_ttt, statsn=self.statsn, expcmdsn=exp, maxcmdsn=mx)
-            )
-        self._schedule_nop()
+            self.send(P.NopIn(itt=RESERVED_TAG, ttt=ttt, statsn=self.statsn, expcmdsn=exp, maxcmdsn=mx))
+        self._arm_timer()
 
     def _new_ttt(self) -> int:
         self._ttt = (self._ttt + 1) & 0xFFFFFFFF
@@ -431,8 +437,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def _on_nop_out(self, pdu: P.NopOut, header: bytes) -> None:
         if pdu.ttt != RESERVED_TAG:  # the answer to our ping
-            if pdu.ttt == self._ping_ttt:
-                self._ping_ttt = None
+            self.timers.ping_answered(pdu.ttt)
             return
         if pdu.itt == RESERVED_TAG:
             if not pdu.immediate:
