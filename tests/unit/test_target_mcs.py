@@ -266,3 +266,56 @@ def test_unimplemented_params_are_refused_by_the_config(key: str, value: object,
     with pytest.raises(ConfigError) as info:
         parse_config(conf)
     assert words in str(info.value) and f"params.{key}" in str(info.value)
+
+
+def test_abort_task_sent_on_another_connection() -> None:
+    async def main() -> None:
+        async with running_server() as s:
+            c1 = await leading(s.port, operational=(*MCS, ("ImmediateData", "No"), ("InitialR2T", "Yes")))
+            c2, rsp = await join(s.port, c1, cid=2)
+            assert status_of(rsp) == 0
+            write = c2.command_pdu(write10(16, 1), write_len=BLOCK)
+            await c2.send(write)
+            r2t = await c2.expect(P.R2T)
+            assert isinstance(r2t, P.R2T)
+            c1.cmdsn = c2.cmdsn
+            itt = c1.next_itt()
+            await c1.send(
+                P.TaskMgmtRequest(
+                    flags=0x80 | 1,  # ABORT TASK
+                    itt=itt,
+                    referenced_task_tag=write.itt,
+                    cmdsn=c1.take_cmdsn(),
+                    expstatsn=c1.expstatsn,
+                    immediate=True,
+                )
+            )
+            tmf = await c1.expect(P.TaskMgmtResponse)
+            assert isinstance(tmf, P.TaskMgmtResponse) and tmf.response == 0 and tmf.itt == itt
+            # the aborted task's data, arriving late on its own connection, is discarded: no answer
+            await c2.send(
+                P.DataOut(
+                    flags=FLAG_FINAL, itt=write.itt, ttt=r2t.ttt, datasn=0, buffer_offset=0, data=b"Z" * BLOCK
+                )
+            )
+            await c2.expect_silence(0.3)
+            assert bytes(await s.store.read(16 * BLOCK, BLOCK)) == bytes(BLOCK)
+            for c in (c1, c2):
+                await c.close()
+
+    run(main())
+
+
+def test_connection_reinstatement_with_the_same_cid() -> None:
+    async def main() -> None:
+        async with running_server() as s:
+            c1 = await leading(s.port)
+            again, rsp = await join(s.port, c1, cid=1)  # same CID: the old connection is replaced
+            assert status_of(rsp) == 0 and rsp.tsih == c1.tsih
+            await c1.expect_closed()
+            await again.ready()
+            session = next(iter(s.server.sessions))
+            assert len(s.server.sessions) == 1 and list(session.connections) == [1]
+            await again.close()
+
+    run(main())
