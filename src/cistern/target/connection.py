@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, cast
 from cistern.scsi.task import DataDirection, ScsiResult, ScsiTask, Status, TaskAttribute
 from cistern.target.eager import run_eager
 from cistern.target.login_glue import LoginDriver
-from cistern.target.recovery import RETAINED_LIMIT, Retained
+from cistern.target.recovery import Retained, RetainedSet
 from cistern.target.session import CmdDisposition
 from cistern.target.tasks import DataOutError, Sequence, TargetTask, TaskState, UnknownTransferTag
 from cistern.wire import pdu as P
@@ -145,7 +145,7 @@ class Connection(asyncio.BufferedProtocol):
         # ErrorRecoveryLevel >= 1 only (RFC 7143 7.x, 11.16): statuses and read data kept for SNACKs
         self._erl = 0
         self._status_log: StatusLog | None = None
-        self._retained: collections.OrderedDict[int, Retained] = collections.OrderedDict()
+        self._retained = RetainedSet()
         self._flush_scheduled = False
 
     # ------------------------------------------------------------------ asyncio plumbing
@@ -431,12 +431,8 @@ class Connection(asyncio.BufferedProtocol):
         log_ = self._status_log
         if log_ is not None and len(log_):
             log_.acknowledge(expstatsn)
-        retained = self._retained
-        while retained:
-            first = next(iter(retained.values()))
-            if first.statsn is None or not sn_lt(first.statsn, expstatsn):
-                break
-            retained.popitem(last=False)
+        if len(self._retained):
+            self._retained.acknowledge(lambda statsn: sn_lt(statsn, expstatsn))
 
     def _recovery_r2t(self, task: TargetTask, pdu: P.DataOut) -> None:
         """A Data-Out whose data digest failed (its header is sound): account it in its sequence, then ask
@@ -474,10 +470,7 @@ class Connection(asyncio.BufferedProtocol):
         kept = Retained(
             lun_field, view, self._max_xmit, self.session.params.max_burst_length, self._new_ttt()
         )
-        retained = self._retained
-        retained[task.itt] = kept
-        while len(retained) > RETAINED_LIMIT:
-            retained.popitem(last=False)
+        self._retained.add(task.itt, kept)
         self._resend_data_in(task.itt, kept, range(kept.count()))
         return kept
 
@@ -536,14 +529,14 @@ class Connection(asyncio.BufferedProtocol):
             self._resend_data_in(pdu.itt, kept, numbers)
             return
         if kind == SnackType.DATA_ACK:
-            for itt, kept in self._retained.items():
-                if kept.ack_ttt == pdu.ttt:
-                    if pdu.begrun > kept.count():
-                        self.reject(RejectReason.PROTOCOL_ERROR, header)
-                    elif pdu.begrun == kept.count():
-                        del self._retained[itt]  # all of it acknowledged: free it
-                    return
-            self.reject(RejectReason.INVALID_DATA_ACK, header)
+            acked = self._retained.by_ack_ttt(pdu.ttt)
+            if acked is None:
+                self.reject(RejectReason.INVALID_DATA_ACK, header)
+                return
+            if pdu.begrun > acked[1].count():
+                self.reject(RejectReason.PROTOCOL_ERROR, header)
+            elif pdu.begrun == acked[1].count():
+                self._retained.discard(acked[0])  # all of it acknowledged: free it
             return
         if kind == SnackType.RDATA:
             kept = self._retained.get(pdu.itt)
