@@ -654,6 +654,9 @@ class Connection(asyncio.BufferedProtocol):
     def _start_command(self, task: TargetTask, pdu: P.ScsiCommand) -> None:
         session = self.session
         assert session is not None
+        if self._erl and len(self._retained):
+            # the initiator reuses an ITT only once it has the old command's status: forget its data
+            self._retained.discard(task.itt)
         if not task.immediate:
             session.outstanding += 1
         self.tasks[task.itt] = task
