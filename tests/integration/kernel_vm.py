@@ -455,15 +455,19 @@ def run_vm(
     timeout: float = 240.0,
     memory_mib: int = 512,
     cmdline_extra: str = "",
+    host_leg: str | None = None,
 ) -> VmResult:
     """Boot ``image`` with ``initrd`` in ``netns``; the guest's 10.0.2.100:3260 reaches 127.0.0.1:PORT there.
 
     QEMU is killed (by its PID) after ``timeout`` seconds; a run without a result line raises VmError
-    carrying the console text.
+    carrying the console text.  ``host_leg`` replaces the plain TCP leg socat opens to the target (a TLS
+    portal is reached with ``OPENSSL:127.0.0.1:PORT,,cafile=...``).
     """
     qemu = peers.require_tool("qemu-system-x86_64")
     socat = peers.require_tool("socat")
-    fwd = f"guestfwd=tcp:{GUEST_TARGET_ADDR}:{GUEST_TARGET_PORT}-cmd:{socat} -b 262144 - TCP:127.0.0.1:{target_port},,nodelay"
+    # host_leg: socat's address for the host side (commas doubled for QEMU), e.g. an OPENSSL:... TLS leg
+    leg = host_leg or f"TCP:127.0.0.1:{target_port},,nodelay"
+    fwd = f"guestfwd=tcp:{GUEST_TARGET_ADDR}:{GUEST_TARGET_PORT}-cmd:{socat} -b 262144 - {leg}"
     cmdline = f"console=ttyS0 panic=-1 loglevel=5 rdinit=/init {cmdline_extra}".strip()
     cmd = [
         "ip", "netns", "exec", netns, qemu,

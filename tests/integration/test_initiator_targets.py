@@ -82,17 +82,23 @@ def test_chap_and_mutual_chap(disk: DiskUnderTest) -> None:
     disk.enable_chap("alice", "alicesecret12", mutual=("tgtname", "targetsecret1"))
 
     async def body() -> None:
-        async with await _open(disk, chap=("alice", "alicesecret12")) as s:
+        mutual = ("tgtname", "targetsecret1")
+        # mutual CHAP is configured, so cistern requires it (a one-way login is refused); tgt allows either
+        async with await _open(disk, chap=("alice", "alicesecret12"), mutual_chap=mutual) as s:
             assert (await s.read_capacity(disk.lun)).size == disk.size
         # the credentials may also come in the URL, libiscsi style
-        async with await connect(disk.url_as("alice", "alicesecret12"), initiator_name=INITIATOR) as s:
+        async with await connect(
+            disk.url_as("alice", "alicesecret12"), initiator_name=INITIATOR, mutual_chap=mutual
+        ) as s:
             await s.test_unit_ready(disk.lun)
+        if disk.kind == "cistern":
+            with pytest.raises(AuthenticationError, match="authentication failed as 'alice'"):
+                await _open(disk, chap=("alice", "alicesecret12"))
         with pytest.raises(AuthenticationError, match="authentication failed as 'alice'"):
             await _open(disk, chap=("alice", "wrongsecret99"))
         with pytest.raises(AuthenticationError):
             await _open(disk)  # CHAP required, none given
 
-        mutual = ("tgtname", "targetsecret1")
         async with await _open(disk, chap=("alice", "alicesecret12"), mutual_chap=mutual) as s:
             await s.test_unit_ready(disk.lun)
             data = os.urandom(8 * BLOCK)

@@ -23,6 +23,8 @@ import hashlib
 import os
 import random
 import shutil
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -221,10 +223,33 @@ def netns() -> Iterator[str]:
         yield name
 
 
+def _tls_setup(config: str, port: int, folder: Path) -> tuple[str, str]:
+    """Certificates for a TLS portal (CA, target naming both IQNs, client naming INITIATOR); returns the
+    config with ``[tls]`` and ``tls = true`` on the targets, and socat's OPENSSL leg (commas doubled)."""
+    from cistern.security import pki
+
+    ca, key = folder / "ca.pem", folder / "ca.key"
+    pki.create_ca(ca, key)
+    pki.issue(ca, key, folder / "target.pem", folder / "target.key", common_name=IQN_A, names=[IQN_B], server=True)
+    pki.issue(ca, key, folder / "client.pem", folder / "client.key", common_name=INITIATOR, server=False)
+    tls = f'[tls]\ncertificate = "{folder / "target.pem"}"\nkey = "{folder / "target.key"}"\nca = "{ca}"\n\n'
+    portal = f'portals = ["127.0.0.1:{port}"]'
+    config = tls + config.replace(portal, portal + "\ntls = true")
+    leg = (
+        f"OPENSSL:127.0.0.1:{port},,cafile={ca},,cert={folder / 'client.pem'},,key={folder / 'client.key'},,"
+        f"commonname={IQN_A},,openssl-min-proto-version=TLS1.3,,nodelay"
+    )
+    return config, leg
+
+
 @pytest.mark.timeout(VM_TIMEOUT + 300)  # the first run also downloads the kernel and builds the initramfs
+@pytest.mark.parametrize("leg", ["tcp", "tls"])
 def test_kernel_initiator_chap_digests_io_and_ext4(
-    vm_image: kernel_vm.KernelImage, netns: str, tmp_path: Path, artifacts_dir: Path
+    vm_image: kernel_vm.KernelImage, netns: str, tmp_path: Path, artifacts_dir: Path, leg: str
 ) -> None:
+    """``tls``: the guest's iscsi_tcp still speaks plain TCP to QEMU, but the host-side leg QEMU's guestfwd
+    opens is ``socat OPENSSL`` to a cistern TLS portal (mutual TLS, CHAP and digests inside); a tcpdump of
+    that leg must contain neither the InitiatorName nor the data written."""
     port = 3260  # the namespace is ours alone
     lun_a, lun_b = tmp_path / "lun-a.img", tmp_path / "lun-b.img"
     config = target_toml(
@@ -266,19 +291,39 @@ def test_kernel_initiator_chap_digests_io_and_ext4(
         {"/pattern.chunk": base},
         tmp_path / "initrd.gz",
     )
+    host_leg = None
+    if leg == "tls":
+        config, host_leg = _tls_setup(config, port, tmp_path)
     log = artifacts_dir / "cistern.log"
     log.unlink(missing_ok=True)  # the artifacts folder outlives runs; keep this run's log only
     target = kernel_vm.NetnsCisternTarget(config, tmp_path / "target", log, port=port, netns=netns)
+    capture = artifacts_dir / "tls-leg.pcap"
     started = time.monotonic()
     with target:
-        result = kernel_vm.run_vm(
-            vm_image,
-            initrd,
-            netns=netns,
-            target_port=port,
-            console_log=artifacts_dir / "console.log",
-            timeout=VM_TIMEOUT,
-        )
+        dump = None
+        if leg == "tls":
+            capture.unlink(missing_ok=True)
+            dump = subprocess.Popen(
+                ["ip", "netns", "exec", netns, peers.require_tool("tcpdump"), "-i", "lo", "-U", "-s", "0",
+                 "-w", str(capture), "tcp", "port", str(port)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            )  # fmt: skip
+            time.sleep(1.0)  # tcpdump is listening before the guest connects
+        try:
+            result = kernel_vm.run_vm(
+                vm_image,
+                initrd,
+                netns=netns,
+                target_port=port,
+                console_log=artifacts_dir / "console.log",
+                timeout=VM_TIMEOUT,
+                host_leg=host_leg,
+            )
+        finally:
+            if dump is not None:
+                time.sleep(0.5)
+                dump.send_signal(signal.SIGINT)
+                dump.wait(10)
         target_cpu = _cpu_seconds(target.proc.pid) if target.proc else 0.0
     total = time.monotonic() - started
     (artifacts_dir / "timing.txt").write_text(
@@ -311,3 +356,11 @@ def test_kernel_initiator_chap_digests_io_and_ext4(
     hello = peers.run([debugfs, "-R", "cat /hello.txt", str(lun_b)], timeout=60).stdout
     assert hello.strip() == HELLO
     assert "Traceback" not in log.read_text(errors="replace")
+    if leg == "tls":
+        wire = capture.read_bytes()
+        assert len(wire) > 8 * MIB, f"the capture holds only {len(wire)} bytes"  # the I/O went through it
+        assert INITIATOR.encode() not in wire and b"InitiatorName=" not in wire
+        assert HELLO.encode() not in wire and base[64:4096] not in wire and want_a[:4096] not in wire
+        text = log.read_text(errors="replace")
+        assert "certificate rejected" not in text and "no client certificate" not in text
+        capture.unlink()  # ~140 MB; kept only when an assertion above failed

@@ -137,7 +137,7 @@ def test_round_trip_through_save(tmp_path: Path) -> None:
         ),
         (
             {"portal_groups": [group(1, "127.0.0.1:3260", color="red")]},
-            "targets[0].portal_groups[0].color: unknown key 'color' (allowed: alua_state, portals, preferred, tag)",
+            "targets[0].portal_groups[0].color: unknown key 'color' (allowed: alua_state, portals, preferred, tag, tls)",
         ),
         (
             {"portals": ["127.0.0.1:3260"], "portal_groups": [group(1, "127.0.0.1:3261")]},

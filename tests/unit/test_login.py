@@ -499,3 +499,13 @@ def test_initiator_login_raises_only_login_errors(
                 break
     except (LoginProtocolError, LoginRejected):
         pass
+
+
+def test_chap_a_with_a_non_ascii_digit_is_refused_not_a_crash() -> None:
+    """Found by fuzz/harness.py chap: '⑧'.isdigit() is True but int('⑧') raises ValueError."""
+    from cistern.wire.chap import ChapTarget
+
+    target = ChapTarget(lambda user: None)
+    with pytest.raises(Exception) as caught:
+        target.select_algorithm("\u2467,\u0665")  # CIRCLED DIGIT EIGHT, ARABIC-INDIC DIGIT FIVE
+    assert type(caught.value).__name__ == "ChapError"

@@ -20,6 +20,7 @@ import os
 import random
 import sys
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -45,9 +46,9 @@ from cistern.config.sizes import human_size
 from cistern.initiator import ChapSecret, IscsiSession, IscsiUrl, connect, discover, parse_url
 from cistern.initiator.cdb import read as read_cdb
 from cistern.initiator.cdb import write as write_cdb
-from cistern.initiator.params import DEFAULT_INITIATOR_NAME
+from cistern.initiator.params import DEFAULT_INITIATOR_NAME, TlsConfig
 from cistern.initiator.scsi_data import InquiryData, VpdPage
-from cistern.initiator.url import UrlError, parse_portal
+from cistern.initiator.url import UrlError, is_url, parse_portal
 from cistern.initiator.vpd import VPD_NAMES, vpd_fields
 
 T = TypeVar("T")
@@ -74,7 +75,7 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 def _url(text: str, *, need_lun: bool = True) -> IscsiUrl:
     try:
-        url = parse_url(text) if text.startswith("iscsi://") else IscsiUrl(*parse_portal(text))
+        url = parse_url(text) if is_url(text) else IscsiUrl(*parse_portal(text))
     except UrlError as exc:
         raise click.BadParameter(str(exc)) from None
     if need_lun and (url.target is None or url.lun is None):
@@ -102,12 +103,21 @@ class Opts:
         ctx = click.get_current_context(silent=True)
         self.verbose = verbosity(ctx)
         setup_logging_from(ctx)
+        self.tls_files: dict[str, Any] = dict(ctx.meta.get("cistern.tls", {})) if ctx is not None else {}
+
+    def tls(self, url: IscsiUrl) -> TlsConfig | None:
+        """TLS settings: any --tls-* option or an iscsis:// URL means iSCSI inside TLS."""
+        if not self.tls_files and not url.tls:
+            return None
+        files = self.tls_files
+        return TlsConfig(files.get("ca"), files.get("cert"), files.get("key"), files.get("name"))
 
     def kwargs(self, url: IscsiUrl) -> dict[str, Any]:
         kw: dict[str, Any] = {
             "initiator_name": self.initiator_name,
             "chap": url.chap or _env_chap("LIBISCSI_CHAP_"),
             "mutual_chap": self.mutual,
+            "tls": self.tls(url),
         }
         if self.digest:
             kw["header_digest"] = kw["data_digest"] = True
@@ -117,7 +127,29 @@ class Opts:
         return await connect(url, **self.kwargs(url), **extra)
 
 
+def _tls_option(key: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def store(ctx: click.Context, _param: click.Parameter, value: Any) -> None:
+        if value is not None:
+            ctx.meta.setdefault("cistern.tls", {})[key] = value
+
+    return store
+
+
+def _tls_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--tls-ca/--tls-cert/--tls-key/--tls-name: iSCSI inside TLS 1.3 (also implied by iscsis:// URLs)."""
+    file = click.Path(exists=True, dir_okay=False, path_type=Path)
+    for option, key, kind, text in (
+        ("--tls-name", "name", str, "Name the target's certificate must carry (default: the target IQN)."),
+        ("--tls-key", "key", file, "Our client certificate's private key (PEM)."),
+        ("--tls-cert", "cert", file, "Our client certificate (PEM) for mutual TLS."),
+        ("--tls-ca", "ca", file, "CA file the target's certificate must chain to (TLS; iscsis:// URLs)."),
+    ):
+        fn = click.option(option, type=kind, expose_value=False, callback=_tls_option(key), help=text)(fn)
+    return fn
+
+
 def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = _tls_options(fn)
     fn = click.option(
         "-i",
         "--initiator-name",
@@ -247,7 +279,7 @@ def ls_cmd(url: str, as_json: bool, initiator_name: str, target_chap: str | None
             names = [t.name for t in await discover(parsed, **opts.kwargs(parsed))]
         targets = []
         for name in names:
-            luns = await _list_luns(opts, IscsiUrl(parsed.host, parsed.port, name, None, parsed.chap))
+            luns = await _list_luns(opts, IscsiUrl(parsed.host, parsed.port, name, None, parsed.chap, parsed.tls))
             targets.append({"name": name, "portal": parsed.portal, "luns": luns})
         return targets
 

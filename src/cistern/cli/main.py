@@ -84,6 +84,7 @@ COMMAND_MODULES = (
     "cistern.cli.tape_cmds",
     "cistern.cli.raid_cmds",
     "cistern.cli.admin_cmds",
+    "cistern.cli.tls_cmds",
 )
 
 for _module in COMMAND_MODULES:

@@ -10,13 +10,21 @@ GROUPS both equal the tag.  ``alua_state`` is that group's asymmetric access sta
     portals = ["127.0.0.1:3260"]
     alua_state = "active/optimized"   # default; also "active/non-optimized", "standby", "unavailable"
     preferred = true                  # the PREF bit of REPORT TARGET PORT GROUPS (default false)
+    tls = true                        # iSCSI inside TLS on these portals (see cistern.config.tls)
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
 from cistern.config.errors import ConfigValueError
 from cistern.config.fields import PortalField
@@ -39,6 +47,8 @@ class PortalGroupConfig(BaseModel):
     portals: list[PortalField]
     alua_state: str = "active/optimized"
     preferred: bool = False
+    #: the portals of this group speak iSCSI inside TLS (certificates in the root ``[tls]`` table)
+    tls: bool = False
 
     @field_validator("portals")
     @classmethod
@@ -54,6 +64,13 @@ class PortalGroupConfig(BaseModel):
                 )
             seen[text] = index
         return value
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        data: dict[str, object] = handler(self)
+        if not self.tls:  # plaintext is the default: keep configs without TLS as they were
+            data.pop("tls", None)
+        return data
 
     @field_validator("alua_state", mode="before")
     @classmethod

@@ -48,6 +48,11 @@ class TargetConfig(BaseModel):
     alua: AluaMode | None = None  # None: "implicit"
     acl: list[IscsiName] = Field(default_factory=list)
     open: bool = False
+    #: the flat ``portals`` form: these portals speak TLS (with ``portal_groups``, say it per group)
+    tls: bool = False
+    #: client-certificate names (subject CN or a subjectAltName) admitted to this target over TLS, on top of
+    #: the ACL; empty: any certificate the CA signed (tied to the InitiatorName by ``tls.bind_initiator_name``)
+    tls_clients: list[str] = Field(default_factory=list)
     auth: AuthConfig | None = None
     params: ParamsConfig = Field(default_factory=ParamsConfig)
     luns: list[LunConfig] = Field(default_factory=list)
@@ -69,6 +74,15 @@ class TargetConfig(BaseModel):
         if not value:
             raise ConfigValueError("a target needs at least one portal")
         _no_duplicates([str(p) for p in value], "portal")
+        return value
+
+    @field_validator("tls_clients")
+    @classmethod
+    def _tls_clients(cls, value: list[str]) -> list[str]:
+        for index, name in enumerate(value):
+            if not name or len(name) > 1024 or any(ord(ch) < 0x20 for ch in name):
+                raise ConfigValueError(f"{name!r} is not a certificate name", at=(index,))
+        _no_duplicates(value, "certificate name")
         return value
 
     @field_validator("acl")
@@ -101,7 +115,7 @@ class TargetConfig(BaseModel):
     def _portal_groups(self) -> TargetConfig:
         if self.portal_groups is None:
             return self
-        both = [name for name in ("portals", "tpgt") if name in self.model_fields_set]
+        both = [name for name in ("portals", "tpgt", "tls") if name in self.model_fields_set]
         if both:
             raise ConfigValueError(
                 f"{' and '.join(both)} cannot be given with portal_groups: list the portals in their groups",
@@ -119,6 +133,8 @@ class TargetConfig(BaseModel):
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
         data: dict[str, object] = handler(self)
+        if not self.tls:  # plaintext is the default: keep configs without TLS as they were
+            data.pop("tls", None)
         if self.portal_groups is not None:  # the groups say it all; portals/tpgt would contradict on reload
             data.pop("portals", None)
             data.pop("tpgt", None)
@@ -128,7 +144,7 @@ class TargetConfig(BaseModel):
         """The portal groups this target serves: ``portal_groups``, or one group made of ``portals``/``tpgt``."""
         if self.portal_groups is not None:
             return list(self.portal_groups)
-        return [PortalGroupConfig(tag=self.tpgt, portals=list(self.portals))]
+        return [PortalGroupConfig(tag=self.tpgt, portals=list(self.portals), tls=self.tls)]
 
     @property
     def alua_mode(self) -> AluaMode:

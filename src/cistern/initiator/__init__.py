@@ -24,7 +24,7 @@ from cistern.initiator.errors import (
     TaskManagementError,
     UnitAttention,
 )
-from cistern.initiator.params import ChapSecret, ReconnectPolicy, SessionConfig
+from cistern.initiator.params import ChapSecret, ReconnectPolicy, SessionConfig, TlsConfig
 from cistern.initiator.scsi_data import Capacity, InquiryData, VpdPage
 from cistern.initiator.sense import Sense
 from cistern.initiator.task import Command, ScsiResult
@@ -55,6 +55,7 @@ __all__ = [
     "SessionConfig",
     "SessionFailed",
     "TaskManagementError",
+    "TlsConfig",
     "UnitAttention",
     "VpdPage",
     "connect",

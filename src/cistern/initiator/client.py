@@ -15,10 +15,11 @@ from cistern.initiator.params import (
     ChapSecret,
     ReconnectPolicy,
     SessionConfig,
+    TlsConfig,
 )
 from cistern.initiator.scsi_commands import ScsiCommands
 from cistern.initiator.session import Session
-from cistern.initiator.url import IscsiUrl, parse_portal, parse_url
+from cistern.initiator.url import IscsiUrl, is_url, parse_portal, parse_url
 from cistern.wire.negotiation import NegotiationPolicy
 
 
@@ -43,7 +44,7 @@ def _portal_of(where: str | tuple[str, int] | IscsiUrl) -> IscsiUrl:
         return where
     if isinstance(where, tuple):
         return IscsiUrl(where[0], int(where[1]))
-    if where.startswith("iscsi://"):
+    if is_url(where):
         return parse_url(where)
     host, port = parse_portal(where)
     return IscsiUrl(host, port)
@@ -67,9 +68,12 @@ def make_config(
     data_digest: bool | None = None,
     policy: NegotiationPolicy | None = None,
     reconnect: ReconnectPolicy | None = None,
+    tls: TlsConfig | None = None,
     **options: Any,
 ) -> tuple[SessionConfig, IscsiUrl]:
     url = _portal_of(where)
+    if tls is None and url.tls:
+        tls = TlsConfig()  # iscsis:// without settings: verify against the system's trust store
     target_name = None if discovery else (target or url.target)
     if not discovery and not target_name:
         raise ValueError("no target name: give target= or an iscsi://host/IQN URL")
@@ -91,6 +95,7 @@ def make_config(
         chap=_chap(chap) or url.chap,
         mutual_chap=_chap(mutual_chap),
         policy=policy,
+        tls=tls,
         **options,
     )
     if reconnect is not None:
@@ -103,7 +108,8 @@ async def connect(where: str | tuple[str, int] | IscsiUrl, **kwargs: Any) -> Isc
 
     Keyword arguments: ``target``, ``initiator_name``, ``chap=(user, secret)``, ``mutual_chap=(target
     user, target secret)``, ``header_digest``/``data_digest`` (True requires CRC32C), ``policy`` (a
-    :class:`NegotiationPolicy`), ``reconnect`` (a :class:`ReconnectPolicy`) and any
+    :class:`NegotiationPolicy`), ``reconnect`` (a :class:`ReconnectPolicy`), ``tls`` (a :class:`TlsConfig`:
+    iSCSI inside TLS 1.3, also implied by an ``iscsis://`` URL) and any
     :class:`SessionConfig` field (``nop_interval``, ``nop_timeout``, ``login_timeout``, ``isid``...).
     """
     config, url = make_config(where, **kwargs)
@@ -156,6 +162,7 @@ __all__ = [
     "IscsiError",
     "IscsiSession",
     "LoginError",
+    "TlsConfig",
     "connect",
     "discover",
     "make_config",

@@ -15,9 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 from collections.abc import Callable
 
 from cistern.initiator.errors import ConnectionLost
+from cistern.initiator.params import TlsConfig
+from cistern.security.tls import certificate_names, initiator_context, refusal_reason
 from cistern.wire.framing import Frame, FramingError, PduReader, Sink, frame_pdu
 from cistern.wire.pdu import PDU, LoginResponse
 
@@ -158,12 +161,39 @@ class IscsiProtocol(asyncio.BufferedProtocol):
             self.transport.close()
 
 
-async def open_connection(host: str, port: int, timeout: float) -> IscsiProtocol:
+async def open_connection(
+    host: str, port: int, timeout: float, tls: TlsConfig | None = None, expected_name: str | None = None
+) -> IscsiProtocol:
+    """Connect to a portal (inside TLS 1.3 when ``tls`` is given: the target's certificate must chain to
+    ``tls.ca`` and carry ``tls.server_name or expected_name``).  Raises ConnectionLost."""
     loop = asyncio.get_running_loop()
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    context = None
+    if tls is not None:
+        try:
+            context = initiator_context(tls.ca, tls.certificate, tls.key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConnectionLost(f"TLS files cannot be loaded: {exc}") from None
     try:
-        _, protocol = await asyncio.wait_for(loop.create_connection(IscsiProtocol, host, port), timeout)
+        transport, protocol = await asyncio.wait_for(
+            loop.create_connection(
+                IscsiProtocol, host, port, ssl=context, server_hostname=host if context is not None else None
+            ),
+            timeout,
+        )
     except TimeoutError:
-        raise ConnectionLost(f"connecting to {host}:{port} timed out") from None
+        raise ConnectionLost(f"connecting to {where} timed out") from None
+    except ssl.SSLError as exc:
+        raise ConnectionLost(f"TLS with {where} failed: {refusal_reason(exc)}") from exc
     except OSError as exc:
-        raise ConnectionLost(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from exc
+        raise ConnectionLost(f"cannot connect to {where}: {exc.strerror or exc!r}") from exc
+    if tls is not None:
+        wanted = tls.server_name or expected_name or host
+        names = certificate_names(transport.get_extra_info("peercert"))
+        if wanted not in names:
+            transport.abort()
+            raise ConnectionLost(
+                f"TLS with {where}: the target's certificate names {', '.join(sorted(names)) or 'nothing'}, "
+                f"not {wanted}"
+            )
     return protocol

@@ -61,13 +61,17 @@ async def login(config: SessionConfig, tsih: int = 0) -> tuple[IscsiProtocol, Lo
         # CHAP_R (tgt 1.0.85 answers 0x0200).  Retry once offering MD5 only, as libiscsi does.
         if config.chap is None or algorithms == (MD5,) or isinstance(exc, AuthenticationError):
             raise
+        if isinstance(exc, LoginError) and exc.status_class == 3:  # target busy/out of resources: no retry
+            raise
         return await _attempt(config, tsih, (MD5,))
 
 
 async def _attempt(
     config: SessionConfig, tsih: int, algorithms: tuple[int, ...]
 ) -> tuple[IscsiProtocol, LoginResult]:
-    protocol = await open_connection(config.host, config.port, config.connect_timeout)
+    protocol = await open_connection(
+        config.host, config.port, config.connect_timeout, config.tls, config.target_name or config.host
+    )
     try:
         return protocol, await _exchange(protocol, config, tsih, algorithms)
     except BaseException:

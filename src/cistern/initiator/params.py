@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cistern.wire.chap import DEFAULT_ALGORITHMS
 from cistern.wire.negotiation import Negotiated, NegotiationPolicy
@@ -71,10 +72,27 @@ class SessionConfig:
     logout_timeout: float = 5.0
     retry_unit_attention: int = 3
     reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
+    tls: TlsConfig | None = None  # None: plain TCP
 
     @property
     def discovery(self) -> bool:
         return self.target_name is None
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """iSCSI inside TLS 1.3 (cistern TLS portals, or any target behind a TLS front such as socat).
+
+    ``ca``: the CA file the target's certificate must chain to (None: the system's trust store);
+    ``certificate``/``key``: our client certificate (mutual TLS); ``server_name``: the name the target's
+    certificate must carry (subject CN or a subjectAltName).  By default that is the TargetName for a
+    normal session and the host we connect to for a discovery session.
+    """
+
+    ca: Path | None = None
+    certificate: Path | None = None
+    key: Path | None = None
+    server_name: str | None = None
 
 
 @dataclass(slots=True)

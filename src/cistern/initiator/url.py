@@ -1,5 +1,8 @@
 """libiscsi-style iSCSI URLs: ``iscsi://[user%secret@]host[:port][/target-iqn[/lun]]``.
 
+``iscsis://`` is the same URL for a portal that speaks iSCSI inside TLS (cistern's convention, see
+docs/design.md): the connection is TLS 1.3 and the target's certificate is verified.
+
 The target's mutual CHAP credentials are not part of the URL (libiscsi takes them from the environment);
 callers pass them separately.
 """
@@ -23,6 +26,7 @@ class IscsiUrl:
     target: str | None = None
     lun: int | None = None
     chap: ChapSecret | None = None
+    tls: bool = False
 
     @property
     def portal(self) -> str:
@@ -30,7 +34,7 @@ class IscsiUrl:
         return f"{host}:{self.port}"
 
     def __str__(self) -> str:
-        text = f"iscsi://{self.portal}"
+        text = f"{'iscsis' if self.tls else 'iscsi'}://{self.portal}"
         if self.target:
             text += f"/{self.target}"
             if self.lun is not None:
@@ -61,10 +65,15 @@ def parse_portal(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]
     return host, int(port_text)
 
 
+def is_url(text: str) -> bool:
+    return text.startswith(("iscsi://", "iscsis://"))
+
+
 def parse_url(text: str) -> IscsiUrl:
-    if not text.startswith("iscsi://"):
-        raise UrlError(f"not an iscsi:// URL: {text!r}")
-    rest = text[len("iscsi://") :]
+    if not is_url(text):
+        raise UrlError(f"not an iscsi:// or iscsis:// URL: {text!r}")
+    tls = text.startswith("iscsis://")
+    rest = text.partition("://")[2]
     chap = None
     at = rest.rfind("@", 0, rest.find("/") if "/" in rest else len(rest))
     if at >= 0:
@@ -85,4 +94,4 @@ def parse_url(text: str) -> IscsiUrl:
             if not lun_text.isdigit() or int(lun_text) > 16383:
                 raise UrlError(f"bad LUN {lun_text!r}")
             lun = int(lun_text)
-    return IscsiUrl(host, port, target, lun, chap)
+    return IscsiUrl(host, port, target, lun, chap, tls)

@@ -213,6 +213,10 @@ class Connection(asyncio.BufferedProtocol):
             self._write_ok.set_result(None)
         for task in self.tasks.values():
             task.abort()
+            if task.buf is not None and task.state is TaskState.COLLECTING:
+                # never executed, so never finished: give its write buffer back to the target-wide budget
+                self.server.release_write_buffer(len(task.buf))
+                task.buf = None
         self.tasks.clear()
         if self.session is not None:
             self.server.connection_closed(self)
@@ -670,9 +674,12 @@ class Connection(asyncio.BufferedProtocol):
             self._ended_early.append(task.itt)
             self._complete(task, ScsiResult(Status.CHECK_CONDITION, _fixed_sense(0x05, 0x24, 0x00)))
             return
-        if limits is not None and session.write_buffered + task.edtl > limits.max_session_write_buffer:
-            # every write buffer is allocated up front: bound their sum per session (SAM-5 TASK SET FULL,
-            # the initiator retries later) so a hostile initiator cannot make us allocate queue depth x EDTL
+        if (
+            limits is not None and session.write_buffered + task.edtl > limits.max_session_write_buffer
+        ) or not self.server.reserve_write_buffer(task.edtl):
+            # every write buffer is allocated up front: bound their sum per session and over the whole target
+            # (SAM-5 TASK SET FULL, the initiator retries later) so hostile initiators cannot make us allocate
+            # sessions x queue depth x EDTL
             self._ended_early.append(task.itt)
             self._complete(task, ScsiResult(Status.TASK_SET_FULL, b""))
             return
@@ -815,6 +822,7 @@ class Connection(asyncio.BufferedProtocol):
         task.state = TaskState.DONE
         if task.buf is not None and self.session is not None:
             self.session.write_buffered -= len(task.buf)
+            self.server.release_write_buffer(len(task.buf))
             task.buf = None  # the device server is done with it (or never got it)
         if self.tasks.get(task.itt) is task:
             del self.tasks[task.itt]

@@ -8,6 +8,8 @@ Login Responses with the C bit, and switching the connection to full feature pha
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from cistern.target.model import ChapSecret, TargetLimits, TargetSpec
@@ -65,17 +67,34 @@ def negotiation_policy(limits: TargetLimits) -> NegotiationPolicy:
     )
 
 
-def chap_auth(chap: ChapSecret, mutual: ChapSecret | None, algorithms: tuple[str, ...]) -> ChapAuth:
+def chap_auth(
+    chap: ChapSecret,
+    mutual: ChapSecret | None,
+    algorithms: tuple[str, ...],
+    guard: Callable[[str], bool] | None = None,
+) -> ChapAuth:
+    """CHAP settings for the login machine.  Mutual CHAP configured means mutual CHAP required (a one-way
+    login fails authentication).  ``guard(user)`` is asked first for each CHAP_N: False answers as for an
+    unknown user (a locked-out user fails whatever secret it gives)."""
     user, secret = chap.username, chap.secret.encode()
+
+    def lookup(name: str) -> bytes | None:
+        if guard is not None and not guard(name):
+            return None
+        return secret if name == user else None
+
     return ChapAuth(
-        lookup_secret=lambda name: secret if name == user else None,
+        lookup_secret=lookup,
         mutual=ChapCredentials(mutual.username, mutual.secret.encode()) if mutual else None,
+        require_mutual=mutual is not None,
         algorithms=tuple(_ALGORITHMS[a] for a in algorithms if a in _ALGORITHMS),
     )
 
 
-def target_info(target: TargetSpec, portal_group_tag: int | None = None) -> TargetInfo:
-    auth = chap_auth(target.chap, target.mutual_chap, target.chap_algorithms) if target.chap else None
+def target_info(
+    target: TargetSpec, portal_group_tag: int | None = None, guard: Callable[[str], bool] | None = None
+) -> TargetInfo:
+    auth = chap_auth(target.chap, target.mutual_chap, target.chap_algorithms, guard) if target.chap else None
     return TargetInfo(
         name=target.name,
         allowed_initiators=target.acl,
@@ -101,25 +120,38 @@ class LoginDriver:
             if target is None:
                 return None
             # the tag of this target's portal group on this portal (targets sharing a portal may differ)
-            return target_info(target, target.group_for(conn.portal).tag)
+            return target_info(target, target.group_for(conn.portal).tag, self._chap_guard)
 
         discovery_auth = (
-            chap_auth(server.discovery_chap, None, ("SHA3-256", "SHA-256", "SHA1", "MD5"))
+            chap_auth(
+                server.discovery_chap,
+                server.discovery_mutual_chap,
+                ("SHA3-256", "SHA-256", "SHA1", "MD5"),
+                self._chap_guard,
+            )
             if (server.discovery_chap)
             else None
         )
+        self.chap_user: str | None = None  # the CHAP_N of this login, for lockouts (never the secret)
         self.login = TargetLogin(
             TargetPolicy(
                 lookup_target=lookup,
                 portal_group_tag=tpgt,
                 limits=negotiation_policy(TargetLimits()),
                 discovery_auth=discovery_auth,
+                authorize_initiator=lambda initiator, target: server.authorize_initiator(
+                    conn, initiator, target
+                ),
             )
         )
         self._names: dict[str, str] = {}  # InitiatorName, TargetName, SessionType, CHAP_N as sent (for logs)
         self._pending_text = b""  # rest of a response text longer than one PDU
         self._pending_step: LoginStep | None = None
         self._first = True
+
+    def _chap_guard(self, user: str) -> bool:
+        self.chap_user = user
+        return not self.server.admission.locked("user", user, time.monotonic())
 
     def _remember_names(self, data: bytes | bytearray | memoryview) -> None:
         """Keep the keys an administrator needs in a log line (each cut to 223 characters)."""
@@ -248,13 +280,30 @@ class LoginDriver:
                     expcmdsn, maxcmdsn = session.expcmdsn, session.maxcmdsn
             else:
                 target = self.server.targets.get(outcome.target_name) if outcome.target_name else None
-                session = self.server.new_session(
-                    outcome.initiator_name, pdu.isid, target, outcome.params, pdu.cmdsn, portal=conn.portal
-                )
-                params = outcome.params
-                maxcmdsn = sn_add(pdu.cmdsn, session.queue_depth - 1)
+                refusal = self.server.session_refusal(outcome.initiator_name, pdu.isid, target)
+                if refusal is None:
+                    try:
+                        session = self.server.new_session(
+                            outcome.initiator_name,
+                            pdu.isid,
+                            target,
+                            outcome.params,
+                            pdu.cmdsn,
+                            portal=conn.portal,
+                        )
+                        params = outcome.params
+                        maxcmdsn = sn_add(pdu.cmdsn, session.queue_depth - 1)
+                    except RuntimeError as exc:  # no free TSIH
+                        refusal = str(exc)
+                if refusal is not None:
+                    step = LoginStep(
+                        b"", step.csg, 0, False, LoginStatus.OUT_OF_RESOURCES, failed=True, reason=refusal
+                    )
+                    text = b""
             if session is not None:
                 tsih = session.tsih
+        elif step.failed and step.status == LoginStatus.AUTHENTICATION_FAILURE:
+            self.server.auth_failed(conn, self.chap_user)
         rsp = P.LoginResponse(
             flags=P.login_flags(step.transit and not cont, cont, step.csg, step.nsg if step.transit else 0),
             version_max=0,
@@ -273,13 +322,20 @@ class LoginDriver:
             conn.statsn = sn_add(conn.statsn, 1)
         conn.send(rsp)
         if step.failed:
+            reason = step.status.name.lower().replace("_", " ")
             log.warning(
                 "login refused: %s: status 0x%04x (%s): %s",
                 self.describe_peer(),
                 int(step.status),
-                step.status.name.lower().replace("_", " "),
+                reason,
                 step.reason or "no detail",
                 extra={"rate_key": conn.peer.rsplit(":", 1)[0], "peer": conn.peer},
+            )
+            self.server.monitor.login(
+                self.login.target_name or "",
+                _portal_text(conn.portal),
+                step.status.name.lower(),
+                f"{conn.peer}: login refused ({reason}): {step.reason or 'no detail'}",
             )
             conn.close()
             return
@@ -301,12 +357,24 @@ class LoginDriver:
                 "Yes" if p.immediate_data else "No",
                 extra={"session": session.tsih, "peer": conn.peer},
             )
+            self.server.monitor.login(
+                session.target.name if session.target else "",
+                _portal_text(conn.portal),
+                "ok",
+                f"{conn.peer}: {session.initiator_name} logged in to "
+                f"{session.target.name if session.target else 'discovery'} (TSIH {session.tsih})",
+            )
             old = session.connections.get(pdu.cid)
             if old is not None and old is not conn:
                 # connection reinstatement (RFC 7143 6.3.4): the old connection with this CID goes; at
-                # ERL 0 its tasks end with it
+                # ERL 0 and 1 its tasks end with it
                 log.info("%s: CID %d of TSIH %d reinstated", conn.peer, pdu.cid, session.tsih)
                 old.abort()
             session.connections[pdu.cid] = conn
             assert params is not None
             conn.enter_full_feature(session, pdu.cid, params)
+
+
+def _portal_text(portal: tuple[str, int]) -> str:
+    host, port = portal[0], portal[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -51,6 +51,8 @@ class PortalGroupSpec:
     listen: list[tuple[str, int]]
     portals: list[tuple[str, int]] = field(default_factory=list)
     relative_port: int = 0
+    #: iSCSI inside TLS on these portals
+    tls: bool = False
 
     def __post_init__(self) -> None:
         if not self.portals:
@@ -73,6 +75,8 @@ class TargetSpec:
     mutual_chap: ChapSecret | None = None  # the target answers the initiator's challenge with this
     chap_algorithms: tuple[str, ...] = ("SHA3-256", "SHA-256", "SHA1", "MD5")
     limits: TargetLimits = field(default_factory=TargetLimits)
+    #: client-certificate names admitted over TLS (empty: any certificate the CA signed)
+    tls_clients: frozenset[str] = frozenset()
 
     def admits(self, initiator_name: str) -> bool:
         return self.acl is None or initiator_name in self.acl

@@ -13,25 +13,35 @@ import errno
 import hashlib
 import logging
 import os
+import resource
 import socket
-from collections.abc import Callable
+import ssl
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from cistern.config.limits import LimitsConfig
+from cistern.config.lun import LunConfig
 from cistern.config.model import Config
 from cistern.config.tape import TAPE_BACKENDS
 from cistern.config.target import TargetConfig
+from cistern.config.tls import TlsConfig
 from cistern.scsi.alua import TPGS_BY_NAME, Alua, TargetPortGroup, parse_state
 from cistern.scsi.lu import LogicalUnit
 from cistern.scsi.raid_lu import RaidDiskUnit
 from cistern.scsi.server import DeviceServer
 from cistern.scsi.task import ITNexus
 from cistern.scsi.unit import LogicalUnitBase
+from cistern.security.admission import Admission, AdmissionLimits
+from cistern.security.tls import target_context
 from cistern.storage.base import BackingStore
 from cistern.storage.factory import open_store
 from cistern.storage.raid import RaidStore
 from cistern.storage.raid.open import open_raid
 from cistern.target.connection import Connection
+from cistern.target.gate import GatedConnection, TlsListener
 from cistern.target.model import ChapSecret, PortalGroupSpec, TargetLimits, TargetSpec
+from cistern.target.monitor import Monitor
 from cistern.target.raid_luns import build_ses_luns, watch_raid
 from cistern.target.session import Session, SessionTable
 from cistern.target.tape_luns import build_tape_luns, close_now
@@ -54,58 +64,206 @@ class TargetServer:
         login_timeout: float = 15.0,
         nop_interval: float = 10.0,
         nop_timeout: float = 75.0,
+        discovery_mutual_chap: ChapSecret | None = None,
+        tls: TlsConfig | None = None,
+        limits: AdmissionLimits | None = None,
+        listen_backlog: int = 0,
+        max_write_buffers: int = 1 << 30,
     ) -> None:
         self.targets = {t.name: t for t in targets}
         self.stores = stores or []
         self.discovery_chap = discovery_chap
+        self.discovery_mutual_chap = discovery_mutual_chap
+        self.tls = tls
+        self.tls_context: ssl.SSLContext | None = None
+        self.tls_handshake_timeout = tls.handshake_timeout if tls is not None else 10.0
+        self.admission = Admission(limits)
+        self.listen_backlog = listen_backlog or somaxconn()
+        self.background: set[asyncio.Task[None]] = set()
+        #: write buffers held by all sessions together, and their cap (TASK SET FULL beyond it)
+        self.write_buffered = 0
+        self.max_write_buffers = max_write_buffers
         self.login_timeout = login_timeout
         self.nop_interval = nop_interval
         self.nop_timeout = nop_timeout
         self.sessions = SessionTable()
         self.connections: set[Connection] = set()
-        self._servers: list[asyncio.base_events.Server] = []
+        self._listeners: dict[tuple[str, int], Any] = {}  # asyncio.Server or TlsListener
         self._log_context: SessionLogContext | None = None
         self.bound: list[tuple[str, int]] = []
-        self._install_abort_hooks()
+        self.monitor = Monitor()
+        for target in self.targets.values():
+            self.install_abort_hook(target)
 
     # ---- lifecycle
 
     async def start(self) -> list[tuple[str, int]]:
-        loop = asyncio.get_running_loop()
+        raise_nofile_limit()
+        if self.tls is not None:
+            self.tls_context = self._build_tls_context()
         self._log_context = SessionLogContext(self)
         log.addFilter(self._log_context)
         for store in self.stores:  # stores with background work (RAID rebuild, scrub, monitoring)
             start_background = getattr(store, "start_background", None)
             if start_background is not None:
                 start_background()
-        portals: dict[tuple[str, int], list[TargetSpec]] = {}
-        for target in self.targets.values():
-            for group in target.portal_groups:
-                for portal in group.listen:
-                    portals.setdefault(portal, []).append(target)
-        for host, port in portals:
-            try:
-                server = await loop.create_server(
-                    lambda h=host, p=port: Connection(self, (h, p)),  # type: ignore[misc]
-                    host,
-                    port,
-                    reuse_address=True,
-                    backlog=128,
-                )
-            except OSError as exc:
-                where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-                hint = ""
-                if exc.errno == errno.EADDRINUSE:
-                    hint = " (another cistern or iSCSI target, such as tgtd or LIO, already listens there)"
-                elif exc.errno == errno.EADDRNOTAVAIL:
-                    hint = " (no interface of this host has that address)"
-                elif exc.errno == errno.EACCES:
-                    hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
-                for started in self._servers:
-                    started.close()
-                reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
-                raise OSError(exc.errno, f"cannot listen on portal {where}: {reason}{hint}") from None
-            self._servers.append(server)
+        await self.sync_listeners()
+        return self.bound
+
+    # ---- TLS and admission (see cistern.target.gate, cistern.security)
+
+    def _build_tls_context(self) -> ssl.SSLContext:
+        tls = self.tls
+        assert tls is not None
+        try:
+            return target_context(
+                tls.certificate,
+                tls.key,
+                tls.ca,
+                tls.crl,
+                require_client_certificate=tls.require_client_certificate,
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise OSError(f"TLS certificate/key/CA/CRL cannot be loaded: {exc}") from None
+
+    def reload_tls(self) -> bool:
+        """Re-read the TLS certificate, key, CA and CRL (SIGHUP, admin reload).  New connections use them;
+        running sessions are not touched.  On an unreadable file the old context stays and an ERROR line says
+        why; returns whether the new files are in use."""
+        if self.tls is None:
+            return False
+        try:
+            self.tls_context = self._build_tls_context()
+        except (OSError, ValueError) as exc:
+            log.error("TLS reload failed, the previous certificate stays in use: %s", exc)
+            return False
+        log.warning("TLS certificate, key, CA and CRL reloaded from %s", self.tls.certificate)
+        return True
+
+    def reserve_write_buffer(self, size: int) -> bool:
+        """Account ``size`` bytes of write buffer against the target-wide budget; False when over it (the
+        command is answered TASK SET FULL, SAM-5 5.3.1)."""
+        if self.write_buffered + size > self.max_write_buffers:
+            return False
+        self.write_buffered += size
+        return True
+
+    def release_write_buffer(self, size: int) -> None:
+        self.write_buffered -= size
+
+    def portal_is_tls(self, portal: tuple[str, int]) -> bool:
+        return any(
+            group.tls for t in self.targets.values() for group in t.portal_groups if portal in group.listen
+        )
+
+    def log_refusal(self, peer: str, portal: tuple[str, int], reason: str) -> None:
+        """One WARNING line per refused connection (rate-limited by the log handler, not here)."""
+        host, port = portal
+        log.warning("%s: connection on %s:%d refused: %s", peer, host, port, reason)
+
+    def authorize_initiator(
+        self, conn: Connection, initiator_name: str, target_name: str | None
+    ) -> str | None:
+        """On a TLS connection the InitiatorName must be a name of the client certificate (``bind_initiator_name``)
+        and, for a target listing ``tls_clients``, the certificate must carry one of them."""
+        names: frozenset[str] | None = getattr(conn, "tls_names", None)
+        if names is None or self.tls is None:
+            return None
+        if self.tls.bind_initiator_name and initiator_name not in names:
+            return f"InitiatorName {initiator_name} is not a name of the TLS client certificate"
+        target = self.targets.get(target_name) if target_name is not None else None
+        if target is not None and target.tls_clients and not (names & target.tls_clients):
+            return f"the TLS client certificate is not in tls_clients of {target.name}"
+        return None
+
+    def session_refusal(self, initiator_name: str, isid: bytes, target: TargetSpec | None) -> str | None:
+        """Why a new session would exceed a session cap (a reinstated session does not count twice)."""
+
+        def same_nexus(s: Session) -> bool:
+            return s.initiator_name == initiator_name and s.isid == isid and s.target is target
+
+        return self.admission.session_refusal(
+            initiator_name,
+            target.name if target is not None else None,
+            (
+                (s.initiator_name, s.target.name if s.target else None)
+                for s in self.sessions
+                if not same_nexus(s)
+            ),
+        )
+
+    def auth_failed(self, conn: Connection, user: str | None) -> None:
+        address = conn.peer.rsplit(":", 1)[0].strip("[]")
+        for kind in self.admission.auth_failed(time.monotonic(), address, user):
+            who = f"source address {address}" if kind == "address" else f"CHAP user {user!r}"
+            log.warning(
+                "%s locked out for %gs after %d failed logins",
+                who,
+                self.admission.limits.lockout_seconds,
+                self.admission.limits.auth_failures,
+            )
+
+    async def open_listeners(self, portals: Iterable[tuple[str, int]]) -> None:
+        """Listen on each of ``portals`` not listened on yet (the others stay as they are).  OSError names the
+        portal (``filename``) that cannot be bound; the listeners opened by this call are closed again."""
+        loop = asyncio.get_running_loop()
+        opened: list[tuple[str, int]] = []
+        try:
+            for host, port in [p for p in dict.fromkeys(portals) if p not in self._listeners]:
+                try:
+                    server: Any
+                    if self.portal_is_tls((host, port)):
+                        server = TlsListener.listen(self, (host, port), self.listen_backlog)
+                    else:
+                        server = await loop.create_server(
+                            lambda h=host, p=port: GatedConnection(self, (h, p)),  # type: ignore[misc]
+                            host,
+                            port,
+                            reuse_address=True,
+                            backlog=self.listen_backlog,
+                        )
+                except OSError as exc:
+                    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                    hint = ""
+                    if exc.errno == errno.EADDRINUSE:
+                        hint = (
+                            " (another cistern or iSCSI target, such as tgtd or LIO, already listens there)"
+                        )
+                    elif exc.errno == errno.EADDRNOTAVAIL:
+                        hint = " (no interface of this host has that address)"
+                    elif exc.errno == errno.EACCES:
+                        hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+                    reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+                    # filename: the portal, so a live change can name it as the object
+                    raise OSError(
+                        exc.errno, f"cannot listen on portal {where}: {reason}{hint}", where
+                    ) from None
+                self._listeners[(host, port)] = server
+                opened.append((host, port))
+        except OSError:
+            for key in opened:
+                self._listeners.pop(key).close()
+            raise
+
+    async def sync_listeners(self) -> None:
+        """Listen on every portal some target serves and stop listening on the others.
+
+        Open connections are not touched: closing a listener only refuses new ones.  Raises OSError when a
+        new portal cannot be bound (the listeners opened by this call are closed again first).
+        """
+        wanted = list(
+            dict.fromkeys(
+                portal
+                for target in self.targets.values()
+                for group in target.portal_groups
+                for portal in group.listen
+            )
+        )
+        await self.open_listeners(wanted)
+        for key in [k for k in self._listeners if k not in wanted]:
+            self._listeners.pop(key).close()
+        self.bound = []
+        for server in self._listeners.values():
             for sock in server.sockets:
                 addr = sock.getsockname()
                 self.bound.append((addr[0], addr[1]))
@@ -114,11 +272,14 @@ class TargetServer:
             for group in target.portal_groups:
                 group.portals = [self._bound_for(h, p) for h, p in group.listen]
             target.portals = [p for group in target.portal_groups for p in group.portals]
-        return self.bound
 
     def _bound_for(self, host: str, port: int) -> tuple[str, int]:
         if port:
             return host, port
+        server = self._listeners.get((host, port))
+        for sock in server.sockets if server is not None else ():
+            addr = sock.getsockname()
+            return addr[0], addr[1]
         for h, p in self.bound:
             if h == host or socket.getaddrinfo(host, None)[0][4][0] == h:
                 return h, p
@@ -128,8 +289,12 @@ class TargetServer:
         if self._log_context is not None:
             log.removeFilter(self._log_context)
             self._log_context = None
-        for server in self._servers:
+        servers = list(self._listeners.values())
+        self._listeners.clear()
+        for server in servers:
             server.close()
+        for task in list(self.background):
+            task.cancel()
         conns = [c for c in self.connections if c.session is not None]
         for conn in conns:
             conn.request_logout(int(logout_grace) or 1)
@@ -138,7 +303,7 @@ class TargetServer:
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
             conn.close()
-        for server in self._servers:
+        for server in servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 2)
         for store in self.stores:
@@ -200,17 +365,16 @@ class TargetServer:
         self.sessions.add(session)
         return session
 
-    def _install_abort_hooks(self) -> None:
-        """Let each target's device server abort other nexuses' tasks (PREEMPT AND ABORT)."""
-        for target in self.targets.values():
+    def install_abort_hook(self, target: TargetSpec) -> None:
+        """Let a target's device server abort other nexuses' tasks (PREEMPT AND ABORT)."""
 
-            def hook(nexuses: frozenset[ITNexus], lun: int, name: str = target.name) -> None:
-                for session in self.sessions_of(name):
-                    if session.nexus in nexuses:
-                        for conn in list(session.connections.values()):
-                            conn.abort_tasks_with_status(lun)
+        def hook(nexuses: frozenset[ITNexus], lun: int, name: str = target.name) -> None:
+            for session in self.sessions_of(name):
+                if session.nexus in nexuses:
+                    for conn in list(session.connections.values()):
+                        conn.abort_tasks_with_status(lun)
 
-            target.device.abort_hook = hook
+        target.device.abort_hook = hook
 
     def end_session(
         self, session: Session, exclude: Connection | None = None, reason: str = "logged out"
@@ -301,12 +465,17 @@ class TargetServer:
             if value == "All" and not session.discovery:
                 out.append((key, "Reject"))
                 continue
+            # the TLS convention (docs/design.md): a discovery session reports the portals that speak its own
+            # transport, TLS portals over TLS and plaintext portals in plaintext
+            tls = getattr(conn, "tls_names", None) is not None
             for target in self.visible_targets(session.initiator_name):
                 if (
                     value in ("All", "") and (value == "All" or target is session.target)
                 ) or value == target.name:
                     out.append(("TargetName", target.name))
                     for group in target.portal_groups:
+                        if group.tls != tls:
+                            continue
                         for host, port in group.portals:
                             shown = conn.portal[0] if host in ("0.0.0.0", "::") else host
                             addr = f"[{shown}]" if ":" in shown else shown
@@ -388,110 +557,178 @@ class SessionLogContext(logging.Filter):
         return True
 
 
+def build_lu(target_name: str, lcfg: LunConfig) -> LogicalUnit:
+    """Open (or create) one LUN's backing store and build its logical unit; raises OSError/ValueError."""
+    store: BackingStore
+    try:
+        if lcfg.raid is not None:
+            store = open_raid(lcfg.raid, block_size=lcfg.block_size, name=f"{target_name}/lun{lcfg.lun}")
+        else:
+            store = open_store(
+                lcfg.backend,
+                str(lcfg.path) if lcfg.path is not None else None,
+                lcfg.size,
+                lcfg.block_size,
+                lcfg.read_only,
+            )
+    except OSError as exc:  # name the LUN; keep the errno
+        text = exc.strerror or str(exc)
+        if exc.filename and str(exc.filename) not in text:
+            text = f"{exc.filename}: {text}"
+        raise OSError(exc.errno, f"target {target_name} LUN {lcfg.lun}: {text}") from None
+    except ValueError as exc:
+        raise ValueError(f"target {target_name} LUN {lcfg.lun}: {exc}") from None
+    try:
+        kwargs = {}
+        for name in ("vendor", "product", "revision"):
+            if getattr(lcfg, name, None):
+                kwargs[name] = getattr(lcfg, name)
+        unit_cls = RaidDiskUnit if isinstance(store, RaidStore) else LogicalUnit
+        lu = unit_cls(
+            store,  # type: ignore[arg-type]
+            lun=lcfg.lun,
+            serial=lcfg.serial or _serial_for(target_name, lcfg.lun),
+            read_only=lcfg.read_only,
+            thin=lcfg.thin,
+            removable=lcfg.removable,
+            pr_state_path=lcfg.pr_state_path(),
+            soft_threshold=lcfg.soft_threshold,
+            sanitize_rate=lcfg.sanitize_rate,
+            **kwargs,
+        )
+        if isinstance(store, RaidStore):
+            watch_raid(store, lu)
+        return lu
+    except BaseException:
+        with contextlib.suppress(Exception):
+            store.close_sync()
+        raise
+
+
+def target_auth(tcfg: TargetConfig) -> tuple[ChapSecret | None, ChapSecret | None, tuple[str, ...]]:
+    """(CHAP secret the initiator must answer, mutual CHAP secret, CHAP_A algorithm names) of a target."""
+    chap = mutual = None
+    algorithms: tuple[str, ...] = ("SHA3-256", "SHA-256", "SHA1", "MD5")
+    if tcfg.auth is not None:
+        algorithms = tuple(tcfg.auth.chap_algorithms)
+        if tcfg.auth.chap is not None:
+            c = tcfg.auth.chap
+            chap = ChapSecret(c.username, c.secret)
+            if c.mutual_username and c.mutual_secret:
+                mutual = ChapSecret(c.mutual_username, c.mutual_secret)
+    return chap, mutual, algorithms
+
+
+def target_limits(tcfg: TargetConfig) -> TargetLimits:
+    return _limits(tcfg.params)
+
+
+def close_units_now(units: Iterable[LogicalUnitBase]) -> None:
+    """Blocking close of logical units never served (a build that failed half-way): disk stores, tape
+    cartridges, changer library locks."""
+    for lu in units:
+        if isinstance(lu, LogicalUnit):
+            with contextlib.suppress(Exception):
+                lu.store.close_sync()
+        else:
+            close_now(lu)
+
+
+def build_target(tcfg: TargetConfig) -> TargetSpec:
+    """Open a target's stores (disks) and libraries (tape, changer) and build its runtime objects; on
+    failure closes what it opened and raises OSError/ValueError."""
+    luns: dict[int, LogicalUnitBase] = {}
+    name = str(tcfg.name)
+    try:
+        for lcfg in tcfg.luns:
+            if lcfg.backend not in TAPE_BACKENDS and lcfg.backend != "ses":
+                luns[lcfg.lun] = build_lu(name, lcfg)
+        try:
+            luns.update(build_tape_luns(tcfg, lambda lun: _serial_for(name, lun)))
+        except OSError as exc:  # name the target; keep the errno
+            text = exc.strerror or str(exc)
+            if exc.filename and str(exc.filename) not in text:
+                text = f"{exc.filename}: {text}"
+            raise OSError(exc.errno, f"target {name} tape library: {text}") from None
+        except ValueError as exc:
+            raise ValueError(f"target {name} tape library: {exc}") from None
+        luns.update(build_ses_luns(tcfg, luns, lambda lun: _serial_for(name, lun)))
+    except BaseException:
+        close_units_now(luns.values())
+        raise
+    groups = [
+        PortalGroupSpec(g.tag, [(p.host, p.port) for p in g.portals], tls=g.tls)
+        for g in tcfg.effective_portal_groups()
+    ]
+    device = DeviceServer(luns, target_name=str(tcfg.name), alua=_alua(tcfg))
+    chap, mutual, algorithms = target_auth(tcfg)
+    return TargetSpec(
+        name=str(tcfg.name),
+        device=device,
+        alias=tcfg.alias,
+        portal_groups=groups,
+        acl=None if tcfg.open else frozenset(str(a) for a in tcfg.acl),
+        chap=chap,
+        mutual_chap=mutual,
+        chap_algorithms=algorithms,
+        limits=_limits(tcfg.params),
+        tls_clients=frozenset(tcfg.tls_clients),
+    )
+
+
+def discovery_secret(config: Config) -> ChapSecret | None:
+    if config.discovery_auth is not None and config.discovery_auth.chap is not None:
+        return ChapSecret(config.discovery_auth.chap.username, config.discovery_auth.chap.secret)
+    return None
+
+
+def discovery_mutual_secret(config: Config) -> ChapSecret | None:
+    chap = config.discovery_auth.chap if config.discovery_auth is not None else None
+    if chap is not None and chap.mutual_username and chap.mutual_secret:
+        return ChapSecret(chap.mutual_username, chap.mutual_secret)
+    return None
+
+
+def somaxconn() -> int:
+    """The system's largest listen backlog (net.core.somaxconn; 4096 when it cannot be read)."""
+    try:
+        with open("/proc/sys/net/core/somaxconn", encoding="ascii") as handle:
+            return max(128, int(handle.read().strip()))
+    except (OSError, ValueError):
+        return 4096
+
+
+def raise_nofile_limit() -> None:
+    """Raise the soft RLIMIT_NOFILE to the hard limit, so the fd limit is not the session cap."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY:
+            hard = 1 << 20
+        if soft != resource.RLIM_INFINITY and soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (OSError, ValueError) as exc:
+        log.warning("cannot raise the open-file limit: %s", exc)
+
+
 def build_server(config: Config) -> TargetServer:
     """Open every store and build the runtime objects; raises OSError/ValueError with a clear message."""
-    stores: list[BackingStore] = []
-    tape_units: list[LogicalUnitBase] = []
     targets: list[TargetSpec] = []
     try:
         for tcfg in config.targets:
-            luns: dict[int, LogicalUnitBase] = {}
-            for lcfg in tcfg.luns:
-                if lcfg.backend in TAPE_BACKENDS or lcfg.backend == "ses":
-                    continue
-                store: BackingStore
-                try:
-                    if lcfg.raid is not None:
-                        store = open_raid(lcfg.raid, block_size=lcfg.block_size, name=f"{tcfg.name}/lun{lcfg.lun}")
-                    else:
-                        store = open_store(
-                            lcfg.backend,
-                            str(lcfg.path) if lcfg.path is not None else None,
-                            lcfg.size,
-                            lcfg.block_size,
-                            lcfg.read_only,
-                        )
-                except OSError as exc:  # name the LUN; keep the errno
-                    text = exc.strerror or str(exc)
-                    if exc.filename and str(exc.filename) not in text:
-                        text = f"{exc.filename}: {text}"
-                    raise OSError(exc.errno, f"target {tcfg.name} LUN {lcfg.lun}: {text}") from None
-                except ValueError as exc:
-                    raise ValueError(f"target {tcfg.name} LUN {lcfg.lun}: {exc}") from None
-                stores.append(store)
-                kwargs = {}
-                for name in ("vendor", "product", "revision"):
-                    if getattr(lcfg, name, None):
-                        kwargs[name] = getattr(lcfg, name)
-                unit_cls = RaidDiskUnit if isinstance(store, RaidStore) else LogicalUnit
-                luns[lcfg.lun] = unit_cls(
-                    store,  # type: ignore[arg-type]
-                    lun=lcfg.lun,
-                    serial=lcfg.serial or _serial_for(str(tcfg.name), lcfg.lun),
-                    read_only=lcfg.read_only,
-                    thin=lcfg.thin,
-                    removable=lcfg.removable,
-                    pr_state_path=lcfg.pr_state_path(),
-                    soft_threshold=lcfg.soft_threshold,
-                    sanitize_rate=lcfg.sanitize_rate,
-                    **kwargs,
-                )
-                if isinstance(store, RaidStore):
-                    watch_raid(store, luns[lcfg.lun])
-            groups = [
-                PortalGroupSpec(g.tag, [(p.host, p.port) for p in g.portals])
-                for g in tcfg.effective_portal_groups()
-            ]
-            name = str(tcfg.name)
-            try:
-                tape_luns = build_tape_luns(tcfg, lambda lun, name=name: _serial_for(name, lun))  # type: ignore[misc]
-            except OSError as exc:  # name the target; keep the errno
-                text = exc.strerror or str(exc)
-                if exc.filename and str(exc.filename) not in text:
-                    text = f"{exc.filename}: {text}"
-                raise OSError(exc.errno, f"target {tcfg.name} tape library: {text}") from None
-            except ValueError as exc:
-                raise ValueError(f"target {tcfg.name} tape library: {exc}") from None
-            tape_units.extend(tape_luns.values())
-            luns.update(tape_luns)
-            luns.update(build_ses_luns(tcfg, luns, lambda lun, name=name: _serial_for(name, lun)))  # type: ignore[misc]
-            device = DeviceServer(luns, target_name=str(tcfg.name), alua=_alua(tcfg))
-            chap = mutual = None
-            algorithms: tuple[str, ...] = ("SHA3-256", "SHA-256", "SHA1", "MD5")
-            if tcfg.auth is not None:
-                algorithms = tuple(tcfg.auth.chap_algorithms)
-                if tcfg.auth.chap is not None:
-                    c = tcfg.auth.chap
-                    chap = ChapSecret(c.username, c.secret)
-                    if c.mutual_username and c.mutual_secret:
-                        mutual = ChapSecret(c.mutual_username, c.mutual_secret)
-            targets.append(
-                TargetSpec(
-                    name=str(tcfg.name),
-                    device=device,
-                    alias=tcfg.alias,
-                    portal_groups=groups,
-                    acl=None if tcfg.open else frozenset(str(a) for a in tcfg.acl),
-                    chap=chap,
-                    mutual_chap=mutual,
-                    chap_algorithms=algorithms,
-                    limits=_limits(tcfg.params),
-                )
-            )
+            targets.append(build_target(tcfg))
     except BaseException:
-        for store in stores:
-            with contextlib.suppress(Exception):
-                store.close_sync()
-        for unit in tape_units:
-            close_now(unit)
+        for target in targets:
+            close_units_now(target.device.luns.values())
         raise
-    discovery = None
-    if config.discovery_auth is not None and config.discovery_auth.chap is not None:
-        discovery = ChapSecret(config.discovery_auth.chap.username, config.discovery_auth.chap.secret)
     return TargetServer(
         targets,
-        stores=stores,
-        discovery_chap=discovery,
+        stores=[lu.store for t in targets for lu in t.device.luns.values() if isinstance(lu, LogicalUnit)],
+        discovery_chap=discovery_secret(config),
+        discovery_mutual_chap=discovery_mutual_secret(config),
+        tls=config.tls,
+        limits=(config.limits or LimitsConfig()).admission(),
+        listen_backlog=(config.limits or LimitsConfig()).listen_backlog,
+        max_write_buffers=(config.limits or LimitsConfig()).max_write_buffers,
         login_timeout=config.login_timeout,
         nop_interval=config.nop_interval,
         nop_timeout=config.nop_timeout,

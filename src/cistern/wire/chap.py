@@ -168,7 +168,7 @@ class ChapTarget:
         except TextError as exc:
             raise ChapError(f"bad CHAP_A: {exc}", STATUS_INITIATOR_ERROR) from None
         for item in offered:
-            if item.isdigit() and len(item) <= 3 and int(item) in self._allowed:
+            if item.isascii() and item.isdigit() and len(item) <= 3 and int(item) in self._allowed:
                 self._algorithm = ChapAlgorithm(int(item))
                 break
         else:

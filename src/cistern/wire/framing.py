@@ -60,6 +60,12 @@ class Frame:
 Sink = Callable[[PDU], memoryview | None]
 
 STAGING_SIZE = 64 * 1024  # greedy reads land here while PDUs are small
+#: staging buffers not in use by any reader, shared by all readers of the process (bounded): a reader holds
+#: one only from the read that needs it until everything staged is parsed, so idle connections hold none
+_STAGING_POOL: list[bytearray] = []
+_STAGING_POOL_MAX = 256
+_NO_STAGE = bytearray()
+_NO_VIEW = memoryview(_NO_STAGE)
 DIRECT_THRESHOLD = 16 * 1024  # a data segment this large is read straight into its destination
 
 
@@ -92,8 +98,8 @@ class PduReader:
         self.header_digest = header_digest
         self.data_digest = data_digest
         self.sink = sink
-        self._stage = bytearray(STAGING_SIZE)
-        self._view = memoryview(self._stage)
+        self._stage = _NO_STAGE  # borrowed from _STAGING_POOL by get_buffer, given back when all parsed
+        self._view = _NO_VIEW
         self._start = 0  # first unparsed staged byte
         self._end = 0  # end of staged bytes
         self._greedy = True
@@ -117,6 +123,9 @@ class PduReader:
             if self._target_have < len(target):
                 return target[self._target_have :]
             return memoryview(self._tail)[self._tail_have : self._tail_len]
+        if not self._stage:
+            self._stage = _STAGING_POOL.pop() if _STAGING_POOL else bytearray(STAGING_SIZE)
+            self._view = memoryview(self._stage)
         if self._start == self._end:
             self._start = self._end = 0
         elif self._start and (STAGING_SIZE - self._end < DIRECT_THRESHOLD or not self._greedy):
@@ -150,11 +159,21 @@ class PduReader:
     def next_frame(self) -> Frame | None:
         """The next complete frame, or None until more bytes arrive.  Raises FramingError."""
         if self._ready is not None:
-            frame, self._ready = self._ready, None
-            return frame
+            ready, self._ready = self._ready, None
+            return ready
         if self._target is not None:
             return None
-        return self._parse()
+        frame = self._parse()
+        if frame is None and self._start == self._end and self._stage:
+            self._give_back_stage()
+        return frame
+
+    def _give_back_stage(self) -> None:
+        """Everything staged is parsed: return the staging buffer to the pool (an idle reader holds none)."""
+        if len(_STAGING_POOL) < _STAGING_POOL_MAX:
+            _STAGING_POOL.append(self._stage)
+        self._stage, self._view = _NO_STAGE, _NO_VIEW
+        self._start = self._end = 0
 
     def feed(self, data: Buffer) -> list[Frame]:
         """Copying convenience for tests and low-rate users: feed bytes, get the completed frames."""

@@ -105,6 +105,9 @@ class TargetPolicy:
     discovery_enabled: bool = True
     discovery_auth: ChapAuth | None = None
     random_bytes: Callable[[int], bytes] = secrets.token_bytes
+    #: a further check of the declared InitiatorName for a target (None: discovery), e.g. against the
+    #: connection's TLS client certificate: returns why it is refused (login status 0x0202), or None
+    authorize_initiator: Callable[[str, str | None], str | None] | None = None
 
 
 # ---------------------------------------------------------------- results
@@ -187,12 +190,19 @@ class TargetLogin:
         self._declared: dict[str, str] = {}
         self._session_type = "Normal"
         self._target: TargetInfo | None = None
+        self._known_target: str | None = None
         self._auth_cfg: ChapAuth | None = None
         self._auth = _Auth.START
         self._chap: ChapTarget | None = None
         self._auth_user: str | None = None
         self._negotiator: Negotiator | None = None
         self._sent_first_response = False
+
+    @property
+    def target_name(self) -> str | None:
+        """The existing target the initiator asked for, once looked up, even if the login is then refused
+        (None for discovery, an unknown TargetName, or not yet)."""
+        return self._known_target
 
     @property
     def finished(self) -> bool:
@@ -377,6 +387,7 @@ class TargetLogin:
             if not self._policy.discovery_enabled:
                 raise _Fail(LoginStatus.SESSION_TYPE_NOT_SUPPORTED, "discovery disabled")
             self._auth_cfg = self._policy.discovery_auth
+            self._authorize(declared["InitiatorName"], None)
         else:
             name = declared.get("TargetName")
             if name is None:
@@ -385,6 +396,7 @@ class TargetLogin:
             target = self._policy.lookup_target(name)
             if target is None:
                 raise _Fail(LoginStatus.NOT_FOUND, f"target {name} not found")
+            self._known_target = target.name
             if target.removed:
                 raise _Fail(LoginStatus.TARGET_REMOVED, f"target {name} removed")
             if target.redirect is not None:
@@ -397,6 +409,7 @@ class TargetLogin:
             allowed = target.allowed_initiators
             if allowed is not None and declared["InitiatorName"] not in allowed:
                 raise _Fail(LoginStatus.AUTHORIZATION_FAILURE, "initiator not admitted to target")
+            self._authorize(declared["InitiatorName"], name)
             self._target = target
             self._auth_cfg = target.auth
             limits = target.limits or limits
@@ -404,6 +417,13 @@ class TargetLogin:
         self._negotiator = Negotiator(
             Role.TARGET, limits, discovery=session_type == "Discovery", leading=tsih == 0
         )
+
+    def _authorize(self, initiator_name: str, target_name: str | None) -> None:
+        check = self._policy.authorize_initiator
+        if check is not None:
+            reason = check(initiator_name, target_name)
+            if reason is not None:
+                raise _Fail(LoginStatus.AUTHORIZATION_FAILURE, reason)
 
     def _security(self, keys: dict[str, str]) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
@@ -556,6 +576,13 @@ class InitiatorLogin:
         self._target_alias: str | None = None
         self.result: InitiatorLoginResult | None = None
 
+    def _offered_methods(self) -> str:
+        """CHAP credentials without mutual CHAP offer ``CHAP,None`` and follow the target's choice (as
+        libiscsi does); with mutual CHAP the target must authenticate itself, so only ``CHAP``."""
+        if self._chap is None:
+            return "None"
+        return "CHAP" if self._chap.mutual else "CHAP,None"
+
     def start(self) -> LoginRequest:
         pairs = [("InitiatorName", self._initiator_name)]
         if self._alias:
@@ -563,7 +590,7 @@ class InitiatorLogin:
         pairs.append(("SessionType", self._session_type))
         if self._target_name is not None:
             pairs.append(("TargetName", self._target_name))
-        pairs.append(("AuthMethod", "CHAP" if self._chap is not None else "None"))
+        pairs.append(("AuthMethod", self._offered_methods()))
         self._asked = Stage.OPERATIONAL
         return LoginRequest(encode_text(pairs), Stage.SECURITY, Stage.OPERATIONAL, True)
 
@@ -668,17 +695,18 @@ class InitiatorLogin:
         chap = self._chap
         if self._auth is _Auth.START:
             method = keys.pop("AuthMethod", None)
-            wanted = "CHAP" if chap is not None else "None"
+            offered = self._offered_methods()
             if method is None:
                 if chap is None and transit_to is not None:
                     self._auth = _Auth.DONE  # target accepted the default AuthMethod=None
                     return []
                 raise LoginProtocolError("target did not answer AuthMethod")
-            if method != wanted:
-                raise LoginProtocolError(f"target answered AuthMethod={method[:32]}, offered {wanted}")
-            if chap is None:
+            if method not in offered.split(","):
+                raise LoginProtocolError(f"target answered AuthMethod={method[:32]}, offered {offered}")
+            if method == "None":
                 self._auth = _Auth.DONE
                 return []
+            assert chap is not None
             self._auth = _Auth.AWAIT_CHAP_A
             return chap.offer()
         if chap is None or self._auth is _Auth.DONE:

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Coverage-guided fuzzing of every parser target in fuzz/harness.py (atheris), RUNS inputs each (default
+# 10^6), corpora kept in artifacts/fuzz/corpus-TARGET, crashes written to artifacts/fuzz/.  Prints one
+# summary line per target: executions, coverage (edges), features, crashes.
+#   bash scripts/fuzz.sh [RUNS] [TARGET...]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+RUNS="${1:-1000000}"
+shift || true
+TARGETS=("$@")
+[[ ${#TARGETS[@]} -gt 0 ]] || TARGETS=(framer text login negotiation chap cdb)
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+mkdir -p artifacts/fuzz
+status=0
+for target in "${TARGETS[@]}"; do
+    corpus="artifacts/fuzz/corpus-$target"
+    mkdir -p "$corpus"
+    log="artifacts/fuzz/$target.log"
+    if python fuzz/harness.py "$target" "-runs=$RUNS" "-artifact_prefix=artifacts/fuzz/$target-" "$corpus" >"$log" 2>&1; then
+        result="ok"
+    else
+        result="CRASH (see $log)"
+        status=1
+    fi
+    done_line=$(grep -E "^#[0-9]+[[:space:]]+DONE" "$log" | tail -1 || true)
+    echo "$target: ${done_line:-no DONE line} -> $result"
+done
+exit $status

@@ -1,0 +1,41 @@
+"""A bounded run of every atheris fuzz target (fuzz/harness.py): 3 seconds each, no crash.
+
+The long run (10^6 inputs per target) is ``bash scripts/fuzz.sh``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TARGETS = ["framer", "text", "login", "negotiation", "chap", "cdb"]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_fuzz_target_smoke(target: str, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "fuzz" / "harness.py"),
+            target,
+            "-max_total_time=3",
+            f"-artifact_prefix={tmp_path}/",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = [line for line in done.stderr.splitlines() if "DONE" in line.split()]
+    assert runs, done.stderr[-2000:]
+    executions = int(runs[-1].split()[0].lstrip("#"))
+    assert executions > 1000, runs[-1]
+    assert not list(tmp_path.glob("crash-*"))
