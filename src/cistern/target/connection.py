@@ -20,6 +20,7 @@ Hostile input handling, in one place:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -30,11 +31,13 @@ from typing import TYPE_CHECKING, Any, cast
 from cistern.scsi.task import DataDirection, ScsiResult, ScsiTask, Status, TaskAttribute
 from cistern.target.eager import run_eager
 from cistern.target.login_glue import LoginDriver
+from cistern.target.recovery import Retained, RetainedSet
 from cistern.target.session import CmdDisposition
-from cistern.target.tasks import DataOutError, Sequence, TargetTask, TaskState
+from cistern.target.tasks import DataOutError, Sequence, TargetTask, TaskState, UnknownTransferTag
 from cistern.wire import pdu as P
 from cistern.wire.constants import (
     BHS_LEN,
+    DATAIN_ACK,
     DATAIN_STATUS,
     FLAG_FINAL,
     RESERVED_TAG,
@@ -45,17 +48,21 @@ from cistern.wire.constants import (
     LogoutReason,
     LogoutResponse,
     RejectReason,
+    SnackType,
     TmfFunction,
     TmfResponse,
 )
 from cistern.wire.framing import Frame, FramingError, PduReader, frame_parts, frame_pdu
+from cistern.wire.liveness import ConnectionTimers, TimerEvent
 from cistern.wire.pdu import Buffer
+from cistern.wire.recovery import StatusLog, snack_range
 from cistern.wire.serial import sn_add, sn_in_window, sn_lt
 from cistern.wire.text import TextAccumulator, TextError
 
 if TYPE_CHECKING:
     from cistern.target.server import TargetServer
     from cistern.target.session import Session
+    from cistern.wire.params import Negotiated
 
 log = logging.getLogger("cistern.target")
 
@@ -128,16 +135,22 @@ class Connection(asyncio.BufferedProtocol):
         self.reader = PduReader(max_data_segment_length=8192, sink=self._sink)
         self.login: LoginDriver | None = LoginDriver(server, self)
         self.session: Session | None = None
+        self.params: Negotiated | None = None  # this connection's parameters once in full feature phase
         self.cid = 0
         self.statsn = 0
         self.tasks: dict[int, TargetTask] = {}  # ITT -> task (allegiant to this connection)
         self._ttt = 0x100
         self._closing = False
         self._write_ok: asyncio.Future[None] | None = None
-        self._last_rx = time.monotonic()
-        self._ping_ttt: int | None = None
-        self._ping_sent = 0.0
-        self._timers: list[asyncio.TimerHandle] = []
+        # login timeout, NOP-In pings, dead-peer detection: the sans-I/O timer state (wire/liveness.py) and
+        # the one asyncio timer that wakes it
+        self.timers = ConnectionTimers(
+            time.monotonic(),
+            login_timeout=server.login_timeout,
+            nop_interval=server.nop_interval,
+            nop_timeout=server.nop_timeout,
+        )
+        self._timer: asyncio.TimerHandle | None = None
         # the rest of a long Text Response: (TTT, ITT, remaining text).  One slot: RFC 7143 11.10 allows a
         # single outstanding Text Request per connection, and a new request discards an unfinished one
         self._text_pending: tuple[int, int, bytes] | None = None  # (TTT, ITT, rest of our answer)
@@ -147,6 +160,13 @@ class Connection(asyncio.BufferedProtocol):
         self._max_xmit = 8192
         self._logout_sent = False
         self._out: list[Buffer] | None = None  # buffers to send at the end of this batch (see module doc)
+        # ITTs of tasks that ended before all their data came (failed or aborted while collecting): their
+        # late Data-Out is discarded silently rather than rejected; bounded, the oldest forgotten first
+        self._ended_early: collections.deque[int] = collections.deque(maxlen=64)
+        # ErrorRecoveryLevel >= 1 only (RFC 7143 7.x, 11.16): statuses and read data kept for SNACKs
+        self._erl = 0
+        self._status_log: StatusLog | None = None
+        self._retained = RetainedSet()
         self._flush_scheduled = False
 
     # ------------------------------------------------------------------ asyncio plumbing
@@ -164,15 +184,14 @@ class Connection(asyncio.BufferedProtocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.transport.set_write_buffer_limits(high=4 * 1024 * 1024, low=1024 * 1024)
         self.server.connections.add(self)
-        loop = asyncio.get_running_loop()
-        self._timers.append(loop.call_later(self.server.login_timeout, self._login_timeout))
+        self._arm_timer()
         log.debug("connection from %s on %s:%d", self.peer, *self.portal)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.reader.get_buffer()
 
     def buffer_updated(self, nbytes: int) -> None:
-        self._last_rx = time.monotonic()
+        self.timers.last_rx = time.monotonic()
         reader = self.reader
         reader.buffer_filled(nbytes)
         if self._out is None:
@@ -207,8 +226,9 @@ class Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
-        for timer in self._timers:
-            timer.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.server.connections.discard(self)
         if self._write_ok is not None and not self._write_ok.done():
             self._write_ok.set_result(None)
@@ -288,9 +308,12 @@ class Connection(asyncio.BufferedProtocol):
 
     def send_status(self, pdu: P.PDU) -> None:
         """Send a PDU that carries status: it takes the next StatSN and the current CmdSN window."""
-        pdu.statsn = self._next_statsn()  # type: ignore[attr-defined]
+        pdu.statsn = statsn = self._next_statsn()  # type: ignore[attr-defined]
         pdu.expcmdsn, pdu.maxcmdsn = self._window()  # type: ignore[attr-defined]
-        self.send(pdu)
+        parts = frame_pdu(pdu, header_digest=self._header_digest, data_digest=self._data_digest)
+        if self._status_log is not None:
+            self._status_log.add(statsn, [bytes(p) for p in parts])
+        self._emit(parts)
 
     def reject(self, reason: RejectReason, header: bytes) -> None:
         log.info("%s: Reject reason 0x%02x", self.peer, reason)
@@ -302,11 +325,12 @@ class Connection(asyncio.BufferedProtocol):
 
     # ------------------------------------------------------------------ login glue
 
-    def enter_full_feature(self, session: Session, cid: int) -> None:
-        """Called by the login driver when the final Login Response has been queued."""
+    def enter_full_feature(self, session: Session, cid: int, params: Negotiated) -> None:
+        """Called by the login driver when the final Login Response has been queued.  ``params``: the
+        session's session-wide parameters with this connection's own (digests, segment lengths)."""
         self.session = session
         self.cid = cid
-        params = session.params
+        self.params = params
         self.reader.max_data_segment_length = params.max_recv_data_segment_length
         self.reader.header_digest = params.header_digest
         self.reader.data_digest = params.data_digest
@@ -314,45 +338,55 @@ class Connection(asyncio.BufferedProtocol):
         self._data_digest = params.data_digest
         self._max_xmit = params.max_xmit_data_segment_length
         self.login = None
-        for timer in self._timers:
-            timer.cancel()
-        self._timers.clear()
-        self._schedule_nop()
+        self._erl = params.error_recovery_level
+        if self._erl:
+            self._status_log = StatusLog()
+        self.timers.full_feature(time.monotonic())
+        self._arm_timer()
 
-    def _login_timeout(self) -> None:
-        if self.login is not None:
-            log.info("%s: login timed out", self.peer)
-            self.close()
+    def set_max_xmit(self, length: int) -> None:
+        """The initiator declared a new MaxRecvDataSegmentLength in full feature phase (RFC 7143 13.12):
+        PDUs we send from now on carry at most ``length`` data bytes."""
+        self._max_xmit = length
+        if self.params is not None:
+            self.params = self.params.replace(max_xmit_data_segment_length=length)
 
-    # ------------------------------------------------------------------ NOP-In pings (dead peer detection)
+    # ------------------------------------------------------------------ timers (login timeout, NOP-In pings)
 
-    def _schedule_nop(self) -> None:
-        interval = self.server.nop_interval
-        if interval > 0 and not self._closing:
-            loop = asyncio.get_running_loop()
-            self._timers = [t for t in self._timers if not t.cancelled()]
-            self._timers.append(loop.call_later(interval, self._nop_tick))
+    def _arm_timer(self) -> None:
+        """One asyncio timer, at the deadline the timer state machine asks for."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        when = self.timers.next_timer()
+        if when is not None and not self._closing:
+            delay = max(0.0, when - time.monotonic())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
 
-    def _nop_tick(self) -> None:
-        if self._closing or self.session is None:
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._closing:
             return
         now = time.monotonic()
-        if self._ping_ttt is not None and now - self._ping_sent > self.server.nop_timeout:
+        event = self.timers.handle_timer(now)
+        if event is TimerEvent.LOGIN_TIMED_OUT:
+            log.info("%s: login timed out", self.peer)
+            self.close()
+            return
+        if event is TimerEvent.PEER_DEAD:
             log.warning(
                 "%s: no answer to NOP-In ping for %.0f s: dropping connection",
                 self.peer,
-                now - self._ping_sent,
+                self.timers.nop_timeout,
             )
             self.abort()
             return
-        if self._ping_ttt is None and now - self._last_rx >= self.server.nop_interval:
-            self._ping_ttt = self._new_ttt()
-            self._ping_sent = now
+        if event is TimerEvent.SEND_PING and self.session is not None:
+            ttt = self._new_ttt()
+            self.timers.ping_sent(ttt, now)
             exp, mx = self._window()
-            self.send(
-                P.NopIn(itt=RESERVED_TAG, ttt=self._ping_ttt, statsn=self.statsn, expcmdsn=exp, maxcmdsn=mx)
-            )
-        self._schedule_nop()
+            self.send(P.NopIn(itt=RESERVED_TAG, ttt=ttt, statsn=self.statsn, expcmdsn=exp, maxcmdsn=mx))
+        self._arm_timer()
 
     def _new_ttt(self) -> int:
         self._ttt = (self._ttt + 1) & 0xFFFFFFFF
@@ -389,6 +423,10 @@ class Connection(asyncio.BufferedProtocol):
             assert frame.error is not None
             self.reject(frame.error.reason, frame.header)
             return
+        if self._erl:
+            expstatsn = getattr(pdu, "expstatsn", None)
+            if expstatsn is not None:
+                self._acknowledge(expstatsn)
         if not frame.data_digest_ok:
             self._data_digest_error(pdu, frame.header)
             return
@@ -405,7 +443,136 @@ class Connection(asyncio.BufferedProtocol):
         if isinstance(pdu, P.DataOut):
             task = self.tasks.get(pdu.itt)
             if task is not None and task.state is TaskState.COLLECTING:
-                self._fail_task(task, SENSE_CRC_ERROR)
+                if self._erl:
+                    self._recovery_r2t(task, pdu)
+                else:
+                    self._fail_task(task, SENSE_CRC_ERROR)
+
+    # ------------------------------------------------------------------ ErrorRecoveryLevel 1
+
+    def _acknowledge(self, expstatsn: int) -> None:
+        """ExpStatSN from the initiator: statuses (and the read data of commands) before it are no longer
+        needed for a SNACK (RFC 7143 4.2.2.2)."""
+        log_ = self._status_log
+        if log_ is not None and len(log_):
+            log_.acknowledge(expstatsn)
+        if len(self._retained):
+            self._retained.acknowledge(lambda statsn: sn_lt(statsn, expstatsn))
+
+    def _recovery_r2t(self, task: TargetTask, pdu: P.DataOut) -> None:
+        """A Data-Out whose data digest failed (its header is sound): account it in its sequence, then ask
+        for exactly its bytes again with a recovery R2T (RFC 7143 7.2.2 / 7.4 at ERL >= 1)."""
+        length = len(pdu.data)
+        try:
+            seq = task.accept(pdu.ttt, pdu.datasn, pdu.buffer_offset, length, pdu.final)
+        except DataOutError as exc:
+            self._fail_task(task, SENSE_CRC_ERROR, str(exc))
+            return
+        task.received -= length  # these bytes did not arrive intact
+        if seq.complete and seq.ttt != RESERVED_TAG:
+            del task.r2ts[seq.ttt]
+        if length:
+            ttt = self._new_ttt()
+            recovery = Sequence(ttt, pdu.buffer_offset, length, r2tsn=task.r2tsn)
+            task.r2ts[ttt] = recovery
+            self._emit_r2t(task, recovery)
+            task.r2tsn += 1
+        self._send_r2ts(task)
+        self._maybe_execute(task)
+
+    def _emit_r2t(self, task: TargetTask, seq: Sequence) -> None:
+        exp, mx = self._window()
+        lun = P.encode_lun(task.lun) if task.lun >= 0 else 0
+        header = P.r2t_header(lun, task.itt, seq.ttt, self.statsn, exp, mx, seq.r2tsn, seq.offset, seq.length)
+        self._emit(frame_parts(header, b"", self._header_digest, False))
+
+    def _send_data_in_retained(
+        self, task: TargetTask, lun_field: int, view: memoryview, rflags: int, residual: int
+    ) -> Retained:
+        """ERL >= 1 reads: Data-In without status (a SCSI Response follows), the last PDU asking for a
+        DataACK (A bit, RFC 7143 11.7.2); the data is kept for Data/R-Data SNACK until acknowledged."""
+        assert self.session is not None
+        kept = Retained(
+            lun_field, view, self._max_xmit, self.session.params.max_burst_length, self._new_ttt()
+        )
+        self._retained.add(task.itt, kept)
+        self._resend_data_in(task.itt, kept, range(kept.count()))
+        return kept
+
+    def _resend_data_in(self, itt: int, kept: Retained, numbers: range) -> None:
+        hd, dd = self._header_digest, self._data_digest
+        exp, mx = self._window()
+        last = kept.count() - 1
+        for datasn, (start, end, flags) in enumerate(kept.segments()):
+            if datasn not in numbers:
+                continue
+            pdu = P.DataIn(
+                flags=flags | (DATAIN_ACK if datasn == last else 0),
+                lun=kept.lun_field,
+                itt=itt,
+                ttt=kept.ack_ttt if datasn == last else RESERVED_TAG,
+                statsn=self.statsn,
+                expcmdsn=exp,
+                maxcmdsn=mx,
+                datasn=datasn,
+                buffer_offset=start,
+                data=kept.view[start:end],
+            )
+            self._emit(frame_pdu(pdu, header_digest=hd, data_digest=dd))
+
+    def _on_snack(self, pdu: P.SnackRequest, header: bytes) -> None:
+        """SNACK (RFC 7143 11.16): only at ErrorRecoveryLevel >= 1; at 0 it is a protocol error."""
+        if not self._erl:
+            self.reject(RejectReason.PROTOCOL_ERROR, header)
+            return
+        kind = pdu.snack_type
+        if kind == SnackType.STATUS:
+            assert self._status_log is not None
+            found = self._status_log.get(pdu.begrun, pdu.runlength, self.statsn)
+            if found is None:
+                self.reject(RejectReason.SNACK_REJECT, header)
+                return
+            for parts in found:
+                self._emit(list(parts))
+            return
+        if kind == SnackType.DATA_R2T:
+            task = self.tasks.get(pdu.itt)
+            if task is not None and task.state is TaskState.COLLECTING:
+                stop = pdu.begrun + pdu.runlength if pdu.runlength else task.r2tsn
+                again = [q for q in task.r2ts.values() if q.r2tsn >= 0 and pdu.begrun <= q.r2tsn < stop]
+                if not again:
+                    self.reject(RejectReason.SNACK_REJECT, header)
+                    return
+                for seq in sorted(again, key=lambda q: q.r2tsn):
+                    self._emit_r2t(task, seq)
+                return
+            kept = self._retained.get(pdu.itt)
+            numbers = snack_range(pdu.begrun, pdu.runlength, kept.count()) if kept is not None else None
+            if kept is None or numbers is None:
+                self.reject(RejectReason.SNACK_REJECT, header)
+                return
+            self._resend_data_in(pdu.itt, kept, numbers)
+            return
+        if kind == SnackType.DATA_ACK:
+            acked = self._retained.by_ack_ttt(pdu.ttt)
+            if acked is None:
+                self.reject(RejectReason.INVALID_DATA_ACK, header)
+                return
+            if pdu.begrun > acked[1].count():
+                self.reject(RejectReason.PROTOCOL_ERROR, header)
+            elif pdu.begrun == acked[1].count():
+                self._retained.discard(acked[0])  # all of it acknowledged: free it
+            return
+        if kind == SnackType.RDATA:
+            kept = self._retained.get(pdu.itt)
+            if kept is None or pdu.begrun or pdu.runlength:
+                self.reject(RejectReason.SNACK_REJECT, header)
+                return
+            # resegmented to the MaxRecvDataSegmentLength now in force, all of it (RFC 7143 11.16.3)
+            kept.mxl = self._max_xmit
+            self._resend_data_in(pdu.itt, kept, range(kept.count()))
+            return
+        self.reject(RejectReason.PROTOCOL_ERROR, header)
 
     def _check_sn(self, pdu: P.PDU, header: bytes, on_deliver: Callable[[Any, bytes], None]) -> None:
         """Route a numbered request through the CmdSN window (RFC 7143 4.2.2.1): ``on_deliver(pdu, header)``
@@ -442,8 +609,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def _on_nop_out(self, pdu: P.NopOut, header: bytes) -> None:
         if pdu.ttt != RESERVED_TAG:  # the answer to our ping
-            if pdu.ttt == self._ping_ttt:
-                self._ping_ttt = None
+            self.timers.ping_answered(pdu.ttt)
             return
         if pdu.itt == RESERVED_TAG:
             if not pdu.immediate:
@@ -486,8 +652,10 @@ class Connection(asyncio.BufferedProtocol):
         assert session is not None
         if session.discovery or pdu.itt == RESERVED_TAG:
             return RejectReason.PROTOCOL_ERROR
-        if pdu.itt in self.tasks:
-            return RejectReason.TASK_IN_PROGRESS
+        if pdu.itt in self.tasks or (
+            len(session.connections) > 1 and any(pdu.itt in c.tasks for c in session.connections.values())
+        ):
+            return RejectReason.TASK_IN_PROGRESS  # an ITT is unique in the session (RFC 7143 11.2.1.8)
         if pdu.immediate and len(self.tasks) >= session.queue_depth:
             # immediate commands bypass the CmdSN window; cap them so tasks cannot pile up without limit
             return RejectReason.IMMEDIATE_COMMAND_REJECT
@@ -511,6 +679,9 @@ class Connection(asyncio.BufferedProtocol):
     def _start_command(self, task: TargetTask, pdu: P.ScsiCommand) -> None:
         session = self.session
         assert session is not None
+        if self._erl and len(self._retained):
+            # the initiator reuses an ITT only once it has the old command's status: forget its data
+            self._retained.discard(task.itt)
         if not task.immediate:
             session.outstanding += 1
         self.tasks[task.itt] = task
@@ -521,6 +692,7 @@ class Connection(asyncio.BufferedProtocol):
         limits = session.target.limits if session.target else None
         if limits is not None and task.edtl > limits.max_write_buffer:
             # too large to buffer: refuse without reading data (the initiator gets no R2T)
+            self._ended_early.append(task.itt)
             self._complete(task, ScsiResult(Status.CHECK_CONDITION, _fixed_sense(0x05, 0x24, 0x00)))
             return
         if (
@@ -529,6 +701,7 @@ class Connection(asyncio.BufferedProtocol):
             # every write buffer is allocated up front: bound their sum per session and over the whole target
             # (SAM-5 TASK SET FULL, the initiator retries later) so hostile initiators cannot make us allocate
             # sessions x queue depth x EDTL
+            self._ended_early.append(task.itt)
             self._complete(task, ScsiResult(Status.TASK_SET_FULL, b""))
             return
         params = session.params
@@ -564,7 +737,7 @@ class Connection(asyncio.BufferedProtocol):
             offset = task.next_r2t_offset
             length = min(params.max_burst_length, task.edtl - offset)
             ttt = self._new_ttt()
-            task.r2ts[ttt] = Sequence(ttt, offset, length)
+            task.r2ts[ttt] = Sequence(ttt, offset, length, 0, 0, task.r2tsn)
             task.next_r2t_offset = offset + length
             exp, mx = self._window()
             header = P.r2t_header(
@@ -590,8 +763,13 @@ class Connection(asyncio.BufferedProtocol):
 
     def _on_data_out(self, pdu: P.DataOut, header: bytes) -> None:
         task = self.tasks.get(pdu.itt)
-        if task is None or task.state is not TaskState.COLLECTING:
-            return  # data for an aborted or finished command: discard (RFC 7143 4.2.3.3 / 11.5.1)
+        if task is None:
+            if pdu.itt not in self._ended_early:
+                # RFC 7143 11.17.1: an ITT that names no task of this connection is an invalid PDU field
+                self.reject(RejectReason.INVALID_PDU_FIELD, header)
+            return  # data for a command that ended before its data did: discard (RFC 7143 11.5.1)
+        if task.state is not TaskState.COLLECTING:
+            return  # all data already arrived (or the task was aborted): discard
         data = pdu.data
         if not isinstance(data, memoryview) or data.obj is not task.buf:
             # not sunk (e.g. offset outside the buffer): validate first, then copy
@@ -601,6 +779,12 @@ class Connection(asyncio.BufferedProtocol):
                 return
         try:
             seq = task.accept(pdu.ttt, pdu.datasn, pdu.buffer_offset, len(data), pdu.final)
+        except UnknownTransferTag as exc:
+            # a Target Transfer Tag of no outstanding R2T of this task (RFC 7143 11.7.4, 11.17.1): Reject;
+            # at ErrorRecoveryLevel 0 nothing can resend the burst, so the command ends as well
+            self.reject(RejectReason.INVALID_PDU_FIELD, header)
+            self._fail_task(task, SENSE_DATA_PHASE_ERROR, str(exc))
+            return
         except DataOutError as exc:
             self._fail_task(task, SENSE_DATA_PHASE_ERROR, str(exc))
             return
@@ -615,6 +799,7 @@ class Connection(asyncio.BufferedProtocol):
     def _fail_task(self, task: TargetTask, sense: bytes, why: str = "") -> None:
         if why:
             log.info("%s: ITT 0x%08x failed: %s", self.peer, task.itt, why)
+        self._ended_early.append(task.itt)  # its remaining Data-Out may still be on the way
         task.state = TaskState.DONE
         self._complete(task, ScsiResult(Status.CHECK_CONDITION, sense))
 
@@ -695,18 +880,30 @@ class Connection(asyncio.BufferedProtocol):
             view = data if isinstance(data, memoryview) else memoryview(data)
             if len(view) != sent:
                 view = view[:sent]
-            collapse = result.status == 0 and not result.sense
-            datasn = self._send_data_in(task, lun_field, view, collapse, rflags, residual, result.status)
-            if collapse:
-                return
+            if self._erl:
+                kept: Retained | None = self._send_data_in_retained(task, lun_field, view, rflags, residual)
+                datasn = kept.count()  # type: ignore[union-attr]
+            else:
+                kept = None
+                collapse = result.status == 0 and not result.sense
+                datasn = self._send_data_in(task, lun_field, view, collapse, rflags, residual, result.status)
+                if collapse:
+                    return
         else:
             datasn = 0
+            kept = None
         sense = P.sense_segment(result.sense) if result.sense else b""
         exp, mx = self._window()
+        statsn = self._next_statsn()
         header = P.scsi_response_header(
-            rflags, 0, result.status, task.itt, self._next_statsn(), exp, mx, datasn, residual, len(sense)
+            rflags, 0, result.status, task.itt, statsn, exp, mx, datasn, residual, len(sense)
         )
-        self._emit(frame_parts(header, sense, self._header_digest, self._data_digest))
+        parts = frame_parts(header, sense, self._header_digest, self._data_digest)
+        if self._status_log is not None:
+            self._status_log.add(statsn, [bytes(p) for p in parts])
+            if kept is not None:
+                kept.statsn = statsn
+        self._emit(parts)
 
     def _send_data_in(
         self,
@@ -790,7 +987,7 @@ class Connection(asyncio.BufferedProtocol):
         if target is None:
             response = TmfResponse.FUNCTION_REJECTED
         elif function == TmfFunction.ABORT_TASK:
-            task = self.tasks.get(pdu.referenced_task_tag)
+            task = self._session_task(pdu.referenced_task_tag)
             if task is not None and task.lun == lun:
                 await self._abort([task])
             elif (
@@ -845,6 +1042,16 @@ class Connection(asyncio.BufferedProtocol):
             response = TmfResponse.FUNCTION_NOT_SUPPORTED
         self.send_status(P.TaskMgmtResponse(response=int(response), itt=pdu.itt))
 
+    def _session_task(self, itt: int) -> TargetTask | None:
+        """The task with this ITT on any connection of the session (ABORT TASK may come on another CID)."""
+        task = self.tasks.get(itt)
+        if task is None and self.session is not None:
+            for conn in self.session.connections.values():
+                task = conn.tasks.get(itt)
+                if task is not None:
+                    break
+        return task
+
     def _all_session_tasks(self) -> list[TargetTask]:
         session = self.session
         assert session is not None
@@ -859,6 +1066,7 @@ class Connection(asyncio.BufferedProtocol):
             task.report_aborted = True
             task.abort()
             if task.state is TaskState.COLLECTING:
+                self._ended_early.append(task.itt)
                 self._finish(task)
                 self._send_task_aborted(task)
             # an executing task reports TASK ABORTED when the device server returns
@@ -874,6 +1082,7 @@ class Connection(asyncio.BufferedProtocol):
             if task.state is TaskState.COLLECTING:
                 for conn in self.session.connections.values() if self.session else ():
                     if conn.tasks.get(task.itt) is task:
+                        conn._ended_early.append(task.itt)
                         conn._finish(task)
             elif task.state is TaskState.EXECUTING:
                 if task.done is None:  # created only when someone waits for the task to end
@@ -965,6 +1174,16 @@ class Connection(asyncio.BufferedProtocol):
         if response == LogoutResponse.SUCCESS:
             if reason == LogoutReason.CLOSE_SESSION:
                 self.server.end_session(session, exclude=self)
+            elif len(session.connections) <= 1:
+                # the logout of the only connection leaves nothing to continue: the session ends now
+                self.server.end_session(session, exclude=self, reason="its last connection logged out")
+            elif pdu.cid != self.cid:
+                # RFC 7143 11.14.1: a logout of another connection, sent on this one; this one stays
+                other = session.connections.get(pdu.cid)
+                if other is not None:
+                    log.info("%s: CID %d logged out from CID %d", self.peer, pdu.cid, self.cid)
+                    other.close()
+                return
             self.close()
 
     # ---- Async logout request (shutdown)
@@ -995,4 +1214,5 @@ Connection._HANDLERS = {
     P.TaskMgmtRequest: Connection._on_tmf,
     P.TextRequest: Connection._on_text,
     P.LogoutRequest: Connection._on_logout,
+    P.SnackRequest: Connection._on_snack,
 }

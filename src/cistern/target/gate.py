@@ -83,8 +83,8 @@ class GatedConnection(Connection):
         self.raw_socket = None
         super().connection_made(transport)
 
-    def enter_full_feature(self, session: Any, cid: int) -> None:
-        super().enter_full_feature(session, cid)
+    def enter_full_feature(self, session: Any, cid: int, params: Any) -> None:
+        super().enter_full_feature(session, cid, params)
         self.server.admission.connection_done(self)
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -45,8 +45,9 @@ from cistern.target.monitor import Monitor
 from cistern.target.raid_luns import build_ses_luns, watch_raid
 from cistern.target.session import Session, SessionTable
 from cistern.target.tape_luns import build_tape_luns, close_now
+from cistern.wire.keys import KEYS
 from cistern.wire.negotiation import Negotiated
-from cistern.wire.text import encode_text
+from cistern.wire.text import TextError, decode_number, encode_text
 
 log = logging.getLogger("cistern.target")
 
@@ -116,7 +117,11 @@ class TargetServer:
         assert tls is not None
         try:
             return target_context(
-                tls.certificate, tls.key, tls.ca, tls.crl, require_client_certificate=tls.require_client_certificate
+                tls.certificate,
+                tls.key,
+                tls.ca,
+                tls.crl,
+                require_client_certificate=tls.require_client_certificate,
             )
         except (OSError, ssl.SSLError) as exc:
             raise OSError(f"TLS certificate/key/CA/CRL cannot be loaded: {exc}") from None
@@ -156,7 +161,9 @@ class TargetServer:
         host, port = portal
         log.warning("%s: connection on %s:%d refused: %s", peer, host, port, reason)
 
-    def authorize_initiator(self, conn: Connection, initiator_name: str, target_name: str | None) -> str | None:
+    def authorize_initiator(
+        self, conn: Connection, initiator_name: str, target_name: str | None
+    ) -> str | None:
         """On a TLS connection the InitiatorName must be a name of the client certificate (``bind_initiator_name``)
         and, for a target listing ``tls_clients``, the certificate must carry one of them."""
         names: frozenset[str] | None = getattr(conn, "tls_names", None)
@@ -171,13 +178,18 @@ class TargetServer:
 
     def session_refusal(self, initiator_name: str, isid: bytes, target: TargetSpec | None) -> str | None:
         """Why a new session would exceed a session cap (a reinstated session does not count twice)."""
+
         def same_nexus(s: Session) -> bool:
             return s.initiator_name == initiator_name and s.isid == isid and s.target is target
 
         return self.admission.session_refusal(
             initiator_name,
             target.name if target is not None else None,
-            ((s.initiator_name, s.target.name if s.target else None) for s in self.sessions if not same_nexus(s)),
+            (
+                (s.initiator_name, s.target.name if s.target else None)
+                for s in self.sessions
+                if not same_nexus(s)
+            ),
         )
 
     def auth_failed(self, conn: Connection, user: str | None) -> None:
@@ -214,14 +226,18 @@ class TargetServer:
                     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
                     hint = ""
                     if exc.errno == errno.EADDRINUSE:
-                        hint = " (another cistern or iSCSI target, such as tgtd or LIO, already listens there)"
+                        hint = (
+                            " (another cistern or iSCSI target, such as tgtd or LIO, already listens there)"
+                        )
                     elif exc.errno == errno.EADDRNOTAVAIL:
                         hint = " (no interface of this host has that address)"
                     elif exc.errno == errno.EACCES:
                         hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
                     reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
                     # filename: the portal, so a live change can name it as the object
-                    raise OSError(exc.errno, f"cannot listen on portal {where}: {reason}{hint}", where) from None
+                    raise OSError(
+                        exc.errno, f"cannot listen on portal {where}: {reason}{hint}", where
+                    ) from None
                 self._listeners[(host, port)] = server
                 opened.append((host, port))
         except OSError:
@@ -237,7 +253,10 @@ class TargetServer:
         """
         wanted = list(
             dict.fromkeys(
-                portal for target in self.targets.values() for group in target.portal_groups for portal in group.listen
+                portal
+                for target in self.targets.values()
+                for group in target.portal_groups
+                for portal in group.listen
             )
         )
         await self.open_listeners(wanted)
@@ -396,9 +415,24 @@ class TargetServer:
                 session.tsih,
                 extra={"session": session.tsih, "peer": conn.peer},
             )
-        if not session.connections:
-            # ERL 0: the session ends with its last connection (DefaultTime2Retain does not apply)
-            self.end_session(session, reason="its last connection closed")
+        if not session.connections and not session.closed:
+            retain = session.params.default_time2retain
+            if retain == 0 or session.discovery:
+                self.end_session(session, reason="its last connection closed")
+                return
+            # RFC 7143 6.3.5 / 7.1.4: the session outlives its last connection for DefaultTime2Retain
+            # seconds; a login with its ISID and TSIH continues it (a new CID or the same one)
+            log.info(
+                "session TSIH %d has no connection: kept %d s (DefaultTime2Retain) for the initiator to return",
+                session.tsih,
+                retain,
+                extra={"session": session.tsih},
+            )
+            asyncio.get_running_loop().call_later(retain, self._retain_expired, session)
+
+    def _retain_expired(self, session: Session) -> None:
+        if not session.closed and not session.connections:
+            self.end_session(session, reason="DefaultTime2Retain expired with no connection")
 
     # ---- discovery
 
@@ -411,6 +445,20 @@ class TargetServer:
         assert session is not None
         out: list[tuple[str, str]] = []
         for key, value in pairs:
+            if key == "MaxRecvDataSegmentLength" and not session.discovery:
+                # RFC 7143 13.12: declarative, also in full feature phase; the next Data-In uses it
+                defn = KEYS[key]
+                try:
+                    length = decode_number(value)
+                except TextError:
+                    length = -1
+                if not defn.minimum <= length <= defn.maximum:
+                    out.append((key, "Reject"))
+                    continue
+                conn.set_max_xmit(length)
+                assert conn.params is not None
+                out.append((key, str(conn.params.max_recv_data_segment_length)))
+                continue
             if key != "SendTargets":
                 out.append((key, "NotUnderstood"))
                 continue
@@ -453,6 +501,8 @@ def _limits(params: Any) -> TargetLimits:
         "immediate_data",
         "default_time2wait",
         "default_time2retain",
+        "max_connections",
+        "error_recovery_level",
     ):
         value = getattr(params, name, None)
         if value is not None:
