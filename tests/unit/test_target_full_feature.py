@@ -254,13 +254,14 @@ def test_duplicate_itt_is_rejected() -> None:
 # ---- Data-Out
 
 
-def test_data_out_for_an_unknown_itt_is_ignored() -> None:
+def test_data_out_for_an_unknown_itt_is_rejected() -> None:
     async def main() -> None:
         async with running_server() as s:
             c = await logged_in(s.port)
             await c.ready()
             await c.send(P.DataOut(flags=FLAG_FINAL, itt=0xDEAD, ttt=5, buffer_offset=0, data=b"x" * 512))
-            await c.expect_silence(0.3)
+            rej = await c.expect(P.Reject)  # RFC 7143 11.17.1: Invalid PDU Field, nothing written
+            assert isinstance(rej, P.Reject) and rej.reason == 0x09
             await c.ready()
             assert store_bytes(s.store, 0, 512) == bytes(512)
 
@@ -295,6 +296,9 @@ def _wrong_data_out(field: str) -> None:
                 first.flags = FLAG_FINAL
             await c.send(first)
             await c.send(second)
+            if field == "ttt":  # RFC 7143 11.17.1: a TTT of no R2T is an invalid field, Rejected first
+                rej = await c.expect(P.Reject)
+                assert isinstance(rej, P.Reject) and rej.reason == 0x09
             res = await c.collect(cmd.itt)
             assert res.status == CHECK_CONDITION
             assert (res.sense[2] & 0xF, res.sense[12]) == (0x0B, 0x4B)  # ABORTED COMMAND, DATA PHASE ERROR

@@ -66,6 +66,26 @@ class ParamsConfig(BaseModel):
             raise ConfigValueError(f"{value!r} lists a digest twice")
         return value
 
+    @field_validator("error_recovery_level")
+    @classmethod
+    def _erl_supported(cls, value: int | None) -> int | None:
+        if value is not None and value > 0:
+            raise ConfigValueError(
+                f"ErrorRecoveryLevel {value} is not implemented by the target yet (only 0: session recovery); "
+                "remove the setting or set 0"
+            )
+        return value
+
+    @field_validator("data_pdu_in_order", "data_sequence_in_order")
+    @classmethod
+    def _in_order_only(cls, value: bool | None) -> bool | None:
+        if value is False:
+            raise ConfigValueError(
+                "out-of-order Data PDUs/sequences are not implemented by the target (RFC 7143 13.18/13.19); "
+                "remove the setting or set true"
+            )
+        return value
+
     @model_validator(mode="after")
     def _burst_order(self) -> ParamsConfig:
         first, burst = self.first_burst_length, self.max_burst_length

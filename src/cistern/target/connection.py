@@ -20,6 +20,7 @@ Hostile input handling, in one place:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -31,7 +32,7 @@ from cistern.scsi.task import DataDirection, ScsiResult, ScsiTask, Status, TaskA
 from cistern.target.eager import run_eager
 from cistern.target.login_glue import LoginDriver
 from cistern.target.session import CmdDisposition
-from cistern.target.tasks import DataOutError, Sequence, TargetTask, TaskState
+from cistern.target.tasks import DataOutError, Sequence, TargetTask, TaskState, UnknownTransferTag
 from cistern.wire import pdu as P
 from cistern.wire.constants import (
     BHS_LEN,
@@ -49,6 +50,7 @@ from cistern.wire.constants import (
     TmfResponse,
 )
 from cistern.wire.framing import Frame, FramingError, PduReader, frame_parts, frame_pdu
+from cistern.wire.liveness import ConnectionTimers, TimerEvent
 from cistern.wire.pdu import Buffer
 from cistern.wire.serial import sn_add, sn_in_window, sn_lt
 from cistern.wire.text import TextAccumulator, TextError
@@ -56,6 +58,7 @@ from cistern.wire.text import TextAccumulator, TextError
 if TYPE_CHECKING:
     from cistern.target.server import TargetServer
     from cistern.target.session import Session
+    from cistern.wire.params import Negotiated
 
 log = logging.getLogger("cistern.target")
 
@@ -107,16 +110,22 @@ class Connection(asyncio.BufferedProtocol):
         self.reader = PduReader(max_data_segment_length=8192, sink=self._sink)
         self.login: LoginDriver | None = LoginDriver(server, self)
         self.session: Session | None = None
+        self.params: Negotiated | None = None  # this connection's parameters once in full feature phase
         self.cid = 0
         self.statsn = 0
         self.tasks: dict[int, TargetTask] = {}  # ITT -> task (allegiant to this connection)
         self._ttt = 0x100
         self._closing = False
         self._write_ok: asyncio.Future[None] | None = None
-        self._last_rx = time.monotonic()
-        self._ping_ttt: int | None = None
-        self._ping_sent = 0.0
-        self._timers: list[asyncio.TimerHandle] = []
+        # login timeout, NOP-In pings, dead-peer detection: the sans-I/O timer state (wire/liveness.py) and
+        # the one asyncio timer that wakes it
+        self.timers = ConnectionTimers(
+            time.monotonic(),
+            login_timeout=server.login_timeout,
+            nop_interval=server.nop_interval,
+            nop_timeout=server.nop_timeout,
+        )
+        self._timer: asyncio.TimerHandle | None = None
         # the rest of a long Text Response: (TTT, ITT, remaining text).  One slot: RFC 7143 11.10 allows a
         # single outstanding Text Request per connection, and a new request discards an unfinished one
         self._text_pending: tuple[int, int, bytes] | None = None  # (TTT, ITT, rest of our answer)
@@ -126,6 +135,9 @@ class Connection(asyncio.BufferedProtocol):
         self._max_xmit = 8192
         self._logout_sent = False
         self._out: list[Buffer] | None = None  # buffers to send at the end of this batch (see module doc)
+        # ITTs of tasks that ended before all their data came (failed or aborted while collecting): their
+        # late Data-Out is discarded silently rather than rejected; bounded, the oldest forgotten first
+        self._ended_early: collections.deque[int] = collections.deque(maxlen=64)
         self._flush_scheduled = False
 
     # ------------------------------------------------------------------ asyncio plumbing
@@ -143,15 +155,14 @@ class Connection(asyncio.BufferedProtocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.transport.set_write_buffer_limits(high=4 * 1024 * 1024, low=1024 * 1024)
         self.server.connections.add(self)
-        loop = asyncio.get_running_loop()
-        self._timers.append(loop.call_later(self.server.login_timeout, self._login_timeout))
+        self._arm_timer()
         log.debug("connection from %s on %s:%d", self.peer, *self.portal)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.reader.get_buffer()
 
     def buffer_updated(self, nbytes: int) -> None:
-        self._last_rx = time.monotonic()
+        self.timers.last_rx = time.monotonic()
         reader = self.reader
         reader.buffer_filled(nbytes)
         if self._out is None:
@@ -186,8 +197,9 @@ class Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
-        for timer in self._timers:
-            timer.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.server.connections.discard(self)
         if self._write_ok is not None and not self._write_ok.done():
             self._write_ok.set_result(None)
@@ -277,11 +289,12 @@ class Connection(asyncio.BufferedProtocol):
 
     # ------------------------------------------------------------------ login glue
 
-    def enter_full_feature(self, session: Session, cid: int) -> None:
-        """Called by the login driver when the final Login Response has been queued."""
+    def enter_full_feature(self, session: Session, cid: int, params: Negotiated) -> None:
+        """Called by the login driver when the final Login Response has been queued.  ``params``: the
+        session's session-wide parameters with this connection's own (digests, segment lengths)."""
         self.session = session
         self.cid = cid
-        params = session.params
+        self.params = params
         self.reader.max_data_segment_length = params.max_recv_data_segment_length
         self.reader.header_digest = params.header_digest
         self.reader.data_digest = params.data_digest
@@ -289,45 +302,52 @@ class Connection(asyncio.BufferedProtocol):
         self._data_digest = params.data_digest
         self._max_xmit = params.max_xmit_data_segment_length
         self.login = None
-        for timer in self._timers:
-            timer.cancel()
-        self._timers.clear()
-        self._schedule_nop()
+        self.timers.full_feature(time.monotonic())
+        self._arm_timer()
 
-    def _login_timeout(self) -> None:
-        if self.login is not None:
-            log.info("%s: login timed out", self.peer)
-            self.close()
+    def set_max_xmit(self, length: int) -> None:
+        """The initiator declared a new MaxRecvDataSegmentLength in full feature phase (RFC 7143 13.12):
+        PDUs we send from now on carry at most ``length`` data bytes."""
+        self._max_xmit = length
+        if self.params is not None:
+            self.params = self.params.replace(max_xmit_data_segment_length=length)
 
-    # ------------------------------------------------------------------ NOP-In pings (dead peer detection)
+    # ------------------------------------------------------------------ timers (login timeout, NOP-In pings)
 
-    def _schedule_nop(self) -> None:
-        interval = self.server.nop_interval
-        if interval > 0 and not self._closing:
-            loop = asyncio.get_running_loop()
-            self._timers = [t for t in self._timers if not t.cancelled()]
-            self._timers.append(loop.call_later(interval, self._nop_tick))
+    def _arm_timer(self) -> None:
+        """One asyncio timer, at the deadline the timer state machine asks for."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        when = self.timers.next_timer()
+        if when is not None and not self._closing:
+            delay = max(0.0, when - time.monotonic())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
 
-    def _nop_tick(self) -> None:
-        if self._closing or self.session is None:
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._closing:
             return
         now = time.monotonic()
-        if self._ping_ttt is not None and now - self._ping_sent > self.server.nop_timeout:
+        event = self.timers.handle_timer(now)
+        if event is TimerEvent.LOGIN_TIMED_OUT:
+            log.info("%s: login timed out", self.peer)
+            self.close()
+            return
+        if event is TimerEvent.PEER_DEAD:
             log.warning(
                 "%s: no answer to NOP-In ping for %.0f s: dropping connection",
                 self.peer,
-                now - self._ping_sent,
+                self.timers.nop_timeout,
             )
             self.abort()
             return
-        if self._ping_ttt is None and now - self._last_rx >= self.server.nop_interval:
-            self._ping_ttt = self._new_ttt()
-            self._ping_sent = now
+        if event is TimerEvent.SEND_PING and self.session is not None:
+            ttt = self._new_ttt()
+            self.timers.ping_sent(ttt, now)
             exp, mx = self._window()
-            self.send(
-                P.NopIn(itt=RESERVED_TAG, ttt=self._ping_ttt, statsn=self.statsn, expcmdsn=exp, maxcmdsn=mx)
-            )
-        self._schedule_nop()
+            self.send(P.NopIn(itt=RESERVED_TAG, ttt=ttt, statsn=self.statsn, expcmdsn=exp, maxcmdsn=mx))
+        self._arm_timer()
 
     def _new_ttt(self) -> int:
         self._ttt = (self._ttt + 1) & 0xFFFFFFFF
@@ -417,8 +437,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def _on_nop_out(self, pdu: P.NopOut, header: bytes) -> None:
         if pdu.ttt != RESERVED_TAG:  # the answer to our ping
-            if pdu.ttt == self._ping_ttt:
-                self._ping_ttt = None
+            self.timers.ping_answered(pdu.ttt)
             return
         if pdu.itt == RESERVED_TAG:
             if not pdu.immediate:
@@ -461,8 +480,10 @@ class Connection(asyncio.BufferedProtocol):
         assert session is not None
         if session.discovery or pdu.itt == RESERVED_TAG:
             return RejectReason.PROTOCOL_ERROR
-        if pdu.itt in self.tasks:
-            return RejectReason.TASK_IN_PROGRESS
+        if pdu.itt in self.tasks or (
+            len(session.connections) > 1 and any(pdu.itt in c.tasks for c in session.connections.values())
+        ):
+            return RejectReason.TASK_IN_PROGRESS  # an ITT is unique in the session (RFC 7143 11.2.1.8)
         if pdu.immediate and len(self.tasks) >= session.queue_depth:
             # immediate commands bypass the CmdSN window; cap them so tasks cannot pile up without limit
             return RejectReason.IMMEDIATE_COMMAND_REJECT
@@ -496,11 +517,13 @@ class Connection(asyncio.BufferedProtocol):
         limits = session.target.limits if session.target else None
         if limits is not None and task.edtl > limits.max_write_buffer:
             # too large to buffer: refuse without reading data (the initiator gets no R2T)
+            self._ended_early.append(task.itt)
             self._complete(task, ScsiResult(Status.CHECK_CONDITION, _fixed_sense(0x05, 0x24, 0x00)))
             return
         if limits is not None and session.write_buffered + task.edtl > limits.max_session_write_buffer:
             # every write buffer is allocated up front: bound their sum per session (SAM-5 TASK SET FULL,
             # the initiator retries later) so a hostile initiator cannot make us allocate queue depth x EDTL
+            self._ended_early.append(task.itt)
             self._complete(task, ScsiResult(Status.TASK_SET_FULL, b""))
             return
         params = session.params
@@ -562,8 +585,13 @@ class Connection(asyncio.BufferedProtocol):
 
     def _on_data_out(self, pdu: P.DataOut, header: bytes) -> None:
         task = self.tasks.get(pdu.itt)
-        if task is None or task.state is not TaskState.COLLECTING:
-            return  # data for an aborted or finished command: discard (RFC 7143 4.2.3.3 / 11.5.1)
+        if task is None:
+            if pdu.itt not in self._ended_early:
+                # RFC 7143 11.17.1: an ITT that names no task of this connection is an invalid PDU field
+                self.reject(RejectReason.INVALID_PDU_FIELD, header)
+            return  # data for a command that ended before its data did: discard (RFC 7143 11.5.1)
+        if task.state is not TaskState.COLLECTING:
+            return  # all data already arrived (or the task was aborted): discard
         data = pdu.data
         if not isinstance(data, memoryview) or data.obj is not task.buf:
             # not sunk (e.g. offset outside the buffer): validate first, then copy
@@ -573,6 +601,12 @@ class Connection(asyncio.BufferedProtocol):
                 return
         try:
             seq = task.accept(pdu.ttt, pdu.datasn, pdu.buffer_offset, len(data), pdu.final)
+        except UnknownTransferTag as exc:
+            # a Target Transfer Tag of no outstanding R2T of this task (RFC 7143 11.7.4, 11.17.1): Reject;
+            # at ErrorRecoveryLevel 0 nothing can resend the burst, so the command ends as well
+            self.reject(RejectReason.INVALID_PDU_FIELD, header)
+            self._fail_task(task, SENSE_DATA_PHASE_ERROR, str(exc))
+            return
         except DataOutError as exc:
             self._fail_task(task, SENSE_DATA_PHASE_ERROR, str(exc))
             return
@@ -587,6 +621,7 @@ class Connection(asyncio.BufferedProtocol):
     def _fail_task(self, task: TargetTask, sense: bytes, why: str = "") -> None:
         if why:
             log.info("%s: ITT 0x%08x failed: %s", self.peer, task.itt, why)
+        self._ended_early.append(task.itt)  # its remaining Data-Out may still be on the way
         task.state = TaskState.DONE
         self._complete(task, ScsiResult(Status.CHECK_CONDITION, sense))
 
@@ -757,7 +792,7 @@ class Connection(asyncio.BufferedProtocol):
         if target is None:
             response = TmfResponse.FUNCTION_REJECTED
         elif function == TmfFunction.ABORT_TASK:
-            task = self.tasks.get(pdu.referenced_task_tag)
+            task = self._session_task(pdu.referenced_task_tag)
             if task is not None and task.lun == lun:
                 await self._abort([task])
             elif (
@@ -812,6 +847,16 @@ class Connection(asyncio.BufferedProtocol):
             response = TmfResponse.FUNCTION_NOT_SUPPORTED
         self.send_status(P.TaskMgmtResponse(response=int(response), itt=pdu.itt))
 
+    def _session_task(self, itt: int) -> TargetTask | None:
+        """The task with this ITT on any connection of the session (ABORT TASK may come on another CID)."""
+        task = self.tasks.get(itt)
+        if task is None and self.session is not None:
+            for conn in self.session.connections.values():
+                task = conn.tasks.get(itt)
+                if task is not None:
+                    break
+        return task
+
     def _all_session_tasks(self) -> list[TargetTask]:
         session = self.session
         assert session is not None
@@ -826,6 +871,7 @@ class Connection(asyncio.BufferedProtocol):
             task.report_aborted = True
             task.abort()
             if task.state is TaskState.COLLECTING:
+                self._ended_early.append(task.itt)
                 self._finish(task)
                 self._send_task_aborted(task)
             # an executing task reports TASK ABORTED when the device server returns
@@ -841,6 +887,7 @@ class Connection(asyncio.BufferedProtocol):
             if task.state is TaskState.COLLECTING:
                 for conn in self.session.connections.values() if self.session else ():
                     if conn.tasks.get(task.itt) is task:
+                        conn._ended_early.append(task.itt)
                         conn._finish(task)
             elif task.state is TaskState.EXECUTING:
                 if task.done is None:  # created only when someone waits for the task to end
@@ -932,6 +979,16 @@ class Connection(asyncio.BufferedProtocol):
         if response == LogoutResponse.SUCCESS:
             if reason == LogoutReason.CLOSE_SESSION:
                 self.server.end_session(session, exclude=self)
+            elif len(session.connections) <= 1:
+                # the logout of the only connection leaves nothing to continue: the session ends now
+                self.server.end_session(session, exclude=self, reason="its last connection logged out")
+            elif pdu.cid != self.cid:
+                # RFC 7143 11.14.1: a logout of another connection, sent on this one; this one stays
+                other = session.connections.get(pdu.cid)
+                if other is not None:
+                    log.info("%s: CID %d logged out from CID %d", self.peer, pdu.cid, self.cid)
+                    other.close()
+                return
             self.close()
 
     # ---- Async logout request (shutdown)

@@ -13,13 +13,23 @@ from typing import TYPE_CHECKING
 from cistern.target.model import ChapSecret, TargetLimits, TargetSpec
 from cistern.wire import pdu as P
 from cistern.wire.chap import ChapAlgorithm, ChapCredentials
-from cistern.wire.login import ChapAuth, LoginStatus, LoginStep, TargetInfo, TargetLogin, TargetPolicy
+from cistern.wire.login import (
+    ChapAuth,
+    LoginOutcome,
+    LoginStatus,
+    LoginStep,
+    TargetInfo,
+    TargetLogin,
+    TargetPolicy,
+)
 from cistern.wire.negotiation import NegotiationPolicy
+from cistern.wire.params import Negotiated
 from cistern.wire.serial import sn_add
 
 if TYPE_CHECKING:
     from cistern.target.connection import Connection
     from cistern.target.server import TargetServer
+    from cistern.target.session import Session
 
 log = logging.getLogger("cistern.target")
 
@@ -40,7 +50,7 @@ def negotiation_policy(limits: TargetLimits) -> NegotiationPolicy:
     return NegotiationPolicy(
         header_digest=tuple(limits.header_digests),
         data_digest=tuple(limits.data_digests),
-        max_connections=1,
+        max_connections=limits.max_connections,
         initial_r2t=limits.initial_r2t,
         immediate_data=limits.immediate_data,
         max_recv_data_segment_length=limits.max_recv_data_segment_length,
@@ -141,11 +151,11 @@ class LoginDriver:
             self._first = False
             conn.statsn = pdu.expstatsn  # the initiator's idea of the starting StatSN is as good as any
             if pdu.tsih != 0:
-                # adding a connection to an existing session: MaxConnections is 1 for now
-                known = self.server.sessions.get(pdu.tsih)
-                status = LoginStatus.TOO_MANY_CONNECTIONS if known else LoginStatus.SESSION_DOES_NOT_EXIST
-                self._respond(pdu, LoginStep(b"", pdu.csg, 0, False, status, failed=True), b"")
-                return
+                # adding a connection to an existing session (MC/S, RFC 7143 6.3.1, 6.3.4)
+                status = self._join_status(pdu)
+                if status is not LoginStatus.SUCCESS:
+                    self._respond(pdu, LoginStep(b"", pdu.csg, 0, False, status, failed=True), b"")
+                    return
         if self._pending_text:
             if pdu.data:
                 self._respond(
@@ -173,6 +183,36 @@ class LoginDriver:
         self._pending_step = step
         self._send_piece(pdu, step)
 
+    def _join_status(self, pdu: P.LoginRequest) -> LoginStatus:
+        """May this login (TSIH != 0) add connection CID to the session it names?  SUCCESS or why not."""
+        session = self.server.sessions.get(pdu.tsih)
+        if session is None or session.closed or session.isid != bytes(pdu.isid):
+            return LoginStatus.SESSION_DOES_NOT_EXIST
+        if session.discovery:
+            return LoginStatus.CANT_INCLUDE_IN_SESSION
+        # a CID already in the session is a connection reinstatement (RFC 7143 6.3.4): it does not count
+        if pdu.cid not in session.connections and len(session.connections) >= session.params.max_connections:
+            return LoginStatus.TOO_MANY_CONNECTIONS
+        return LoginStatus.SUCCESS
+
+    def _joined_session(self, pdu: P.LoginRequest, outcome: LoginOutcome) -> Session | LoginStatus:
+        """The session a completed non-leading login joins, after the checks that need the login keys:
+        same initiator, same target, a portal of the same portal group (RFC 7143 4.4.4.1, 6.3.1)."""
+        status = self._join_status(pdu)
+        session = self.server.sessions.get(pdu.tsih)
+        if status is not LoginStatus.SUCCESS or session is None:
+            return status
+        target = session.target
+        if (
+            outcome.initiator_name != session.initiator_name
+            or target is None
+            or outcome.target_name != target.name
+            or session.nexus is None
+            or target.group_for(self.conn.portal).tag != session.nexus.tpgt
+        ):
+            return LoginStatus.CANT_INCLUDE_IN_SESSION
+        return session
+
     def _send_piece(self, pdu: P.LoginRequest, step: LoginStep) -> None:
         text = self._pending_text
         if len(text) > LOGIN_MAX_SEGMENT and not step.failed:
@@ -190,14 +230,31 @@ class LoginDriver:
         conn = self.conn
         session = None
         tsih = 0
+        params = None
+        expcmdsn, maxcmdsn = pdu.cmdsn, pdu.cmdsn
         if step.done is not None and not step.failed:
             outcome = step.done
-            target = self.server.targets.get(outcome.target_name) if outcome.target_name else None
-            session = self.server.new_session(
-                outcome.initiator_name, pdu.isid, target, outcome.params, pdu.cmdsn, portal=conn.portal
-            )
-            tsih = session.tsih
-        depth = session.queue_depth if session else 1
+            if pdu.tsih != 0:
+                joined = self._joined_session(pdu, outcome)
+                if isinstance(joined, LoginStatus):
+                    step = LoginStep(
+                        b"", pdu.csg, 0, False, joined, failed=True, reason="cannot join session"
+                    )
+                    text = b""
+                else:
+                    session = joined
+                    # session-wide keys are the session's; the connection's own come from this login
+                    params = Negotiated(session.params.session, outcome.params.connection)
+                    expcmdsn, maxcmdsn = session.expcmdsn, session.maxcmdsn
+            else:
+                target = self.server.targets.get(outcome.target_name) if outcome.target_name else None
+                session = self.server.new_session(
+                    outcome.initiator_name, pdu.isid, target, outcome.params, pdu.cmdsn, portal=conn.portal
+                )
+                params = outcome.params
+                maxcmdsn = sn_add(pdu.cmdsn, session.queue_depth - 1)
+            if session is not None:
+                tsih = session.tsih
         rsp = P.LoginResponse(
             flags=P.login_flags(step.transit and not cont, cont, step.csg, step.nsg if step.transit else 0),
             version_max=0,
@@ -206,8 +263,8 @@ class LoginDriver:
             tsih=tsih,
             itt=pdu.itt,
             statsn=conn.statsn,
-            expcmdsn=pdu.cmdsn,
-            maxcmdsn=sn_add(pdu.cmdsn, depth - 1),
+            expcmdsn=expcmdsn,
+            maxcmdsn=maxcmdsn,
             status_class=step.status_class,
             status_detail=step.status_detail,
             data=text,
@@ -244,5 +301,12 @@ class LoginDriver:
                 "Yes" if p.immediate_data else "No",
                 extra={"session": session.tsih, "peer": conn.peer},
             )
+            old = session.connections.get(pdu.cid)
+            if old is not None and old is not conn:
+                # connection reinstatement (RFC 7143 6.3.4): the old connection with this CID goes; at
+                # ERL 0 its tasks end with it
+                log.info("%s: CID %d of TSIH %d reinstated", conn.peer, pdu.cid, session.tsih)
+                old.abort()
             session.connections[pdu.cid] = conn
-            conn.enter_full_feature(session, pdu.cid)
+            assert params is not None
+            conn.enter_full_feature(session, pdu.cid, params)

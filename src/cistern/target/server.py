@@ -31,8 +31,9 @@ from cistern.target.connection import Connection
 from cistern.target.model import ChapSecret, PortalGroupSpec, TargetLimits, TargetSpec
 from cistern.target.session import Session, SessionTable
 from cistern.target.tape_luns import build_tape_luns, close_now
+from cistern.wire.keys import KEYS
 from cistern.wire.negotiation import Negotiated
-from cistern.wire.text import encode_text
+from cistern.wire.text import TextError, decode_number, encode_text
 
 log = logging.getLogger("cistern.target")
 
@@ -242,9 +243,24 @@ class TargetServer:
                 session.tsih,
                 extra={"session": session.tsih, "peer": conn.peer},
             )
-        if not session.connections:
-            # ERL 0: the session ends with its last connection (DefaultTime2Retain does not apply)
-            self.end_session(session, reason="its last connection closed")
+        if not session.connections and not session.closed:
+            retain = session.params.default_time2retain
+            if retain == 0 or session.discovery:
+                self.end_session(session, reason="its last connection closed")
+                return
+            # RFC 7143 6.3.5 / 7.1.4: the session outlives its last connection for DefaultTime2Retain
+            # seconds; a login with its ISID and TSIH continues it (a new CID or the same one)
+            log.info(
+                "session TSIH %d has no connection: kept %d s (DefaultTime2Retain) for the initiator to return",
+                session.tsih,
+                retain,
+                extra={"session": session.tsih},
+            )
+            asyncio.get_running_loop().call_later(retain, self._retain_expired, session)
+
+    def _retain_expired(self, session: Session) -> None:
+        if not session.closed and not session.connections:
+            self.end_session(session, reason="DefaultTime2Retain expired with no connection")
 
     # ---- discovery
 
@@ -257,6 +273,20 @@ class TargetServer:
         assert session is not None
         out: list[tuple[str, str]] = []
         for key, value in pairs:
+            if key == "MaxRecvDataSegmentLength" and not session.discovery:
+                # RFC 7143 13.12: declarative, also in full feature phase; the next Data-In uses it
+                defn = KEYS[key]
+                try:
+                    length = decode_number(value)
+                except TextError:
+                    length = -1
+                if not defn.minimum <= length <= defn.maximum:
+                    out.append((key, "Reject"))
+                    continue
+                conn.set_max_xmit(length)
+                assert conn.params is not None
+                out.append((key, str(conn.params.max_recv_data_segment_length)))
+                continue
             if key != "SendTargets":
                 out.append((key, "NotUnderstood"))
                 continue
@@ -294,6 +324,7 @@ def _limits(params: Any) -> TargetLimits:
         "immediate_data",
         "default_time2wait",
         "default_time2retain",
+        "max_connections",
     ):
         value = getattr(params, name, None)
         if value is not None:

@@ -26,6 +26,11 @@ class DataOutError(Exception):
     """A Data-Out PDU broke the sequence rules; the command fails (it never reaches the medium)."""
 
 
+class UnknownTransferTag(DataOutError):
+    """The Data-Out's Target Transfer Tag names no outstanding R2T (nor the unsolicited burst) of its task:
+    an invalid PDU field (RFC 7143 11.17.1), answered with a Reject before the command's fate is decided."""
+
+
 @dataclass(slots=True)
 class Sequence:
     """One data-out sequence: the unsolicited burst (TTT 0xffffffff) or the burst one R2T asked for."""
@@ -86,7 +91,7 @@ class TargetTask:
         """Check one Data-Out against its sequence and account for it; raises DataOutError."""
         seq = self.sequence_for(ttt)
         if seq is None:
-            raise DataOutError(f"Data-Out with unknown Target Transfer Tag 0x{ttt:08x}")
+            raise UnknownTransferTag(f"Data-Out with unknown Target Transfer Tag 0x{ttt:08x}")
         if datasn != seq.next_datasn:
             raise DataOutError(f"DataSN {datasn} where {seq.next_datasn} was expected")
         if offset != seq.offset + seq.received:

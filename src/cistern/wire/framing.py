@@ -23,13 +23,14 @@ from dataclasses import dataclass
 import crc32c
 
 from cistern.wire.constants import BHS_LEN, DIGEST_LEN
+from cistern.wire.errors import RemoteProtocolError
 from cistern.wire.pdu import PDU, Buffer, PduError, decode_bhs, header_lengths
 
 MAX_AHS_LEN = 255 * 4
 
 
-class FramingError(Exception):
-    """The byte stream cannot be framed any further: the connection must be dropped."""
+class FramingError(RemoteProtocolError):
+    """The byte stream cannot be framed any further: the connection must be dropped (answer :data:`DROP`)."""
 
 
 class HeaderDigestError(FramingError):

@@ -31,6 +31,7 @@ from cistern.wire.chap import (
     ChapInitiator,
     ChapTarget,
 )
+from cistern.wire.constants import LoginStatus
 from cistern.wire.keys import CHAP_KEYS, KEYS, LOGIN_DECLARATIVE_KEYS, Stage
 from cistern.wire.negotiation import (
     REJECT,
@@ -62,37 +63,6 @@ MAX_LOGIN_EXCHANGES = 64
 #: RFC 3720 3.2.6.1: an iSCSI name is at most 223 bytes.
 MAX_ISCSI_NAME = 223
 _SECURITY_KEYS = CHAP_KEYS | {"AuthMethod"}
-
-
-class LoginStatus(enum.IntEnum):
-    """Login Response Status-Class << 8 | Status-Detail (RFC 7143 11.13.5)."""
-
-    SUCCESS = 0x0000
-    TARGET_MOVED_TEMPORARILY = 0x0101
-    TARGET_MOVED_PERMANENTLY = 0x0102
-    INITIATOR_ERROR = 0x0200
-    AUTHENTICATION_FAILURE = 0x0201
-    AUTHORIZATION_FAILURE = 0x0202
-    NOT_FOUND = 0x0203
-    TARGET_REMOVED = 0x0204
-    UNSUPPORTED_VERSION = 0x0205
-    TOO_MANY_CONNECTIONS = 0x0206
-    MISSING_PARAMETER = 0x0207
-    CANT_INCLUDE_IN_SESSION = 0x0208
-    SESSION_TYPE_NOT_SUPPORTED = 0x0209
-    SESSION_DOES_NOT_EXIST = 0x020A
-    INVALID_DURING_LOGIN = 0x020B
-    TARGET_ERROR = 0x0300
-    SERVICE_UNAVAILABLE = 0x0301
-    OUT_OF_RESOURCES = 0x0302
-
-    @property
-    def status_class(self) -> int:
-        return self.value >> 8
-
-    @property
-    def status_detail(self) -> int:
-        return self.value & 0xFF
 
 
 # ---------------------------------------------------------------- policy objects (target side)

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 from cistern.wire.keys import KEYS, KeyDef, Kind, Sender, Stage, Use, lookup
+from cistern.wire.params import PARAM_KEYS, Negotiated
 from cistern.wire.text import TextError, decode_boolean, decode_number, encode_boolean, split_list
 
 __all__ = [
@@ -140,51 +141,13 @@ _POLICY_ATTR = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Negotiated:
-    """The operational parameters a connection/session runs with after login (RFC 7143 13)."""
-
-    header_digest: bool = False
-    data_digest: bool = False
-    #: what we accept in one data segment (our own MaxRecvDataSegmentLength declaration)
-    max_recv_data_segment_length: int = 8192
-    #: what we may send in one data segment (the peer's MaxRecvDataSegmentLength declaration)
-    max_xmit_data_segment_length: int = 8192
-    max_burst_length: int = 262144
-    first_burst_length: int = 65536
-    initial_r2t: bool = True
-    immediate_data: bool = True
-    max_outstanding_r2t: int = 1
-    data_pdu_in_order: bool = True
-    data_sequence_in_order: bool = True
-    error_recovery_level: int = 0
-    default_time2wait: int = 2
-    default_time2retain: int = 20
-    max_connections: int = 1
-    task_reporting: str = "RFC3720"
-    iscsi_protocol_level: int = 0
-
-    def __post_init__(self) -> None:
-        if self.first_burst_length > self.max_burst_length:
-            raise ValueError("FirstBurstLength must not exceed MaxBurstLength (RFC 7143 13.14)")
-
-
+#: RFC key -> Negotiated field, for the keys whose result the negotiation computes (all but the digests
+#: and the MaxRecvDataSegmentLength declarations, which negotiated() fills in itself).
 _NEGOTIATED_FIELD = {
-    "MaxConnections": "max_connections",
-    "InitialR2T": "initial_r2t",
-    "ImmediateData": "immediate_data",
-    "MaxBurstLength": "max_burst_length",
-    "FirstBurstLength": "first_burst_length",
-    "DefaultTime2Wait": "default_time2wait",
-    "DefaultTime2Retain": "default_time2retain",
-    "MaxOutstandingR2T": "max_outstanding_r2t",
-    "DataPDUInOrder": "data_pdu_in_order",
-    "DataSequenceInOrder": "data_sequence_in_order",
-    "ErrorRecoveryLevel": "error_recovery_level",
-    "TaskReporting": "task_reporting",
-    "iSCSIProtocolLevel": "iscsi_protocol_level",
+    key: attr
+    for attr, key in PARAM_KEYS.items()
+    if key not in ("HeaderDigest", "DataDigest", "MaxRecvDataSegmentLength")
 }
-assert set(_NEGOTIATED_FIELD.values()) <= {f.name for f in fields(Negotiated)}
 
 
 def _parse_typed(defn: KeyDef, value: str) -> bool | int | list[str]:

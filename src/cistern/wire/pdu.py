@@ -33,15 +33,17 @@ from cistern.wire.constants import (
     Opcode,
     RejectReason,
 )
+from cistern.wire.errors import Rejection, RemoteProtocolError
 
 Buffer = bytes | bytearray | memoryview
 
 
-class PduError(Exception):
-    """The peer sent a PDU we cannot accept; ``reason`` is the Reject reason code to answer with."""
+class PduError(RemoteProtocolError):
+    """The peer sent a PDU we cannot accept; ``reason`` is the Reject reason code to answer with
+    (:attr:`answer` is the matching :class:`cistern.wire.errors.Rejection`)."""
 
     def __init__(self, message: str, reason: RejectReason = RejectReason.PROTOCOL_ERROR) -> None:
-        super().__init__(message)
+        super().__init__(message, Rejection(reason))
         self.reason = reason
 
 
