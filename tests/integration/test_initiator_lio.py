@@ -4,7 +4,7 @@ LIO is the only open target that does MC/S and ErrorRecoveryLevel 2 (docs/RESEAR
 in a QEMU guest (:mod:`lio_vm`, one boot for the module), configured with MaxConnections=4,
 ErrorRecoveryLevel=2 and default_erl=2. Every connection goes through :class:`faultproxy.FaultProxy`, which
 counts the SCSI Commands each TCP connection carried and, for the recovery test, cuts one connection in the
-middle of a write.
+middle of a write, corrupts a Data-In or drops a SCSI Response.
 
 What LIO 6.1 (Debian's kernel) does not survive, found here: acknowledging (through ExpStatSN) the response
 to a TASK REASSIGN — the next SCSI Command on that connection, or a Time2Retain cleanup of a failed
@@ -22,7 +22,7 @@ from collections.abc import Iterator
 
 import lio_vm
 import pytest
-from faultproxy import TO_TARGET, FaultProxy
+from faultproxy import TO_INITIATOR, TO_TARGET, FaultProxy
 
 from cistern.initiator import connect
 
@@ -30,6 +30,8 @@ pytestmark = pytest.mark.peers
 
 OPCODE_SCSI_COMMAND = 0x01
 OPCODE_DATA_OUT = 0x05
+OPCODE_SCSI_RESPONSE = 0x21
+OPCODE_DATA_IN = 0x25
 BLOCK = 512
 CHUNK = 64 * 1024
 
@@ -111,6 +113,51 @@ def test_four_connections_spread_io_and_add_remove_while_running(lio: lio_vm.Lio
                 assert after[-1] > 0, after  # the added connection (the last TCP connection) carried commands
                 assert after[2] == 0, after  # the removed one carried none after its logout
                 assert s.tsih == tsih and s.reconnects == 0
+            finally:
+                await s.logout()
+
+    asyncio.run(asyncio.wait_for(run(), 120))
+
+
+def test_erl1_corrupted_data_in_and_lost_scsi_response_recovered_by_snack(lio: lio_vm.LioVm) -> None:
+    """ERL 1 with CRC32C digests: the proxy flips a byte in one Data-In's data segment (data digest error)
+    — the initiator drops that PDU and sends a Data SNACK; then it drops one SCSI Response — the next
+    status on that connection shows a StatSN gap and a Status SNACK brings it back. Every read and write is
+    sha256-verified; no connection is lost, no session reinstated."""
+
+    async def run() -> None:
+        rng = random.Random("lio-erl1")
+        async with FaultProxy("127.0.0.1", lio.port) as proxy:
+            s = await connect(
+                _url(proxy.port),
+                connections=4,
+                error_recovery_level=2,
+                header_digest=True,
+                data_digest=True,
+                login_timeout=20,
+                nop_interval=0,
+            )
+            try:
+                assert s.negotiated.data_digest and s.negotiated.header_digest
+                tsih = s.tsih
+                blobs = {16384 + i * 256: rng.randbytes(1 << 17) for i in range(8)}
+                await asyncio.gather(*(s.write(0, lba, d) for lba, d in blobs.items()))
+                proxy.corrupt(TO_INITIATOR, OPCODE_DATA_IN, conn=1)
+                got = await asyncio.wait_for(asyncio.gather(*(s.read(0, lba, 256) for lba in blobs)), 30)
+                assert [bytes(g) == blobs[lba] for g, lba in zip(got, blobs, strict=True)] == [True] * 8
+                assert [f[:3] for f in proxy.fired] == [("corrupt", 1, OPCODE_DATA_IN)]
+                data_snacks = s.snacks
+                assert data_snacks >= 1
+
+                proxy.drop(TO_INITIATOR, OPCODE_SCSI_RESPONSE, conn=2)
+                blobs = {20480 + i * 128: rng.randbytes(CHUNK) for i in range(32)}
+                await asyncio.wait_for(asyncio.gather(*(s.write(0, lba, d) for lba, d in blobs.items())), 30)
+                got = await asyncio.wait_for(asyncio.gather(*(s.read(0, lba, 128) for lba in blobs)), 30)
+                assert all(bytes(g) == blobs[lba] for g, lba in zip(got, blobs, strict=True))
+                assert [f[:3] for f in proxy.fired][1:] == [("drop", 2, OPCODE_SCSI_RESPONSE)]
+                assert s.snacks > data_snacks
+                assert s.tsih == tsih and s.reconnects == 0 and s.connection_recoveries == 0
+                assert all(not c.closed for c in proxy.conns)
             finally:
                 await s.logout()
 

@@ -47,6 +47,7 @@ from cistern.wire.constants import (
     RSP_UNDERFLOW,
     AsyncEvent,
     LogoutReason,
+    SnackType,
     TmfFunction,
     TmfResponse,
 )
@@ -65,6 +66,7 @@ from cistern.wire.pdu import (
     Reject,
     ScsiCommand,
     ScsiResponse,
+    SnackRequest,
     TaskMgmtRequest,
     TaskMgmtResponse,
     TextRequest,
@@ -84,13 +86,15 @@ class Link:
     """One connection of the session (MC/S, RFC 7143 4.2.2): its CID, its StatSN/ExpStatSN and whether
     new commands may be placed on it."""
 
-    __slots__ = ("active", "cid", "expstatsn", "protocol")
+    __slots__ = ("active", "cid", "expstatsn", "high", "missing", "protocol")
 
     def __init__(self, cid: int, protocol: IscsiProtocol, expstatsn: int) -> None:
         self.cid = cid
         self.protocol = protocol
         self.expstatsn = expstatsn
         self.active = True
+        self.high = sn_add(expstatsn, -1 & 0xFFFFFFFF)  # highest StatSN seen
+        self.missing: set[int] = set()  # StatSNs asked again with a Status SNACK (ERL 1)
 
 
 #: seconds a reassigned task has to show an R2T, Data-In or status before it is issued again
@@ -124,6 +128,7 @@ class Session:
         self._keepalive: asyncio.Task[None] | None = None
         self.reconnects = 0
         self.connection_recoveries = 0
+        self.snacks = 0  # SNACK Requests sent (ERL 1 recoveries)
         self._links: dict[int, Link] = {}
         self._link_tasks: set[asyncio.Task[Any]] = set()
         self._rr = 0
@@ -252,9 +257,32 @@ class Session:
             self._pump()
 
     def _status_seen(self, statsn: int, link: Link) -> None:
-        nxt = sn_add(statsn, 1)
-        if sn_lt(link.expstatsn, nxt):
-            link.expstatsn = nxt
+        if link.missing:
+            link.missing.discard(statsn)
+        if sn_lt(link.high, statsn):
+            gap = (statsn - link.high - 1) & 0xFFFFFFFF
+            if gap and self.negotiated.error_recovery_level >= 1 and gap < 1024:
+                # a StatSN gap: Status SNACK for the run we did not get (RFC 7143 7.5, 11.16 type 1);
+                # ExpStatSN stays below it so the target keeps those statuses
+                begrun = sn_add(link.high, 1)
+                link.missing.update(sn_add(begrun, i) for i in range(gap))
+                self.snacks += 1
+                link.protocol.send(
+                    SnackRequest(
+                        FLAG_FINAL | SnackType.STATUS,
+                        0,
+                        RESERVED_TAG,
+                        RESERVED_TAG,
+                        link.expstatsn,
+                        begrun,
+                        gap,
+                    )
+                )
+            link.high = statsn
+        if link.missing:
+            link.expstatsn = min(link.missing, key=lambda sn: (sn - link.expstatsn) & 0xFFFFFFFF)
+        elif sn_lt(link.expstatsn, sn_add(link.high, 1)):
+            link.expstatsn = sn_add(link.high, 1)
 
     # ----------------------------------------------------------------------------------------------
     # commands
@@ -417,11 +445,28 @@ class Session:
         cmd = self._tasks.get(pdu.itt)
         if cmd is None:
             return  # a task we aborted, or garbage: nothing to place it in
+        erl1 = self.negotiated.error_recovery_level >= 1
+        sn = pdu.datasn
         if not frame.data_digest_ok:
-            raise ConnectionLost("data digest error in Data-In")  # ERL 0: recover by reinstatement
+            if not erl1:
+                raise ConnectionLost("data digest error in Data-In")  # ERL 0: recover by reinstatement
+            # ERL 1 (RFC 7143 7.8, 11.16): the header is sound, so ask for this DataSN again; a status
+            # it carried comes back with the retransmission. RunLength 0 ("this one and all after it"):
+            # LIO 6.1 refuses a run that reaches its last DataSN sent (off by one), and a few duplicates
+            # cost nothing (they land on the same bytes)
+            self._ask_data(cmd, link, sn, 0)
+            if sn == cmd.exp_datasn:
+                cmd.exp_datasn = sn_add(sn, 1)
+            return
         cmd.heard += 1
-        if pdu.datasn == cmd.exp_datasn:
-            cmd.exp_datasn = (cmd.exp_datasn + 1) & 0xFFFFFFFF
+        if sn == cmd.exp_datasn:
+            cmd.exp_datasn = sn_add(sn, 1)
+        elif sn_lt(cmd.exp_datasn, sn):
+            if erl1:  # a DataSN gap: Data SNACK for the run we did not get (BegRun, RunLength)
+                self._ask_data(cmd, link, cmd.exp_datasn, (sn - cmd.exp_datasn) & 0xFFFFFFFF)
+            cmd.exp_datasn = sn_add(sn, 1)
+        if cmd.missing:
+            cmd.missing.discard(sn)
         n = len(pdu.data)
         off = pdu.buffer_offset
         buf = cmd.read_buffer
@@ -433,9 +478,29 @@ class Session:
             cmd.in_received = max(cmd.in_received, off + n)
         if pdu.has_status:
             self._status_seen(pdu.statsn, link)
-            residual = _residual(pdu.flags, pdu.residual_count)
+            cmd.held_status = (pdu.status, _residual(pdu.flags, pdu.residual_count))
+        if cmd.held_status is not None and not cmd.missing:
+            status, residual = cmd.held_status
             del self._tasks[pdu.itt]
-            cmd.complete(pdu.status, residual, b"")
+            cmd.complete(status, residual, b"")
+
+    def _ask_data(self, cmd: Command, link: Link, begrun: int, runlength: int) -> None:
+        """Data SNACK (RFC 7143 11.16, type 0): resend Data-In DataSN begrun..begrun+runlength-1."""
+        if cmd.missing is None:
+            cmd.missing = set()
+        cmd.missing.update(sn_add(begrun, i) for i in range(min(max(runlength, 1), 1024)))
+        self.snacks += 1
+        link.protocol.send(
+            SnackRequest(
+                FLAG_FINAL | SnackType.DATA_R2T,
+                encode_lun(cmd.lun),
+                cmd.itt,
+                RESERVED_TAG,
+                link.expstatsn,
+                begrun,
+                runlength,
+            )
+        )
 
     def _on_scsi_response(self, pdu: ScsiResponse, frame: Frame, link: Link) -> None:
         self._status_seen(pdu.statsn, link)

@@ -75,10 +75,12 @@ class Command:
         "future",
         "heard",
         "held_r2ts",
+        "held_status",
         "hold_data_out",
         "in_received",
         "itt",
         "lun",
+        "missing",
         "read_buffer",
         "read_length",
         "sent",
@@ -98,6 +100,9 @@ class Command:
         self.sent = False
         self.in_received = 0  # highest Data-In byte received (for the residual check)
         self.attempts = 0
+        #: ERL 1: DataSNs asked again with a Data SNACK, and the status that waits for them
+        self.missing: set[int] | None = None
+        self.held_status: tuple[int, int] | None = None
         self.heard = 0  # PDUs received for it (R2T, Data-In): evidence a TASK REASSIGN took
         self.exp_datasn = 0  # next DataSN (reads) / R2TSN (writes) expected: TASK REASSIGN's ExpDataSN
         self.cid = 0  # the connection the task is allegiant to (RFC 7143 4.2.2.2)
