@@ -41,6 +41,7 @@ from cistern.initiator.task import TASK_ATTR_SIMPLE, Command, ScsiResult, raise_
 from cistern.wire.constants import (
     CMD_READ,
     CMD_WRITE,
+    DATAIN_ACK,
     FLAG_FINAL,
     RESERVED_TAG,
     RSP_OVERFLOW,
@@ -476,6 +477,21 @@ class Session:
             if not frame.sunk:
                 buf[off : off + n] = pdu.data
             cmd.in_received = max(cmd.in_received, off + n)
+        if pdu.flags & DATAIN_ACK and erl1 and pdu.ttt != RESERVED_TAG and not cmd.missing:
+            # the target asks for a DataACK (A bit, RFC 7143 11.7.2): acknowledge every DataSN up to
+            # this one so it may free them (SNACK type 2, BegRun = next DataSN, RunLength 0)
+            self.snacks += 1
+            link.protocol.send(
+                SnackRequest(
+                    FLAG_FINAL | SnackType.DATA_ACK,
+                    encode_lun(cmd.lun),
+                    cmd.itt,
+                    pdu.ttt,
+                    link.expstatsn,
+                    sn_add(sn, 1),
+                    0,
+                )
+            )
         if pdu.has_status:
             self._status_seen(pdu.statsn, link)
             cmd.held_status = (pdu.status, _residual(pdu.flags, pdu.residual_count))
