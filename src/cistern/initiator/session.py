@@ -505,6 +505,8 @@ class Session:
         if cmd.missing is None:
             cmd.missing = set()
         cmd.missing.update(sn_add(begrun, i) for i in range(min(max(runlength, 1), 1024)))
+        if len(cmd.missing) > 4096:  # a target skipping DataSNs without end: not a recoverable stream
+            raise ProtocolError(f"more than 4096 Data-In PDUs missing for ITT 0x{cmd.itt:x}")
         self.snacks += 1
         link.protocol.send(
             SnackRequest(
