@@ -17,6 +17,7 @@ PACKAGES=(libiscsi-bin qemu-utils qemu-block-extra tgt iproute2 procps coreutils
 PACKAGES+=(qemu-system-x86 busybox-static open-iscsi socat e2fsprogs kmod)
 # systemd-analyze verifies contrib/cistern.service; util-linux (losetup) makes loop devices for CLI tests
 PACKAGES+=(systemd util-linux)
+PACKAGES+=(sg3-utils)  # sg_ses decodes the SES pages of the enclosure LU (tests/unit/test_ses_pages.py)
 
 as_root() {
     if [[ "$(id -u)" -eq 0 ]]; then

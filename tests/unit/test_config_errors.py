@@ -127,7 +127,7 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     (
         "backend",
         lambda d: lun0(d).update(backend="optical"),
-        "targets[0].luns[0].backend: input should be 'file', 'memory', 'block', 'tape' or 'changer' (got 'optical')",
+        "targets[0].luns[0].backend: input should be 'file', 'memory', 'block', 'tape', 'changer', 'raid' or 'ses' (got 'optical')",
     ),
     (
         "memory without size",

@@ -61,6 +61,9 @@ def summary_tables(config: Config) -> list[Table]:
             block = str(lun.block_size)
             if lun.backend in TAPE_BACKENDS:
                 size, block, path = tape_describe(lun), "-", str(lun.library or "-")
+            if lun.raid is not None:
+                size = f"RAID {lun.raid.level} of {len(lun.raid.members)} (+{len(lun.raid.spares)} spare)"
+                path = "\n".join(str(p) for p in lun.raid.members)
             luns.add_row(target.name, str(lun.lun), lun.backend, size, block, path, _flags(target, index))
     return [targets, luns]
 

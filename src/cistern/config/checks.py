@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cistern.config.errors import ConfigIssue, format_loc
+from cistern.config.raid import check_raid_paths
 from cistern.config.sizes import format_size, human_size
 from cistern.config.tape import TAPE_BACKENDS, library_issue
 
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 
 
 def _check_lun(lun: LunConfig, where: str) -> list[ConfigIssue]:
+    if lun.raid is not None:
+        return check_raid_paths(lun.raid, where)
     if lun.backend in TAPE_BACKENDS:
         issue = library_issue(lun)
         return [ConfigIssue(f"{where}.library", issue)] if issue else []

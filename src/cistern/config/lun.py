@@ -9,22 +9,26 @@ INQUIRY T10 strings (SPC-5 6.7.2: 8, 16 and 4 ASCII characters); ``serial`` over
 percentage of the capacity physically allocated at which every I_T nexus gets THIN PROVISIONING SOFT
 THRESHOLD REACHED (SBC-3 4.7.3.7).  ``sanitize_rate`` paces a SANITIZE overwrite (bytes per second);
 left out, it runs at the store's speed while no other I/O waits (SBC-3 5.19).  Backends ``tape`` and
-``changer`` and their fields (``library``, ``slots``, ...) are in :mod:`cistern.config.tape`.
+``changer`` and their fields (``library``, ``slots``, ...) are in :mod:`cistern.config.tape`; ``raid``
+(backend ``raid``) is a software RAID array of member files or devices (:mod:`cistern.config.raid`);
+``ses`` is an enclosure services LU (SES-3) reporting the RAID LUNs of its target.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cistern.config.errors import ConfigValueError
 from cistern.config.fields import PathField, SizeBytes
+from cistern.config.raid import RaidConfig
 from cistern.config.sizes import human_size
 from cistern.config.tape import TAPE_BACKENDS, TapeFields, check_tape_lun
 
 MAX_LUN = 16383  # single-level LUN, peripheral/flat addressing (SAM-5 4.7)
-Backend = Literal["file", "memory", "block", "tape", "changer"]
+Backend = Literal["file", "memory", "block", "tape", "changer", "raid", "ses"]
 
 
 def _ascii_field(value: str | None, what: str, max_len: int, *, spaces: bool) -> str | None:
@@ -58,6 +62,7 @@ class LunConfig(TapeFields, BaseModel):
     persist_reservations: bool = True
     soft_threshold: Annotated[int, Field(ge=1, le=100)] | None = None
     sanitize_rate: Annotated[SizeBytes, Field(ge=1)] | None = None
+    raid: RaidConfig | None = None
 
     @field_validator("serial")
     @classmethod
@@ -79,20 +84,43 @@ class LunConfig(TapeFields, BaseModel):
     def _revision(cls, value: str | None) -> str | None:
         return _ascii_field(value, "revision", 4, spaces=True)
 
+    def backing_paths(self) -> list[Path]:
+        """Every file or device this LUN uses (a path, or a RAID array's members, spares and journal)."""
+        if self.raid is not None:
+            return self.raid.paths()
+        return [self.path] if self.path is not None else []
+
     def pr_state_path(self) -> str | None:
         """Where APTPL state lives, or None when reservations do not persist across restarts."""
         if not self.persist_reservations:
             return None
         if self.pr_state is not None:
             return str(self.pr_state)
+        if self.path is None and self.raid is not None:
+            return f"{self.raid.members[0]}.pr.json"
         return f"{self.path}.pr.json" if self.path is not None else None
 
     @model_validator(mode="after")
     def _backend_fields(self) -> LunConfig:
+        if (self.raid is not None) != (self.backend == "raid"):
+            raise ConfigValueError("a [raid] table goes with backend = \"raid\" (and it needs one)", at=("raid",))
         check_tape_lun(self)
         if self.backend in TAPE_BACKENDS:
             return self
-        if self.backend == "memory":
+        if self.backend == "ses":
+            for name in ("path", "size", "pr_state", "soft_threshold"):
+                if getattr(self, name) is not None:
+                    raise ConfigValueError(f"an SES LUN has no {name}", at=(name,))
+            for name in ("thin", "read_only", "removable"):
+                if getattr(self, name):
+                    raise ConfigValueError(f"an SES LUN has no {name} setting", at=(name,))
+        elif self.backend == "raid":
+            for name in ("path", "size"):
+                if getattr(self, name) is not None:
+                    raise ConfigValueError(f"a {self.backend} LUN has no {name}", at=(name,))
+            if self.thin:
+                raise ConfigValueError("a RAID LUN is not thin-provisioned", at=("thin",))
+        elif self.backend == "memory":
             if self.path is not None:
                 raise ConfigValueError("a memory LUN has no path", at=("path",))
             if self.size is None:

@@ -92,16 +92,15 @@ class Config(BaseModel):
             if self.portals and "portals" not in target.model_fields_set:
                 target.portals = list(self.portals)
             for l_index, lun in enumerate(target.luns):
-                if lun.path is None:
-                    continue
-                key = Path(os.path.abspath(lun.path))
-                if key in paths:
-                    t0, l0 = paths[key]
-                    raise ConfigValueError(
-                        f"{str(lun.path)!r} already backs targets[{t0}].luns[{l0}]",
-                        at=("targets", t_index, "luns", l_index, "path"),
-                    )
-                paths[key] = (t_index, l_index)
+                for path in lun.backing_paths():
+                    key = Path(os.path.abspath(path))
+                    if key in paths:
+                        t0, l0 = paths[key]
+                        raise ConfigValueError(
+                            f"{str(path)!r} already backs targets[{t0}].luns[{l0}]",
+                            at=("targets", t_index, "luns", l_index, "raid" if lun.raid else "path"),
+                        )
+                    paths[key] = (t_index, l_index)
         return self
 
     def target(self, name: str) -> TargetConfig | None:

@@ -22,13 +22,17 @@ from cistern.config.tape import TAPE_BACKENDS
 from cistern.config.target import TargetConfig
 from cistern.scsi.alua import TPGS_BY_NAME, Alua, TargetPortGroup, parse_state
 from cistern.scsi.lu import LogicalUnit
+from cistern.scsi.raid_lu import RaidDiskUnit
 from cistern.scsi.server import DeviceServer
 from cistern.scsi.task import ITNexus
 from cistern.scsi.unit import LogicalUnitBase
 from cistern.storage.base import BackingStore
 from cistern.storage.factory import open_store
+from cistern.storage.raid import RaidStore
+from cistern.storage.raid.open import open_raid
 from cistern.target.connection import Connection
 from cistern.target.model import ChapSecret, PortalGroupSpec, TargetLimits, TargetSpec
+from cistern.target.raid_luns import build_ses_luns, watch_raid
 from cistern.target.session import Session, SessionTable
 from cistern.target.tape_luns import build_tape_luns, close_now
 from cistern.wire.keys import KEYS
@@ -70,6 +74,10 @@ class TargetServer:
         loop = asyncio.get_running_loop()
         self._log_context = SessionLogContext(self)
         log.addFilter(self._log_context)
+        for store in self.stores:  # stores with background work (RAID rebuild, scrub, monitoring)
+            start_background = getattr(store, "start_background", None)
+            if start_background is not None:
+                start_background()
         portals: dict[tuple[str, int], list[TargetSpec]] = {}
         for target in self.targets.values():
             for group in target.portal_groups:
@@ -388,16 +396,20 @@ def build_server(config: Config) -> TargetServer:
         for tcfg in config.targets:
             luns: dict[int, LogicalUnitBase] = {}
             for lcfg in tcfg.luns:
-                if lcfg.backend in TAPE_BACKENDS:
+                if lcfg.backend in TAPE_BACKENDS or lcfg.backend == "ses":
                     continue
+                store: BackingStore
                 try:
-                    store = open_store(
-                        lcfg.backend,
-                        str(lcfg.path) if lcfg.path is not None else None,
-                        lcfg.size,
-                        lcfg.block_size,
-                        lcfg.read_only,
-                    )
+                    if lcfg.raid is not None:
+                        store = open_raid(lcfg.raid, block_size=lcfg.block_size, name=f"{tcfg.name}/lun{lcfg.lun}")
+                    else:
+                        store = open_store(
+                            lcfg.backend,
+                            str(lcfg.path) if lcfg.path is not None else None,
+                            lcfg.size,
+                            lcfg.block_size,
+                            lcfg.read_only,
+                        )
                 except OSError as exc:  # name the LUN; keep the errno
                     text = exc.strerror or str(exc)
                     if exc.filename and str(exc.filename) not in text:
@@ -410,8 +422,9 @@ def build_server(config: Config) -> TargetServer:
                 for name in ("vendor", "product", "revision"):
                     if getattr(lcfg, name, None):
                         kwargs[name] = getattr(lcfg, name)
-                luns[lcfg.lun] = LogicalUnit(
-                    store,
+                unit_cls = RaidDiskUnit if isinstance(store, RaidStore) else LogicalUnit
+                luns[lcfg.lun] = unit_cls(
+                    store,  # type: ignore[arg-type]
                     lun=lcfg.lun,
                     serial=lcfg.serial or _serial_for(str(tcfg.name), lcfg.lun),
                     read_only=lcfg.read_only,
@@ -422,6 +435,8 @@ def build_server(config: Config) -> TargetServer:
                     sanitize_rate=lcfg.sanitize_rate,
                     **kwargs,
                 )
+                if isinstance(store, RaidStore):
+                    watch_raid(store, luns[lcfg.lun])
             groups = [
                 PortalGroupSpec(g.tag, [(p.host, p.port) for p in g.portals])
                 for g in tcfg.effective_portal_groups()
@@ -438,6 +453,7 @@ def build_server(config: Config) -> TargetServer:
                 raise ValueError(f"target {tcfg.name} tape library: {exc}") from None
             tape_units.extend(tape_luns.values())
             luns.update(tape_luns)
+            luns.update(build_ses_luns(tcfg, luns, lambda lun, name=name: _serial_for(name, lun)))  # type: ignore[misc]
             device = DeviceServer(luns, target_name=str(tcfg.name), alua=_alua(tcfg))
             chap = mutual = None
             algorithms: tuple[str, ...] = ("SHA3-256", "SHA-256", "SHA1", "MD5")
