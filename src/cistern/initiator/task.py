@@ -68,9 +68,12 @@ class Command:
     __slots__ = (
         "attempts",
         "cdb",
+        "cid",
         "cmdsn",
         "data_out",
+        "exp_datasn",
         "future",
+        "heard",
         "held_r2ts",
         "hold_data_out",
         "in_received",
@@ -95,6 +98,9 @@ class Command:
         self.sent = False
         self.in_received = 0  # highest Data-In byte received (for the residual check)
         self.attempts = 0
+        self.heard = 0  # PDUs received for it (R2T, Data-In): evidence a TASK REASSIGN took
+        self.exp_datasn = 0  # next DataSN (reads) / R2TSN (writes) expected: TASK REASSIGN's ExpDataSN
+        self.cid = 0  # the connection the task is allegiant to (RFC 7143 4.2.2.2)
         #: fault injection (tests, drills): hold R2Ts unanswered until Session.release_data_out()
         self.hold_data_out = False
         self.held_r2ts: list[Any] = []
