@@ -69,10 +69,10 @@ class ParamsConfig(BaseModel):
     @field_validator("error_recovery_level")
     @classmethod
     def _erl_supported(cls, value: int | None) -> int | None:
-        if value is not None and value > 0:
+        if value is not None and value > 1:
             raise ConfigValueError(
-                f"ErrorRecoveryLevel {value} is not implemented by the target yet (only 0: session recovery); "
-                "remove the setting or set 0"
+                f"ErrorRecoveryLevel {value} is not implemented by the target yet (0: session recovery, "
+                "1: digest recovery with SNACK); set 0 or 1"
             )
         return value
 

@@ -31,11 +31,13 @@ from typing import TYPE_CHECKING, Any, cast
 from cistern.scsi.task import DataDirection, ScsiResult, ScsiTask, Status, TaskAttribute
 from cistern.target.eager import run_eager
 from cistern.target.login_glue import LoginDriver
+from cistern.target.recovery import Retained, RetainedSet
 from cistern.target.session import CmdDisposition
 from cistern.target.tasks import DataOutError, Sequence, TargetTask, TaskState, UnknownTransferTag
 from cistern.wire import pdu as P
 from cistern.wire.constants import (
     BHS_LEN,
+    DATAIN_ACK,
     DATAIN_STATUS,
     FLAG_FINAL,
     RESERVED_TAG,
@@ -46,12 +48,14 @@ from cistern.wire.constants import (
     LogoutReason,
     LogoutResponse,
     RejectReason,
+    SnackType,
     TmfFunction,
     TmfResponse,
 )
 from cistern.wire.framing import Frame, FramingError, PduReader, frame_parts, frame_pdu
 from cistern.wire.liveness import ConnectionTimers, TimerEvent
 from cistern.wire.pdu import Buffer
+from cistern.wire.recovery import StatusLog, snack_range
 from cistern.wire.serial import sn_add, sn_in_window, sn_lt
 from cistern.wire.text import TextAccumulator, TextError
 
@@ -138,6 +142,10 @@ class Connection(asyncio.BufferedProtocol):
         # ITTs of tasks that ended before all their data came (failed or aborted while collecting): their
         # late Data-Out is discarded silently rather than rejected; bounded, the oldest forgotten first
         self._ended_early: collections.deque[int] = collections.deque(maxlen=64)
+        # ErrorRecoveryLevel >= 1 only (RFC 7143 7.x, 11.16): statuses and read data kept for SNACKs
+        self._erl = 0
+        self._status_log: StatusLog | None = None
+        self._retained = RetainedSet()
         self._flush_scheduled = False
 
     # ------------------------------------------------------------------ asyncio plumbing
@@ -275,9 +283,12 @@ class Connection(asyncio.BufferedProtocol):
 
     def send_status(self, pdu: P.PDU) -> None:
         """Send a PDU that carries status: it takes the next StatSN and the current CmdSN window."""
-        pdu.statsn = self._next_statsn()  # type: ignore[attr-defined]
+        pdu.statsn = statsn = self._next_statsn()  # type: ignore[attr-defined]
         pdu.expcmdsn, pdu.maxcmdsn = self._window()  # type: ignore[attr-defined]
-        self.send(pdu)
+        parts = frame_pdu(pdu, header_digest=self._header_digest, data_digest=self._data_digest)
+        if self._status_log is not None:
+            self._status_log.add(statsn, [bytes(p) for p in parts])
+        self._emit(parts)
 
     def reject(self, reason: RejectReason, header: bytes) -> None:
         log.info("%s: Reject reason 0x%02x", self.peer, reason)
@@ -302,6 +313,9 @@ class Connection(asyncio.BufferedProtocol):
         self._data_digest = params.data_digest
         self._max_xmit = params.max_xmit_data_segment_length
         self.login = None
+        self._erl = params.error_recovery_level
+        if self._erl:
+            self._status_log = StatusLog()
         self.timers.full_feature(time.monotonic())
         self._arm_timer()
 
@@ -384,6 +398,10 @@ class Connection(asyncio.BufferedProtocol):
             assert frame.error is not None
             self.reject(frame.error.reason, frame.header)
             return
+        if self._erl:
+            expstatsn = getattr(pdu, "expstatsn", None)
+            if expstatsn is not None:
+                self._acknowledge(expstatsn)
         if not frame.data_digest_ok:
             self._data_digest_error(pdu, frame.header)
             return
@@ -400,7 +418,136 @@ class Connection(asyncio.BufferedProtocol):
         if isinstance(pdu, P.DataOut):
             task = self.tasks.get(pdu.itt)
             if task is not None and task.state is TaskState.COLLECTING:
-                self._fail_task(task, SENSE_CRC_ERROR)
+                if self._erl:
+                    self._recovery_r2t(task, pdu)
+                else:
+                    self._fail_task(task, SENSE_CRC_ERROR)
+
+    # ------------------------------------------------------------------ ErrorRecoveryLevel 1
+
+    def _acknowledge(self, expstatsn: int) -> None:
+        """ExpStatSN from the initiator: statuses (and the read data of commands) before it are no longer
+        needed for a SNACK (RFC 7143 4.2.2.2)."""
+        log_ = self._status_log
+        if log_ is not None and len(log_):
+            log_.acknowledge(expstatsn)
+        if len(self._retained):
+            self._retained.acknowledge(lambda statsn: sn_lt(statsn, expstatsn))
+
+    def _recovery_r2t(self, task: TargetTask, pdu: P.DataOut) -> None:
+        """A Data-Out whose data digest failed (its header is sound): account it in its sequence, then ask
+        for exactly its bytes again with a recovery R2T (RFC 7143 7.2.2 / 7.4 at ERL >= 1)."""
+        length = len(pdu.data)
+        try:
+            seq = task.accept(pdu.ttt, pdu.datasn, pdu.buffer_offset, length, pdu.final)
+        except DataOutError as exc:
+            self._fail_task(task, SENSE_CRC_ERROR, str(exc))
+            return
+        task.received -= length  # these bytes did not arrive intact
+        if seq.complete and seq.ttt != RESERVED_TAG:
+            del task.r2ts[seq.ttt]
+        if length:
+            ttt = self._new_ttt()
+            recovery = Sequence(ttt, pdu.buffer_offset, length, r2tsn=task.r2tsn)
+            task.r2ts[ttt] = recovery
+            self._emit_r2t(task, recovery)
+            task.r2tsn += 1
+        self._send_r2ts(task)
+        self._maybe_execute(task)
+
+    def _emit_r2t(self, task: TargetTask, seq: Sequence) -> None:
+        exp, mx = self._window()
+        lun = P.encode_lun(task.lun) if task.lun >= 0 else 0
+        header = P.r2t_header(lun, task.itt, seq.ttt, self.statsn, exp, mx, seq.r2tsn, seq.offset, seq.length)
+        self._emit(frame_parts(header, b"", self._header_digest, False))
+
+    def _send_data_in_retained(
+        self, task: TargetTask, lun_field: int, view: memoryview, rflags: int, residual: int
+    ) -> Retained:
+        """ERL >= 1 reads: Data-In without status (a SCSI Response follows), the last PDU asking for a
+        DataACK (A bit, RFC 7143 11.7.2); the data is kept for Data/R-Data SNACK until acknowledged."""
+        assert self.session is not None
+        kept = Retained(
+            lun_field, view, self._max_xmit, self.session.params.max_burst_length, self._new_ttt()
+        )
+        self._retained.add(task.itt, kept)
+        self._resend_data_in(task.itt, kept, range(kept.count()))
+        return kept
+
+    def _resend_data_in(self, itt: int, kept: Retained, numbers: range) -> None:
+        hd, dd = self._header_digest, self._data_digest
+        exp, mx = self._window()
+        last = kept.count() - 1
+        for datasn, (start, end, flags) in enumerate(kept.segments()):
+            if datasn not in numbers:
+                continue
+            pdu = P.DataIn(
+                flags=flags | (DATAIN_ACK if datasn == last else 0),
+                lun=kept.lun_field,
+                itt=itt,
+                ttt=kept.ack_ttt if datasn == last else RESERVED_TAG,
+                statsn=self.statsn,
+                expcmdsn=exp,
+                maxcmdsn=mx,
+                datasn=datasn,
+                buffer_offset=start,
+                data=kept.view[start:end],
+            )
+            self._emit(frame_pdu(pdu, header_digest=hd, data_digest=dd))
+
+    def _on_snack(self, pdu: P.SnackRequest, header: bytes) -> None:
+        """SNACK (RFC 7143 11.16): only at ErrorRecoveryLevel >= 1; at 0 it is a protocol error."""
+        if not self._erl:
+            self.reject(RejectReason.PROTOCOL_ERROR, header)
+            return
+        kind = pdu.snack_type
+        if kind == SnackType.STATUS:
+            assert self._status_log is not None
+            found = self._status_log.get(pdu.begrun, pdu.runlength, self.statsn)
+            if found is None:
+                self.reject(RejectReason.SNACK_REJECT, header)
+                return
+            for parts in found:
+                self._emit(list(parts))
+            return
+        if kind == SnackType.DATA_R2T:
+            task = self.tasks.get(pdu.itt)
+            if task is not None and task.state is TaskState.COLLECTING:
+                stop = pdu.begrun + pdu.runlength if pdu.runlength else task.r2tsn
+                again = [q for q in task.r2ts.values() if q.r2tsn >= 0 and pdu.begrun <= q.r2tsn < stop]
+                if not again:
+                    self.reject(RejectReason.SNACK_REJECT, header)
+                    return
+                for seq in sorted(again, key=lambda q: q.r2tsn):
+                    self._emit_r2t(task, seq)
+                return
+            kept = self._retained.get(pdu.itt)
+            numbers = snack_range(pdu.begrun, pdu.runlength, kept.count()) if kept is not None else None
+            if kept is None or numbers is None:
+                self.reject(RejectReason.SNACK_REJECT, header)
+                return
+            self._resend_data_in(pdu.itt, kept, numbers)
+            return
+        if kind == SnackType.DATA_ACK:
+            acked = self._retained.by_ack_ttt(pdu.ttt)
+            if acked is None:
+                self.reject(RejectReason.INVALID_DATA_ACK, header)
+                return
+            if pdu.begrun > acked[1].count():
+                self.reject(RejectReason.PROTOCOL_ERROR, header)
+            elif pdu.begrun == acked[1].count():
+                self._retained.discard(acked[0])  # all of it acknowledged: free it
+            return
+        if kind == SnackType.RDATA:
+            kept = self._retained.get(pdu.itt)
+            if kept is None or pdu.begrun or pdu.runlength:
+                self.reject(RejectReason.SNACK_REJECT, header)
+                return
+            # resegmented to the MaxRecvDataSegmentLength now in force, all of it (RFC 7143 11.16.3)
+            kept.mxl = self._max_xmit
+            self._resend_data_in(pdu.itt, kept, range(kept.count()))
+            return
+        self.reject(RejectReason.PROTOCOL_ERROR, header)
 
     def _check_sn(self, pdu: P.PDU, header: bytes, on_deliver: Callable[[Any, bytes], None]) -> None:
         """Route a numbered request through the CmdSN window (RFC 7143 4.2.2.1): ``on_deliver(pdu, header)``
@@ -559,7 +706,7 @@ class Connection(asyncio.BufferedProtocol):
             offset = task.next_r2t_offset
             length = min(params.max_burst_length, task.edtl - offset)
             ttt = self._new_ttt()
-            task.r2ts[ttt] = Sequence(ttt, offset, length)
+            task.r2ts[ttt] = Sequence(ttt, offset, length, 0, 0, task.r2tsn)
             task.next_r2t_offset = offset + length
             exp, mx = self._window()
             header = P.r2t_header(
@@ -697,18 +844,30 @@ class Connection(asyncio.BufferedProtocol):
             view = data if isinstance(data, memoryview) else memoryview(data)
             if len(view) != sent:
                 view = view[:sent]
-            collapse = result.status == 0 and not result.sense
-            datasn = self._send_data_in(task, lun_field, view, collapse, rflags, residual, result.status)
-            if collapse:
-                return
+            if self._erl:
+                kept: Retained | None = self._send_data_in_retained(task, lun_field, view, rflags, residual)
+                datasn = kept.count()  # type: ignore[union-attr]
+            else:
+                kept = None
+                collapse = result.status == 0 and not result.sense
+                datasn = self._send_data_in(task, lun_field, view, collapse, rflags, residual, result.status)
+                if collapse:
+                    return
         else:
             datasn = 0
+            kept = None
         sense = P.sense_segment(result.sense) if result.sense else b""
         exp, mx = self._window()
+        statsn = self._next_statsn()
         header = P.scsi_response_header(
-            rflags, 0, result.status, task.itt, self._next_statsn(), exp, mx, datasn, residual, len(sense)
+            rflags, 0, result.status, task.itt, statsn, exp, mx, datasn, residual, len(sense)
         )
-        self._emit(frame_parts(header, sense, self._header_digest, self._data_digest))
+        parts = frame_parts(header, sense, self._header_digest, self._data_digest)
+        if self._status_log is not None:
+            self._status_log.add(statsn, [bytes(p) for p in parts])
+            if kept is not None:
+                kept.statsn = statsn
+        self._emit(parts)
 
     def _send_data_in(
         self,
@@ -1019,4 +1178,5 @@ Connection._HANDLERS = {
     P.TaskMgmtRequest: Connection._on_tmf,
     P.TextRequest: Connection._on_text,
     P.LogoutRequest: Connection._on_logout,
+    P.SnackRequest: Connection._on_snack,
 }

@@ -61,7 +61,7 @@ def negotiation_policy(limits: TargetLimits) -> NegotiationPolicy:
         max_outstanding_r2t=limits.max_outstanding_r2t,
         data_pdu_in_order=True,
         data_sequence_in_order=True,
-        error_recovery_level=0,
+        error_recovery_level=limits.error_recovery_level,
     )
 
 

@@ -333,6 +333,7 @@ def _limits(params: Any) -> TargetLimits:
         "default_time2wait",
         "default_time2retain",
         "max_connections",
+        "error_recovery_level",
     ):
         value = getattr(params, name, None)
         if value is not None:

@@ -40,6 +40,7 @@ class Sequence:
     length: int
     received: int = 0
     next_datasn: int = 0
+    r2tsn: int = -1  # the R2TSN of the R2T that asked for it (-1: unsolicited), for R2T SNACK
 
     @property
     def complete(self) -> bool:
