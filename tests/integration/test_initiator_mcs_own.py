@@ -1,20 +1,21 @@
 """cistern.initiator with several connections per session against cistern's own target, through the fault
 proxy (issue 7, "must show" 1 — the parts the target side supports today).
 
-The target (``cistern serve``, one process for the module) allows MaxConnections=4 and, as its config
-refuses ``error_recovery_level`` > 0, negotiates ErrorRecoveryLevel=0 whatever the initiator offers. So:
+The target (``cistern serve``, one process for the module) allows MaxConnections=4, CRC32C digests and
+ErrorRecoveryLevel 1 (its maximum; the initiator offers 2, the result is the minimum). So:
 
 * MC/S: 4 connections, 64 KiB random writes and reads spread over all of them (counted per TCP connection
   by the proxy) and sha256-verified; a connection logged out (reason 1) on another CID and one added back
   while I/O runs;
-* a Data-In whose data segment the proxy corrupted (DataDigest=CRC32C, HeaderDigest=CRC32C: the proxy
-  parses BHS + header digest + data + padding + data digest) is caught by the digest; at ERL 0 that
-  connection is dropped and the session reinstated, and the read returns the right data;
-* a connection cut mid-transfer at ERL 0: the session is reinstated (RFC 7143 6.3.5, same ISID), all four
-  connections come back, every command completes with the right data.
+* ERL 1 with CRC32C digests (the proxy parses BHS + header digest + data + padding + data digest): a
+  corrupted Data-In is asked again with a Data SNACK, a dropped SCSI Response with a Status SNACK, a
+  corrupted Data-Out is answered by the target's Reject and recovery R2T — data verified, no connection
+  lost, no session reinstatement (the target's read data is acknowledged by DataACK SNACKs);
+* a connection cut mid-transfer below ERL 2: the session is reinstated (RFC 7143 6.3.5, same ISID), all
+  four connections come back, every command completes with the right data.
 
-ERL 1/2 recovery (Data SNACK, Status SNACK, TASK REASSIGN) against this target waits for the target's ERL
-support; against LIO it is in ``test_initiator_lio.py``.
+ERL 2 (TASK REASSIGN) against this target waits for the target's ERL 2; against LIO it is in
+``test_initiator_lio.py``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 import peers
 import pytest
 from cistern_proc import CisternTarget, lun_toml, target_toml
-from faultproxy import TO_INITIATOR, FaultProxy
+from faultproxy import TO_INITIATOR, TO_TARGET, FaultProxy
 
 from cistern.initiator import connect
 
@@ -38,6 +39,8 @@ pytestmark = pytest.mark.peers
 IQN = "iqn.2026-11.org.cistern.test:mcs"
 BLOCK = 512
 CHUNK = 64 * 1024
+OPCODE_DATA_OUT = 0x05
+OPCODE_SCSI_RESPONSE = 0x21
 OPCODE_DATA_IN = 0x25  # 64 KiB writes go as immediate data here: the cut hits a read
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
@@ -55,6 +58,7 @@ def target(request: pytest.FixtureRequest) -> Iterator[CisternTarget]:
             "max_connections": 4,
             "header_digest": ["CRC32C", "None"],
             "data_digest": ["CRC32C", "None"],
+            "error_recovery_level": 1,
         },
     )
     proc = CisternTarget(config, folder / "work", folder / "cistern.log", port=port)
@@ -123,7 +127,7 @@ def test_cut_connection_at_erl0_reinstates_the_session_without_losing_a_command(
                 nop_interval=0,
             )
             try:
-                assert s.negotiated.error_recovery_level == 0  # the target's limit wins (Min)
+                assert s.negotiated.error_recovery_level == 1  # the target's limit wins (Min)
                 proxy.cut_on(TO_INITIATOR, OPCODE_DATA_IN, skip=5)
                 lbas = [20000 + i * (CHUNK // BLOCK) for i in range(16)]
                 await _io(s, rng, lbas, rounds=2)
@@ -141,25 +145,44 @@ def test_cut_connection_at_erl0_reinstates_the_session_without_losing_a_command(
     asyncio.run(asyncio.wait_for(run(), 60))
 
 
-def test_corrupted_data_in_is_caught_by_the_data_digest(target: CisternTarget) -> None:
+def test_erl1_data_snack_status_snack_and_recovery_r2t(target: CisternTarget) -> None:
     async def run() -> None:
-        rng = random.Random("own-mcs-digest")
+        rng = random.Random("own-mcs-erl1")
         async with FaultProxy("127.0.0.1", target.port) as proxy:
             s = await connect(
                 f"iscsi://127.0.0.1:{proxy.port}/{IQN}/0",
                 connections=4,
+                error_recovery_level=1,
                 header_digest=True,
                 data_digest=True,
                 nop_interval=0,
             )
             try:
-                assert s.negotiated.data_digest and s.negotiated.header_digest
+                n = s.negotiated
+                assert n.data_digest and n.header_digest and n.error_recovery_level == 1
+                tsih = s.tsih
                 lbas = [40000 + i * (CHUNK // BLOCK) for i in range(8)]
                 await _io(s, rng, lbas, rounds=1)
                 proxy.corrupt(TO_INITIATOR, OPCODE_DATA_IN, conn=1)
-                await _io(s, rng, lbas, rounds=2)
+                await _io(s, rng, lbas, rounds=1)
                 assert [f[:3] for f in proxy.fired] == [("corrupt", 1, OPCODE_DATA_IN)]
-                assert s.reconnects == 1  # ERL 0: a digest error costs the session (reinstated)
+                snacks = s.snacks
+                assert snacks >= 1
+
+                proxy.drop(TO_INITIATOR, OPCODE_SCSI_RESPONSE, conn=2)
+                await _io(s, rng, lbas, rounds=2)
+                assert [f[:3] for f in proxy.fired][1:] == [("drop", 2, OPCODE_SCSI_RESPONSE)]
+                assert s.snacks > snacks
+
+                # 256 KiB writes: 64 KiB immediate, the rest solicited by R2T as Data-Out
+                big = {48000 + i * 512: rng.randbytes(256 * 1024) for i in range(4)}
+                proxy.corrupt(TO_TARGET, OPCODE_DATA_OUT, conn=3)
+                await asyncio.gather(*(s.write(0, lba, d) for lba, d in big.items()))
+                got = await asyncio.gather(*(s.read(0, lba, 512) for lba in big))
+                assert all(bytes(g) == big[lba] for g, lba in zip(got, big, strict=True))
+                assert [f[:3] for f in proxy.fired][2:] == [("corrupt", 3, OPCODE_DATA_OUT)]
+                assert s.tsih == tsih and s.reconnects == 0
+                assert all(not c.closed for c in proxy.conns)
             finally:
                 await s.logout()
 

@@ -274,3 +274,38 @@ def test_erl2_connection_recovery_logout_reason_2_new_cid_and_task_reassign() ->
         assert s.tsih == 7 and s.reconnects == 0 and s.connection_recoveries == 1
 
     run(go())
+
+
+def test_scsi_response_with_a_data_digest_error_is_asked_again_at_erl1() -> None:
+    async def go() -> None:
+        h = Harness(erl=1)
+        s = await h.session(1)
+        cmd = s.submit(0, READ10, read_length=0)
+        conn = h.conns[0]
+        itt = conn.of(P.ScsiCommand)[0].itt
+        conn.deliver(response(itt, 1), digest_ok=False)  # its sense data arrived damaged
+        snack = conn.of(P.SnackRequest)[-1]
+        assert (snack.snack_type, snack.begrun, snack.runlength) == (SnackType.STATUS, 1, 1)
+        assert not cmd.done
+        conn.deliver(response(itt, 1))
+        await cmd
+        s.submit(0, READ10, read_length=0)
+        assert conn.of(P.ScsiCommand)[-1].expstatsn == 2
+
+    run(go())
+
+
+def test_scsi_response_waits_for_data_in_asked_again() -> None:
+    async def go() -> None:
+        h = Harness(erl=1)
+        s = await h.session(1)
+        cmd = s.submit(0, READ10, read_length=4)
+        conn = h.conns[0]
+        itt = conn.of(P.ScsiCommand)[0].itt
+        conn.deliver(data_in(itt, 0, 0, b"XXXX"), digest_ok=False)
+        conn.deliver(response(itt, 1))  # status in its own PDU (ERL 1 targets do that)
+        assert not cmd.done
+        conn.deliver(data_in(itt, 0, 0, b"GOOD"))
+        assert bytes((await cmd).data) == b"GOOD"
+
+    run(go())

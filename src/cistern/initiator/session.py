@@ -48,6 +48,7 @@ from cistern.wire.constants import (
     RSP_UNDERFLOW,
     AsyncEvent,
     LogoutReason,
+    RejectReason,
     SnackType,
     TmfFunction,
     TmfResponse,
@@ -267,18 +268,7 @@ class Session:
                 # ExpStatSN stays below it so the target keeps those statuses
                 begrun = sn_add(link.high, 1)
                 link.missing.update(sn_add(begrun, i) for i in range(gap))
-                self.snacks += 1
-                link.protocol.send(
-                    SnackRequest(
-                        FLAG_FINAL | SnackType.STATUS,
-                        0,
-                        RESERVED_TAG,
-                        RESERVED_TAG,
-                        link.expstatsn,
-                        begrun,
-                        gap,
-                    )
-                )
+                self._ask_status(link, begrun, gap)
             link.high = statsn
         if link.missing:
             link.expstatsn = min(link.missing, key=lambda sn: (sn - link.expstatsn) & 0xFFFFFFFF)
@@ -494,11 +484,25 @@ class Session:
             )
         if pdu.has_status:
             self._status_seen(pdu.statsn, link)
-            cmd.held_status = (pdu.status, _residual(pdu.flags, pdu.residual_count))
+            cmd.held_status = (pdu.status, _residual(pdu.flags, pdu.residual_count), b"")
         if cmd.held_status is not None and not cmd.missing:
-            status, residual = cmd.held_status
             del self._tasks[pdu.itt]
-            cmd.complete(status, residual, b"")
+            cmd.complete(*cmd.held_status)
+
+    def _ask_status(self, link: Link, begrun: int, runlength: int) -> None:
+        """Status SNACK (RFC 7143 11.16, type 1): resend the statuses StatSN begrun..+runlength-1."""
+        self.snacks += 1
+        link.protocol.send(
+            SnackRequest(
+                FLAG_FINAL | SnackType.STATUS,
+                0,
+                RESERVED_TAG,
+                RESERVED_TAG,
+                link.expstatsn,
+                begrun,
+                runlength,
+            )
+        )
 
     def _ask_data(self, cmd: Command, link: Link, begrun: int, runlength: int) -> None:
         """Data SNACK (RFC 7143 11.16, type 0): resend Data-In DataSN begrun..begrun+runlength-1."""
@@ -521,18 +525,33 @@ class Session:
         )
 
     def _on_scsi_response(self, pdu: ScsiResponse, frame: Frame, link: Link) -> None:
+        if not frame.data_digest_ok and self.negotiated.error_recovery_level >= 1:
+            # ERL 1: the sense data is damaged, the header sound: ask this status again (RFC 7143 7.5)
+            begrun, count = pdu.statsn, 1
+            if sn_lt(link.high, pdu.statsn):  # also ask any gap before it, in the same SNACK
+                begrun = sn_add(link.high, 1)
+                count = min((pdu.statsn - link.high) & 0xFFFFFFFF, 1024)
+                link.high = pdu.statsn
+            link.missing.update(sn_add(begrun, i) for i in range(count))
+            link.expstatsn = min(link.missing, key=lambda sn: (sn - link.expstatsn) & 0xFFFFFFFF)
+            self._ask_status(link, begrun, count)
+            return
         self._status_seen(pdu.statsn, link)
         self._update_sn(pdu.expcmdsn, pdu.maxcmdsn)
-        cmd = self._tasks.pop(pdu.itt, None)
+        cmd = self._tasks.get(pdu.itt)
         if cmd is None:
             return
         if not frame.data_digest_ok:
-            self._tasks[pdu.itt] = cmd
             raise ConnectionLost("data digest error in SCSI Response")
         if pdu.response != 0:
+            del self._tasks[pdu.itt]
             cmd.fail(ServiceResponseError(f"target failure (iSCSI Response 0x{pdu.response:02x})"))
             return
-        cmd.complete(pdu.status, _residual(pdu.flags, pdu.residual_count), pdu.sense())
+        cmd.held_status = (pdu.status, _residual(pdu.flags, pdu.residual_count), pdu.sense())
+        if cmd.missing:
+            return  # Data-In asked again with a Data SNACK is still to come
+        del self._tasks[pdu.itt]
+        cmd.complete(*cmd.held_status)
 
     def _on_r2t(self, pdu: R2T, frame: Frame, link: Link) -> None:
         self._update_sn(pdu.expcmdsn, pdu.maxcmdsn)
@@ -618,6 +637,15 @@ class Session:
         if len(header) < 48:
             return
         itt = int.from_bytes(header[16:20], "big")
+        if (
+            header[0] & 0x3F == 0x05
+            and pdu.reason == RejectReason.DATA_DIGEST_ERROR
+            and self.negotiated.error_recovery_level >= 1
+        ):
+            # ERL 1 (RFC 7143 7.8, 11.17.1): a Data-Out the target got corrupted; it asks for the data
+            # again with a recovery R2T, which the task answers like any other R2T
+            log.info("Data-Out of ITT 0x%x rejected (data digest): waiting for the recovery R2T", itt)
+            return
         err = ProtocolError(
             f"target rejected our PDU (opcode 0x{header[0] & 0x3F:02x}, reason 0x{pdu.reason:02x})"
         )

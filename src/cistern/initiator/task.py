@@ -102,7 +102,7 @@ class Command:
         self.attempts = 0
         #: ERL 1: DataSNs asked again with a Data SNACK, and the status that waits for them
         self.missing: set[int] | None = None
-        self.held_status: tuple[int, int] | None = None
+        self.held_status: tuple[int, int, bytes] | None = None
         self.heard = 0  # PDUs received for it (R2T, Data-In): evidence a TASK REASSIGN took
         self.exp_datasn = 0  # next DataSN (reads) / R2TSN (writes) expected: TASK REASSIGN's ExpDataSN
         self.cid = 0  # the connection the task is allegiant to (RFC 7143 4.2.2.2)
