@@ -867,11 +867,10 @@ class Session:
         task.add_done_callback(self._link_tasks.discard)
 
     async def _recover_connection(self, cid: int, reason: BaseException) -> None:
-        """ERL 2 connection recovery: wait DefaultTime2Wait, log in again with the same CID (connection
-        reinstatement, RFC 7143 6.3.4), then TASK REASSIGN every task that was allegiant to the failed
-        connection (11.5.1, ExpDataSN 0: the target resends the Data-In and asks again with R2T for
-        missing Data-Out). A task the target does not know (its SCSI Command was lost with the
-        connection) is retried with the same ITT and CmdSN (6.2.1). Within DefaultTime2Retain or fail."""
+        """ERL 2 connection recovery (RFC 7143 7.1.1, 7.2.2, 6.3.4): wait DefaultTime2Wait; with a
+        surviving connection (and ``connection_recovery="new_cid"``) send Logout reason 2 for ``cid`` on
+        it and log in a new CID, else log ``cid`` in again (connection reinstatement); then
+        :meth:`_reassign` its tasks. All within DefaultTime2Retain, else they fail with SessionFailed."""
         loop = asyncio.get_running_loop()
         n = self.negotiated
         deadline = loop.time() + max(n.default_time2retain, 1)
