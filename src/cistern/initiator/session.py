@@ -207,6 +207,9 @@ class Session:
 
     def _pick(self) -> Link | None:
         """The connection the next command goes on (RFC 7143 leaves the choice to the initiator)."""
+        if len(self._links) == 1:
+            (only,) = self._links.values()
+            return only if only.active else None
         links = [x for x in self._links.values() if x.active]
         if len(links) <= 1:
             return links[0] if links else None
@@ -259,6 +262,10 @@ class Session:
             self._pump()
 
     def _status_seen(self, statsn: int, link: Link) -> None:
+        if not link.missing and statsn == (link.high + 1) & 0xFFFFFFFF:  # in order: the common case
+            link.high = statsn
+            link.expstatsn = (statsn + 1) & 0xFFFFFFFF
+            return
         if link.missing:
             link.missing.discard(statsn)
         if sn_lt(link.high, statsn):
@@ -389,11 +396,10 @@ class Session:
             cmd.itt,
             cmd.expected_length,
             cmd.cmdsn,
-            self._expstatsn,
+            link.expstatsn,
             cmd.cdb.ljust(16, b"\0"),
             data=immediate,
         )
-        pdu.expstatsn = link.expstatsn
         link.protocol.send(pdu)
         if unsolicited_end > len(immediate):
             assert data_out is not None
@@ -451,7 +457,7 @@ class Session:
             return
         cmd.heard += 1
         if sn == cmd.exp_datasn:
-            cmd.exp_datasn = sn_add(sn, 1)
+            cmd.exp_datasn = (sn + 1) & 0xFFFFFFFF
         elif sn_lt(cmd.exp_datasn, sn):
             if erl1:  # a DataSN gap: Data SNACK for the run we did not get (BegRun, RunLength)
                 self._ask_data(cmd, link, cmd.exp_datasn, (sn - cmd.exp_datasn) & 0xFFFFFFFF)
