@@ -309,3 +309,47 @@ def test_scsi_response_waits_for_data_in_asked_again() -> None:
         assert bytes((await cmd).data) == b"GOOD"
 
     run(go())
+
+
+def test_erl2_same_cid_reinstatement_resumes_a_read_from_the_next_datasn() -> None:
+    async def go() -> None:
+        h = Harness(erl=2, connection_recovery="reinstate")
+        s = await h.session(1)
+        cmd = s.submit(0, READ10, read_length=8)
+        old = h.conns[0]
+        itt = old.of(P.ScsiCommand)[0].itt
+        old.deliver(data_in(itt, 0, 0, b"AAAA"))
+        old.abort()
+        await asyncio.sleep(0.05)
+        assert h.logins[-1] == (7, 0)  # same TSIH, same CID: connection reinstatement
+        new = h.conns[-1]
+        tmf = new.of(P.TaskMgmtRequest)[-1]
+        assert (tmf.function, tmf.referenced_task_tag, tmf.expdatasn) == (TmfFunction.TASK_REASSIGN, itt, 1)
+        new.deliver(P.TaskMgmtResponse(itt=tmf.itt, statsn=1, expcmdsn=1, maxcmdsn=64))
+        new.deliver(data_in(itt, 1, 4, b"BBBB", statsn=2))
+        assert bytes((await cmd).data) == b"AAAABBBB"
+        assert s.reconnects == 0 and s.connection_recoveries == 1
+
+    run(go())
+
+
+def test_erl2_recovery_that_cannot_log_in_within_time2retain_fails_its_tasks() -> None:
+    async def go() -> None:
+        h = Harness(erl=2, connection_recovery="reinstate")
+        h.negotiated = h.negotiated.replace(default_time2retain=1)
+        s = await h.session(1)
+        cmd = s.submit(0, READ10, read_length=8)
+
+        async def refuse(*_: Any, **__: Any) -> Any:
+            from cistern.initiator.errors import ConnectionLost
+
+            raise ConnectionLost("target unreachable")
+
+        s._login = refuse
+        h.conns[0].abort()
+        from cistern.initiator.errors import SessionFailed
+
+        with pytest.raises(SessionFailed, match="could not be recovered"):
+            await cmd
+
+    run(go())
