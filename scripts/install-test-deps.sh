@@ -8,6 +8,8 @@
 #        busybox-static, open-iscsi (iscsistart), socat, e2fsprogs (mke2fs/e2fsck/debugfs) and kmod
 #        (depmod). The Debian kernel itself is fetched by the test with `apt-get download` into
 #        ~/.cache/cistern-test-vm and never installed.
+#        For the admin tests: prometheus (promtool check metrics, a scraping server) and chromium
+#        (the dashboard in headless mode, driven by Playwright from PyPI).
 #   pip: the repository itself, editable, with the [test] extra.
 # Runs apt-get as root (directly, or through sudo when available).
 set -euo pipefail
@@ -15,6 +17,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/_python.sh"
 
 PACKAGES=(libiscsi-bin qemu-utils qemu-block-extra tgt iproute2 procps coreutils)
 PACKAGES+=(qemu-system-x86 busybox-static open-iscsi socat e2fsprogs kmod)
+PACKAGES+=(prometheus chromium)  # promtool + a scraping server; headless browser for the dashboard test
 # systemd-analyze verifies contrib/cistern.service; util-linux (losetup) makes loop devices for CLI tests
 PACKAGES+=(systemd util-linux)
 PACKAGES+=(sg3-utils)  # sg_ses decodes the SES pages of the enclosure LU (tests/unit/test_ses_pages.py)

@@ -61,8 +61,9 @@ def _on_sighup() -> None:
 
 
 def load_serve() -> ServeFn:
-    """The server entry point, imported late so the CLI works while the target package is incomplete."""
-    from cistern.target.server import serve
+    """The server entry point, imported late so the CLI works while the target package is incomplete:
+    the target server with its admin API and SIGHUP reloads (:mod:`cistern.control.service`)."""
+    from cistern.control.service import serve
 
     return serve
 

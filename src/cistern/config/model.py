@@ -4,12 +4,14 @@ portals/ACL/LUNs), validated by pydantic, read from TOML, written back with :fun
     Config
       log_level, portals (default for targets), discovery_auth
       targets: [TargetConfig]  name, alias, portals, tpgt, acl | open, auth, params, luns: [LunConfig]
+      admin: AdminConfig       socket, listen, token, TLS, backups
 
 This module is the public face of :mod:`cistern.config`; the node classes live in their own files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import tomllib
@@ -17,8 +19,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from cistern.config.admin import AdminConfig
 from cistern.config.auth import AuthConfig, ChapConfig
 from cistern.config.checks import check_paths as _check_paths
 from cistern.config.errors import ConfigError, ConfigIssue, ConfigValueError
@@ -32,6 +43,7 @@ from cistern.config.toml_writer import dumps as toml_dumps
 
 __all__ = [
     "DEFAULT_PORTAL",
+    "AdminConfig",
     "AuthConfig",
     "ChapConfig",
     "Config",
@@ -41,6 +53,7 @@ __all__ = [
     "ParamsConfig",
     "Portal",
     "TargetConfig",
+    "config_text",
     "load_config",
     "parse_config",
     "save_config",
@@ -65,6 +78,10 @@ class Config(BaseModel):
     portals: list[PortalField] | None = None
     discovery_auth: AuthConfig | None = None
     targets: list[TargetConfig] = Field(default_factory=list)
+    #: the live administration API, metrics and dashboard (see :mod:`cistern.config.admin`)
+    admin: AdminConfig | None = None
+    #: the file this config was read from (set by :func:`load_config`; never dumped)
+    _source: Path | None = PrivateAttr(default=None)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -102,6 +119,19 @@ class Config(BaseModel):
                         )
                     paths[key] = (t_index, l_index)
         return self
+
+    def __eq__(self, other: object) -> bool:
+        """Equal settings (where the config was read from does not count)."""
+        if not isinstance(other, Config):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def source_path(self) -> Path | None:
+        """The file :func:`load_config` read this config from (None when built otherwise)."""
+        return self._source
 
     def target(self, name: str) -> TargetConfig | None:
         """The target called ``name`` (any case for iqn.), or None."""
@@ -156,20 +186,53 @@ def load_config(path: str | Path, *, check_paths: bool = True) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", source=str(path)) from None
     try:
-        return parse_config(data, base_dir=path.resolve().parent, check_paths=check_paths)
+        config = parse_config(data, base_dir=path.resolve().parent, check_paths=check_paths)
     except ConfigError as exc:
         exc.source = str(path)
         raise
+    config._source = path.resolve()
+    return config
 
 
-def save_config(config: Config, path: str | Path) -> None:
-    """Write ``config`` as TOML, atomically, readable by the owner only (it may hold CHAP secrets)."""
+def config_text(config: Config) -> str:
+    """The TOML text :func:`save_config` writes: the same config always gives the same bytes."""
+    return "# cistern configuration (written by cistern)\n" + toml_dumps(config.dump())
+
+
+def _rotate(path: Path, backups: int) -> None:
+    """``FILE.{N-1}`` -> ``FILE.N`` ... ``FILE`` -> ``FILE.1`` (copies of the old file, oldest dropped)."""
+    if backups <= 0 or not path.exists():
+        return
+    for index in range(backups - 1, 0, -1):
+        older = path.with_name(f"{path.name}.{index}")
+        if older.exists():
+            os.replace(older, path.with_name(f"{path.name}.{index + 1}"))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(path.read_bytes())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path.with_name(f"{path.name}.1"))
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def save_config(config: Config, path: str | Path, *, backups: int = 0) -> None:
+    """Write ``config`` as TOML atomically (temp file, fsync, rename, fsync of the directory), readable by
+    the owner only (it may hold CHAP secrets), after keeping ``backups`` rotated copies of the old file
+    (``FILE.1`` newest).  Raises OSError."""
     path = Path(path)
-    text = "# cistern configuration (written by cistern)\n" + toml_dumps(config.dump())
+    text = config_text(config)
+    _rotate(path, backups)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -177,3 +240,8 @@ def save_config(config: Config, path: str | Path) -> None:
         except FileNotFoundError:
             pass
         raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -12,6 +12,7 @@ then the handler.  ``execute`` never raises: every failure is CHECK CONDITION wi
 from __future__ import annotations
 
 from collections.abc import Callable
+from time import perf_counter
 
 from .alua import AccessState, Alua, implicit_transition
 from .commands import DISK_COMMANDS
@@ -74,6 +75,9 @@ class DeviceServer:
         self.nexuses: set[ITNexus] = set()
         self.abort_hook: AbortHook | None = None  # set by the transport (SPC-4 5.13.11.2.6)
         self.copy_manager = CopyManager()  # EXTENDED COPY results held per I_T nexus (xcopy.py)
+        # [bytes read, bytes written] per I_T nexus, keyed by id(): the transport passes the session's own
+        # ITNexus object with every task, and an int hashes faster than the dataclass
+        self.nexus_io: dict[int, list[int]] = {}
         for lun, lu in self.luns.items():
             if lu.lun != lun:
                 raise ValueError(f"LUN key {lun} does not match LogicalUnit.lun {lu.lun}")
@@ -81,7 +85,22 @@ class DeviceServer:
     # -- command execution -----------------------------------------------------------------------
 
     async def execute(self, task: ScsiTask) -> ScsiResult:
-        """Execute one SCSI command; never raises for bad input."""
+        """Execute one SCSI command; never raises for bad input.  Counts it once in the LU's
+        :class:`~cistern.scsi.stats.LuStats` and the nexus' byte counters (read by the metrics)."""
+        lu = self.luns.get(task.lun)
+        if lu is None:
+            return await self._execute(task)
+        stats = lu.stats
+        stats.in_flight += 1
+        start = perf_counter()
+        try:
+            result = await self._execute(task)
+        finally:
+            stats.in_flight -= 1
+        stats.record(task, result, perf_counter() - start, self.nexus_io.get(id(task.nexus)))
+        return result
+
+    async def _execute(self, task: ScsiTask) -> ScsiResult:
         lu: LogicalUnitBase | None = None
         try:
             cdb = task.cdb if type(task.cdb) is bytes else bytes(task.cdb)
@@ -161,6 +180,7 @@ class DeviceServer:
     def nexus_added(self, nexus: ITNexus) -> None:
         """A new I_T nexus exists (login): POWER ON, RESET, OR BUS DEVICE RESET OCCURRED for it."""
         self.nexuses.add(nexus)
+        self.nexus_io[id(nexus)] = [0, 0]
         for lu in self.luns.values():
             lu.nexuses.add(nexus)
             lu.establish_ua(nexus, POWER_ON_RESET)
@@ -168,6 +188,7 @@ class DeviceServer:
     def nexus_lost(self, nexus: ITNexus) -> None:
         """I_T nexus loss (SAM-5 6.3.4): drop its unit attentions and medium-removal holds."""
         self.nexuses.discard(nexus)
+        self.nexus_io.pop(id(nexus), None)
         self.copy_manager.forget_nexus(nexus)
         for lu in self.luns.values():
             lu.forget_nexus(nexus)

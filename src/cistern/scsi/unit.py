@@ -43,6 +43,7 @@ from .sense import (
     SenseKey,
     invalid_param,
 )
+from .stats import LuStats
 from .task import ITNexus, ScsiTask
 
 if TYPE_CHECKING:
@@ -119,6 +120,8 @@ class LogicalUnitBase:
         self.nexuses: set[ITNexus] = set()
         # SPC-2 and persistent reservations; APTPL state in ``pr_state_path`` (None: PTPL_C=0).
         self.reservations = LuReservations(pr_state_path)
+        # I/O counters, bumped once per command by DeviceServer.execute; read by the metrics (stats.py)
+        self.stats = LuStats()
 
     # -- hooks -----------------------------------------------------------------------------------
 

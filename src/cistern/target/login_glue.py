@@ -273,13 +273,20 @@ class LoginDriver:
             conn.statsn = sn_add(conn.statsn, 1)
         conn.send(rsp)
         if step.failed:
+            reason = step.status.name.lower().replace("_", " ")
             log.warning(
                 "login refused: %s: status 0x%04x (%s): %s",
                 self.describe_peer(),
                 int(step.status),
-                step.status.name.lower().replace("_", " "),
+                reason,
                 step.reason or "no detail",
                 extra={"rate_key": conn.peer.rsplit(":", 1)[0], "peer": conn.peer},
+            )
+            self.server.monitor.login(
+                self.login.target_name or "",
+                _portal_text(conn.portal),
+                step.status.name.lower(),
+                f"{conn.peer}: login refused ({reason}): {step.reason or 'no detail'}",
             )
             conn.close()
             return
@@ -301,6 +308,13 @@ class LoginDriver:
                 "Yes" if p.immediate_data else "No",
                 extra={"session": session.tsih, "peer": conn.peer},
             )
+            self.server.monitor.login(
+                session.target.name if session.target else "",
+                _portal_text(conn.portal),
+                "ok",
+                f"{conn.peer}: {session.initiator_name} logged in to "
+                f"{session.target.name if session.target else 'discovery'} (TSIH {session.tsih})",
+            )
             old = session.connections.get(pdu.cid)
             if old is not None and old is not conn:
                 # connection reinstatement (RFC 7143 6.3.4): the old connection with this CID goes; at
@@ -310,3 +324,8 @@ class LoginDriver:
             session.connections[pdu.cid] = conn
             assert params is not None
             conn.enter_full_feature(session, pdu.cid, params)
+
+
+def _portal_text(portal: tuple[str, int]) -> str:
+    host, port = portal[0], portal[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -14,9 +14,10 @@ import hashlib
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from cistern.config.lun import LunConfig
 from cistern.config.model import Config
 from cistern.config.tape import TAPE_BACKENDS
 from cistern.config.target import TargetConfig
@@ -32,6 +33,7 @@ from cistern.storage.raid import RaidStore
 from cistern.storage.raid.open import open_raid
 from cistern.target.connection import Connection
 from cistern.target.model import ChapSecret, PortalGroupSpec, TargetLimits, TargetSpec
+from cistern.target.monitor import Monitor
 from cistern.target.raid_luns import build_ses_luns, watch_raid
 from cistern.target.session import Session, SessionTable
 from cistern.target.tape_luns import build_tape_luns, close_now
@@ -63,49 +65,75 @@ class TargetServer:
         self.nop_timeout = nop_timeout
         self.sessions = SessionTable()
         self.connections: set[Connection] = set()
-        self._servers: list[asyncio.base_events.Server] = []
+        self._listeners: dict[tuple[str, int], asyncio.base_events.Server] = {}
         self._log_context: SessionLogContext | None = None
         self.bound: list[tuple[str, int]] = []
-        self._install_abort_hooks()
+        self.monitor = Monitor()
+        for target in self.targets.values():
+            self.install_abort_hook(target)
 
     # ---- lifecycle
 
     async def start(self) -> list[tuple[str, int]]:
-        loop = asyncio.get_running_loop()
         self._log_context = SessionLogContext(self)
         log.addFilter(self._log_context)
         for store in self.stores:  # stores with background work (RAID rebuild, scrub, monitoring)
             start_background = getattr(store, "start_background", None)
             if start_background is not None:
                 start_background()
-        portals: dict[tuple[str, int], list[TargetSpec]] = {}
-        for target in self.targets.values():
-            for group in target.portal_groups:
-                for portal in group.listen:
-                    portals.setdefault(portal, []).append(target)
-        for host, port in portals:
-            try:
-                server = await loop.create_server(
-                    lambda h=host, p=port: Connection(self, (h, p)),  # type: ignore[misc]
-                    host,
-                    port,
-                    reuse_address=True,
-                    backlog=128,
-                )
-            except OSError as exc:
-                where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-                hint = ""
-                if exc.errno == errno.EADDRINUSE:
-                    hint = " (another cistern or iSCSI target, such as tgtd or LIO, already listens there)"
-                elif exc.errno == errno.EADDRNOTAVAIL:
-                    hint = " (no interface of this host has that address)"
-                elif exc.errno == errno.EACCES:
-                    hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
-                for started in self._servers:
-                    started.close()
-                reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
-                raise OSError(exc.errno, f"cannot listen on portal {where}: {reason}{hint}") from None
-            self._servers.append(server)
+        await self.sync_listeners()
+        return self.bound
+
+    async def open_listeners(self, portals: Iterable[tuple[str, int]]) -> None:
+        """Listen on each of ``portals`` not listened on yet (the others stay as they are).  OSError names the
+        portal (``filename``) that cannot be bound; the listeners opened by this call are closed again."""
+        loop = asyncio.get_running_loop()
+        opened: list[tuple[str, int]] = []
+        try:
+            for host, port in [p for p in dict.fromkeys(portals) if p not in self._listeners]:
+                try:
+                    server = await loop.create_server(
+                        lambda h=host, p=port: Connection(self, (h, p)),  # type: ignore[misc]
+                        host,
+                        port,
+                        reuse_address=True,
+                        backlog=128,
+                    )
+                except OSError as exc:
+                    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                    hint = ""
+                    if exc.errno == errno.EADDRINUSE:
+                        hint = " (another cistern or iSCSI target, such as tgtd or LIO, already listens there)"
+                    elif exc.errno == errno.EADDRNOTAVAIL:
+                        hint = " (no interface of this host has that address)"
+                    elif exc.errno == errno.EACCES:
+                        hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+                    reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+                    # filename: the portal, so a live change can name it as the object
+                    raise OSError(exc.errno, f"cannot listen on portal {where}: {reason}{hint}", where) from None
+                self._listeners[(host, port)] = server
+                opened.append((host, port))
+        except OSError:
+            for key in opened:
+                self._listeners.pop(key).close()
+            raise
+
+    async def sync_listeners(self) -> None:
+        """Listen on every portal some target serves and stop listening on the others.
+
+        Open connections are not touched: closing a listener only refuses new ones.  Raises OSError when a
+        new portal cannot be bound (the listeners opened by this call are closed again first).
+        """
+        wanted = list(
+            dict.fromkeys(
+                portal for target in self.targets.values() for group in target.portal_groups for portal in group.listen
+            )
+        )
+        await self.open_listeners(wanted)
+        for key in [k for k in self._listeners if k not in wanted]:
+            self._listeners.pop(key).close()
+        self.bound = []
+        for server in self._listeners.values():
             for sock in server.sockets:
                 addr = sock.getsockname()
                 self.bound.append((addr[0], addr[1]))
@@ -114,11 +142,14 @@ class TargetServer:
             for group in target.portal_groups:
                 group.portals = [self._bound_for(h, p) for h, p in group.listen]
             target.portals = [p for group in target.portal_groups for p in group.portals]
-        return self.bound
 
     def _bound_for(self, host: str, port: int) -> tuple[str, int]:
         if port:
             return host, port
+        server = self._listeners.get((host, port))
+        for sock in server.sockets if server is not None else ():
+            addr = sock.getsockname()
+            return addr[0], addr[1]
         for h, p in self.bound:
             if h == host or socket.getaddrinfo(host, None)[0][4][0] == h:
                 return h, p
@@ -128,7 +159,9 @@ class TargetServer:
         if self._log_context is not None:
             log.removeFilter(self._log_context)
             self._log_context = None
-        for server in self._servers:
+        servers = list(self._listeners.values())
+        self._listeners.clear()
+        for server in servers:
             server.close()
         conns = [c for c in self.connections if c.session is not None]
         for conn in conns:
@@ -138,7 +171,7 @@ class TargetServer:
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
             conn.close()
-        for server in self._servers:
+        for server in servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 2)
         for store in self.stores:
@@ -200,17 +233,16 @@ class TargetServer:
         self.sessions.add(session)
         return session
 
-    def _install_abort_hooks(self) -> None:
-        """Let each target's device server abort other nexuses' tasks (PREEMPT AND ABORT)."""
-        for target in self.targets.values():
+    def install_abort_hook(self, target: TargetSpec) -> None:
+        """Let a target's device server abort other nexuses' tasks (PREEMPT AND ABORT)."""
 
-            def hook(nexuses: frozenset[ITNexus], lun: int, name: str = target.name) -> None:
-                for session in self.sessions_of(name):
-                    if session.nexus in nexuses:
-                        for conn in list(session.connections.values()):
-                            conn.abort_tasks_with_status(lun)
+        def hook(nexuses: frozenset[ITNexus], lun: int, name: str = target.name) -> None:
+            for session in self.sessions_of(name):
+                if session.nexus in nexuses:
+                    for conn in list(session.connections.values()):
+                        conn.abort_tasks_with_status(lun)
 
-            target.device.abort_hook = hook
+        target.device.abort_hook = hook
 
     def end_session(
         self, session: Session, exclude: Connection | None = None, reason: str = "logged out"
@@ -388,110 +420,143 @@ class SessionLogContext(logging.Filter):
         return True
 
 
+def build_lu(target_name: str, lcfg: LunConfig) -> LogicalUnit:
+    """Open (or create) one LUN's backing store and build its logical unit; raises OSError/ValueError."""
+    store: BackingStore
+    try:
+        if lcfg.raid is not None:
+            store = open_raid(lcfg.raid, block_size=lcfg.block_size, name=f"{target_name}/lun{lcfg.lun}")
+        else:
+            store = open_store(
+                lcfg.backend,
+                str(lcfg.path) if lcfg.path is not None else None,
+                lcfg.size,
+                lcfg.block_size,
+                lcfg.read_only,
+            )
+    except OSError as exc:  # name the LUN; keep the errno
+        text = exc.strerror or str(exc)
+        if exc.filename and str(exc.filename) not in text:
+            text = f"{exc.filename}: {text}"
+        raise OSError(exc.errno, f"target {target_name} LUN {lcfg.lun}: {text}") from None
+    except ValueError as exc:
+        raise ValueError(f"target {target_name} LUN {lcfg.lun}: {exc}") from None
+    try:
+        kwargs = {}
+        for name in ("vendor", "product", "revision"):
+            if getattr(lcfg, name, None):
+                kwargs[name] = getattr(lcfg, name)
+        unit_cls = RaidDiskUnit if isinstance(store, RaidStore) else LogicalUnit
+        lu = unit_cls(
+            store,  # type: ignore[arg-type]
+            lun=lcfg.lun,
+            serial=lcfg.serial or _serial_for(target_name, lcfg.lun),
+            read_only=lcfg.read_only,
+            thin=lcfg.thin,
+            removable=lcfg.removable,
+            pr_state_path=lcfg.pr_state_path(),
+            soft_threshold=lcfg.soft_threshold,
+            sanitize_rate=lcfg.sanitize_rate,
+            **kwargs,
+        )
+        if isinstance(store, RaidStore):
+            watch_raid(store, lu)
+        return lu
+    except BaseException:
+        with contextlib.suppress(Exception):
+            store.close_sync()
+        raise
+
+
+def target_auth(tcfg: TargetConfig) -> tuple[ChapSecret | None, ChapSecret | None, tuple[str, ...]]:
+    """(CHAP secret the initiator must answer, mutual CHAP secret, CHAP_A algorithm names) of a target."""
+    chap = mutual = None
+    algorithms: tuple[str, ...] = ("SHA3-256", "SHA-256", "SHA1", "MD5")
+    if tcfg.auth is not None:
+        algorithms = tuple(tcfg.auth.chap_algorithms)
+        if tcfg.auth.chap is not None:
+            c = tcfg.auth.chap
+            chap = ChapSecret(c.username, c.secret)
+            if c.mutual_username and c.mutual_secret:
+                mutual = ChapSecret(c.mutual_username, c.mutual_secret)
+    return chap, mutual, algorithms
+
+
+def target_limits(tcfg: TargetConfig) -> TargetLimits:
+    return _limits(tcfg.params)
+
+
+def close_units_now(units: Iterable[LogicalUnitBase]) -> None:
+    """Blocking close of logical units never served (a build that failed half-way): disk stores, tape
+    cartridges, changer library locks."""
+    for lu in units:
+        if isinstance(lu, LogicalUnit):
+            with contextlib.suppress(Exception):
+                lu.store.close_sync()
+        else:
+            close_now(lu)
+
+
+def build_target(tcfg: TargetConfig) -> TargetSpec:
+    """Open a target's stores (disks) and libraries (tape, changer) and build its runtime objects; on
+    failure closes what it opened and raises OSError/ValueError."""
+    luns: dict[int, LogicalUnitBase] = {}
+    name = str(tcfg.name)
+    try:
+        for lcfg in tcfg.luns:
+            if lcfg.backend not in TAPE_BACKENDS and lcfg.backend != "ses":
+                luns[lcfg.lun] = build_lu(name, lcfg)
+        try:
+            luns.update(build_tape_luns(tcfg, lambda lun: _serial_for(name, lun)))
+        except OSError as exc:  # name the target; keep the errno
+            text = exc.strerror or str(exc)
+            if exc.filename and str(exc.filename) not in text:
+                text = f"{exc.filename}: {text}"
+            raise OSError(exc.errno, f"target {name} tape library: {text}") from None
+        except ValueError as exc:
+            raise ValueError(f"target {name} tape library: {exc}") from None
+        luns.update(build_ses_luns(tcfg, luns, lambda lun: _serial_for(name, lun)))
+    except BaseException:
+        close_units_now(luns.values())
+        raise
+    groups = [
+        PortalGroupSpec(g.tag, [(p.host, p.port) for p in g.portals]) for g in tcfg.effective_portal_groups()
+    ]
+    device = DeviceServer(luns, target_name=str(tcfg.name), alua=_alua(tcfg))
+    chap, mutual, algorithms = target_auth(tcfg)
+    return TargetSpec(
+        name=str(tcfg.name),
+        device=device,
+        alias=tcfg.alias,
+        portal_groups=groups,
+        acl=None if tcfg.open else frozenset(str(a) for a in tcfg.acl),
+        chap=chap,
+        mutual_chap=mutual,
+        chap_algorithms=algorithms,
+        limits=_limits(tcfg.params),
+    )
+
+
+def discovery_secret(config: Config) -> ChapSecret | None:
+    if config.discovery_auth is not None and config.discovery_auth.chap is not None:
+        return ChapSecret(config.discovery_auth.chap.username, config.discovery_auth.chap.secret)
+    return None
+
+
 def build_server(config: Config) -> TargetServer:
     """Open every store and build the runtime objects; raises OSError/ValueError with a clear message."""
-    stores: list[BackingStore] = []
-    tape_units: list[LogicalUnitBase] = []
     targets: list[TargetSpec] = []
     try:
         for tcfg in config.targets:
-            luns: dict[int, LogicalUnitBase] = {}
-            for lcfg in tcfg.luns:
-                if lcfg.backend in TAPE_BACKENDS or lcfg.backend == "ses":
-                    continue
-                store: BackingStore
-                try:
-                    if lcfg.raid is not None:
-                        store = open_raid(lcfg.raid, block_size=lcfg.block_size, name=f"{tcfg.name}/lun{lcfg.lun}")
-                    else:
-                        store = open_store(
-                            lcfg.backend,
-                            str(lcfg.path) if lcfg.path is not None else None,
-                            lcfg.size,
-                            lcfg.block_size,
-                            lcfg.read_only,
-                        )
-                except OSError as exc:  # name the LUN; keep the errno
-                    text = exc.strerror or str(exc)
-                    if exc.filename and str(exc.filename) not in text:
-                        text = f"{exc.filename}: {text}"
-                    raise OSError(exc.errno, f"target {tcfg.name} LUN {lcfg.lun}: {text}") from None
-                except ValueError as exc:
-                    raise ValueError(f"target {tcfg.name} LUN {lcfg.lun}: {exc}") from None
-                stores.append(store)
-                kwargs = {}
-                for name in ("vendor", "product", "revision"):
-                    if getattr(lcfg, name, None):
-                        kwargs[name] = getattr(lcfg, name)
-                unit_cls = RaidDiskUnit if isinstance(store, RaidStore) else LogicalUnit
-                luns[lcfg.lun] = unit_cls(
-                    store,  # type: ignore[arg-type]
-                    lun=lcfg.lun,
-                    serial=lcfg.serial or _serial_for(str(tcfg.name), lcfg.lun),
-                    read_only=lcfg.read_only,
-                    thin=lcfg.thin,
-                    removable=lcfg.removable,
-                    pr_state_path=lcfg.pr_state_path(),
-                    soft_threshold=lcfg.soft_threshold,
-                    sanitize_rate=lcfg.sanitize_rate,
-                    **kwargs,
-                )
-                if isinstance(store, RaidStore):
-                    watch_raid(store, luns[lcfg.lun])
-            groups = [
-                PortalGroupSpec(g.tag, [(p.host, p.port) for p in g.portals])
-                for g in tcfg.effective_portal_groups()
-            ]
-            name = str(tcfg.name)
-            try:
-                tape_luns = build_tape_luns(tcfg, lambda lun, name=name: _serial_for(name, lun))  # type: ignore[misc]
-            except OSError as exc:  # name the target; keep the errno
-                text = exc.strerror or str(exc)
-                if exc.filename and str(exc.filename) not in text:
-                    text = f"{exc.filename}: {text}"
-                raise OSError(exc.errno, f"target {tcfg.name} tape library: {text}") from None
-            except ValueError as exc:
-                raise ValueError(f"target {tcfg.name} tape library: {exc}") from None
-            tape_units.extend(tape_luns.values())
-            luns.update(tape_luns)
-            luns.update(build_ses_luns(tcfg, luns, lambda lun, name=name: _serial_for(name, lun)))  # type: ignore[misc]
-            device = DeviceServer(luns, target_name=str(tcfg.name), alua=_alua(tcfg))
-            chap = mutual = None
-            algorithms: tuple[str, ...] = ("SHA3-256", "SHA-256", "SHA1", "MD5")
-            if tcfg.auth is not None:
-                algorithms = tuple(tcfg.auth.chap_algorithms)
-                if tcfg.auth.chap is not None:
-                    c = tcfg.auth.chap
-                    chap = ChapSecret(c.username, c.secret)
-                    if c.mutual_username and c.mutual_secret:
-                        mutual = ChapSecret(c.mutual_username, c.mutual_secret)
-            targets.append(
-                TargetSpec(
-                    name=str(tcfg.name),
-                    device=device,
-                    alias=tcfg.alias,
-                    portal_groups=groups,
-                    acl=None if tcfg.open else frozenset(str(a) for a in tcfg.acl),
-                    chap=chap,
-                    mutual_chap=mutual,
-                    chap_algorithms=algorithms,
-                    limits=_limits(tcfg.params),
-                )
-            )
+            targets.append(build_target(tcfg))
     except BaseException:
-        for store in stores:
-            with contextlib.suppress(Exception):
-                store.close_sync()
-        for unit in tape_units:
-            close_now(unit)
+        for target in targets:
+            close_units_now(target.device.luns.values())
         raise
-    discovery = None
-    if config.discovery_auth is not None and config.discovery_auth.chap is not None:
-        discovery = ChapSecret(config.discovery_auth.chap.username, config.discovery_auth.chap.secret)
     return TargetServer(
         targets,
-        stores=stores,
-        discovery_chap=discovery,
+        stores=[lu.store for t in targets for lu in t.device.luns.values() if isinstance(lu, LogicalUnit)],
+        discovery_chap=discovery_secret(config),
         login_timeout=config.login_timeout,
         nop_interval=config.nop_interval,
         nop_timeout=config.nop_timeout,

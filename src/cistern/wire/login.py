@@ -187,12 +187,19 @@ class TargetLogin:
         self._declared: dict[str, str] = {}
         self._session_type = "Normal"
         self._target: TargetInfo | None = None
+        self._known_target: str | None = None
         self._auth_cfg: ChapAuth | None = None
         self._auth = _Auth.START
         self._chap: ChapTarget | None = None
         self._auth_user: str | None = None
         self._negotiator: Negotiator | None = None
         self._sent_first_response = False
+
+    @property
+    def target_name(self) -> str | None:
+        """The existing target the initiator asked for, once looked up, even if the login is then refused
+        (None for discovery, an unknown TargetName, or not yet)."""
+        return self._known_target
 
     @property
     def finished(self) -> bool:
@@ -385,6 +392,7 @@ class TargetLogin:
             target = self._policy.lookup_target(name)
             if target is None:
                 raise _Fail(LoginStatus.NOT_FOUND, f"target {name} not found")
+            self._known_target = target.name
             if target.removed:
                 raise _Fail(LoginStatus.TARGET_REMOVED, f"target {name} removed")
             if target.redirect is not None:

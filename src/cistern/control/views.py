@@ -1,0 +1,138 @@
+"""JSON views of the running server for the admin API and the dashboard (no secrets: CHAP shows names only).
+
+Shapes (all plain JSON): a target is ``{name, alias, access, acl, auth, portal_groups, luns, sessions}``; a
+LUN ``{lun, backend, path, size_bytes, block_size, read_only, thin, stats}``; a session ``{tsih, initiator,
+isid, target, portal_group, connections, params, in_flight, read_bytes, write_bytes}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+from cistern.control.live import AdminError, Controller
+from cistern.control.metrics import LoopLag
+from cistern.scsi.lu import LogicalUnit
+from cistern.scsi.unit import LogicalUnitBase
+from cistern.target.server import TargetServer
+from cistern.target.session import Session
+
+
+def _lun(lu: LogicalUnitBase) -> dict[str, Any]:
+    st = lu.stats
+    disk = lu if isinstance(lu, LogicalUnit) else None
+    return {
+        "lun": lu.lun,
+        "device_type": lu.device_type,  # PERIPHERAL DEVICE TYPE: 0 disk, 1 tape, 8 changer
+        "size_bytes": disk.num_blocks * disk.block_size if disk else None,
+        "block_size": disk.block_size if disk else None,
+        "read_only": bool(getattr(lu, "read_only", False)),
+        "thin": disk.thin if disk else False,
+        "path": getattr(disk.store, "path", None) if disk else None,
+        "stats": {
+            "read_bytes": st.read_bytes,
+            "write_bytes": st.write_bytes,
+            "read_commands": st.read_commands,
+            "write_commands": st.write_commands,
+            "other_commands": st.other_commands,
+            "in_flight": st.in_flight,
+            "latency_sum_seconds": st.latency_sum,
+        },
+    }
+
+
+def target_view(controller: Controller, name: str) -> dict[str, Any]:
+    """One target as the API shows it; AdminError 404 when there is none."""
+    tcfg = controller.target_config(name)
+    spec = controller.server.targets[str(tcfg.name)]
+    chap = tcfg.auth.chap if tcfg.auth is not None else None
+    groups = []
+    for group in spec.portal_groups:
+        alua = spec.device.alua.groups.get(group.tag)
+        groups.append(
+            {
+                "tag": group.tag,
+                "portals": [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in group.portals],
+                "alua_state": alua.state.label if alua is not None else None,
+                "preferred": bool(alua.preferred) if alua is not None else False,
+            }
+        )
+    return {
+        "name": spec.name,
+        "alias": spec.alias,
+        "access": "open" if spec.acl is None else "acl",
+        "acl": sorted(spec.acl) if spec.acl is not None else [],
+        "auth": None
+        if chap is None
+        else {
+            "username": chap.username,
+            "mutual_username": chap.mutual_username,
+            "algorithms": list(spec.chap_algorithms),
+        },
+        "portal_groups": groups,
+        "luns": [_lun(lu) for _, lu in sorted(spec.device.luns.items())],
+        "sessions": [s.tsih for s in controller.server.sessions_of(spec.name)],
+    }
+
+
+def targets_view(controller: Controller) -> list[dict[str, Any]]:
+    return [target_view(controller, name) for name in controller.server.targets]
+
+
+def session_view(session: Session) -> dict[str, Any]:
+    io = None
+    if session.target is not None and session.nexus is not None:
+        io = session.target.device.nexus_io.get(id(session.nexus))
+    params = dataclasses.asdict(session.params) if dataclasses.is_dataclass(session.params) else {}
+    return {
+        "tsih": session.tsih,
+        "initiator": session.initiator_name,
+        "isid": session.isid.hex(),
+        "target": session.target.name if session.target is not None else None,
+        "portal_group": session.nexus.tpgt if session.nexus is not None else None,
+        "connections": [
+            {"cid": cid, "peer": conn.peer, "portal": f"{conn.portal[0]}:{conn.portal[1]}"}
+            for cid, conn in sorted(session.connections.items())
+        ],
+        "params": params,
+        "in_flight": session.outstanding,
+        "held": len(session.held),  # commands received ahead of ExpCmdSN, waiting for the gap to fill
+        "expcmdsn": session.expcmdsn,
+        "maxcmdsn": session.maxcmdsn,
+        "tasks": sum(len(conn.tasks) for conn in session.connections.values()),
+        "read_bytes": io[0] if io else 0,
+        "write_bytes": io[1] if io else 0,
+    }
+
+
+def sessions_view(server: TargetServer) -> list[dict[str, Any]]:
+    return [session_view(s) for s in sorted(server.sessions, key=lambda s: s.tsih)]
+
+
+def stats_view(server: TargetServer, lag: LoopLag | None) -> dict[str, Any]:
+    """Counters for the dashboard's charts: it differentiates successive samples itself."""
+    luns = []
+    for target in server.targets.values():
+        for number, lu in sorted(target.device.luns.items()):
+            st = lu.stats
+            luns.append(
+                {
+                    "target": target.name,
+                    "lun": number,
+                    "read_bytes": st.read_bytes,
+                    "write_bytes": st.write_bytes,
+                    "commands": st.commands,
+                    "latency_sum_seconds": st.latency_sum,
+                    "in_flight": st.in_flight,
+                }
+            )
+    return {
+        "time": time.time(),
+        "luns": luns,
+        "sessions": len(server.sessions),
+        "event_loop_lag_seconds": lag.last if lag is not None else None,
+    }
+
+
+__all__ = ["AdminError", "session_view", "sessions_view", "stats_view", "target_view", "targets_view"]
