@@ -84,7 +84,15 @@ def session_view(session: Session) -> dict[str, Any]:
     io = None
     if session.target is not None and session.nexus is not None:
         io = session.target.device.nexus_io.get(id(session.nexus))
-    params = dataclasses.asdict(session.params) if dataclasses.is_dataclass(session.params) else {}
+    # the negotiated parameters: one dataclass, or (wire/params.Negotiated) its session + connection parts
+    params: dict[str, Any] = {}
+    for part in (
+        session.params,
+        getattr(session.params, "session", None),
+        getattr(session.params, "connection", None),
+    ):
+        if part is not None and dataclasses.is_dataclass(part) and not isinstance(part, type):
+            params.update(dataclasses.asdict(part))
     return {
         "tsih": session.tsih,
         "initiator": session.initiator_name,
