@@ -69,6 +69,7 @@ def make_config(
     policy: NegotiationPolicy | None = None,
     reconnect: ReconnectPolicy | None = None,
     tls: TlsConfig | None = None,
+    error_recovery_level: int | None = None,
     **options: Any,
 ) -> tuple[SessionConfig, IscsiUrl]:
     url = _portal_of(where)
@@ -78,6 +79,18 @@ def make_config(
     if not discovery and not target_name:
         raise ValueError("no target name: give target= or an iscsi://host/IQN URL")
     policy = policy or NegotiationPolicy()
+    # MC/S and ERL: offer what was asked for (RFC 7143 13.2 MaxConnections, 13.20 ErrorRecoveryLevel)
+    connections = int(options.get("connections", 1))
+    if connections > policy.max_connections or error_recovery_level is not None:
+        from dataclasses import replace as _replace
+
+        policy = _replace(
+            policy,
+            max_connections=max(policy.max_connections, connections),
+            error_recovery_level=(
+                policy.error_recovery_level if error_recovery_level is None else error_recovery_level
+            ),
+        )
     digests: dict[str, tuple[str, ...]] = {}
     # True: require CRC32C; False: refuse; None: keep the policy (None only)
     for name, want in (("header_digest", header_digest), ("data_digest", data_digest)):
@@ -116,6 +129,18 @@ async def connect(where: str | tuple[str, int] | IscsiUrl, **kwargs: Any) -> Isc
     protocol, result = await login(config, 0)
     session = IscsiSession(config, login, protocol, result)
     session.lun = url.lun
+    if config.connections > 1:
+        allowed = result.negotiated.max_connections
+        if allowed < config.connections:
+            await session.logout()
+            raise LoginError(
+                f"{config.connections} connections requested, the target allows MaxConnections={allowed}"
+            )
+        try:
+            await session.open_connections(config.connections)
+        except BaseException:
+            await session.close()
+            raise
     return session
 
 

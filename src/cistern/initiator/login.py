@@ -50,12 +50,19 @@ def _rejected(exc: LoginRejected, config: SessionConfig) -> LoginError:
     return LoginError(message, exc.status_class, exc.status_detail)
 
 
-async def login(config: SessionConfig, tsih: int = 0) -> tuple[IscsiProtocol, LoginResult]:
+async def login(
+    config: SessionConfig, tsih: int = 0, cid: int = 0, cmdsn: int = 0
+) -> tuple[IscsiProtocol, LoginResult]:
     """Open a connection to the portal and log in; the protocol is returned ready for full feature phase
-    (reading paused until the session installs its handlers)."""
+    (reading paused until the session installs its handlers).
+
+    ``tsih`` 0 logs in a new session (or reinstates one with the same ISID); a non-zero ``tsih`` adds
+    connection ``cid`` to that session (MC/S, RFC 7143 6.3.4), or reinstates connection ``cid`` if the
+    target still has one with that CID (6.3.4 connection reinstatement, ERL 2).
+    """
     algorithms = tuple(config.chap_algorithms)
     try:
-        return await _attempt(config, tsih, algorithms)
+        return await _attempt(config, tsih, algorithms, cid, cmdsn)
     except (LoginError, ProtocolError, ConnectionLost) as exc:
         # CHAP_A fallback: some targets accept CHAP_A=7 (SHA-256) and then cannot take its 32-byte
         # CHAP_R (tgt 1.0.85 answers 0x0200).  Retry once offering MD5 only, as libiscsi does.
@@ -63,24 +70,29 @@ async def login(config: SessionConfig, tsih: int = 0) -> tuple[IscsiProtocol, Lo
             raise
         if isinstance(exc, LoginError) and exc.status_class == 3:  # target busy/out of resources: no retry
             raise
-        return await _attempt(config, tsih, (MD5,))
+        return await _attempt(config, tsih, (MD5,), cid, cmdsn)
 
 
 async def _attempt(
-    config: SessionConfig, tsih: int, algorithms: tuple[int, ...]
+    config: SessionConfig, tsih: int, algorithms: tuple[int, ...], cid: int = 0, cmdsn: int = 0
 ) -> tuple[IscsiProtocol, LoginResult]:
     protocol = await open_connection(
         config.host, config.port, config.connect_timeout, config.tls, config.target_name or config.host
     )
     try:
-        return protocol, await _exchange(protocol, config, tsih, algorithms)
+        return protocol, await _exchange(protocol, config, tsih, algorithms, cid, cmdsn)
     except BaseException:
         protocol.abort()
         raise
 
 
 async def _exchange(
-    protocol: IscsiProtocol, config: SessionConfig, tsih: int, algorithms: tuple[int, ...]
+    protocol: IscsiProtocol,
+    config: SessionConfig,
+    tsih: int,
+    algorithms: tuple[int, ...],
+    cid: int = 0,
+    cmdsn: int = 0,
 ) -> LoginResult:
     try:
         machine = InitiatorLogin(
@@ -91,10 +103,10 @@ async def _exchange(
             mutual=_credentials(config.mutual_chap),
             chap_algorithms=algorithms,
             policy=config.policy,
+            leading=tsih == 0,
         )
     except ValueError as exc:
         raise LoginError(f"bad login settings: {exc}") from exc
-    cmdsn = 0
     expstatsn = 0
     request: WireLoginRequest | None = machine.start()
     response: LoginResponse | None = None
@@ -106,7 +118,7 @@ async def _exchange(
             flags = login_flags(transit, not last, request.csg, request.nsg if transit else 0)
             protocol.send(
                 LoginRequest(
-                    flags, 0, 0, config.isid, tsih, 0, 0, cmdsn, expstatsn, immediate=True, data=segment
+                    flags, 0, 0, config.isid, tsih, 0, cid, cmdsn, expstatsn, immediate=True, data=segment
                 )
             )
             frame = await protocol.next_login_frame(config.login_timeout)

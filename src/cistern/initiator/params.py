@@ -73,6 +73,22 @@ class SessionConfig:
     retry_unit_attention: int = 3
     reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
     tls: TlsConfig | None = None  # None: plain TCP
+    #: MC/S: connections opened at connect time (RFC 7143 4.2.2, MaxConnections must allow them)
+    connections: int = 1
+    #: how commands are spread over the connections: "round_robin" or "least_queue_depth"
+    load_balance: str = "round_robin"
+    #: ERL 2 connection recovery: "new_cid" (Logout reason 2 for the failed CID on a surviving
+    #: connection, then a new CID; falls back to "reinstate" when no connection survives) or
+    #: "reinstate" (log in again with the same CID, RFC 7143 6.3.4)
+    connection_recovery: str = "new_cid"
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.connections <= 65535:
+            raise ValueError(f"connections={self.connections}: must be 1..65535")
+        if self.load_balance not in ("round_robin", "least_queue_depth"):
+            raise ValueError(f"load_balance={self.load_balance!r}: round_robin or least_queue_depth")
+        if self.connection_recovery not in ("new_cid", "reinstate"):
+            raise ValueError(f"connection_recovery={self.connection_recovery!r}: new_cid or reinstate")
 
     @property
     def discovery(self) -> bool:

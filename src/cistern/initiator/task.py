@@ -68,14 +68,19 @@ class Command:
     __slots__ = (
         "attempts",
         "cdb",
+        "cid",
         "cmdsn",
         "data_out",
+        "exp_datasn",
         "future",
+        "heard",
         "held_r2ts",
+        "held_status",
         "hold_data_out",
         "in_received",
         "itt",
         "lun",
+        "missing",
         "read_buffer",
         "read_length",
         "sent",
@@ -95,6 +100,12 @@ class Command:
         self.sent = False
         self.in_received = 0  # highest Data-In byte received (for the residual check)
         self.attempts = 0
+        #: ERL 1: DataSNs asked again with a Data SNACK, and the status that waits for them
+        self.missing: set[int] | None = None
+        self.held_status: tuple[int, int, bytes] | None = None
+        self.heard = 0  # PDUs received for it (R2T, Data-In): evidence a TASK REASSIGN took
+        self.exp_datasn = 0  # next DataSN (reads) / R2TSN (writes) expected: TASK REASSIGN's ExpDataSN
+        self.cid = 0  # the connection the task is allegiant to (RFC 7143 4.2.2.2)
         #: fault injection (tests, drills): hold R2Ts unanswered until Session.release_data_out()
         self.hold_data_out = False
         self.held_r2ts: list[Any] = []
