@@ -2,7 +2,7 @@
 # Install the test dependencies (idempotent) and run the whole suite once.
 # Results: artifacts/junit.xml plus per-test artifacts (peer logs, iscsi-test-cu lists) in artifacts/.
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not peers"`.
-# CISTERN_TEST_BUDGET (seconds, default 1080) caps the whole pytest run.
+# CISTERN_TEST_BUDGET (seconds, default 2700) caps the whole pytest run.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_python.sh"
 
@@ -11,5 +11,5 @@ choose_python
 
 cd "$REPO_ROOT"
 mkdir -p artifacts
-timeout --kill-after=30 "${CISTERN_TEST_BUDGET:-1080}" \
-    "$PYTHON" -m pytest tests -q -p no:cacheprovider --junitxml=artifacts/junit.xml "$@"
+timeout --kill-after=30 "${CISTERN_TEST_BUDGET:-2700}" \
+    "$PYTHON" -m pytest tests -q -p no:cacheprovider --durations=30 --junitxml=artifacts/junit.xml "$@"
