@@ -25,7 +25,7 @@ import struct
 
 from ..storage.tape.cartridge import CartridgeError
 from ..storage.tape.library import ElementKind, Library
-from . import inquiry, log, mode, pr_commands, spc
+from . import mode
 from .mode import PC_CHANGEABLE
 from .sense import (
     INVALID_ELEMENT_ADDRESS,
@@ -37,7 +37,8 @@ from .sense import (
     SenseKey,
     invalid_field,
 )
-from .table import CommandSpec, CommandTable, report_supported_opcodes
+from .spc_commands import LOG_SENSE, reservations, spc_core
+from .table import CommandSpec, CommandTable
 from .tape import TapeUnit, run_io
 from .task import ScsiResult, ScsiTask
 from .unit import ISCSI, SAM5, SPC4, LogicalUnitBase, ModePageBuilder
@@ -384,35 +385,15 @@ L = 0xE0  # the SCSI-2 LUN bits Linux ch sets in CDB byte 1
 
 # fmt: off
 CHANGER_COMMANDS = CommandTable((
-    CommandSpec(0x00, None, "TEST UNIT READY", _u(0x00, L, 0, 0, 0, 0), spc.test_unit_ready),
-    CommandSpec(0x03, None, "REQUEST SENSE", _u(0x03, 0x01 | L, 0, 0, 0xFF, 0), spc.request_sense,
-                ua_exempt=True, needs_medium=False),
+    *spc_core(L),
+    *reservations(L),
+    LOG_SENSE,
     CommandSpec(0x07, None, "INITIALIZE ELEMENT STATUS", _u(0x07, L, 0, 0, 0, 0), initialize_element_status),
-    CommandSpec(0x12, None, "INQUIRY", _u(0x12, 0x01 | L, 0xFF, 0xFF, 0xFF, 0), inquiry.inquiry,
-                ua_exempt=True, needs_medium=False),
-    CommandSpec(0x15, None, "MODE SELECT(6)", _u(0x15, 0x11 | L, 0, 0, 0xFF, 0), mode.mode_select6),
-    CommandSpec(0x16, None, "RESERVE(6)", _u(0x16, L, 0, 0, 0, 0), pr_commands.reserve),
-    CommandSpec(0x17, None, "RELEASE(6)", _u(0x17, L, 0, 0, 0, 0), pr_commands.release),
-    CommandSpec(0x1A, None, "MODE SENSE(6)", _u(0x1A, 0x08 | L, 0xFF, 0xFF, 0xFF, 0), mode.mode_sense6),
     CommandSpec(0x1E, None, "PREVENT ALLOW MEDIUM REMOVAL", _u(0x1E, L, 0, 0, 0x03, 0), prevent_allow),
     CommandSpec(0x2B, None, "POSITION TO ELEMENT", _u(0x2B, L, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0),
                 position_to_element),
     CommandSpec(0x37, None, "INITIALIZE ELEMENT STATUS WITH RANGE",
                 _u(0x37, 0x03 | L, 0xFF, 0xFF, 0, 0, 0xFF, 0xFF, 0, 0), initialize_element_status_with_range),
-    CommandSpec(0x4D, None, "LOG SENSE", _u(0x4D, 0x03, 0xFF, 0xFF, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0), log.log_sense),
-    CommandSpec(0x55, None, "MODE SELECT(10)", _u(0x55, 0x11 | L, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0), mode.mode_select10),
-    CommandSpec(0x5A, None, "MODE SENSE(10)", _u(0x5A, 0x18 | L, 0xFF, 0xFF, 0, 0, 0, 0xFF, 0xFF, 0), mode.mode_sense10),
-    *(CommandSpec(0x5E, sa, f"PERSISTENT RESERVE IN ({name})", _u(0x5E, 0x1F, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0),
-                  pr_commands.persistent_reserve_in)
-      for sa, name in enumerate(("READ KEYS", "READ RESERVATION", "REPORT CAPABILITIES", "READ FULL STATUS"))),
-    *(CommandSpec(0x5F, sa, f"PERSISTENT RESERVE OUT ({name})",
-                  _u(0x5F, 0x1F, 0xFF, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0), pr_commands.persistent_reserve_out)
-      for sa, name in enumerate(("REGISTER", "RESERVE", "RELEASE", "CLEAR", "PREEMPT", "PREEMPT AND ABORT",
-                                 "REGISTER AND IGNORE EXISTING KEY", "REGISTER AND MOVE"))),
-    CommandSpec(0xA0, None, "REPORT LUNS", _u(0xA0, 0, 0xFF, 0, 0, 0, *F4, 0, 0), spc.report_luns,
-                ua_exempt=True, needs_medium=False),
-    CommandSpec(0xA3, 0x0C, "REPORT SUPPORTED OPERATION CODES",
-                _u(0xA3, 0x1F, 0x87, 0xFF, 0xFF, 0xFF, *F4, 0, 0), report_supported_opcodes),
     CommandSpec(0xA5, None, "MOVE MEDIUM", _u(0xA5, L, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0), move_medium),
     CommandSpec(0xA6, None, "EXCHANGE MEDIUM",
                 _u(0xA6, L, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0), exchange_medium),

@@ -4,8 +4,9 @@ USAGE DATA (also the reserved-bit mask, see ``table.py``) and its handler.
 
 from __future__ import annotations
 
-from . import alua, atomic, caw, defect, inquiry, mode, orwrite, pr_commands, sanitize, sbc, spc, thin, xcopy
-from .table import CommandSpec, CommandTable, report_supported_opcodes
+from . import alua, atomic, caw, defect, orwrite, sanitize, sbc, thin, xcopy
+from .spc_commands import reservations, spc_core
+from .table import CommandSpec, CommandTable
 
 __all__ = ["COMMANDS", "DISK_COMMANDS", "CommandSpec", "CommandTable"]
 
@@ -26,17 +27,10 @@ F8 = (0xFF,) * 8
 
 # fmt: off
 COMMANDS: tuple[CommandSpec, ...] = (
-    CommandSpec(0x00, None, "TEST UNIT READY", _u(0x00, 0, 0, 0, 0, 0), spc.test_unit_ready),
-    CommandSpec(0x03, None, "REQUEST SENSE", _u(0x03, 0x01, 0, 0, 0xFF, 0), spc.request_sense,
-                ua_exempt=True, needs_medium=False),
+    *spc_core(),
+    *reservations(),
     CommandSpec(0x08, None, "READ(6)", _u(0x08, 0x1F, 0xFF, 0xFF, 0xFF, 0), sbc.read6),
     CommandSpec(0x0A, None, "WRITE(6)", _u(0x0A, 0x1F, 0xFF, 0xFF, 0xFF, 0), sbc.write6, writes=True),
-    CommandSpec(0x12, None, "INQUIRY", _u(0x12, 0x01, 0xFF, 0xFF, 0xFF, 0), inquiry.inquiry,
-                ua_exempt=True, needs_medium=False),
-    CommandSpec(0x15, None, "MODE SELECT(6)", _u(0x15, 0x11, 0, 0, 0xFF, 0), mode.mode_select6, needs_medium=False),
-    CommandSpec(0x16, None, "RESERVE(6)", _u(0x16, 0, 0, 0, 0, 0), pr_commands.reserve, needs_medium=False),
-    CommandSpec(0x17, None, "RELEASE(6)", _u(0x17, 0, 0, 0, 0, 0), pr_commands.release, needs_medium=False),
-    CommandSpec(0x1A, None, "MODE SENSE(6)", _u(0x1A, 0x08, 0xFF, 0xFF, 0xFF, 0), mode.mode_sense6, needs_medium=False),
     CommandSpec(0x1B, None, "START STOP UNIT", _u(0x1B, 0x01, 0, 0x0F, 0xF7, 0), sbc.start_stop_unit, needs_medium=False),
     CommandSpec(0x1E, None, "PREVENT ALLOW MEDIUM REMOVAL", _u(0x1E, 0, 0, 0, 0x03, 0), sbc.prevent_allow,
                 needs_medium=False),
@@ -51,22 +45,6 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(0x41, None, "WRITE SAME(10)", _u(0x41, 0x08, *F4, 0x1F, 0xFF, 0xFF, 0), sbc.write_same10, writes=True),
     CommandSpec(0x42, None, "UNMAP", _u(0x42, 0, 0, 0, 0, 0, 0x1F, 0xFF, 0xFF, 0), thin.unmap, writes=True,
                 thin_only=True),
-    CommandSpec(0x55, None, "MODE SELECT(10)", _u(0x55, 0x11, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0), mode.mode_select10,
-                needs_medium=False),
-    CommandSpec(0x56, None, "RESERVE(10)", _u(0x56, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0), pr_commands.reserve,
-                needs_medium=False),
-    CommandSpec(0x57, None, "RELEASE(10)", _u(0x57, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0), pr_commands.release,
-                needs_medium=False),
-    CommandSpec(0x5A, None, "MODE SENSE(10)", _u(0x5A, 0x18, 0xFF, 0xFF, 0, 0, 0, 0xFF, 0xFF, 0), mode.mode_sense10,
-                needs_medium=False),
-    *(CommandSpec(0x5E, sa, f"PERSISTENT RESERVE IN ({name})", _u(0x5E, 0x1F, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0),
-                  pr_commands.persistent_reserve_in, needs_medium=False)
-      for sa, name in enumerate(("READ KEYS", "READ RESERVATION", "REPORT CAPABILITIES", "READ FULL STATUS"))),
-    *(CommandSpec(0x5F, sa, f"PERSISTENT RESERVE OUT ({name})",
-                  _u(0x5F, 0x1F, 0xFF, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0), pr_commands.persistent_reserve_out,
-                  needs_medium=False)
-      for sa, name in enumerate(("REGISTER", "RESERVE", "RELEASE", "CLEAR", "PREEMPT", "PREEMPT AND ABORT",
-                                 "REGISTER AND IGNORE EXISTING KEY", "REGISTER AND MOVE"))),
     CommandSpec(0x88, None, "READ(16)", _u(0x88, 0x1E, *F8, *F4, 0x1F, 0), sbc.read16),
     CommandSpec(0x8A, None, "WRITE(16)", _u(0x8A, 0x1A, *F8, *F4, 0x1F, 0), sbc.write16, writes=True),
     CommandSpec(0x8E, None, "WRITE AND VERIFY(16)", _u(0x8E, 0x12, *F8, *F4, 0x1F, 0), sbc.write_verify16,
@@ -79,10 +57,6 @@ COMMANDS: tuple[CommandSpec, ...] = (
                 sbc.read_capacity16),
     CommandSpec(0x9E, SA_GET_LBA_STATUS, "GET LBA STATUS", _u(0x9E, 0x1F, *F8, *F4, 0, 0), thin.get_lba_status,
                 thin_only=True),
-    CommandSpec(0xA0, None, "REPORT LUNS", _u(0xA0, 0, 0xFF, 0, 0, 0, *F4, 0, 0), spc.report_luns,
-                ua_exempt=True, needs_medium=False),
-    CommandSpec(0xA3, SA_REPORT_SUPPORTED_OPCODES, "REPORT SUPPORTED OPERATION CODES",
-                _u(0xA3, 0x1F, 0x87, 0xFF, 0xFF, 0xFF, *F4, 0, 0), report_supported_opcodes, needs_medium=False),
     CommandSpec(0xA3, alua.SA_REPORT_TARGET_PORT_GROUPS, "REPORT TARGET PORT GROUPS",
                 _u(0xA3, 0xFF, 0, 0, 0, 0, *F4, 0, 0), alua.report_target_port_groups, needs_medium=False),
     CommandSpec(0xA4, alua.SA_SET_TARGET_PORT_GROUPS, "SET TARGET PORT GROUPS",

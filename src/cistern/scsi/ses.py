@@ -22,10 +22,10 @@ import hashlib
 import struct
 from typing import TYPE_CHECKING, ClassVar
 
-from . import inquiry, mode, spc
 from . import ses_pages as sp
 from .sense import PARAMETER_LIST_LENGTH_ERROR, CheckCondition, SenseKey, invalid_field, invalid_param
-from .table import CommandSpec, CommandTable, report_supported_opcodes
+from .spc_commands import spc_core
+from .table import CommandSpec, CommandTable
 from .task import ScsiResult, ScsiTask
 from .unit import ISCSI, SAM5, SPC4, LogicalUnitBase
 
@@ -176,24 +176,9 @@ def _u(*b: int) -> bytes:
 
 # fmt: off
 SES_COMMANDS = CommandTable((
-    CommandSpec(0x00, None, "TEST UNIT READY", _u(0x00, 0, 0, 0, 0, 0), spc.test_unit_ready),
-    CommandSpec(0x03, None, "REQUEST SENSE", _u(0x03, 0x01, 0, 0, 0xFF, 0), spc.request_sense,
-                ua_exempt=True, needs_medium=False),
-    CommandSpec(0x12, None, "INQUIRY", _u(0x12, 0x01, 0xFF, 0xFF, 0xFF, 0), inquiry.inquiry,
-                ua_exempt=True, needs_medium=False),
-    CommandSpec(0x15, None, "MODE SELECT(6)", _u(0x15, 0x11, 0, 0, 0xFF, 0), mode.mode_select6, needs_medium=False),
-    CommandSpec(0x1A, None, "MODE SENSE(6)", _u(0x1A, 0x08, 0xFF, 0xFF, 0xFF, 0), mode.mode_sense6, needs_medium=False),
+    *spc_core(),
     CommandSpec(0x1C, None, "RECEIVE DIAGNOSTIC RESULTS", _u(0x1C, 0x01, 0xFF, 0xFF, 0xFF, 0),
                 receive_diagnostic_results, needs_medium=False),
     CommandSpec(0x1D, None, "SEND DIAGNOSTIC", _u(0x1D, 0xF4, 0, 0xFF, 0xFF, 0), send_diagnostic, needs_medium=False),
-    CommandSpec(0x55, None, "MODE SELECT(10)", _u(0x55, 0x11, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0), mode.mode_select10,
-                needs_medium=False),
-    CommandSpec(0x5A, None, "MODE SENSE(10)", _u(0x5A, 0x18, 0xFF, 0xFF, 0, 0, 0, 0xFF, 0xFF, 0), mode.mode_sense10,
-                needs_medium=False),
-    CommandSpec(0xA0, None, "REPORT LUNS", _u(0xA0, 0, 0xFF, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0), spc.report_luns,
-                ua_exempt=True, needs_medium=False),
-    CommandSpec(0xA3, 0x0C, "REPORT SUPPORTED OPERATION CODES",
-                _u(0xA3, 0x0C, 0x87, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0), report_supported_opcodes,
-                needs_medium=False),
 ))
 # fmt: on

@@ -24,7 +24,6 @@ from bisect import bisect_left
 from typing import TYPE_CHECKING
 
 from ..storage.tape.cartridge import Cartridge, CorruptBlock, Record
-from . import inquiry, log, mode, pr_commands, spc
 from .mam import read_attribute, write_attribute
 from .sense import (
     BEGINNING_OF_PARTITION_MEDIUM_DETECTED,
@@ -45,7 +44,8 @@ from .sense import (
     build_sense,
     invalid_field,
 )
-from .table import CommandSpec, CommandTable, report_supported_opcodes
+from .spc_commands import LOG_SENSE, reservations, spc_core
+from .table import CommandSpec, CommandTable
 from .tape import DENSITY_CODE, MAX_BLOCK_LENGTH, MAX_FIXED_TRANSFER, run_io
 from .task import ScsiResult, ScsiTask, Status
 
@@ -503,23 +503,17 @@ F8 = (0xFF,) * 8
 
 # fmt: off
 TAPE_COMMANDS = CommandTable((
-    CommandSpec(0x00, None, "TEST UNIT READY", _u(0x00, 0, 0, 0, 0, 0), spc.test_unit_ready),
+    *spc_core(),
+    *reservations(),
+    LOG_SENSE,
     CommandSpec(0x01, None, "REWIND", _u(0x01, 0x01, 0, 0, 0, 0), rewind),
-    CommandSpec(0x03, None, "REQUEST SENSE", _u(0x03, 0x01, 0, 0, 0xFF, 0), spc.request_sense,
-                ua_exempt=True, needs_medium=False),
     CommandSpec(0x05, None, "READ BLOCK LIMITS", _u(0x05, 0x01, 0, 0, 0, 0), read_block_limits, needs_medium=False),
     CommandSpec(0x08, None, "READ(6)", _u(0x08, 0x03, 0xFF, 0xFF, 0xFF, 0), read6),
     CommandSpec(0x0A, None, "WRITE(6)", _u(0x0A, 0x01, 0xFF, 0xFF, 0xFF, 0), write6, writes=True),
     CommandSpec(0x10, None, "WRITE FILEMARKS(6)", _u(0x10, 0x01, 0xFF, 0xFF, 0xFF, 0), write_filemarks6,
                 writes=True),
     CommandSpec(0x11, None, "SPACE(6)", _u(0x11, 0x0F, 0xFF, 0xFF, 0xFF, 0), space6),
-    CommandSpec(0x12, None, "INQUIRY", _u(0x12, 0x01, 0xFF, 0xFF, 0xFF, 0), inquiry.inquiry,
-                ua_exempt=True, needs_medium=False),
-    CommandSpec(0x15, None, "MODE SELECT(6)", _u(0x15, 0x11, 0, 0, 0xFF, 0), mode.mode_select6, needs_medium=False),
-    CommandSpec(0x16, None, "RESERVE(6)", _u(0x16, 0, 0, 0, 0, 0), pr_commands.reserve, needs_medium=False),
-    CommandSpec(0x17, None, "RELEASE(6)", _u(0x17, 0, 0, 0, 0, 0), pr_commands.release, needs_medium=False),
     CommandSpec(0x19, None, "ERASE(6)", _u(0x19, 0x03, 0, 0, 0, 0), erase, writes=True),
-    CommandSpec(0x1A, None, "MODE SENSE(6)", _u(0x1A, 0x08, 0xFF, 0xFF, 0xFF, 0), mode.mode_sense6, needs_medium=False),
     CommandSpec(0x1B, None, "LOAD UNLOAD", _u(0x1B, 0x01, 0, 0, 0x0F, 0), load_unload, needs_medium=False),
     CommandSpec(0x1E, None, "PREVENT ALLOW MEDIUM REMOVAL", _u(0x1E, 0, 0, 0, 0x03, 0), prevent_allow,
                 needs_medium=False),
@@ -527,33 +521,11 @@ TAPE_COMMANDS = CommandTable((
     CommandSpec(0x34, None, "READ POSITION", _u(0x34, 0x1F, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0), read_position),
     CommandSpec(0x44, None, "REPORT DENSITY SUPPORT", _u(0x44, 0x03, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0),
                 report_density_support, needs_medium=False),
-    CommandSpec(0x4D, None, "LOG SENSE", _u(0x4D, 0x03, 0xFF, 0xFF, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0), log.log_sense,
-                needs_medium=False),
-    CommandSpec(0x55, None, "MODE SELECT(10)", _u(0x55, 0x11, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0), mode.mode_select10,
-                needs_medium=False),
-    CommandSpec(0x56, None, "RESERVE(10)", _u(0x56, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0), pr_commands.reserve,
-                needs_medium=False),
-    CommandSpec(0x57, None, "RELEASE(10)", _u(0x57, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0), pr_commands.release,
-                needs_medium=False),
-    CommandSpec(0x5A, None, "MODE SENSE(10)", _u(0x5A, 0x18, 0xFF, 0xFF, 0, 0, 0, 0xFF, 0xFF, 0), mode.mode_sense10,
-                needs_medium=False),
-    *(CommandSpec(0x5E, sa, f"PERSISTENT RESERVE IN ({name})", _u(0x5E, 0x1F, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0),
-                  pr_commands.persistent_reserve_in, needs_medium=False)
-      for sa, name in enumerate(("READ KEYS", "READ RESERVATION", "REPORT CAPABILITIES", "READ FULL STATUS"))),
-    *(CommandSpec(0x5F, sa, f"PERSISTENT RESERVE OUT ({name})",
-                  _u(0x5F, 0x1F, 0xFF, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0), pr_commands.persistent_reserve_out,
-                  needs_medium=False)
-      for sa, name in enumerate(("REGISTER", "RESERVE", "RELEASE", "CLEAR", "PREEMPT", "PREEMPT AND ABORT",
-                                 "REGISTER AND IGNORE EXISTING KEY", "REGISTER AND MOVE"))),
     CommandSpec(0x8C, None, "READ ATTRIBUTE", _u(0x8C, 0x1F, 0, 0, 0, 0xFF, 0, 0xFF, 0xFF, 0xFF, *F4, 0x01, 0),
                 read_attribute),
     CommandSpec(0x8D, None, "WRITE ATTRIBUTE", _u(0x8D, 0x01, 0, 0, 0, 0xFF, 0, 0xFF, 0, 0, *F4, 0, 0),
                 write_attribute),
     CommandSpec(0x91, None, "SPACE(16)", _u(0x91, 0x0F, 0, 0, *F8, 0, 0, 0, 0), space16),
     CommandSpec(0x92, None, "LOCATE(16)", _u(0x92, 0x3B, 0x01, 0xFF, *F8, 0, 0, 0, 0), locate16),
-    CommandSpec(0xA0, None, "REPORT LUNS", _u(0xA0, 0, 0xFF, 0, 0, 0, *F4, 0, 0), spc.report_luns,
-                ua_exempt=True, needs_medium=False),
-    CommandSpec(0xA3, 0x0C, "REPORT SUPPORTED OPERATION CODES",
-                _u(0xA3, 0x1F, 0x87, 0xFF, 0xFF, 0xFF, *F4, 0, 0), report_supported_opcodes, needs_medium=False),
 ))
 # fmt: on
