@@ -25,7 +25,7 @@ import struct
 
 from ..storage.tape.cartridge import CartridgeError
 from ..storage.tape.library import ElementKind, Library
-from . import mode
+from . import mode, spc
 from .mode import PC_CHANGEABLE
 from .sense import (
     INVALID_ELEMENT_ADDRESS,
@@ -293,18 +293,6 @@ async def position_to_element(server: object, lu: ChangerUnit, task: ScsiTask, c
     return ScsiResult(transfer_length=0)
 
 
-async def prevent_allow(server: object, lu: ChangerUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
-    """PREVENT ALLOW MEDIUM REMOVAL (SMC-3 6.13): locks the import/export slots."""
-    prevent = cdb[4] & 0x03
-    if prevent in (0x02, 0x03):
-        raise invalid_field(4, 1)
-    if prevent:
-        lu.prevent.add(task.nexus)
-    else:
-        lu.prevent.discard(task.nexus)
-    return ScsiResult(transfer_length=0)
-
-
 def _descriptor(lu: ChangerUnit, kind: str, i: int, voltag: bool, dvcid: bool) -> bytes:
     barcode = lu.content((kind, i))
     full = barcode is not None
@@ -389,7 +377,7 @@ CHANGER_COMMANDS = CommandTable((
     *reservations(L),
     LOG_SENSE,
     CommandSpec(0x07, None, "INITIALIZE ELEMENT STATUS", _u(0x07, L, 0, 0, 0, 0), initialize_element_status),
-    CommandSpec(0x1E, None, "PREVENT ALLOW MEDIUM REMOVAL", _u(0x1E, L, 0, 0, 0x03, 0), prevent_allow),
+    CommandSpec(0x1E, None, "PREVENT ALLOW MEDIUM REMOVAL", _u(0x1E, L, 0, 0, 0x03, 0), spc.prevent_allow),
     CommandSpec(0x2B, None, "POSITION TO ELEMENT", _u(0x2B, L, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0),
                 position_to_element),
     CommandSpec(0x37, None, "INITIALIZE ELEMENT STATUS WITH RANGE",

@@ -4,7 +4,7 @@ USAGE DATA (also the reserved-bit mask, see ``table.py``) and its handler.
 
 from __future__ import annotations
 
-from . import alua, atomic, caw, defect, orwrite, sanitize, sbc, thin, xcopy
+from . import alua, atomic, caw, defect, orwrite, sanitize, sbc, spc, thin, xcopy
 from .spc_commands import reservations, spc_core
 from .table import CommandSpec, CommandTable
 
@@ -32,7 +32,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(0x08, None, "READ(6)", _u(0x08, 0x1F, 0xFF, 0xFF, 0xFF, 0), sbc.read6),
     CommandSpec(0x0A, None, "WRITE(6)", _u(0x0A, 0x1F, 0xFF, 0xFF, 0xFF, 0), sbc.write6, writes=True),
     CommandSpec(0x1B, None, "START STOP UNIT", _u(0x1B, 0x01, 0, 0x0F, 0xF7, 0), sbc.start_stop_unit, needs_medium=False),
-    CommandSpec(0x1E, None, "PREVENT ALLOW MEDIUM REMOVAL", _u(0x1E, 0, 0, 0, 0x03, 0), sbc.prevent_allow,
+    CommandSpec(0x1E, None, "PREVENT ALLOW MEDIUM REMOVAL", _u(0x1E, 0, 0, 0, 0x03, 0), spc.prevent_allow,
                 needs_medium=False),
     CommandSpec(0x25, None, "READ CAPACITY(10)", _u(0x25, 0, *F4, 0, 0, 0x01, 0), sbc.read_capacity10),
     CommandSpec(0x28, None, "READ(10)", _u(0x28, 0x1E, *F4, 0x1F, 0xFF, 0xFF, 0), sbc.read10),

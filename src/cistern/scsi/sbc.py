@@ -308,17 +308,6 @@ async def start_stop_unit(server: object, lu: LogicalUnit, task: ScsiTask, cdb: 
     return ScsiResult(transfer_length=0)
 
 
-async def prevent_allow(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
-    prevent = cdb[4] & 0x03
-    if prevent & 0x02:  # 10b/11b: obsolete / media changer
-        raise invalid_field(4, 1)
-    if prevent:
-        lu.prevent.add(task.nexus)
-    else:
-        lu.prevent.discard(task.nexus)
-    return ScsiResult(transfer_length=0)
-
-
 # -- WRITE SAME / UNMAP / GET LBA STATUS -------------------------------------------------------
 
 

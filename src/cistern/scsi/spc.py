@@ -19,6 +19,7 @@ from .sense import (
     invalid_field,
 )
 from .task import ScsiResult, ScsiTask
+from .unit import LogicalUnitBase
 
 
 def encode_lun(lun: int) -> bytes:
@@ -65,3 +66,16 @@ async def report_luns(server: object, lu: LogicalUnit | None, task: ScsiTask, cd
     luns = server.luns  # type: ignore[attr-defined]
     data = report_luns_data(luns.keys(), select)
     return ScsiResult(data_in=data[:alloc], transfer_length=alloc)
+
+
+async def prevent_allow(server: object, lu: LogicalUnitBase, task: ScsiTask, cdb: bytes) -> ScsiResult:
+    """PREVENT ALLOW MEDIUM REMOVAL (SPC-4 6.13; SMC-3 6.13 for a changer's import/export slots): per
+    I_T nexus, 01b prevents and 00b allows; 10b/11b (obsolete / reserved for changers) are refused."""
+    prevent = cdb[4] & 0x03
+    if prevent & 0x02:
+        raise invalid_field(4, 1)
+    if prevent:
+        lu.prevent.add(task.nexus)
+    else:
+        lu.prevent.discard(task.nexus)
+    return ScsiResult(transfer_length=0)

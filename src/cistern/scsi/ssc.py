@@ -24,6 +24,7 @@ from bisect import bisect_left
 from typing import TYPE_CHECKING
 
 from ..storage.tape.cartridge import Cartridge, CorruptBlock, Record
+from . import spc
 from .mam import read_attribute, write_attribute
 from .sense import (
     BEGINNING_OF_PARTITION_MEDIUM_DETECTED,
@@ -455,18 +456,6 @@ async def load_unload(server: object, lu: TapeUnit, task: ScsiTask, cdb: bytes) 
         return ScsiResult(transfer_length=0)
 
 
-async def prevent_allow(server: object, lu: TapeUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
-    """PREVENT ALLOW MEDIUM REMOVAL (SPC-4 6.13): per I_T nexus; 01b prevents, 00b allows."""
-    prevent = cdb[4] & 0x03
-    if prevent in (0x02, 0x03):
-        raise invalid_field(4, 1)
-    if prevent:
-        lu.prevent.add(task.nexus)
-    else:
-        lu.prevent.discard(task.nexus)
-    return ScsiResult(transfer_length=0)
-
-
 async def read_block_limits(server: object, lu: TapeUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
     """READ BLOCK LIMITS (SSC-3 7.x): granularity 0, maximum 2 MiB, minimum 1 byte."""
     if cdb[1] & 0x01:  # MLOC (SSC-4): maximum logical object identifier form is not supported
@@ -515,7 +504,7 @@ TAPE_COMMANDS = CommandTable((
     CommandSpec(0x11, None, "SPACE(6)", _u(0x11, 0x0F, 0xFF, 0xFF, 0xFF, 0), space6),
     CommandSpec(0x19, None, "ERASE(6)", _u(0x19, 0x03, 0, 0, 0, 0), erase, writes=True),
     CommandSpec(0x1B, None, "LOAD UNLOAD", _u(0x1B, 0x01, 0, 0, 0x0F, 0), load_unload, needs_medium=False),
-    CommandSpec(0x1E, None, "PREVENT ALLOW MEDIUM REMOVAL", _u(0x1E, 0, 0, 0, 0x03, 0), prevent_allow,
+    CommandSpec(0x1E, None, "PREVENT ALLOW MEDIUM REMOVAL", _u(0x1E, 0, 0, 0, 0x03, 0), spc.prevent_allow,
                 needs_medium=False),
     CommandSpec(0x2B, None, "LOCATE(10)", _u(0x2B, 0x07, 0, *F4, 0, 0xFF, 0), locate10),
     CommandSpec(0x34, None, "READ POSITION", _u(0x34, 0x1F, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0), read_position),
