@@ -3,6 +3,7 @@
 # 10^6), corpora kept in artifacts/fuzz/corpus-TARGET, crashes written to artifacts/fuzz/.  Prints one
 # summary line per target: executions, coverage (edges), features, crashes.
 #   bash scripts/fuzz.sh [RUNS] [TARGET...]
+# FUZZ_OPTS adds libFuzzer options to every target (e.g. FUZZ_OPTS=-max_total_time=3600 bounds each run).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 RUNS="${1:-1000000}"
@@ -16,7 +17,7 @@ for target in "${TARGETS[@]}"; do
     corpus="artifacts/fuzz/corpus-$target"
     mkdir -p "$corpus"
     log="artifacts/fuzz/$target.log"
-    if python fuzz/harness.py "$target" "-runs=$RUNS" "-artifact_prefix=artifacts/fuzz/$target-" "$corpus" >"$log" 2>&1; then
+    if python fuzz/harness.py "$target" "-runs=$RUNS" "-artifact_prefix=artifacts/fuzz/$target-" ${FUZZ_OPTS:-} "$corpus" >"$log" 2>&1; then
         result="ok"
     else
         result="CRASH (see $log)"

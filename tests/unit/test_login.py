@@ -233,13 +233,19 @@ def test_bad_first_request(pairs: list[tuple[str, str]], status: LoginStatus) ->
     "raw",
     [
         b"InitiatorName=\xff\xfe\x00",
-        b"InitiatorName\x00",
         b"initiatorname=x\x00",
         b"InitiatorName=" + b"x" * 9000 + b"\x00",
     ],
 )
 def test_malformed_text_fails_with_initiator_error(raw: bytes) -> None:
     assert fail_status(send(TargetLogin(policy()), raw)) == LoginStatus.INITIATOR_ERROR
+
+
+@pytest.mark.parametrize(
+    "raw", [b"InitiatorName\x00", b"InitiatorName=\x00", b"InitiatorName\x00TargetName=x\x00"]
+)
+def test_initiator_name_without_a_value_is_missing(raw: bytes) -> None:
+    assert fail_status(send(TargetLogin(policy()), raw)) == LoginStatus.MISSING_PARAMETER
 
 
 def test_oversized_continued_text() -> None:

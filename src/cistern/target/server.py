@@ -47,7 +47,7 @@ from cistern.target.session import Session, SessionTable
 from cistern.target.tape_luns import build_tape_luns, close_now
 from cistern.wire.keys import KEYS
 from cistern.wire.negotiation import Negotiated
-from cistern.wire.text import TextError, decode_number, encode_text
+from cistern.wire.text import NO_VALUE, TextError, decode_number, encode_text
 
 log = logging.getLogger("cistern.target")
 
@@ -462,7 +462,7 @@ class TargetServer:
             if key != "SendTargets":
                 out.append((key, "NotUnderstood"))
                 continue
-            if value == "All" and not session.discovery:
+            if value == NO_VALUE or (value == "All" and not session.discovery):  # "SendTargets" alone
                 out.append((key, "Reject"))
                 continue
             # the TLS convention (docs/design.md): a discovery session reports the portals that speak its own
