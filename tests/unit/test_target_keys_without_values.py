@@ -57,7 +57,7 @@ def test_operational_keys_without_values_are_answered_reject_and_the_login_goes_
             )
             rsp = await c.login_exchange(sent, csg=1, nsg=3)
             assert (rsp.status_class, rsp.status_detail) == (0, 0), rsp
-            pairs = parse_text(rsp.data)
+            pairs = parse_text(bytes(rsp.data))
             answers = dict(pairs)
             for key in (
                 "MaxBurstLength",
@@ -78,7 +78,7 @@ def test_operational_keys_without_values_are_answered_reject_and_the_login_goes_
                     break
                 # the target's own offers (keys we did not send), answered with its value (RFC 7143 6.2)
                 mine = {k for k, _ in parse_text(sent)} | {"MaxRecvDataSegmentLength"}
-                offers = [(k, v) for k, v in parse_text(rsp.data) if k not in mine]
+                offers = [(k, v) for k, v in parse_text(bytes(rsp.data)) if k not in mine]
                 rsp = await c.login_exchange(text(*offers), csg=1, nsg=3)
                 assert (rsp.status_class, rsp.status_detail) == (0, 0), rsp
             assert rsp.transit and rsp.nsg == 3 and rsp.tsih != 0
@@ -118,7 +118,7 @@ def test_full_feature_text_keys_without_values_are_answered_for_that_key() -> No
             await c.send(req)
             rsp = await c.expect(P.TextResponse)
             assert isinstance(rsp, P.TextResponse)
-            assert parse_text(rsp.data) == [
+            assert parse_text(bytes(rsp.data)) == [
                 ("SendTargets", "Reject"),
                 ("MaxRecvDataSegmentLength", "Reject"),
                 ("X-org.example.k", "NotUnderstood"),

@@ -60,7 +60,7 @@ def test_login_when_no_tsih_is_free_is_answered_0x0302_with_one_log_line(
                 for _ in range(3):  # answer the target's own offers until it decides
                     if rsp.transit or rsp.status_class:
                         break
-                    rsp = await c.login_exchange(rsp.data, csg=1, nsg=3)
+                    rsp = await c.login_exchange(bytes(rsp.data), csg=1, nsg=3)
                 assert (rsp.status_class << 8 | rsp.status_detail) == 0x0302, rsp
                 assert rsp.tsih == 0
                 await c.expect_closed()
