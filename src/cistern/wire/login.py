@@ -671,7 +671,7 @@ class InitiatorLogin:
                 except TextError:
                     raise LoginProtocolError("bad TargetPortalGroupTag") from None
             elif key == "TargetAlias":
-                self._target_alias = value
+                self._target_alias = None if value == NO_VALUE else value
             elif key in LOGIN_DECLARATIVE_KEYS:
                 continue  # a target echoing our declarations: harmless
             else:
