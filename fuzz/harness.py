@@ -1,9 +1,10 @@
 """Coverage-guided fuzzing of cistern's parsers with atheris (libFuzzer for Python).
 
     python fuzz/harness.py TARGET [libFuzzer options]      e.g.  -runs=1000000  or  -max_total_time=3
+    python fuzz/harness.py --seeds DIR                      complete logins as seeds for the login target
 
 TARGET is one of: framer (PduReader over a byte stream, digests on or off), text (login/text key=value
-decoding and accumulation), login (the target login state machine fed request sequences, with CHAP and
+decoding and accumulation), login (the target login state machine fed request sequences, with CHAP, mutual CHAP and
 an ACL), negotiation (operational keys, target and initiator roles), chap (CHAP_A/CHAP_N/CHAP_R/CHAP_I/
 CHAP_C on both sides), cdb (every CDB through the device server of a disk LU, with and without data-out).
 
@@ -79,34 +80,96 @@ def text(data: bytes) -> None:
         pass
 
 
+OPEN_TARGET = "iqn.2026-11.org.cistern:fuzz-open"
+MUTUAL_TARGET = "iqn.2026-11.org.cistern:fuzz-mutual"
+INITIATOR = "iqn.2026-11.org.cistern:ok"
+MUTUAL = ChapCredentials("tgt", b"target-secret-12")
+#: separates the Login Requests of one input (see :func:`login`)
+REQUEST_SEPARATOR = b"\xfe\xfe"
+
+
 def _policy() -> TargetPolicy:
-    info = TargetInfo(
-        name=TARGET,
-        allowed_initiators=frozenset({"iqn.2026-11.org.cistern:ok"}),
-        auth=ChapAuth(lookup_secret=lambda user: SECRET if user == "user" else None),
-    )
-    return TargetPolicy(lookup_target=lambda name: info if name == TARGET else None, random_bytes=lambda n: b"\x01" * n)
+    chap = ChapAuth(lookup_secret=lambda user: SECRET if user == "user" else None)
+    targets = {
+        TARGET: TargetInfo(name=TARGET, allowed_initiators=frozenset({INITIATOR}), auth=chap),
+        OPEN_TARGET: TargetInfo(name=OPEN_TARGET),
+        MUTUAL_TARGET: TargetInfo(
+            name=MUTUAL_TARGET,
+            auth=ChapAuth(
+                lookup_secret=lambda user: SECRET if user == "user" else None,
+                mutual=MUTUAL,
+                require_mutual=True,
+            ),
+        ),
+    }
+    return TargetPolicy(lookup_target=targets.get, random_bytes=lambda n: b"\x01" * n)
+
+
+def _request_header(csg: int, nsg: int, transit: bool, cont: bool = False) -> bytes:
+    """The two header bytes :func:`login` decodes (CSG, NSG, T, C; CID 1, CmdSN 0)."""
+    return bytes([csg | nsg << 2 | transit << 4 | cont << 5, 1])
 
 
 def login(data: bytes) -> None:
-    fdp = atheris.FuzzedDataProvider(data)
+    """Up to 8 Login Requests separated by REQUEST_SEPARATOR, each two header bytes then the text:
+    byte 0 = CSG (bits 0-1), NSG (2-3), T (4), C (5), TSIH 1 instead of 0 (6), VersionMin 1 (7);
+    byte 1 = CID (bits 0-3), CmdSN (4-7).  Seeds (``--seeds``) are real logins, so mutations start deep."""
     machine = TargetLogin(_policy())
-    for _ in range(fdp.ConsumeIntInRange(1, 8)):
+    for request in data.split(REQUEST_SEPARATOR)[:8]:
+        if len(request) < 2:
+            return
+        flags, ids = request[0], request[1]
         step = machine.receive(
-            fdp.ConsumeIntInRange(0, 3),
-            fdp.ConsumeIntInRange(0, 3),
-            fdp.ConsumeBool(),
-            fdp.ConsumeBool(),
-            fdp.ConsumeIntInRange(0, (1 << 48) - 1),
-            fdp.ConsumeIntInRange(0, 3),
-            fdp.ConsumeIntInRange(0, 3),
-            fdp.ConsumeInt(4) & 0xFFFFFFFF,
-            fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 1024)),
-            version_max=fdp.ConsumeIntInRange(0, 255),
-            version_min=fdp.ConsumeIntInRange(0, 255),
+            flags & 3,
+            flags >> 2 & 3,
+            bool(flags & 0x10),
+            bool(flags & 0x20),
+            0x80_0000_1234,
+            flags >> 6 & 1,
+            ids & 0x0F,
+            ids >> 4,
+            request[2:],
+            version_max=0,
+            version_min=flags >> 7,
         )
         if step.failed or step.done is not None:
             return
+
+
+def login_seeds() -> list[bytes]:
+    """Complete logins as :func:`login` inputs: recorded from our initiator against the same policy."""
+    from cistern.wire.login import InitiatorLogin
+    from cistern.wire.negotiation import NegotiationPolicy as Policy
+
+    cases = [
+        InitiatorLogin(INITIATOR, None),  # discovery
+        InitiatorLogin(INITIATOR, OPEN_TARGET),
+        InitiatorLogin(
+            INITIATOR,
+            OPEN_TARGET,
+            policy=Policy(header_digest=("CRC32C", "None"), error_recovery_level=2, initial_r2t=False),
+        ),
+        InitiatorLogin(INITIATOR, TARGET, chap=ChapCredentials("user", SECRET)),
+        InitiatorLogin(INITIATOR, MUTUAL_TARGET, chap=ChapCredentials("user", SECRET), mutual=MUTUAL),
+    ]
+    seeds = []
+    for initiator in cases:
+        target = TargetLogin(_policy())
+        requests = []
+        req = initiator.start()
+        for _ in range(12):
+            requests.append(_request_header(req.csg, req.nsg, req.transit) + req.text)
+            step = target.receive(req.csg, req.nsg, req.transit, False, 0x80_0000_1234, 0, 1, 0, req.text)
+            if step.failed:
+                break
+            nxt = initiator.receive(
+                step.csg, step.nsg, step.transit, False, step.status_class, step.status_detail, step.text, 1
+            )
+            if nxt is None:
+                break
+            req = nxt
+        seeds.append(REQUEST_SEPARATOR.join(requests))
+    return seeds
 
 
 def negotiation(data: bytes) -> None:
@@ -134,7 +197,9 @@ def chap(data: bytes) -> None:
         require_mutual=fdp.ConsumeBool(),
         random_bytes=lambda n: b"\x02" * n,
     )
-    initiator = ChapInitiator(ChapCredentials("user", SECRET), mutual=ChapCredentials("tgt", b"target-secret-12"))
+    initiator = ChapInitiator(
+        ChapCredentials("user", SECRET), mutual=ChapCredentials("tgt", b"target-secret-12")
+    )
     try:
         target.select_algorithm(fdp.ConsumeUnicodeNoSurrogates(32))
         keys = {
@@ -147,7 +212,11 @@ def chap(data: bytes) -> None:
         pass
     try:
         initiator.offer()
-        reply = {k: fdp.ConsumeUnicodeNoSurrogates(300) for k in ("CHAP_A", "CHAP_I", "CHAP_C") if fdp.ConsumeBool()}
+        reply = {
+            k: fdp.ConsumeUnicodeNoSurrogates(300)
+            for k in ("CHAP_A", "CHAP_I", "CHAP_C")
+            if fdp.ConsumeBool()
+        }
         initiator.respond(reply)
         initiator.verify_target({k: fdp.ConsumeUnicodeNoSurrogates(300) for k in ("CHAP_N", "CHAP_R")})
     except ChapError:
@@ -175,7 +244,12 @@ def cdb(data: bytes) -> None:
         data_out=data_out,
     )
     result = _LOOP.run_until_complete(_SERVER.execute(task))
-    assert result.status in (Status.GOOD, Status.CHECK_CONDITION, Status.RESERVATION_CONFLICT, Status.CONDITION_MET), (
+    assert result.status in (
+        Status.GOOD,
+        Status.CHECK_CONDITION,
+        Status.RESERVATION_CONFLICT,
+        Status.CONDITION_MET,
+    ), (
         command.hex(),
         result.status,
     )
@@ -196,6 +270,11 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
 
 
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--seeds":  # write the login seed corpus into DIR
+        for i, seed in enumerate(login_seeds()):
+            with open(f"{sys.argv[2]}/seed-login-{i}", "wb") as handle:
+                handle.write(seed)
+        return
     if len(sys.argv) < 2 or sys.argv[1] not in TARGETS:
         sys.exit(f"usage: {sys.argv[0]} {{{','.join(TARGETS)}}} [libFuzzer options]")
     target = TARGETS[sys.argv.pop(1)]
