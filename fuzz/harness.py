@@ -1,7 +1,7 @@
 """Coverage-guided fuzzing of cistern's parsers with atheris (libFuzzer for Python).
 
     python fuzz/harness.py TARGET [libFuzzer options]      e.g.  -runs=1000000  or  -max_total_time=3
-    python fuzz/harness.py --seeds DIR                      complete logins as seeds for the login target
+    python fuzz/harness.py --seeds login|cdb DIR            seed corpus: complete logins / every disk opcode
 
 TARGET is one of: framer (PduReader over a byte stream, digests on or off), text (login/text key=value
 decoding and accumulation), login (the target login state machine fed request sequences, with CHAP, mutual CHAP and
@@ -229,18 +229,23 @@ _SERVER: DeviceServer | None = None
 
 
 def cdb(data: bytes) -> None:
+    """Byte 0: bit 0 a data-out buffer follows, bit 1 LUN 1 (absent); byte 1: CDB length (1..32); then the
+    CDB; then the data-out (up to 8 KiB) or the expected read length (2 bytes).  Seeds (``--seeds``): every
+    opcode of the disk's command table with a zero CDB, with and without 512 bytes of data-out."""
     global _SERVER
     if _SERVER is None:
         _SERVER = DeviceServer({0: LogicalUnit(MemoryStore(1 << 20), lun=0, thin=True)}, target_name=TARGET)
-    fdp = atheris.FuzzedDataProvider(data)
-    command = fdp.ConsumeBytes(fdp.ConsumeIntInRange(1, 32))
-    data_out = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 8192)) if fdp.ConsumeBool() else None
+    if len(data) < 3:
+        return
+    flags, length = data[0], 1 + data[1] % 32
+    command, rest = data[2 : 2 + length], data[2 + length :]
+    data_out = rest[:8192] if flags & 1 else None
     task = ScsiTask(
         nexus=_NEXUS,
-        lun=fdp.ConsumeIntInRange(0, 1),
+        lun=flags >> 1 & 1,
         cdb=command,
         direction=DataDirection.WRITE if data_out is not None else DataDirection.READ,
-        expected_length=len(data_out) if data_out is not None else fdp.ConsumeIntInRange(0, 1 << 16),
+        expected_length=len(data_out) if data_out is not None else int.from_bytes(rest[:2], "big"),
         data_out=data_out,
     )
     result = _LOOP.run_until_complete(_SERVER.execute(task))
@@ -259,6 +264,23 @@ def cdb(data: bytes) -> None:
         assert key != 0x04, f"HARDWARE ERROR for CDB {command.hex()}"
 
 
+def cdb_seeds() -> list[bytes]:
+    from cistern.scsi.commands import COMMANDS
+
+    seeds = []
+    for spec in COMMANDS:
+        command = bytearray(len(spec.usage))
+        command[0] = spec.opcode
+        if spec.service_action is not None:
+            if spec.opcode == 0x7F:  # variable-length CDB: service action in bytes 8-9
+                command[7], command[8:10] = len(command) - 8, spec.service_action.to_bytes(2, "big")
+            else:
+                command[1] = spec.service_action
+        head = bytes([0, len(command) - 1]) + bytes(command)
+        seeds += [head + b"\x02\x00", bytes([1]) + head[1:] + bytes(512)]
+    return seeds
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "framer": framer,
     "text": text,
@@ -270,9 +292,10 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
 
 
 def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] == "--seeds":  # write the login seed corpus into DIR
-        for i, seed in enumerate(login_seeds()):
-            with open(f"{sys.argv[2]}/seed-login-{i}", "wb") as handle:
+    if len(sys.argv) == 4 and sys.argv[1] == "--seeds":  # write the seed corpus of TARGET into DIR
+        seeds = {"login": login_seeds, "cdb": cdb_seeds}[sys.argv[2]]()
+        for i, seed in enumerate(seeds):
+            with open(f"{sys.argv[3]}/seed-{sys.argv[2]}-{i}", "wb") as handle:
                 handle.write(seed)
         return
     if len(sys.argv) < 2 or sys.argv[1] not in TARGETS:

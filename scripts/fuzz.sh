@@ -18,7 +18,7 @@ for target in "${TARGETS[@]}"; do
     corpus="artifacts/fuzz/corpus-$target"
     mkdir -p "$corpus"
     log="artifacts/fuzz/$target.log"
-    [[ "$target" != login ]] || python fuzz/harness.py --seeds "$corpus" 2>/dev/null  # complete logins
+    case "$target" in login | cdb) python fuzz/harness.py --seeds "$target" "$corpus" 2>/dev/null ;; esac
     dict=()
     case "$target" in text | login | negotiation | chap) dict=("-dict=fuzz/iscsi.dict") ;; esac
     if python fuzz/harness.py "$target" "-runs=$RUNS" "-artifact_prefix=artifacts/fuzz/$target-" "${dict[@]}" ${FUZZ_OPTS:-} "$corpus" >"$log" 2>&1; then

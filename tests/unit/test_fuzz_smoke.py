@@ -22,11 +22,10 @@ def test_fuzz_target_smoke(target: str, tmp_path: Path) -> None:
     harness = [sys.executable, str(ROOT / "fuzz" / "harness.py")]
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    if target == "login":  # start from complete logins (CHAP, mutual CHAP, discovery)
-        subprocess.run(
-            [*harness, "--seeds", str(corpus)], check=True, capture_output=True, env=env, timeout=60
-        )
-        assert len(list(corpus.iterdir())) == 5
+    if target in ("login", "cdb"):  # start from complete logins / every opcode of the disk
+        seeds = [*harness, "--seeds", target, str(corpus)]
+        subprocess.run(seeds, check=True, capture_output=True, env=env, timeout=60)
+        assert len(list(corpus.iterdir())) >= 5
     done = subprocess.run(
         [*harness, target, "-max_total_time=3", f"-artifact_prefix={tmp_path}/", str(corpus)],
         capture_output=True,
