@@ -6,7 +6,8 @@
 TARGET is one of: framer (PduReader over a byte stream, digests on or off), text (login/text key=value
 decoding and accumulation), login (the target login state machine fed request sequences, with CHAP, mutual CHAP and
 an ACL), negotiation (operational keys, target and initiator roles), chap (CHAP_A/CHAP_N/CHAP_R/CHAP_I/
-CHAP_C on both sides), cdb (every CDB through the device server of a disk LU, with and without data-out).
+CHAP_C on both sides), cdb (every CDB through the device server of a disk LU, with and without data-out),
+tape (every CDB through a medium changer and its tape drives).
 
 The oracle is the module's contract: each entry point either returns or raises the error type of its layer
 (FramingError, TextError, NegotiationError, ChapError); the login machine never raises for peer input; the
@@ -20,12 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import atheris
 
 with atheris.instrument_imports(include=["cistern"]):
     from cistern.scsi import DeviceServer, ITNexus, LogicalUnit, ScsiTask
+    from cistern.scsi.table import CommandSpec
     from cistern.scsi.task import DataDirection, Status
     from cistern.storage import MemoryStore
     from cistern.wire.chap import ChapCredentials, ChapError, ChapInitiator, ChapTarget
@@ -228,13 +230,11 @@ _LOOP = asyncio.new_event_loop()
 _SERVER: DeviceServer | None = None
 
 
-def cdb(data: bytes) -> None:
-    """Byte 0: bit 0 a data-out buffer follows, bit 1 LUN 1 (absent); byte 1: CDB length (1..32); then the
-    CDB; then the data-out (up to 8 KiB) or the expected read length (2 bytes).  Seeds (``--seeds``): every
-    opcode of the disk's command table with a zero CDB, with and without 512 bytes of data-out."""
-    global _SERVER
-    if _SERVER is None:
-        _SERVER = DeviceServer({0: LogicalUnit(MemoryStore(1 << 20), lun=0, thin=True)}, target_name=TARGET)
+def _execute(server: DeviceServer, data: bytes, luns: int) -> None:
+    """Byte 0: bit 0 a data-out buffer follows, bits 1-2 the LUN (modulo ``luns`` + 1: one absent LUN);
+    byte 1: CDB length - 1 (1..32 bytes); then the CDB; then the data-out (up to 8 KiB) or the expected read
+    length (2 bytes).  The device server must answer GOOD, CHECK CONDITION (never HARDWARE ERROR),
+    RESERVATION CONFLICT or CONDITION MET, and never raise."""
     if len(data) < 3:
         return
     flags, length = data[0], 1 + data[1] % 32
@@ -242,13 +242,13 @@ def cdb(data: bytes) -> None:
     data_out = rest[:8192] if flags & 1 else None
     task = ScsiTask(
         nexus=_NEXUS,
-        lun=flags >> 1 & 1,
+        lun=(flags >> 1 & 3) % (luns + 1),
         cdb=command,
         direction=DataDirection.WRITE if data_out is not None else DataDirection.READ,
         expected_length=len(data_out) if data_out is not None else int.from_bytes(rest[:2], "big"),
         data_out=data_out,
     )
-    result = _LOOP.run_until_complete(_SERVER.execute(task))
+    result = _LOOP.run_until_complete(server.execute(task))
     assert result.status in (
         Status.GOOD,
         Status.CHECK_CONDITION,
@@ -264,11 +264,49 @@ def cdb(data: bytes) -> None:
         assert key != 0x04, f"HARDWARE ERROR for CDB {command.hex()}"
 
 
-def cdb_seeds() -> list[bytes]:
-    from cistern.scsi.commands import COMMANDS
+def cdb(data: bytes) -> None:
+    """Every CDB through the device server of a thin disk LU (LUN 0; LUN 1 is absent)."""
+    global _SERVER
+    if _SERVER is None:
+        _SERVER = DeviceServer({0: LogicalUnit(MemoryStore(1 << 20), lun=0, thin=True)}, target_name=TARGET)
+    _execute(_SERVER, data, 1)
 
+
+_TAPE: DeviceServer | None = None
+
+
+def tape(data: bytes) -> None:
+    """Every CDB through a medium changer (LUN 0) and its two tape drives (LUNs 1, 2; one loaded) over a
+    library of 4 MiB cartridges in artifacts/fuzz/tape-library under the working directory (made afresh)."""
+    global _TAPE
+    if _TAPE is None:
+        import os
+        import shutil
+
+        from cistern.scsi.changer import DRIVE_BASE, SLOT_BASE, ChangerUnit
+        from cistern.scsi.tape import TapeUnit
+        from cistern.storage.tape import Library, default_barcodes, ensure_cartridges
+
+        folder = os.path.join("artifacts", "fuzz", "tape-library")  # under the working directory
+        shutil.rmtree(folder, ignore_errors=True)
+        ensure_cartridges(folder, default_barcodes("FZ", 3), 4 << 20)
+        drives = [TapeUnit(lun=1, serial="drive-1"), TapeUnit(lun=2, serial="drive-2")]
+        changer = ChangerUnit(Library(folder, slots=4, ie=1, drives=2), drives, lun=0, serial="changer-0")
+        _TAPE = DeviceServer({0: changer, 1: drives[0], 2: drives[1]}, target_name=TARGET)
+        # MOVE MEDIUM (SMC-3 6.6): the first slot's cartridge into the first drive
+        move = (
+            bytes([0xA5, 0, 0, 0]) + SLOT_BASE.to_bytes(2, "big") + DRIVE_BASE.to_bytes(2, "big") + bytes(4)
+        )
+        for lun in (0, 0, 1):  # past the power-on unit attention, then load drive 1
+            _execute(_TAPE, bytes([lun << 1, 5]) + bytes(6), 2)
+        _execute(_TAPE, bytes([0, len(move) - 1]) + move, 2)
+    _execute(_TAPE, data, 2)
+
+
+def _opcode_seeds(specs: Iterable[CommandSpec], lun: int) -> list[bytes]:
+    """Per command: a zero CDB with its opcode (and service action), without and with 512 bytes out."""
     seeds = []
-    for spec in COMMANDS:
+    for spec in specs:
         command = bytearray(len(spec.usage))
         command[0] = spec.opcode
         if spec.service_action is not None:
@@ -276,9 +314,22 @@ def cdb_seeds() -> list[bytes]:
                 command[7], command[8:10] = len(command) - 8, spec.service_action.to_bytes(2, "big")
             else:
                 command[1] = spec.service_action
-        head = bytes([0, len(command) - 1]) + bytes(command)
-        seeds += [head + b"\x02\x00", bytes([1]) + head[1:] + bytes(512)]
+        head = bytes([len(command) - 1]) + bytes(command)
+        seeds += [bytes([lun << 1]) + head + b"\x02\x00", bytes([lun << 1 | 1]) + head + bytes(512)]
     return seeds
+
+
+def cdb_seeds() -> list[bytes]:
+    from cistern.scsi.commands import COMMANDS
+
+    return _opcode_seeds(COMMANDS, 0)
+
+
+def tape_seeds() -> list[bytes]:
+    from cistern.scsi.changer import CHANGER_COMMANDS
+    from cistern.scsi.ssc import TAPE_COMMANDS
+
+    return _opcode_seeds(CHANGER_COMMANDS.specs, 0) + _opcode_seeds(TAPE_COMMANDS.specs, 1)
 
 
 TARGETS: dict[str, Callable[[bytes], None]] = {
@@ -288,12 +339,13 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "negotiation": negotiation,
     "chap": chap,
     "cdb": cdb,
+    "tape": tape,
 }
 
 
 def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "--seeds":  # write the seed corpus of TARGET into DIR
-        seeds = {"login": login_seeds, "cdb": cdb_seeds}[sys.argv[2]]()
+        seeds = {"login": login_seeds, "cdb": cdb_seeds, "tape": tape_seeds}[sys.argv[2]]()
         for i, seed in enumerate(seeds):
             with open(f"{sys.argv[3]}/seed-{sys.argv[2]}-{i}", "wb") as handle:
                 handle.write(seed)

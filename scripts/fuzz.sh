@@ -10,7 +10,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 RUNS="${1:-1000000}"
 shift || true
 TARGETS=("$@")
-[[ ${#TARGETS[@]} -gt 0 ]] || TARGETS=(framer text login negotiation chap cdb)
+[[ ${#TARGETS[@]} -gt 0 ]] || TARGETS=(framer text login negotiation chap cdb tape)
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p artifacts/fuzz
 status=0
@@ -18,7 +18,7 @@ for target in "${TARGETS[@]}"; do
     corpus="artifacts/fuzz/corpus-$target"
     mkdir -p "$corpus"
     log="artifacts/fuzz/$target.log"
-    case "$target" in login | cdb) python fuzz/harness.py --seeds "$target" "$corpus" 2>/dev/null ;; esac
+    case "$target" in login | cdb | tape) python fuzz/harness.py --seeds "$target" "$corpus" 2>/dev/null ;; esac
     dict=()
     case "$target" in text | login | negotiation | chap) dict=("-dict=fuzz/iscsi.dict") ;; esac
     if python fuzz/harness.py "$target" "-runs=$RUNS" "-artifact_prefix=artifacts/fuzz/$target-" "${dict[@]}" ${FUZZ_OPTS:-} "$corpus" >"$log" 2>&1; then

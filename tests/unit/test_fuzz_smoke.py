@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-TARGETS = ["framer", "text", "login", "negotiation", "chap", "cdb"]
+TARGETS = ["framer", "text", "login", "negotiation", "chap", "cdb", "tape"]
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -22,7 +22,7 @@ def test_fuzz_target_smoke(target: str, tmp_path: Path) -> None:
     harness = [sys.executable, str(ROOT / "fuzz" / "harness.py")]
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    if target in ("login", "cdb"):  # start from complete logins / every opcode of the disk
+    if target in ("login", "cdb", "tape"):  # start from complete logins / every opcode of the table
         seeds = [*harness, "--seeds", target, str(corpus)]
         subprocess.run(seeds, check=True, capture_output=True, env=env, timeout=60)
         assert len(list(corpus.iterdir())) >= 5
