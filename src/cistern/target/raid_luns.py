@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from cistern.scsi.ses import EnclosureUnit
@@ -37,15 +37,21 @@ def watch_raid(store: RaidStore, lu: LogicalUnitBase) -> None:
     store.listeners.append(on_event)
 
 
-def build_ses_luns(
-    tcfg: TargetConfig, luns: dict[int, LogicalUnitBase], serial_for: Callable[[int], str]
-) -> dict[int, EnclosureUnit]:
-    """The target's SES LUs, each reporting the RAID LUNs already in ``luns``."""
+def raid_arrays(luns: Mapping[int, LogicalUnitBase]) -> list[tuple[str, RaidStore]]:
+    """(label ``lunN``, store) of every RAID LUN in ``luns``, in LUN order: what an SES LU reports."""
     arrays: list[tuple[str, RaidStore]] = []
     for n, lu in sorted(luns.items()):
         store = getattr(lu, "store", None)
         if isinstance(store, RaidStore):
             arrays.append((f"lun{n}", store))
+    return arrays
+
+
+def build_ses_luns(
+    tcfg: TargetConfig, luns: dict[int, LogicalUnitBase], serial_for: Callable[[int], str]
+) -> dict[int, EnclosureUnit]:
+    """The target's SES LUs, each reporting the RAID LUNs already in ``luns``."""
+    arrays = raid_arrays(luns)
     out: dict[int, EnclosureUnit] = {}
     for lcfg in tcfg.luns:
         if lcfg.backend != "ses":

@@ -486,7 +486,7 @@ class TargetServer:
 # ---------------------------------------------------------------------------------------------- config
 
 
-def _serial_for(target: str, lun: int) -> str:
+def serial_for(target: str, lun: int) -> str:
     return hashlib.sha256(f"{target}/{lun}".encode()).hexdigest()[:16]
 
 
@@ -557,11 +557,14 @@ class SessionLogContext(logging.Filter):
         return True
 
 
-def build_lu(target_name: str, lcfg: LunConfig) -> LogicalUnit:
-    """Open (or create) one LUN's backing store and build its logical unit; raises OSError/ValueError."""
-    store: BackingStore
+def build_lu(target_name: str, lcfg: LunConfig, store: BackingStore | None = None) -> LogicalUnit:
+    """Open (or create) one LUN's backing store and build its logical unit; raises OSError/ValueError.
+    With ``store`` (a live change of LU settings only), the unit is built over that open store instead."""
+    reused = store is not None
     try:
-        if lcfg.raid is not None:
+        if store is not None:
+            pass
+        elif lcfg.raid is not None:
             store = open_raid(lcfg.raid, block_size=lcfg.block_size, name=f"{target_name}/lun{lcfg.lun}")
         else:
             store = open_store(
@@ -587,7 +590,7 @@ def build_lu(target_name: str, lcfg: LunConfig) -> LogicalUnit:
         lu = unit_cls(
             store,  # type: ignore[arg-type]
             lun=lcfg.lun,
-            serial=lcfg.serial or _serial_for(target_name, lcfg.lun),
+            serial=lcfg.serial or serial_for(target_name, lcfg.lun),
             read_only=lcfg.read_only,
             thin=lcfg.thin,
             removable=lcfg.removable,
@@ -600,8 +603,9 @@ def build_lu(target_name: str, lcfg: LunConfig) -> LogicalUnit:
             watch_raid(store, lu)
         return lu
     except BaseException:
-        with contextlib.suppress(Exception):
-            store.close_sync()
+        if not reused:
+            with contextlib.suppress(Exception):
+                store.close_sync()
         raise
 
 
@@ -644,7 +648,7 @@ def build_target(tcfg: TargetConfig) -> TargetSpec:
             if lcfg.backend not in TAPE_BACKENDS and lcfg.backend != "ses":
                 luns[lcfg.lun] = build_lu(name, lcfg)
         try:
-            luns.update(build_tape_luns(tcfg, lambda lun: _serial_for(name, lun)))
+            luns.update(build_tape_luns(tcfg, lambda lun: serial_for(name, lun)))
         except OSError as exc:  # name the target; keep the errno
             text = exc.strerror or str(exc)
             if exc.filename and str(exc.filename) not in text:
@@ -652,7 +656,7 @@ def build_target(tcfg: TargetConfig) -> TargetSpec:
             raise OSError(exc.errno, f"target {name} tape library: {text}") from None
         except ValueError as exc:
             raise ValueError(f"target {name} tape library: {exc}") from None
-        luns.update(build_ses_luns(tcfg, luns, lambda lun: _serial_for(name, lun)))
+        luns.update(build_ses_luns(tcfg, luns, lambda lun: serial_for(name, lun)))
     except BaseException:
         close_units_now(luns.values())
         raise
