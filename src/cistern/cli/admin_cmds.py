@@ -1,10 +1,11 @@
 """``cistern admin ...``: change a running target through its admin API (Unix socket by default).
 
-    cistern admin sessions                         initiator, ISID, TSIH, connections, keys, bytes
+    cistern admin sessions                         initiator, ISID, TSIH, portal, connections, keys, bytes
     cistern admin targets
     cistern admin lun add TARGET LUN --backend file --path P --size 1G
     cistern admin lun remove TARGET LUN
     cistern admin lun resize TARGET LUN SIZE
+    cistern admin lun rescan TARGET LUN           (a block device that grew)
     cistern admin acl add|remove TARGET INITIATOR [--end-sessions]
     cistern admin target add NAME --portal HOST:PORT (--open | --acl IQN ...)
     cistern admin target remove NAME
@@ -169,7 +170,7 @@ def admin_group(
 @admin_group.command("sessions")
 @click.pass_context
 def sessions(ctx: click.Context) -> None:
-    """List sessions: initiator, ISID, TSIH, connections, negotiated keys, bytes, commands in flight."""
+    """List sessions: initiator, ISID, TSIH, portal, connections, negotiated keys, bytes, commands in flight."""
     answer = _client(ctx).call("GET", "/api/sessions")
     if _json_mode(ctx):
         click.echo(json.dumps(answer, indent=2))
@@ -180,6 +181,7 @@ def sessions(ctx: click.Context) -> None:
         "Initiator",
         "ISID",
         "Target",
+        "Portal",
         "Connections",
         "Keys",
         "Read",
@@ -201,6 +203,7 @@ def sessions(ctx: click.Context) -> None:
             s["initiator"],
             s["isid"],
             s["target"] or "discovery",
+            "\n".join(s.get("portals", [])),
             conns,
             keys,
             human_size(s["read_bytes"]),
@@ -245,12 +248,22 @@ def lun_group() -> None:
 @lun_group.command("add")
 @click.argument("target")
 @click.argument("lun", type=click.IntRange(0, 16383))
-@click.option("--backend", type=click.Choice(["file", "memory", "block"]), default="file", show_default=True)
+@click.option(
+    "--backend",
+    type=click.Choice(["file", "memory", "block", "tape", "changer", "ses"]),
+    default="file",
+    show_default=True,
+    help="RAID LUNs (a [raid] table) go through 'apply FILE'.",
+)
 @click.option("--path", default=None, help="Backing file or device.")
 @click.option("--size", default=None, help="Size (bytes or K/M/G/T); creates a missing file.")
-@click.option("--block-size", type=click.Choice(["512", "4096"]), default="512", show_default=True)
+@click.option("--block-size", type=click.Choice(["512", "4096"]), default=None, help="[default: 512]")
 @click.option("--read-only", is_flag=True)
 @click.option("--thin", is_flag=True)
+@click.option("--library", default=None, help="Tape library directory (a changer, or a standalone drive).")
+@click.option("--cartridge", default=None, help="Barcode a standalone tape drive loads.")
+@click.option("--slots", type=click.IntRange(1, 4096), default=None, help="Storage slots of a changer.")
+@click.option("--cartridges", type=click.IntRange(0, 4096), default=None, help="Cartridges a new changer creates.")
 @click.pass_context
 def lun_add(
     ctx: click.Context,
@@ -259,16 +272,25 @@ def lun_add(
     backend: str,
     path: str | None,
     size: str | None,
-    block_size: str,
+    block_size: str | None,
     read_only: bool,
     thin: bool,
+    library: str | None,
+    cartridge: str | None,
+    slots: int | None,
+    cartridges: int | None,
 ) -> None:
-    """Add LUN to TARGET (initiators get REPORTED LUNS DATA HAS CHANGED)."""
-    body: dict[str, Any] = {"lun": lun, "backend": backend, "block_size": int(block_size)}
-    if path is not None:
-        body["path"] = str(Path(path).absolute())
-    if size is not None:
-        body["size"] = size
+    """Add LUN to TARGET (initiators get REPORTED LUNS DATA HAS CHANGED).  A changer comes with its drives:
+    add them in one 'apply FILE' (a changer needs at least one drive)."""
+    body: dict[str, Any] = {"lun": lun, "backend": backend}
+    if block_size is not None:
+        body["block_size"] = int(block_size)
+    for key, value in (("path", path), ("library", library)):
+        if value is not None:
+            body[key] = str(Path(value).absolute())
+    for key, given in (("size", size), ("cartridge", cartridge), ("slots", slots), ("cartridges", cartridges)):
+        if given is not None:
+            body[key] = given
     if read_only:
         body["read_only"] = True
     if thin:
@@ -291,8 +313,18 @@ def lun_remove(ctx: click.Context, target: str, lun: int) -> None:
 @click.argument("size")
 @click.pass_context
 def lun_resize(ctx: click.Context, target: str, lun: int, size: str) -> None:
-    """Grow a file LUN to SIZE (initiators get CAPACITY DATA HAS CHANGED)."""
+    """Grow a file or memory LUN to SIZE, or raise a block LUN's size cap (initiators get CAPACITY DATA
+    HAS CHANGED; shrinking is refused)."""
     _print_report(ctx, _client(ctx).call("POST", _path(target, "luns", lun, "resize"), {"size": size}))
+
+
+@lun_group.command("rescan")
+@click.argument("target")
+@click.argument("lun", type=click.IntRange(0, 16383))
+@click.pass_context
+def lun_rescan(ctx: click.Context, target: str, lun: int) -> None:
+    """Serve the new size of a block device (or file) that grew (losetup -c, lvextend)."""
+    _print_report(ctx, _client(ctx).call("POST", _path(target, "luns", lun, "rescan")))
 
 
 @admin_group.group("acl")

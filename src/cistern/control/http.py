@@ -219,6 +219,7 @@ class AdminApp:
         r.add_post("/api/targets/{target}/luns", self.lun_add)
         r.add_delete("/api/targets/{target}/luns/{lun}", self.lun_remove)
         r.add_post("/api/targets/{target}/luns/{lun}/resize", self.lun_resize)
+        r.add_post("/api/targets/{target}/luns/{lun}/rescan", self.lun_rescan)
         r.add_post("/api/targets/{target}/acl", self.acl_add)
         r.add_delete("/api/targets/{target}/acl/{initiator}", self.acl_remove)
         r.add_put("/api/targets/{target}/auth", self.auth_set)
@@ -376,6 +377,11 @@ class AdminApp:
         if isinstance(size, bool) or not isinstance(size, int | str):
             raise AdminError(f"target {target} LUN {lun}", 'needs "size": bytes or a size like "2G"')
         return self._report(await self.controller.lun_resize(target, lun, size))
+
+    async def lun_rescan(self, request: web.Request) -> web.Response:
+        target = request.match_info["target"]
+        lun = self._int(request, "lun", f"target {target} LUN", 0, 16383)
+        return self._report(await self.controller.rescan(target, lun))
 
     async def acl_add(self, request: web.Request) -> web.Response:
         target = request.match_info["target"]

@@ -143,7 +143,8 @@ def openapi_document(version: str) -> dict[str, Any]:
         "/api/targets/{target}/luns/{lun}/resize": {
             "parameters": [_TARGET_P, _LUN_P],
             "post": {
-                "summary": "Grow a file LUN; initiators get CAPACITY DATA HAS CHANGED",
+                "summary": "Grow a file or memory LUN (or raise a block LUN's size cap); initiators get "
+                "CAPACITY DATA HAS CHANGED; shrinking is refused",
                 "requestBody": _body(
                     {
                         "type": "object",
@@ -151,6 +152,14 @@ def openapi_document(version: str) -> dict[str, Any]:
                         "properties": {"size": {"oneOf": [{"type": "integer"}, {"type": "string"}]}},
                     }
                 ),
+                "responses": {"200": _json(_REPORT), **_CHANGE_ERRORS},
+            },
+        },
+        "/api/targets/{target}/luns/{lun}/rescan": {
+            "parameters": [_TARGET_P, _LUN_P],
+            "post": {
+                "summary": "Re-read the size of a block (or file) LUN whose device grew; initiators get "
+                "CAPACITY DATA HAS CHANGED",
                 "responses": {"200": _json(_REPORT), **_CHANGE_ERRORS},
             },
         },

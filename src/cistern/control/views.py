@@ -2,7 +2,7 @@
 
 Shapes (all plain JSON): a target is ``{name, alias, access, acl, auth, portal_groups, luns, sessions}``; a
 LUN ``{lun, backend, path, size_bytes, block_size, read_only, thin, stats}``; a session ``{tsih, initiator,
-isid, target, portal_group, connections, params, in_flight, read_bytes, write_bytes}``.
+isid, target, portal_group, portals, connections, params, in_flight, read_bytes, write_bytes}``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from cistern.control.live import AdminError, Controller
 from cistern.control.metrics import LoopLag
 from cistern.scsi.lu import LogicalUnit
 from cistern.scsi.unit import LogicalUnitBase
+from cistern.target.model import portal_text
 from cistern.target.server import TargetServer
 from cistern.target.session import Session
 
@@ -99,8 +100,9 @@ def session_view(session: Session) -> dict[str, Any]:
         "isid": session.isid.hex(),
         "target": session.target.name if session.target is not None else None,
         "portal_group": session.nexus.tpgt if session.nexus is not None else None,
+        "portals": sorted({portal_text(conn.portal) for conn in session.connections.values()}),
         "connections": [
-            {"cid": cid, "peer": conn.peer, "portal": f"{conn.portal[0]}:{conn.portal[1]}"}
+            {"cid": cid, "peer": conn.peer, "portal": portal_text(conn.portal)}
             for cid, conn in sorted(session.connections.items())
         ],
         "params": params,
