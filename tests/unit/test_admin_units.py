@@ -72,8 +72,7 @@ def test_tape_library_comes_and_goes_whole(tmp_path: Path) -> None:
     drives = [{"lun": n, "backend": "tape"} for n in (2, 3)]
 
     async def body(c: Controller) -> None:
-        device = c.server.targets[IQN].device
-        report = await c.lun_add(IQN, changer | {"lun": 1})  # a changer alone: it needs a drive
+        report = await c.lun_add(IQN, changer)  # a changer alone: it needs a drive
         raise AssertionError(f"a changer without drives was added: {report}")
 
     with pytest.raises(AdminError) as info:

@@ -51,11 +51,19 @@ class _UnixConnection(http.client.HTTPConnection):
 class AdminClient:
     """A small HTTP client for the admin API on a Unix socket or a TCP URL (with an optional token)."""
 
-    def __init__(self, socket_path: Path | None, url: str | None, token: str | None, insecure: bool) -> None:
+    def __init__(
+        self,
+        socket_path: Path | None,
+        url: str | None,
+        token: str | None,
+        insecure: bool,
+        ca: Path | None = None,
+    ) -> None:
         self.socket_path = socket_path
         self.url = urllib.parse.urlsplit(url) if url else None
         self.token = token
         self.insecure = insecure
+        self.ca = ca
 
     def _connection(self) -> http.client.HTTPConnection:
         if self.url is None:
@@ -63,7 +71,10 @@ class AdminClient:
             return _UnixConnection(str(path), TIMEOUT)
         host, port = self.url.hostname or "127.0.0.1", self.url.port
         if self.url.scheme == "https":
-            ctx = ssl.create_default_context()
+            try:
+                ctx = ssl.create_default_context(cafile=str(self.ca) if self.ca is not None else None)
+            except (OSError, ssl.SSLError) as exc:
+                raise click.ClickException(f"--ca {self.ca}: cannot load the CA certificate: {exc}") from None
             if self.insecure:
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
@@ -150,6 +161,12 @@ def _path(target: str, *parts: object) -> str:
     default=None,
     help="Bearer token for --url [$CISTERN_ADMIN_TOKEN].",
 )
+@click.option(
+    "--ca",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="With an https URL: the CA certificate that signed the server's (e.g. 'cistern tls ca' output).",
+)
 @click.option("--insecure", is_flag=True, help="With an https URL: do not verify the certificate.")
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer.")
 @click.pass_context
@@ -158,13 +175,14 @@ def admin_group(
     socket_path: Path | None,
     url: str | None,
     token: str | None,
+    ca: Path | None,
     insecure: bool,
     as_json: bool,
 ) -> None:
     """Inspect and change a running target without restarting it."""
     if url is not None and urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise click.BadParameter(f"{url!r} is not an http:// or https:// URL", param_hint="--url")
-    ctx.obj = {"admin_client": AdminClient(socket_path, url, token, insecure), "admin_json": as_json}
+    ctx.obj = {"admin_client": AdminClient(socket_path, url, token, insecure, ca), "admin_json": as_json}
 
 
 @admin_group.command("sessions")
