@@ -200,3 +200,44 @@ def test_memory_grow_replace_over_open_store_and_rescan(tmp_path: Path) -> None:
         assert refused.value.status == 409
 
     _run(tmp_path, luns, body)
+
+
+def test_rebuilt_target_keeps_its_open_stores(tmp_path: Path) -> None:
+    """A target rebuilt live (ALUA mode changed) takes its LUNs' open stores over: the file stays locked
+    by this process only once, the memory LUN keeps its data; a tape library refuses, naming the way."""
+    luns = [
+        {"lun": 0, "backend": "memory", "size": "1M"},
+        {"lun": 1, "backend": "file", "path": str(tmp_path / "f.img"), "size": "1M"},
+    ]
+
+    async def body(c: Controller) -> None:
+        old = c.server.targets[IQN].device
+        mem, disk = old.luns[0], old.luns[1]
+        assert isinstance(mem, LogicalUnit) and isinstance(disk, LogicalUnit)
+        await mem.store.write(0, b"survives")
+        data = c.config.dump()
+        data["targets"][0]["alua"] = "explicit"
+        report = await c.restore(data)
+        assert [ch.action for ch in report.applied] == ["replace"]
+        await c.wait_drained()
+        new = c.server.targets[IQN].device
+        assert new is not old
+        assert new.luns[0].store is mem.store and new.luns[1].store is disk.store  # type: ignore[attr-defined]
+        assert bytes(await mem.store.read(0, 8)) == b"survives"
+        await disk.store.write(0, b"open")  # not closed by the drain of the old units
+        assert [s for s in c.server.stores if s is disk.store] == [disk.store]
+        library = tmp_path / "lib"
+        library.mkdir()
+        data = c.config.dump()
+        data["targets"][0]["luns"].append(
+            {"lun": 2, "backend": "tape", "library": str(library), "cartridge": "T1", "cartridge_size": "1M"}
+        )
+        await c.restore(data)
+        data = c.config.dump()
+        data["targets"][0]["alua"] = "implicit"
+        with pytest.raises(AdminError) as refused:
+            await c.restore(data)
+        assert refused.value.obj == f"target {IQN}", refused.value.issues
+        assert "remove the target and add it back" in refused.value.issues[0]
+
+    _run(tmp_path, luns, body)

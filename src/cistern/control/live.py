@@ -42,6 +42,7 @@ from cistern.control.units import (
     prepare_resize,
     rescan_size,
     reuse_store,
+    target_stores,
 )
 from cistern.scsi.alua import parse_state
 from cistern.scsi.lu import LogicalUnit
@@ -93,11 +94,10 @@ class _Prepared:
     kept_stores: set[int] = field(default_factory=set)
 
     def close(self) -> None:
-        for target in self.targets.values():
-            close_units_now(target.device.luns.values())
+        units = [lu for target in self.targets.values() for lu in target.device.luns.values()]
         close_units_now(
             lu
-            for lu in self.lus.values()
+            for lu in [*units, *self.lus.values()]
             if not (isinstance(lu, LogicalUnit) and id(lu.store) in self.kept_stores)
         )
 
@@ -278,7 +278,16 @@ class Controller:
         for change in changes:
             try:
                 if change.action in ("add", "replace") and change.lun is None and change.target is not None:
-                    prepared.targets[change.target] = build_target(new_targets[change.target])
+                    stores = {}
+                    if change.action == "replace":  # the new version keeps the old one's open stores
+                        stores = target_stores(
+                            change.target,
+                            old_targets[change.target],
+                            new_targets[change.target],
+                            self.server.targets[change.target].device.luns,
+                        )
+                        prepared.kept_stores.update(id(store) for store in stores.values())
+                    prepared.targets[change.target] = build_target(new_targets[change.target], stores)
                 elif change.action in ("add", "replace") and change.lun is not None:
                     assert change.target is not None
                     lcfg = _lun_config(new_targets[change.target], change.lun)
@@ -402,7 +411,10 @@ class Controller:
                     for conn in list(session.connections.values()):
                         conn.request_logout(2)
                     server.end_session(session)
-                removed.extend((lu, True) for lu in old.device.luns.values())
+                removed.extend(
+                    (lu, not (isinstance(lu, LogicalUnit) and id(lu.store) in prepared.kept_stores))
+                    for lu in old.device.luns.values()
+                )
             if number is None and change.action in ("add", "replace"):
                 spec = prepared.targets.pop(name)
                 server.targets[name] = spec

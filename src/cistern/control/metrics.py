@@ -190,8 +190,8 @@ def _portal_families(server: TargetServer) -> Iterator[Metric]:
     counts: dict[tuple[str, str], list[int]] = {}
     for target in server.targets.values():  # every served portal, also with nobody logged in
         for group in target.portal_groups:
-            for portal in group.listen:
-                counts.setdefault((target.name, portal_text(portal)), [0, 0])
+            for listen in group.listen:
+                counts.setdefault((target.name, portal_text(listen)), [0, 0])
     for session in server.sessions:
         name = session.target.name if session.target is not None else ""
         seen: set[str] = set()

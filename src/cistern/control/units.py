@@ -20,6 +20,8 @@ Used by :class:`~cistern.control.live.Controller` in its prepare phase; every re
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from cistern.config.lun import LunConfig
 from cistern.config.tape import TAPE_BACKENDS
 from cistern.config.target import TargetConfig
@@ -131,6 +133,30 @@ def reuse_store(change: Change, old: LunConfig, new: LunConfig) -> bool:
             change.obj, f"changing {changed} of a memory LUN would drop its data: {how} (two live changes)", 409
         )
     return False
+
+
+def target_stores(name: str, old: TargetConfig, new: TargetConfig, running: Mapping[int, object]) -> dict[int, BackingStore]:
+    """For a target rebuilt live (portal-group tags or ALUA mode changed): the open stores its new version
+    takes over, by LUN (those whose store-defining fields did not change).  AdminError (409) when a LUN
+    of the old version would keep a file, device or library the new one needs."""
+    before = {lun.lun: lun for lun in old.luns}
+    out: dict[int, BackingStore] = {}
+    for lcfg in new.luns:
+        prior = before.get(lcfg.lun)
+        if prior is None:
+            continue
+        change = Change("replace", lun_obj(name, lcfg.lun), "target rebuilt", name, lcfg.lun)
+        try:
+            keep = reuse_store(change, prior, lcfg)
+        except AdminError as exc:
+            raise AdminError(
+                f"target {name}", f"rebuilding it (portal group tags or ALUA mode changed): {exc}; or remove "
+                "the target and add it back", 409
+            ) from None
+        unit = running.get(lcfg.lun)
+        if keep and isinstance(unit, LogicalUnit):
+            out[lcfg.lun] = unit.store
+    return out
 
 
 def check_resize(change: Change, lu: LogicalUnit, size: int | None) -> int | None:

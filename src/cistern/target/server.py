@@ -638,15 +638,17 @@ def close_units_now(units: Iterable[LogicalUnitBase]) -> None:
             close_now(lu)
 
 
-def build_target(tcfg: TargetConfig) -> TargetSpec:
+def build_target(tcfg: TargetConfig, stores: dict[int, BackingStore] | None = None) -> TargetSpec:
     """Open a target's stores (disks) and libraries (tape, changer) and build its runtime objects; on
-    failure closes what it opened and raises OSError/ValueError."""
+    failure closes what it opened and raises OSError/ValueError.  ``stores``: already open stores to build
+    some disk LUNs over (a live rebuild of the target), by LUN; they are not closed on failure."""
     luns: dict[int, LogicalUnitBase] = {}
     name = str(tcfg.name)
+    given = stores or {}
     try:
         for lcfg in tcfg.luns:
             if lcfg.backend not in TAPE_BACKENDS and lcfg.backend != "ses":
-                luns[lcfg.lun] = build_lu(name, lcfg)
+                luns[lcfg.lun] = build_lu(name, lcfg, given.get(lcfg.lun))
         try:
             luns.update(build_tape_luns(tcfg, lambda lun: serial_for(name, lun)))
         except OSError as exc:  # name the target; keep the errno
@@ -658,7 +660,9 @@ def build_target(tcfg: TargetConfig) -> TargetSpec:
             raise ValueError(f"target {name} tape library: {exc}") from None
         luns.update(build_ses_luns(tcfg, luns, lambda lun: serial_for(name, lun)))
     except BaseException:
-        close_units_now(luns.values())
+        close_units_now(
+            lu for lu in luns.values() if not (isinstance(lu, LogicalUnit) and lu.store in given.values())
+        )
         raise
     groups = [
         PortalGroupSpec(g.tag, [(p.host, p.port) for p in g.portals], tls=g.tls)
