@@ -19,6 +19,7 @@ import re
 import shutil
 import struct
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -222,6 +223,8 @@ async def _scenario(srv: AdminServer, port: int, dev: str, tmp: Path) -> None:
         # the same session all along, on its portal
         mine = next(s for s in srv.api("GET", "/api/sessions")["sessions"] if s["initiator"] == OURS)
         assert mine["tsih"] == tsih and mine["portals"] == [f"127.0.0.1:{port}"], mine
+        table = await call(_run, sys.executable, "-m", "cistern", "admin", "--socket", str(srv.socket), "sessions")
+        assert "Portal" in table and f"127.0.0.1:{port}" in table, table
         text = srv.metrics()
         portal = f"127.0.0.1:{port}"
         assert metric_value(text, "cistern_portal_sessions", target=IQN, portal=portal) >= 1
