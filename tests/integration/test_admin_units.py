@@ -172,6 +172,10 @@ async def _scenario(srv: AdminServer, port: int, dev: str, tmp: Path) -> None:
         ses = await _ses_text(ours, tmp)
         (ARTIFACTS / "sg_ses-with-array.txt").write_text(ses)
         assert ses.count("lun4 ") >= 2, ses  # one array device slot per member of LUN 4's array
+        kinds = {lun["lun"]: lun["kind"] for lun in srv.api("GET", f"/api/targets/{IQN}")["luns"]}
+        assert kinds == {
+            0: "memory", 1: "medium changer", 2: "tape drive", 3: "tape drive", 4: "raid", 5: "enclosure services"
+        }
 
         # one drive of a changer that stays: refused, naming the drive and the changer
         status, answer = await call(srv.api, "DELETE", f"/api/targets/{IQN}/luns/3", expect=None)

@@ -134,6 +134,14 @@ def test_raid_and_ses_luns_live(tmp_path: Path) -> None:
         assert all(_locked(Path(m)) for m in members)
         store = device.luns[1].store  # type: ignore[attr-defined]
         assert store in c.server.stores
+        # new inquiry strings: the unit is rebuilt over the same open array, which reports to it alone
+        data = c.config.dump()
+        next(lun for lun in data["targets"][0]["luns"] if lun["lun"] == 1)["product"] = "mirror"
+        report = await c.restore(data)
+        assert [(ch.action, ch.lun) for ch in report.applied] == [("replace", 1)]
+        await c.wait_drained()
+        assert device.luns[1].store is store and len(store.listeners) == 1  # type: ignore[attr-defined]
+        assert [s for s in c.server.stores if s is store] == [store]
         await c.lun_remove(IQN, 1)
         assert ses.arrays == []
         await c.wait_drained()

@@ -253,9 +253,10 @@ def targets(ctx: click.Context) -> None:
 
 
 def _lun_text(lun: dict[str, Any]) -> str:
+    kind = str(lun.get("kind", "device"))
     if lun.get("size_bytes") is None:
-        return {1: "tape drive", 8: "medium changer"}.get(lun.get("device_type", -1), "device")
-    return f"{human_size(lun['size_bytes'])} {lun['path'] or 'memory'}"
+        return kind
+    return f"{human_size(lun['size_bytes'])} {lun['path'] or kind}"
 
 
 @admin_group.group("lun")

@@ -46,6 +46,7 @@ from cistern.control.units import (
 )
 from cistern.scsi.alua import parse_state
 from cistern.scsi.lu import LogicalUnit
+from cistern.scsi.raid_lu import RaidDiskUnit
 from cistern.scsi.ses import EnclosureUnit
 from cistern.scsi.unit import LogicalUnitBase
 from cistern.target.model import TargetSpec
@@ -540,7 +541,9 @@ class Controller:
                 await lu.store.flush()
                 await lu.store.close()
             if close_store:
-                await lu.close()  # tape: the loaded cartridge; changer: the library lock
+                await lu.close()
+            elif isinstance(lu, RaidDiskUnit) and lu.unwatch is not None:
+                lu.unwatch()  # the new unit over the same array gets its events now  # tape: the loaded cartridge; changer: the library lock
         except OSError as exc:
             log.error("LUN %d: closing it: %s", lu.lun, exc)
 

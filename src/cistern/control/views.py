@@ -1,8 +1,9 @@
 """JSON views of the running server for the admin API and the dashboard (no secrets: CHAP shows names only).
 
-Shapes (all plain JSON): a target is ``{name, alias, access, acl, auth, portal_groups, luns, sessions}``; a
-LUN ``{lun, backend, path, size_bytes, block_size, read_only, thin, stats}``; a session ``{tsih, initiator,
-isid, target, portal_group, portals, connections, params, in_flight, read_bytes, write_bytes}``.
+Shapes (all plain JSON): a target is ``{name, alias, access, acl, auth, portal_groups, luns, sessions}``;
+a LUN ``{lun, kind, device_type, path, size_bytes, block_size, read_only, thin, stats}``; a session
+``{tsih, initiator, isid, target, portal_group, portals, connections, params, in_flight, read_bytes,
+write_bytes}``.
 """
 
 from __future__ import annotations
@@ -15,9 +16,26 @@ from cistern.control.live import AdminError, Controller
 from cistern.control.metrics import LoopLag
 from cistern.scsi.lu import LogicalUnit
 from cistern.scsi.unit import LogicalUnitBase
+from cistern.storage.file import BlockDeviceStore
+from cistern.storage.memory import MemoryStore
+from cistern.storage.raid import RaidStore
 from cistern.target.model import portal_text
 from cistern.target.server import TargetServer
 from cistern.target.session import Session
+
+_KINDS = {0x01: "tape drive", 0x08: "medium changer", 0x0D: "enclosure services"}
+
+
+def _kind(lu: LogicalUnitBase) -> str:
+    """What the LUN is in an operator's words: file, block, memory, raid, tape drive, medium changer..."""
+    if isinstance(lu, LogicalUnit):
+        store = lu.store
+        if isinstance(store, RaidStore):
+            return "raid"
+        if isinstance(store, MemoryStore):
+            return "memory"
+        return "block" if isinstance(store, BlockDeviceStore) else "file"
+    return _KINDS.get(lu.device_type, f"device type 0x{lu.device_type:02x}")
 
 
 def _lun(lu: LogicalUnitBase) -> dict[str, Any]:
@@ -25,7 +43,8 @@ def _lun(lu: LogicalUnitBase) -> dict[str, Any]:
     disk = lu if isinstance(lu, LogicalUnit) else None
     return {
         "lun": lu.lun,
-        "device_type": lu.device_type,  # PERIPHERAL DEVICE TYPE: 0 disk, 1 tape, 8 changer
+        "kind": _kind(lu),
+        "device_type": lu.device_type,  # PERIPHERAL DEVICE TYPE: 0 disk, 1 tape, 8 changer, 0x0D SES
         "size_bytes": disk.num_blocks * disk.block_size if disk else None,
         "block_size": disk.block_size if disk else None,
         "read_only": bool(getattr(lu, "read_only", False)),

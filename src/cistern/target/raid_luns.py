@@ -25,8 +25,9 @@ _REDUNDANCY_EVENTS = {"Fail", "DegradedArray", "ArrayFailed", "RebuildFinished",
 _SPARE_EVENTS = {"SpareActive", "SpareAdded", "FailSpare"}
 
 
-def watch_raid(store: RaidStore, lu: LogicalUnitBase) -> None:
-    """Turn ``store``'s state changes into unit attentions on ``lu``."""
+def watch_raid(store: RaidStore, lu: LogicalUnitBase) -> Callable[[], None]:
+    """Turn ``store``'s state changes into unit attentions on ``lu``; returns the function that stops it
+    (a live change that hands the store over to a new unit)."""
 
     def on_event(kind: str, info: dict[str, Any]) -> None:
         if kind in _REDUNDANCY_EVENTS:
@@ -35,6 +36,12 @@ def watch_raid(store: RaidStore, lu: LogicalUnitBase) -> None:
             lu.establish_ua_all(SPARE_MODIFIED)
 
     store.listeners.append(on_event)
+
+    def unwatch() -> None:
+        if on_event in store.listeners:
+            store.listeners.remove(on_event)
+
+    return unwatch
 
 
 def raid_arrays(luns: Mapping[int, LogicalUnitBase]) -> list[tuple[str, RaidStore]]:

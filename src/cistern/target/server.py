@@ -599,8 +599,8 @@ def build_lu(target_name: str, lcfg: LunConfig, store: BackingStore | None = Non
             sanitize_rate=lcfg.sanitize_rate,
             **kwargs,
         )
-        if isinstance(store, RaidStore):
-            watch_raid(store, lu)
+        if isinstance(lu, RaidDiskUnit) and isinstance(store, RaidStore):
+            lu.unwatch = watch_raid(store, lu)
         return lu
     except BaseException:
         if not reused:
