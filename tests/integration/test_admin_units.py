@@ -120,6 +120,35 @@ def _run(*args: str) -> str:
     return done.stdout
 
 
+def _dashboard_shows_library_and_array(srv: AdminServer) -> None:
+    """The dashboard in headless Chromium shows the changer's elements, the drives and the array's state,
+    with no console error; a screenshot is kept."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = peers.require_tool("chromium")
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=chromium, headless=True, args=["--no-sandbox", "--disable-gpu", "--no-first-run"]
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"http://127.0.0.1:{srv.admin_port}/", wait_until="load")
+            row = page.locator(f'#luns tr[data-lun="{IQN}/4"]')
+            row.wait_for(timeout=15000)
+            text = {n: page.locator(f'#luns tr[data-lun="{IQN}/{n}"]').inner_text() for n in (1, 2, 4, 5)}
+            page.screenshot(path=str(ARTIFACTS / "dashboard-library.png"), full_page=True)
+        finally:
+            browser.close()
+    assert not errors, errors
+    assert "medium changer" in text[1] and "slots 2/4 full" in text[1], text
+    assert "tape drive" in text[2] and "empty" in text[2], text
+    assert re.search(r"raid1 \w+, 2/2 in sync", text[4]), text
+    assert "reports 1 array(s)" in text[5], text
+
+
 async def _ses_text(session: object, tmp: Path) -> str:
     """The SES pages (RECEIVE DIAGNOSTIC RESULTS through our initiator) decoded by sg_ses."""
     pages = b""
@@ -176,6 +205,8 @@ async def _scenario(srv: AdminServer, port: int, dev: str, tmp: Path) -> None:
         assert kinds == {
             0: "memory", 1: "medium changer", 2: "tape drive", 3: "tape drive", 4: "raid", 5: "enclosure services"
         }
+
+        await call(_dashboard_shows_library_and_array, srv)
 
         # one drive of a changer that stays: refused, naming the drive and the changer
         status, answer = await call(srv.api, "DELETE", f"/api/targets/{IQN}/luns/3", expect=None)

@@ -254,9 +254,10 @@ def targets(ctx: click.Context) -> None:
 
 def _lun_text(lun: dict[str, Any]) -> str:
     kind = str(lun.get("kind", "device"))
+    summary = f" ({lun['summary']})" if lun.get("summary") else ""
     if lun.get("size_bytes") is None:
-        return kind
-    return f"{human_size(lun['size_bytes'])} {lun['path'] or kind}"
+        return kind + summary
+    return f"{human_size(lun['size_bytes'])} {lun['path'] or kind}{summary}"
 
 
 @admin_group.group("lun")

@@ -1,7 +1,7 @@
 """JSON views of the running server for the admin API and the dashboard (no secrets: CHAP shows names only).
 
 Shapes (all plain JSON): a target is ``{name, alias, access, acl, auth, portal_groups, luns, sessions}``;
-a LUN ``{lun, kind, device_type, path, size_bytes, block_size, read_only, thin, stats}``; a session
+a LUN ``{lun, kind, summary, state, device_type, path, size_bytes, block_size, read_only, thin, stats}``; a session
 ``{tsih, initiator, isid, target, portal_group, portals, connections, params, in_flight, read_bytes,
 write_bytes}``.
 """
@@ -14,7 +14,10 @@ from typing import Any
 
 from cistern.control.live import AdminError, Controller
 from cistern.control.metrics import LoopLag
+from cistern.scsi.changer import ChangerUnit
 from cistern.scsi.lu import LogicalUnit
+from cistern.scsi.ses import EnclosureUnit
+from cistern.scsi.tape import TapeUnit
 from cistern.scsi.unit import LogicalUnitBase
 from cistern.storage.file import BlockDeviceStore
 from cistern.storage.memory import MemoryStore
@@ -38,12 +41,44 @@ def _kind(lu: LogicalUnitBase) -> str:
     return _KINDS.get(lu.device_type, f"device type 0x{lu.device_type:02x}")
 
 
+def _state(lu: LogicalUnitBase) -> tuple[str, dict[str, Any] | None]:
+    """(one-line summary, details) of what a RAID array, tape drive, changer or SES unit is doing now."""
+    store = getattr(lu, "store", None)
+    if isinstance(store, RaidStore):
+        st = store.status()
+        devices = [{k: d[k] for k in ("name", "role", "state", "errors")} for d in st["devices"]]
+        in_sync = sum(1 for d in devices if d["state"] == "in_sync")
+        text = f"raid{st['level']} {st['state']}, {in_sync}/{st['members']} in sync"
+        if st["sync_progress"] is not None:
+            text += f", {st['sync_action']} {st['sync_progress'] * 100:.0f}%"
+        detail = {k: st[k] for k in ("name", "level", "state", "sync_action", "sync_progress", "mismatch_cnt")}
+        return text, {**detail, "devices": devices}
+    if isinstance(lu, TapeUnit):
+        text = f"loaded {lu.barcode}" if lu.loaded else ("cartridge waiting" if lu.cartridge else "empty")
+        return text, {"loaded": lu.loaded, "barcode": lu.barcode}
+    if isinstance(lu, ChangerUnit):
+        where = {str(kind): list(places) for kind, places in lu.library.where.items()}
+        names = {"slot": "slots", "drive": "drives", "ie": "mailslots"}
+        text = ", ".join(
+            f"{names.get(kind, kind)} {sum(1 for b in places if b is not None)}/{len(places)} full"
+            for kind, places in where.items()
+        )
+        return text, where
+    if isinstance(lu, EnclosureUnit):
+        labels = [label for label, _ in lu.arrays]
+        return f"reports {len(labels)} array(s)", {"arrays": labels}
+    return "", None
+
+
 def _lun(lu: LogicalUnitBase) -> dict[str, Any]:
     st = lu.stats
     disk = lu if isinstance(lu, LogicalUnit) else None
+    summary, state = _state(lu)
     return {
         "lun": lu.lun,
         "kind": _kind(lu),
+        "summary": summary,  # RAID array, tape drive, changer or SES state in one line ("" for plain disks)
+        "state": state,
         "device_type": lu.device_type,  # PERIPHERAL DEVICE TYPE: 0 disk, 1 tape, 8 changer, 0x0D SES
         "size_bytes": disk.num_blocks * disk.block_size if disk else None,
         "block_size": disk.block_size if disk else None,
