@@ -249,3 +249,28 @@ def test_rebuilt_target_keeps_its_open_stores(tmp_path: Path) -> None:
         assert "remove the target and add it back" in refused.value.issues[0]
 
     _run(tmp_path, luns, body)
+
+
+def test_dump_of_a_tape_library_loads_again(tmp_path: Path) -> None:
+    """``config save`` of a target with a changer and drives: the file loads and dumps to the same bytes
+    (the disk-only defaults such as block_size = 512 are not written for tape LUNs)."""
+    from cistern.config.model import config_text, load_config
+
+    data = {
+        "targets": [
+            {
+                "name": IQN,
+                "portals": ["127.0.0.1:3260"],
+                "open": True,
+                "luns": [
+                    {"lun": 0, "backend": "changer", "library": str(tmp_path / "lib")},
+                    {"lun": 1, "backend": "tape"},
+                ],
+            }
+        ]
+    }
+    text = config_text(parse_config(data))
+    assert "block_size" not in text
+    path = tmp_path / "saved.toml"
+    path.write_text(text)
+    assert config_text(load_config(path)) == text
