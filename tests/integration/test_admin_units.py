@@ -8,7 +8,8 @@ can be applied live needs a restart"), checked by real peers while our initiator
   the array together is applied, and their library lock and member files are closed once drained;
 - a memory LUN grows, a block LUN over a loop device is rescanned after ``losetup -c``: CAPACITY DATA HAS
   CHANGED (2A/09) and ``iscsi-readcapacity16`` sees the new size;
-- the session's portal is in ``/api/sessions`` and the per-portal gauges of ``/metrics``.
+- a portal is added (libiscsi logs in through it) and removed (it refuses connections) with ``cistern admin
+  portal``; the session's portal is in ``/api/sessions``, the sessions table and the per-portal gauges.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import asyncio
 import os
 import re
 import shutil
+import socket
 import struct
 import subprocess
 import sys
@@ -254,6 +256,19 @@ async def _scenario(srv: AdminServer, port: int, dev: str, tmp: Path) -> None:
         assert "Total size:25165824" in rc16, rc16
         assert (await call(srv.api, "POST", f"/api/targets/{IQN}/luns/6/rescan"))["applied"] == []
         await call(srv.api, "DELETE", f"/api/targets/{IQN}/luns/6")
+
+        # one more portal, live: libiscsi logs in through it; removed again, it refuses connections
+        port2 = peers.free_port()
+        admin = [sys.executable, "-m", "cistern", "admin", "--socket", str(srv.socket)]
+        added = await call(_run, *admin, "portal", "add", IQN, f"127.0.0.1:{port2}")
+        assert f"target {IQN} portal group 1: portals 127.0.0.1:{port}, 127.0.0.1:{port2}" in added, added
+        listing = await call(_run, "iscsi-ls", "-s", f"iscsi://127.0.0.1:{port2}")
+        assert f"Portal:127.0.0.1:{port2},1" in listing and re.search(r"Lun:0\s+Type:DIRECT_ACCESS", listing), listing
+        portal2 = f"127.0.0.1:{port2}"
+        assert metric_value(srv.metrics(), "cistern_logins_total", target=IQN, portal=portal2, result="ok") >= 1
+        await call(_run, *admin, "portal", "remove", IQN, portal2)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port2), timeout=5).close()
 
         # the same session all along, on its portal
         mine = next(s for s in srv.api("GET", "/api/sessions")["sessions"] if s["initiator"] == OURS)

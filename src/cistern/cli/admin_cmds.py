@@ -7,6 +7,7 @@
     cistern admin lun resize TARGET LUN SIZE
     cistern admin lun rescan TARGET LUN           (a block device that grew)
     cistern admin acl add|remove TARGET INITIATOR [--end-sessions]
+    cistern admin portal add|remove TARGET HOST:PORT [--tag N]
     cistern admin target add NAME --portal HOST:PORT (--open | --acl IQN ...)
     cistern admin target remove NAME
     cistern admin alua TARGET TAG STATE
@@ -345,6 +346,31 @@ def lun_resize(ctx: click.Context, target: str, lun: int, size: str) -> None:
 def lun_rescan(ctx: click.Context, target: str, lun: int) -> None:
     """Serve the new size of a block device (or file) that grew (losetup -c, lvextend)."""
     _print_report(ctx, _client(ctx).call("POST", _path(target, "luns", lun, "rescan")))
+
+
+@admin_group.group("portal")
+def portal_group() -> None:
+    """Serve a target on more portals, or on fewer (open connections stay)."""
+
+
+@portal_group.command("add")
+@click.argument("target")
+@click.argument("portal")
+@click.option("--tag", type=click.IntRange(1, 65535), default=1, show_default=True, help="Portal group.")
+@click.pass_context
+def portal_add(ctx: click.Context, target: str, portal: str, tag: int) -> None:
+    """Listen for TARGET on PORTAL (HOST:PORT) too, in portal group --tag."""
+    _print_report(ctx, _client(ctx).call("POST", _path(target, "portal_groups", tag, "portals"), {"portal": portal}))
+
+
+@portal_group.command("remove")
+@click.argument("target")
+@click.argument("portal")
+@click.option("--tag", type=click.IntRange(1, 65535), default=1, show_default=True, help="Portal group.")
+@click.pass_context
+def portal_remove(ctx: click.Context, target: str, portal: str, tag: int) -> None:
+    """Stop serving TARGET on PORTAL (new logins there are refused; sessions on it stay)."""
+    _print_report(ctx, _client(ctx).call("DELETE", _path(target, "portal_groups", tag, "portals", portal)))
 
 
 @admin_group.group("acl")

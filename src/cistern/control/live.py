@@ -669,6 +669,45 @@ class Controller:
 
         return await self._mutate(edit)
 
+    def _group_portals(self, data: dict[str, Any], name: str, tag: int) -> list[str]:
+        """The (mutable) portal list of portal group ``tag`` of target ``name`` in ``data``."""
+        tcfg = self.target_config(name)
+        target = self._target_dict(data, name)
+        if tcfg.portal_groups is None:
+            if tag != tcfg.tpgt:
+                raise AdminError(f"{target_obj(name)} portal group {tag}", "no such portal group", 404)
+            portals: list[str] = target.setdefault("portals", [])
+            return portals
+        found = next((g for g in target["portal_groups"] if g["tag"] == tag), None)
+        if found is None:
+            raise AdminError(f"{target_obj(name)} portal group {tag}", "no such portal group", 404)
+        group_portals: list[str] = found.setdefault("portals", [])
+        return group_portals
+
+    async def portal_add(self, name: str, tag: int, portal: str) -> ApplyReport:
+        """Serve target ``name`` on ``portal`` (``HOST:PORT``) too, in portal group ``tag``: the listener
+        opens now (a port in use fails the change, naming the portal); SendTargets lists it."""
+
+        def edit(data: dict[str, Any]) -> None:
+            portals = self._group_portals(data, name, tag)
+            if portal in portals:
+                raise AdminError(f"{target_obj(name)} portal {portal}", "already served", 409)
+            portals.append(portal)
+
+        return await self._mutate(edit)
+
+    async def portal_remove(self, name: str, tag: int, portal: str) -> ApplyReport:
+        """Stop serving target ``name`` on ``portal``: new logins there are refused (the listener closes
+        when no target uses it); connections already open stay."""
+
+        def edit(data: dict[str, Any]) -> None:
+            portals = self._group_portals(data, name, tag)
+            if portal not in portals:
+                raise AdminError(f"{target_obj(name)} portal {portal}", f"not a portal of group {tag}", 404)
+            portals.remove(portal)
+
+        return await self._mutate(edit)
+
     def kill_session(self, session: Session, reason: str = "ended by the administrator") -> None:
         """End a session: ask its initiator to log out (Async Message) and drop its connections."""
         for conn in list(session.connections.values()):
