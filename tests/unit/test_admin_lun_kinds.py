@@ -1,7 +1,7 @@
 """Live changes of every LUN kind in process (control/units.py): tape libraries added and removed whole
 (a drive the changer maps is refused naming both), RAID and SES LUNs, memory growth, replacing a LUN over
 its open store, and a block LUN rescan.  The SCSI side (what initiators see) is in
-tests/integration/test_admin_units.py."""
+tests/integration/test_admin_units.py (real peers)."""
 
 from __future__ import annotations
 
