@@ -200,6 +200,8 @@ async def _scenario(srv: AdminServer, port: int, dev: str, tmp: Path) -> None:
         for lun, kind in ((1, "MEDIA_CHANGER"), (2, "SEQUENTIAL_ACCESS"), (3, "SEQUENTIAL_ACCESS"),
                           (4, "DIRECT_ACCESS"), (5, "ENCLOSURE_SERVICES")):
             assert re.search(rf"Lun:{lun}\s+Type:{kind}", listing), listing
+        inq = await call(_run, "iscsi-inq", f"{url}/1")
+        assert "Peripheral Device Type:MEDIA_CHANGER" in inq, inq
         ses = await _ses_text(ours, tmp)
         (ARTIFACTS / "sg_ses-with-array.txt").write_text(ses)
         assert ses.count("lun4 ") >= 2, ses  # one array device slot per member of LUN 4's array

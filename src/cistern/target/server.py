@@ -233,7 +233,10 @@ class TargetServer:
                         hint = " (no interface of this host has that address)"
                     elif exc.errno == errno.EACCES:
                         hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
-                    reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+                    if isinstance(exc, socket.gaierror):  # a host name that does not resolve
+                        reason = f"cannot resolve {host}: {exc.strerror or exc}"
+                    else:
+                        reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
                     # filename: the portal, so a live change can name it as the object
                     raise OSError(
                         exc.errno, f"cannot listen on portal {where}: {reason}{hint}", where
