@@ -11,5 +11,22 @@ choose_python
 
 cd "$REPO_ROOT"
 mkdir -p artifacts
+# The optional compiled accelerator (cistern/accel.py): the whole suite runs on the path installed (compiled
+# when a C compiler was there, and then it must be active), the unit tests and libiscsi's conformance suite
+# once more on the pure-Python path (CISTERN_PURE_PYTHON=1, about 3 more minutes).
+"$PYTHON" -m cistern --version
+if [[ -z "${CISTERN_NO_ACCEL:-}" ]] && { command -v cc || command -v gcc; } >/dev/null 2>&1; then
+    export CISTERN_EXPECT_COMPILED=1
+fi
+status=0
 timeout --kill-after=30 "${CISTERN_TEST_BUDGET:-2700}" \
-    "$PYTHON" -m pytest tests -q -p no:cacheprovider --durations=30 --junitxml=artifacts/junit.xml "$@"
+    "$PYTHON" -m pytest tests -q -p no:cacheprovider --durations=30 --junitxml=artifacts/junit.xml "$@" || status=$?
+if [[ "$("$PYTHON" -m cistern --version)" == *"hot path: compiled"* ]]; then
+    echo "test.sh: the pure-Python path: tests/unit and the libiscsi conformance suite with CISTERN_PURE_PYTHON=1"
+    CISTERN_PURE_PYTHON=1 timeout --kill-after=30 "${CISTERN_PURE_TEST_BUDGET:-900}" \
+        "$PYTHON" -m pytest tests/unit tests/integration/test_target_conformance.py -q -p no:cacheprovider \
+        --junitxml=artifacts/junit-pure.xml "$@" || status=$?
+else
+    echo "test.sh: the accelerator is not built; the run above was the pure-Python path"
+fi
+exit "$status"
