@@ -15,6 +15,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
@@ -44,7 +45,7 @@ def _source(module: str) -> Path:
     return Path("src", *module.split(".")).with_suffix(".py")
 
 
-def accelerator_extensions() -> list:
+def accelerator_extensions() -> list[Any]:
     if os.environ.get("CISTERN_NO_ACCEL", "") not in ("", "0"):
         print("cistern: CISTERN_NO_ACCEL set, not compiling the accelerator", file=sys.stderr)
         return []
@@ -64,6 +65,8 @@ def accelerator_extensions() -> list:
 
 class OptionalBuildExt(build_ext):
     """Builds the extensions if it can; on failure removes them so the pure-Python package installs."""
+
+    extensions: list[Any]
 
     def run(self) -> None:
         if not self.extensions:

@@ -129,8 +129,9 @@ def active() -> str:
 
 
 def describe() -> str:
-    """One line for ``--version`` and logs, e.g. ``compiled (mypyc: 5 modules)`` or
-    ``pure Python (not built)``; reports the modules actually loaded when they differ."""
+    """One line for ``--version`` and logs, e.g. ``compiled (mypyc: 9 modules)`` or
+    ``pure Python (not built)`` / ``pure Python (CISTERN_PURE_PYTHON set)`` / ``pure Python (stale build
+    (...))``."""
     if _state["path"] == "compiled":
         return f"compiled (mypyc: {len(COMPILED_MODULES)} modules)"
     return f"pure Python ({_state['reason']})"
