@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
@@ -64,9 +64,17 @@ def accelerator_extensions() -> list[Any]:
 
 
 class OptionalBuildExt(build_ext):
-    """Builds the extensions if it can; on failure removes them so the pure-Python package installs."""
+    """Builds the extensions if it can; on failure removes them so the pure-Python package installs.
+
+    mypyc runs only here, when the extensions are really built: pip's metadata and requirement steps
+    only see the placeholder, so the type check and C generation happen once per install."""
 
     extensions: list[Any]
+
+    def finalize_options(self) -> None:
+        if [e.name for e in self.distribution.ext_modules or []] == [PLACEHOLDER]:
+            self.distribution.ext_modules = accelerator_extensions()
+        super().finalize_options()
 
     def run(self) -> None:
         if not self.extensions:
@@ -97,4 +105,10 @@ class OptionalBuildExt(build_ext):
         return outputs
 
 
-setup(ext_modules=accelerator_extensions(), cmdclass={"build_ext": OptionalBuildExt})
+# A stand-in until build_ext runs (it marks the wheel platform-specific); none when the accelerator is off.
+PLACEHOLDER = "cistern_accel__mypyc"
+_wanted = os.environ.get("CISTERN_NO_ACCEL", "") in ("", "0")
+setup(
+    ext_modules=[Extension(PLACEHOLDER, sources=[])] if _wanted else [],
+    cmdclass={"build_ext": OptionalBuildExt},
+)
