@@ -2,7 +2,8 @@
 directory (``storage/tape``).
 
 :class:`TapeUnit` owns the drive's state: the cartridge in the drive (or none), whether it is loaded
-(threaded, READY) or unloaded (waiting in the drive for the changer or a LOAD), the current logical
+(threaded, READY) or unloaded (waiting in the drive for the changer or a LOAD: after an UNLOAD, and
+for a cartridge the drive holds at server start, see :meth:`TapeUnit.insert_now`), the current logical
 object position, the block length (0: variable), the density code and data compression (DCE: blocks
 written while it is set are stored DEFLATE-compressed when that saves space) of the mode pages, counters for the log pages, and a lock serialising its commands (a tape has one head).
 Its commands live in ``ssc.py``.  Cartridge I/O runs on a small thread pool, never on the event loop.
