@@ -332,7 +332,7 @@ def run_tape_vm(
     cmd = [
         qemu, "-machine", "q35,accel=tcg", "-cpu", "max", "-smp", "1", "-m", "512",
         "-kernel", str(image.kernel.vmlinuz), "-initrd", str(initrd),
-        "-append", "console=ttyS0 panic=-1 loglevel=4 rdinit=/init",
+        "-append", f"{kernel_vm.GUEST_CMDLINE} loglevel=4",
         "-iscsi", f"initiator-name={initiator_name}",
         "-device", "virtio-scsi-pci,id=vs0,romfile=", *devices,
         "-nic", "none", "-display", "none", "-vga", "none", "-serial", "stdio", "-monitor", "none",

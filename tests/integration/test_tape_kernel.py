@@ -420,6 +420,11 @@ def test_cistern_restart_during_guest_tar_keeps_acknowledged_archives(
         while "GUEST-ACK 3" not in (console.read_text(errors="replace") if console.exists() else ""):
             assert vm.is_alive() and time.monotonic() < deadline, "the guest never finished 4 archives"
             time.sleep(0.05)
+        # kill once the next archive's first blocks reached the drive: in the middle of tar's writes
+        index = _written_cartridge(tmp_path / "library") / "index"
+        objects = index.stat().st_size // 32
+        while index.stat().st_size // 32 < objects + 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
         library.kill()
         acked_at_kill = len(re.findall(r"^GUEST-ACK (\d+)", console.read_text(errors="replace"), re.M))
         cart = _written_cartridge(tmp_path / "library")
