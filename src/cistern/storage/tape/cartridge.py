@@ -117,6 +117,15 @@ def _decode_mark(raw: bytes) -> int | None:
     return int(struct.unpack_from(">Q", raw, 0)[0])
 
 
+def _read_mark(path: str) -> int | None:
+    """The sync mark of the cartridge at ``path``; None when it has none or it is torn."""
+    try:
+        with open(os.path.join(path, SYNC_MARK), "rb") as f:
+            return _decode_mark(f.read(16))
+    except FileNotFoundError:
+        return None
+
+
 def check_barcode(barcode: str) -> str:
     """``barcode`` if it is 1..32 characters of A-Z and 0-9 (SMC-3 volume tag), else ``ValueError``."""
     if not BARCODE_RE.fullmatch(barcode):
@@ -272,11 +281,7 @@ class Cartridge:
                 self._write_mark(good)
 
     def _read_mark(self) -> int | None:
-        try:
-            with open(os.path.join(self.path, SYNC_MARK), "rb") as f:
-                return _decode_mark(f.read(16))
-        except FileNotFoundError:
-            return None
+        return _read_mark(self.path)
 
     def _write_mark(self, objects: int) -> None:
         if os.pwrite(self._mark, _encode_mark(objects), 0) != 16:
@@ -421,10 +426,14 @@ class Cartridge:
 
 def cartridge_summary(path: str) -> dict[str, object]:
     """Barcode, capacity, used bytes, blocks, files (filemarks), flags of a cartridge, read without
-    changing it (no recovery is written)."""
+    changing it (no recovery is written; objects after the sync mark, which the next load drops, are
+    not counted)."""
     meta = read_meta(path)
     idx_size = os.path.getsize(os.path.join(path, "index"))
     n = idx_size // RECORD_SIZE
+    mark = _read_mark(path)
+    if mark is not None:
+        n = min(n, mark)
     files = 0
     used = 0
     if n:
