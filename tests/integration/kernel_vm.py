@@ -46,11 +46,6 @@ from pathlib import Path
 import peers
 from cistern_proc import CisternTarget
 
-#: Kernel command line every guest of these tests boots with. ``no_timer_check``: under TCG on a busy
-#: host the kernel's IO-APIC timer check can miss its ticks and panic ("IO-APIC + timer doesn't
-#: work!", seen here while other tests loaded both cores).
-GUEST_CMDLINE = "console=ttyS0 panic=-1 no_timer_check rdinit=/init"
-
 #: Bump when the base initramfs recipe changes so cached archives are rebuilt.
 RECIPE_VERSION = "1"
 
@@ -557,7 +552,7 @@ def run_vm(
     # host_leg: socat's address for the host side (commas doubled for QEMU), e.g. an OPENSSL:... TLS leg
     leg = host_leg or f"TCP:127.0.0.1:{target_port},,nodelay"
     fwd = f"guestfwd=tcp:{GUEST_TARGET_ADDR}:{GUEST_TARGET_PORT}-cmd:{socat} -b 262144 - {leg}"
-    cmdline = f"{GUEST_CMDLINE} loglevel=5 {cmdline_extra}".strip()
+    cmdline = f"console=ttyS0 panic=-1 loglevel=5 rdinit=/init {cmdline_extra}".strip()
     cmd = [
         "ip", "netns", "exec", netns, qemu,
         "-machine", "q35,accel=tcg", "-cpu", "max", "-smp", "1", "-m", str(memory_mib),

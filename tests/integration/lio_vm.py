@@ -103,7 +103,7 @@ class LioVm:
         cmd = [
             qemu, "-machine", "q35,accel=tcg", "-cpu", "max", "-smp", "1", "-m", "512",
             "-kernel", str(image.vmlinuz), "-initrd", str(initrd),
-            "-append", f"{kernel_vm.GUEST_CMDLINE} quiet",
+            "-append", "console=ttyS0 quiet panic=-1 rdinit=/init",
             "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-10.0.2.15:3260",
             "-device", "virtio-net-pci,netdev=n0,romfile=",
             "-display", "none", "-vga", "none", "-serial", "stdio", "-monitor", "none",

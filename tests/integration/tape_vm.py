@@ -34,6 +34,12 @@ TAPE_MODULES = ("virtio_pci", "scsi_mod", "virtio_scsi", "st", "sg", "ch")
 #: guest path -> host path (Debian packages mt-st, mtx, tar)
 TAPE_PROGRAMS = {"/bin/mt-st": "/usr/bin/mt-st", "/bin/mtx": "/usr/sbin/mtx", "/bin/gtar": "/usr/bin/tar"}
 
+#: Under TCG on a busy host the kernel's IO-APIC timer check can miss its ticks and panic ("IO-APIC +
+#: timer doesn't work!", seen once here while other tests loaded both cores): the tape guest skips it.
+#: (Not for every guest: with it, the LIO guest's kernel oopsed in iscsit_stop_session during the
+#: MC/S logout tests, 2 runs of 2; without it 2 of 2 passed.)
+NO_TIMER_CHECK = "no_timer_check"
+
 STEP_RE = re.compile(r"^TAPE-RC (\S+) (-?\d+)(?: (.*))?$", re.MULTILINE)
 DONE_RE = re.compile(r"^TAPE-DONE\b", re.MULTILINE)
 
@@ -332,7 +338,7 @@ def run_tape_vm(
     cmd = [
         qemu, "-machine", "q35,accel=tcg", "-cpu", "max", "-smp", "1", "-m", "512",
         "-kernel", str(image.kernel.vmlinuz), "-initrd", str(initrd),
-        "-append", f"{kernel_vm.GUEST_CMDLINE} loglevel=4",
+        "-append", f"console=ttyS0 panic=-1 loglevel=4 {NO_TIMER_CHECK} rdinit=/init",
         "-iscsi", f"initiator-name={initiator_name}",
         "-device", "virtio-scsi-pci,id=vs0,romfile=", *devices,
         "-nic", "none", "-display", "none", "-vga", "none", "-serial", "stdio", "-monitor", "none",
