@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import cProfile
 import ctypes
 import os
 import pstats
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -102,6 +104,7 @@ def _commands(client: Client, lun: int, write: bool, count: int) -> list[bytes]:
 def _callgrind_control() -> ctypes.CDLL:
     """A tiny C helper issuing callgrind's client requests (toggle collection, dump with a name)."""
     tmp = Path(tempfile.mkdtemp(prefix="cistern-cg-"))
+    atexit.register(shutil.rmtree, tmp, True)
     (tmp / "cg.c").write_text(
         "#include <valgrind/callgrind.h>\n"
         "void cg_toggle(void) { CALLGRIND_TOGGLE_COLLECT; }\n"
