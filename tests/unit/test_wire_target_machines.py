@@ -23,6 +23,8 @@ from cistern.wire.constants import (
     LogoutResponse,
     RejectReason,
     SnackType,
+    TmfFunction,
+    TmfResponse,
 )
 from cistern.wire.errors import LocalProtocolError
 from cistern.wire.framing import Frame, PduReader, frame_pdu
@@ -342,3 +344,100 @@ def test_wrong_opcode_is_rejected_and_misuse_is_a_local_error() -> None:
     # our own misuse is a LocalProtocolError, never answered on the wire
     with pytest.raises(LocalProtocolError):
         TargetSession(params, 1, queue_depth=0)
+
+
+ERL2 = {**ERL1, "default_time2wait": 2, "default_time2retain": 20}
+
+
+def reassign(itt: int, cmdsn: int, expdatasn: int = 0) -> P.TaskMgmtRequest:
+    return P.TaskMgmtRequest(
+        flags=FLAG_FINAL | TmfFunction.TASK_REASSIGN,
+        itt=0x900 + itt,
+        referenced_task_tag=itt,
+        cmdsn=cmdsn,
+        expdatasn=expdatasn,
+        immediate=True,
+    )
+
+
+def test_erl2_failed_connection_tasks_are_reassigned_and_resume() -> None:
+    session, params = new_session(erl=2, max_burst_length=8192, first_burst_length=8192, **ERL2)
+    a, b = Side(session, 1, params), Side(session, 2, params)
+    a.receive(command(0x10, 1, write=8192))  # collecting: half of its data arrives
+    (r2t,) = a.sent()
+    a.receive(P.DataOut(itt=0x10, ttt=r2t.ttt, datasn=0, buffer_offset=0, data=b"\x11" * 4096))
+    a.receive(command(0x11, 2, read=12288))  # executing when the connection fails
+    (read,) = events(session)
+    a.m.close(100.0)  # the connection failed (not a logout)
+    assert set(session.orphans) == {0x10, 0x11} and session.next_timer() == 122.0  # Time2Wait + Time2Retain
+    data = bytes(range(256)) * 48
+    a.m.complete(read, ScsiResult(Status.GOOD, b"", data_in=data))  # the device server returns meanwhile
+    assert a.m.out == [] and read.result is not None
+    # TASK REASSIGN of the read on CID 2, the initiator has DataSN 0: the rest and the status come here
+    b.receive(reassign(0x11, 3, expdatasn=1))
+    rsp, *rest = b.sent()
+    assert isinstance(rsp, P.TaskMgmtResponse) and rsp.response == TmfResponse.FUNCTION_COMPLETE
+    assert [d.datasn for d in rest[:-1]] == [1, 2] and b"".join(d.data for d in rest[:-1]) == data[4096:]
+    assert isinstance(rest[-1], P.ScsiResponse) and rest[-1].itt == 0x11 and rest[-1].status == 0
+    # the write: R2T for the 4 KiB not received, then it executes with all of its data
+    b.receive(reassign(0x10, 3))
+    rsp, again = b.sent()
+    assert rsp.response == TmfResponse.FUNCTION_COMPLETE and isinstance(again, P.R2T)
+    assert (again.buffer_offset, again.desired_data_transfer_length) == (4096, 4096)
+    b.receive(P.DataOut(flags=FLAG_FINAL, itt=0x10, ttt=again.ttt, buffer_offset=4096, data=b"\x22" * 4096))
+    (write,) = events(session)
+    assert write.conn is b.m and write.buf == bytearray(b"\x11" * 4096 + b"\x22" * 4096)
+    b.m.complete(write, ScsiResult(Status.GOOD, b""))
+    (done,) = b.sent()
+    assert isinstance(done, P.ScsiResponse) and done.itt == 0x10
+    assert not session.orphans and not session.tasks and session.write_buffered == 0
+    # an ITT with no task, and a task still allegiant to a live connection
+    b.receive(reassign(0x77, 3))
+    b.receive(command(0x12, 3, read=4096))
+    b.receive(reassign(0x12, 4))
+    nx, allegiant = b.sent()
+    assert nx.response == TmfResponse.TASK_DOES_NOT_EXIST
+    assert allegiant.response == TmfResponse.TASK_STILL_ALLEGIANT
+
+
+def test_erl2_tasks_not_reassigned_in_time_are_cleaned_up_and_logout_ends_tasks() -> None:
+    session, params = new_session(erl=2, **ERL2)
+    a, b = Side(session, 1, params), Side(session, 2, params)
+    a.receive(command(0x10, 1, write=4096))
+    a.m.close(50.0)
+    assert session.write_buffered == 4096 and session.next_timer() == 72.0
+    assert session.handle_timer(71.9) is False and 0x10 in session.tasks
+    assert session.handle_timer(72.0) is False  # CID 2 lives: the session goes on, the task does not
+    assert not session.tasks and not session.orphans and session.write_buffered == 0
+    assert session.outstanding == 0 and session.next_timer() is None
+    b.receive(reassign(0x10, 2))
+    (rsp,) = b.sent()
+    assert rsp.response == TmfResponse.TASK_DOES_NOT_EXIST
+    # Logout reason 2 (remove for recovery) is accepted at ERL 2; a connection closed by a Logout
+    # (reason 1) ends its tasks instead of keeping them for TASK REASSIGN
+    c = Side(session, 3, params)
+    c.receive(command(0x20, 2, write=4096))
+    b.receive(P.LogoutRequest(flags=FLAG_FINAL | LogoutReason.CLOSE_CONNECTION, itt=0x51, cid=3, cmdsn=3))
+    (event,) = events(session)
+    assert event.response == LogoutResponse.SUCCESS and c.m.logged_out
+    c.m.close(60.0)
+    assert not session.orphans and not session.tasks
+    b.sent()
+    b.receive(
+        P.LogoutRequest(
+            flags=FLAG_FINAL | LogoutReason.REMOVE_CONNECTION_FOR_RECOVERY, itt=0x52, cid=2, cmdsn=4
+        )
+    )
+    (event,) = events(session)
+    assert event.reason == LogoutReason.REMOVE_CONNECTION_FOR_RECOVERY
+    assert event.response == LogoutResponse.SUCCESS
+    # at ERL 1 the same logout is answered "recovery not supported", and TASK REASSIGN likewise
+    s1, p1 = new_session(erl=1, **ERL1)
+    d = Side(s1, 1, p1)
+    d.receive(
+        P.LogoutRequest(flags=FLAG_FINAL | LogoutReason.REMOVE_CONNECTION_FOR_RECOVERY, itt=1, cid=1, cmdsn=1)
+    )
+    d.receive(reassign(0x10, 2))
+    logout, tmf = d.sent()
+    assert logout.response == LogoutResponse.RECOVERY_NOT_SUPPORTED
+    assert tmf.response == TmfResponse.TASK_REASSIGN_NOT_SUPPORTED

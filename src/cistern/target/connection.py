@@ -470,8 +470,6 @@ class Connection(asyncio.BufferedProtocol):
                         for c in list(s.connections.values()):
                             c.close()
             return
-        elif function == TmfFunction.TASK_REASSIGN:
-            response = TmfResponse.TASK_REASSIGN_NOT_SUPPORTED
         else:
             response = TmfResponse.FUNCTION_NOT_SUPPORTED
         event.conn.tmf_response(pdu, response)
@@ -486,6 +484,18 @@ class Connection(asyncio.BufferedProtocol):
             return
         session = self.session
         assert session is not None
+        if event.reason == LogoutReason.REMOVE_CONNECTION_FOR_RECOVERY:
+            # ERL 2 (RFC 7143 7.2.2): the connection goes now, its tasks wait for TASK REASSIGN
+            failed = session.core.connections.get(event.cid)
+            if failed is event.conn:
+                self.close()
+                return
+            if failed is not None:
+                log.info("%s: CID %d removed for recovery from CID %d", self.peer, event.cid, self.cid)
+                failed.close(time.monotonic())
+                failed.owner.abort()
+            self._kick()
+            return
         if event.reason == LogoutReason.CLOSE_SESSION:
             self.server.end_session(session, exclude=self)
         elif len(session.core.connections) <= 1:

@@ -434,13 +434,16 @@ class TargetServer:
         deadline = session.core.next_timer()
         if deadline is not None:
             # RFC 7143 6.3.5 / 7.1.4: the session outlives its last connection for DefaultTime2Retain
-            # seconds; a login with its ISID and TSIH continues it (a new CID or the same one)
-            log.info(
-                "session TSIH %d has no connection: kept %d s (DefaultTime2Retain) for the initiator to return",
-                session.tsih,
-                session.params.default_time2retain,
-                extra={"session": session.tsih},
-            )
+            # seconds; a login with its ISID and TSIH continues it (a new CID or the same one).  At ERL 2 the
+            # failed connection's tasks wait as long for TASK REASSIGN (7.2.3)
+            if not session.core.connections:
+                log.info(
+                    "session TSIH %d has no connection: kept %d s (DefaultTime2Retain) for the initiator "
+                    "to return",
+                    session.tsih,
+                    session.params.default_time2retain,
+                    extra={"session": session.tsih},
+                )
             self._arm_retain(session, deadline)
 
     def _arm_retain(self, session: Session, deadline: float) -> None:

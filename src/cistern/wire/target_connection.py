@@ -42,8 +42,12 @@ from cistern.wire.constants import (
     RSP_UNDERFLOW,
     TEXT_CONTINUE,
     AsyncEvent,
+    LogoutReason,
+    LogoutResponse,
     RejectReason,
     SnackType,
+    TmfFunction,
+    TmfResponse,
 )
 from cistern.wire.errors import Rejection, RemoteProtocolError
 from cistern.wire.framing import Frame, frame_parts, frame_pdu
@@ -120,6 +124,7 @@ class TargetConnection:
         "ended_early",
         "erl",
         "hd",
+        "logged_out",
         "logout_sent",
         "max_xmit",
         "out",
@@ -162,6 +167,7 @@ class TargetConnection:
         self.out: list[Buffer] = []
         self.closed = False
         self.logout_sent = False
+        self.logged_out = False  # closed by a Logout (reason 0 or 1): its tasks end with it, even at ERL 2
         self.owner = owner
 
     # ------------------------------------------------------------------ outbox
@@ -508,13 +514,20 @@ class TargetConnection:
 
     # ------------------------------------------------------------------ results from the I/O layer
 
-    def complete(self, task: TargetTask, result: ScsiResult) -> None:
+    def complete(self, task: TargetTask, result: ScsiResult, first_datasn: int = 0) -> None:
         """The device server's result for ``task``: queue Data-In (phase-collapsed status when possible)
         and/or the SCSI Response (RFC 7143 11.4, 11.7), and end the task.  An aborted task ends silently
-        (or with TASK ABORTED when another nexus aborted it, TAS=1)."""
-        self.session.finish(task)
+        (or with TASK ABORTED when another nexus aborted it, TAS=1).  ``first_datasn``: after a TASK
+        REASSIGN, the Data-In before it (the initiator's ExpDataSN) are not sent again.  At ERL 2 the
+        result of a task whose connection failed is kept for its TASK REASSIGN."""
         if self.closed:
+            session = self.session
+            if task.itt in session.orphans and session.tasks.get(task.itt) is task and not task.aborted:
+                task.result = result
+                return
+            session.finish(task)
             return
+        self.session.finish(task)
         if task.aborted:
             if task.report_aborted:
                 self._send_task_aborted(task)
@@ -539,7 +552,7 @@ class TargetConnection:
             if len(view) != sent:
                 view = view[:sent]
             if self.erl:
-                kept = self._send_data_in_retained(task, lun_field, view)
+                kept = self._send_data_in_retained(task, lun_field, view, first_datasn)
                 datasn = kept.count()
             else:
                 collapse = result.status == 0 and not result.sense
@@ -671,13 +684,15 @@ class TargetConnection:
         self._send_r2ts(task)
         self._maybe_execute(task)
 
-    def _send_data_in_retained(self, task: TargetTask, lun_field: int, view: memoryview) -> Retained:
+    def _send_data_in_retained(
+        self, task: TargetTask, lun_field: int, view: memoryview, first_datasn: int = 0
+    ) -> Retained:
         """ERL >= 1 reads: Data-In without status (a SCSI Response follows), the last PDU asking for a
         DataACK (A bit, RFC 7143 11.7.2); the data is kept for Data/R-Data SNACK until acknowledged."""
         session = self.session
         kept = Retained(lun_field, view, self.max_xmit, session.params.max_burst_length, session.new_ttt())
         self.retained.add(task.itt, kept)
-        self._resend_data_in(task.itt, kept, range(kept.count()))
+        self._resend_data_in(task.itt, kept, range(first_datasn, kept.count()))
         return kept
 
     def _resend_data_in(self, itt: int, kept: Retained, numbers: range) -> None:
@@ -755,7 +770,57 @@ class TargetConnection:
         self._check_sn(pdu, header, TargetConnection._deliver_tmf)
 
     def _deliver_tmf(self, pdu: P.TaskMgmtRequest, header: bytes) -> None:
+        if pdu.function == TmfFunction.TASK_REASSIGN:
+            self._task_reassign(pdu)  # iSCSI-only: answered here, the device server is not involved
+            return
         self.session.events.append(TaskManagement(self, pdu))
+
+    # ------------------------------------------------------------------ ErrorRecoveryLevel 2 (RFC 7143 7.2.3, 6.2)
+
+    def _task_reassign(self, pdu: P.TaskMgmtRequest) -> None:
+        """TASK REASSIGN (RFC 7143 11.5.1): the task ReferencedTaskTag names, of a failed connection, becomes
+        allegiant to this one; what the initiator has not got is sent again (Data-In from ExpDataSN and the
+        status; R2Ts for write data not received), or its status goes here when the device server returns."""
+        session = self.session
+        itt = pdu.referenced_task_tag
+        if self.erl < 2:
+            self.tmf_response(pdu, TmfResponse.TASK_REASSIGN_NOT_SUPPORTED)
+            return
+        task = session.adopt(itt)
+        if task is None:
+            live = session.tasks.get(itt)
+            allegiant = live is not None and live.conn is not None and not live.conn.closed
+            self.tmf_response(
+                pdu, TmfResponse.TASK_STILL_ALLEGIANT if allegiant else TmfResponse.TASK_DOES_NOT_EXIST
+            )
+            return
+        log.info(
+            "CID %d: ITT 0x%08x reassigned from CID %d", self.cid, itt, task.conn.cid if task.conn else -1
+        )
+        task.conn = self
+        self.tmf_response(pdu, TmfResponse.FUNCTION_COMPLETE)
+        result = task.result
+        if result is not None:
+            task.result = None
+            self.complete(task, result, first_datasn=pdu.expdatasn)
+        elif task.state is TaskState.COLLECTING:
+            # every byte not received yet is asked for again (new TTTs and R2TSNs); bursts in flight on the
+            # failed connection are gone
+            missing = [
+                (q.offset + q.received, q.length - q.received)
+                for q in [*task.r2ts.values(), *([task.unsolicited] if task.unsolicited else [])]
+                if q.received < q.length
+            ]
+            task.r2ts.clear()
+            task.unsolicited = None
+            for offset, length in sorted(missing):
+                seq = Sequence(session.new_ttt(), offset, length, 0, 0, task.r2tsn)
+                task.r2ts[seq.ttt] = seq
+                self._emit_r2t(task, seq)
+                task.r2tsn += 1
+            self._send_r2ts(task)
+            self._maybe_execute(task)
+        # executing: the device server's result is sent here (complete() follows task.conn)
 
     # ------------------------------------------------------------------ Text (RFC 7143 11.10, appendix C)
 
@@ -832,6 +897,15 @@ class TargetConnection:
                 time2retain=params.default_time2retain,
             )
         )
+        if response == LogoutResponse.SUCCESS:
+            # closed by a logout, its tasks end with it, even at ERL 2 (only a failure orphans them)
+            if pdu.reason == LogoutReason.CLOSE_SESSION:
+                for conn in session.connections.values():
+                    conn.logged_out = True
+            elif pdu.reason == LogoutReason.CLOSE_CONNECTION:
+                target = self if pdu.cid == self.cid else session.connections.get(pdu.cid)
+                if target is not None:
+                    target.logged_out = True
         session.events.append(Logout(self, pdu.reason, pdu.cid, response))
 
     def request_logout(self, seconds: int = 2) -> None:
@@ -854,8 +928,9 @@ class TargetConnection:
     # ------------------------------------------------------------------ the end
 
     def close(self, now: float) -> bool:
-        """The connection is gone (closed, dropped, reinstated).  Its tasks are aborted (ERL 0/1: they end
-        with it; those collecting data end now), it leaves the session; True when the session must end
+        """The connection is gone (closed, dropped, reinstated).  Its tasks are aborted (ERL 0/1, or closed
+        by a Logout: they end with it; those collecting data end now) or, when it failed at ERL 2, wait for
+        TASK REASSIGN (:meth:`TargetSession.orphan`); it leaves the session; True when the session must end
         now too (see :meth:`TargetSession.detach`).  Idempotent."""
         if self.closed:
             return False
@@ -863,6 +938,13 @@ class TargetConnection:
         self.out = []
         session = self.session
         mine = [t for t in session.tasks.values() if t.conn is self]
+        if self.erl >= 2 and not self.logged_out and not session.ended:
+            # ERL 2 (RFC 7143 7.2.3): a failed connection's tasks wait for TASK REASSIGN on another one
+            for task in mine:
+                session.orphan(task, now)
+            if mine:
+                log.info("CID %d failed at ERL 2: %d task(s) wait for TASK REASSIGN", self.cid, len(mine))
+            return session.detach(self, now)
         for task in mine:
             task.abort()
             if task.state is TaskState.COLLECTING:

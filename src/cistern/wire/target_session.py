@@ -120,6 +120,7 @@ class TargetSession:
         "held",
         "max_session_write_buffer",
         "max_write_buffer",
+        "orphans",
         "outstanding",
         "params",
         "queue_depth",
@@ -155,6 +156,8 @@ class TargetSession:
         self.tasks: dict[int, TargetTask] = {}  # ITT -> task, all connections
         self.connections: dict[int, TargetConnection] = {}  # CID -> connection in full feature phase
         self.events: list[Event] = []
+        #: ERL 2: ITT -> deadline of the tasks of failed connections waiting for TASK REASSIGN (RFC 7143 6.2)
+        self.orphans: dict[int, float] = {}
         self._ttt = 0x100
         self.retain_deadline: float | None = None
         self.ended = False
@@ -266,12 +269,40 @@ class TargetSession:
         self.retain_deadline = now + retain
         return False
 
+    def orphan(self, task: TargetTask, now: float) -> None:
+        """ERL 2 (RFC 7143 7.2.3, 6.2): ``task``'s connection failed; it waits for a TASK REASSIGN on
+        another connection for DefaultTime2Wait + DefaultTime2Retain seconds, then it is cleaned up."""
+        params = self.params
+        self.orphans[task.itt] = now + params.default_time2wait + params.default_time2retain
+
+    def adopt(self, itt: int) -> TargetTask | None:
+        """The orphaned task ``itt`` for a TASK REASSIGN, or None (no such task, or not orphaned)."""
+        if self.orphans.pop(itt, None) is None:
+            return None
+        return self.tasks.get(itt)
+
     def next_timer(self) -> float | None:
-        """When :meth:`handle_timer` must run (the DefaultTime2Retain deadline), or None."""
-        return self.retain_deadline
+        """When :meth:`handle_timer` must run (DefaultTime2Retain of a session without connections, or of
+        the tasks of a failed connection at ERL 2), or None."""
+        deadline = self.retain_deadline
+        if self.orphans:
+            first = min(self.orphans.values())
+            deadline = first if deadline is None else min(deadline, first)
+        return deadline
 
     def handle_timer(self, now: float) -> bool:
-        """True when DefaultTime2Retain ran out with no connection: the session ends (its tasks with it)."""
+        """Clean up orphaned tasks whose time ran out (aborted; those the device server still runs end
+        when it returns); True when DefaultTime2Retain ran out with no connection: the session ends."""
+        if self.orphans:
+            for itt, due in list(self.orphans.items()):
+                if now >= due:
+                    del self.orphans[itt]
+                    task = self.tasks.get(itt)
+                    if task is not None:
+                        task.abort()
+                        if task.state is not TaskState.EXECUTING or task.result is not None:
+                            task.result = None
+                            self.finish(task)
         deadline = self.retain_deadline
         if deadline is None or now < deadline or self.connections or self.ended:
             return False
@@ -279,11 +310,21 @@ class TargetSession:
         return True
 
     def logout_response(self, conn: TargetConnection, reason: int, cid: int) -> LogoutResponse | None:
-        """The answer to a Logout Request (RFC 7143 11.14.1, 11.15.1), None for an unknown reason code."""
+        """The answer to a Logout Request (RFC 7143 11.14.1, 11.15.1), None for an unknown reason code.
+        Reason 2 (remove the connection for recovery) only at ErrorRecoveryLevel 2, for a live CID or one
+        whose tasks wait for TASK REASSIGN."""
         if reason == LogoutReason.CLOSE_CONNECTION and cid != conn.cid and cid not in self.connections:
             return LogoutResponse.CID_NOT_FOUND
         if reason == LogoutReason.REMOVE_CONNECTION_FOR_RECOVERY:
-            return LogoutResponse.RECOVERY_NOT_SUPPORTED
+            if self.params.error_recovery_level < 2:
+                return LogoutResponse.RECOVERY_NOT_SUPPORTED
+            orphaned = any(
+                (t := self.tasks.get(itt)) is not None and t.conn is not None and t.conn.cid == cid
+                for itt in self.orphans
+            )
+            if cid not in self.connections and not orphaned:
+                return LogoutResponse.CID_NOT_FOUND
+            return LogoutResponse.SUCCESS
         if reason not in (LogoutReason.CLOSE_SESSION, LogoutReason.CLOSE_CONNECTION):
             return None
         return LogoutResponse.SUCCESS

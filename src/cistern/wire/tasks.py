@@ -12,7 +12,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from cistern.scsi.task import ScsiTask
+from cistern.scsi.task import ScsiResult, ScsiTask
 from cistern.wire.constants import RESERVED_TAG
 
 if TYPE_CHECKING:
@@ -71,6 +71,8 @@ class TargetTask:
     report_aborted: bool = False  # TAS=1: aborted by another nexus, so it ends with TASK ABORTED status
     error: str | None = None
     conn: TargetConnection | None = None  # the connection the task is allegiant to (RFC 7143 5.1)
+    #: ERL 2: the device server's result, kept while the task waits for TASK REASSIGN (its connection failed)
+    result: ScsiResult | None = None
     done: Any = None  # the I/O layer's waiter for the task's end (an asyncio future), never touched here
 
     def abort(self) -> None:
