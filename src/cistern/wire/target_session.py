@@ -220,11 +220,12 @@ class TargetSession:
     def finish(self, task: TargetTask) -> None:
         """``task`` is over: its write buffer goes back to both budgets and it leaves the task table."""
         task.state = TaskState.DONE
-        buf = task.buf
-        if buf is not None:
-            self.write_buffered -= len(buf)
-            self.budget.release_write_buffer(len(buf))
-            task.buf = None  # the device server is done with it (or never got it)
+        reserved = task.reserved
+        if reserved:
+            task.reserved = 0
+            self.write_buffered -= reserved
+            self.budget.release_write_buffer(reserved)
+        task.buf = None  # the device server is done with it (or never got it)
         if self.tasks.get(task.itt) is task:
             del self.tasks[task.itt]
             if not task.immediate:
