@@ -458,3 +458,14 @@ def test_a_write_buffer_is_allocated_when_its_data_arrives_not_with_the_command(
     assert session.tasks[0x11].buf is None
     a.m.close(1.0)  # ends them all: the budget is whole again
     assert session.write_buffered == 0 and not session.tasks
+
+
+def test_abort_of_an_orphan_whose_result_waits_ends_it_at_once() -> None:
+    session, params = new_session(erl=2, **ERL2)
+    a = Side(session, 1, params)
+    a.receive(command(0x10, 1, read=4096))
+    (task,) = events(session)
+    a.m.close(1.0)
+    a.m.complete(task, ScsiResult(Status.GOOD, b"", data_in=bytes(4096)))  # kept for TASK REASSIGN
+    assert session.abort_tasks([task]) == []  # nothing to wait for: the device server returned already
+    assert not session.tasks and session.outstanding == 0

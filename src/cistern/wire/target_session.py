@@ -242,6 +242,9 @@ class TargetSession:
                 if task.conn is not None:
                     task.conn.ended_early.append(task.itt)
                 self.finish(task)
+            elif task.result is not None:  # ERL 2: finished while orphaned, its result waiting for a reassign
+                task.result = None
+                self.finish(task)
             elif task.state is TaskState.EXECUTING:
                 executing.append(task)
         return executing
