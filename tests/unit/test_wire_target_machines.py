@@ -469,3 +469,13 @@ def test_abort_of_an_orphan_whose_result_waits_ends_it_at_once() -> None:
     a.m.complete(task, ScsiResult(Status.GOOD, b"", data_in=bytes(4096)))  # kept for TASK REASSIGN
     assert session.abort_tasks([task]) == []  # nothing to wait for: the device server returned already
     assert not session.tasks and session.outstanding == 0
+
+
+def test_a_held_command_of_a_connection_that_went_away_consumes_its_cmdsn_only() -> None:
+    session, params = new_session()
+    a, b = Side(session, 1, params), Side(session, 2, params)
+    b.receive(command(0x20, 2, write=4096))  # held: CmdSN 1 is missing
+    b.m.close(1.0)
+    a.receive(command(0x10, 1, read=4096))
+    assert [t.itt for t in events(session) if isinstance(t, TargetTask)] == [0x10]
+    assert session.expcmdsn == 3 and set(session.tasks) == {0x10} and session.write_buffered == 0

@@ -343,6 +343,8 @@ class TargetConnection:
         self._check_sn(pdu, header, TargetConnection._deliver_command)
 
     def _deliver_command(self, pdu: P.ScsiCommand, header: bytes) -> None:
+        if self.closed:
+            return  # held for a gap while its connection went away: its CmdSN is consumed, nothing runs
         reason = self._command_error(pdu)
         if reason is not None:
             self.reject(reason, header)
