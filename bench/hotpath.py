@@ -10,16 +10,24 @@ scheduling and the other processes on the machine.  Usage:
 
     python3 bench/hotpath.py                  # read/write 4k, depth 1 and 32, memory and file LUN
     python3 bench/hotpath.py --profile read   # cProfile of 4k reads at depth 32 (memory LUN)
+    valgrind --tool=callgrind --collect-atstart=no python3 bench/hotpath.py --callgrind --count 4000
+        # instructions per command: collection is switched on only while commands are fed, one dump
+        # per case (callgrind.out.PID.N, "case" in its header); needs gcc and valgrind's callgrind.h
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import cProfile
+import ctypes
 import os
 import pstats
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -93,6 +101,21 @@ def _commands(client: Client, lun: int, write: bool, count: int) -> list[bytes]:
     return out
 
 
+def _callgrind_control() -> ctypes.CDLL:
+    """A tiny C helper issuing callgrind's client requests (toggle collection, dump with a name)."""
+    tmp = Path(tempfile.mkdtemp(prefix="cistern-cg-"))
+    atexit.register(shutil.rmtree, tmp, True)
+    (tmp / "cg.c").write_text(
+        "#include <valgrind/callgrind.h>\n"
+        "void cg_toggle(void) { CALLGRIND_TOGGLE_COLLECT; }\n"
+        "void cg_dump(const char *name) { CALLGRIND_DUMP_STATS_AT(name); }\n"
+    )
+    subprocess.run(
+        ["gcc", "-O2", "-shared", "-fPIC", "-o", str(tmp / "cg.so"), str(tmp / "cg.c")], check=True
+    )
+    return ctypes.CDLL(str(tmp / "cg.so"))
+
+
 def _feed(conn: object, chunks: list[bytes]) -> None:
     for chunk in chunks:
         mv = memoryview(chunk)
@@ -129,6 +152,7 @@ async def _measure(args: argparse.Namespace) -> None:
         real = conn.transport
         conn.transport = transport
         rows = []
+        cg = _callgrind_control() if args.callgrind else None
         cases = [(lun, write, depth) for lun in (0, 1) for write in (False, True) for depth in (1, 32)]
         if args.profile:
             cases = [(args.lun, args.profile == "write", 32)]
@@ -140,6 +164,10 @@ async def _measure(args: argparse.Namespace) -> None:
             chunks = chunks[20:]
             done = count - 20 * depth
             profiler = cProfile.Profile() if args.profile else None
+            name = f"{'write' if write else 'read'} 4k qd{depth} {'memory' if lun == 0 else 'file'}"
+            if cg is not None:
+                cg.cg_dump(b"setup")
+                cg.cg_toggle()
             t0 = time.process_time()
             if profiler:
                 profiler.enable()
@@ -147,8 +175,10 @@ async def _measure(args: argparse.Namespace) -> None:
             if profiler:
                 profiler.disable()
             t1 = time.process_time()
+            if cg is not None:
+                cg.cg_toggle()
+                cg.cg_dump(f"{name} x{done}".encode())
             await asyncio.sleep(0)  # anything deferred to the end of the iteration
-            name = f"{'write' if write else 'read'} 4k qd{depth} {'memory' if lun == 0 else 'file'}"
             rows.append((name, (t1 - t0) / done * 1e6))
             if profiler:
                 pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
@@ -168,6 +198,9 @@ def main() -> None:
     )
     parser.add_argument("--count", type=int, default=40000, help="commands per case")
     parser.add_argument("--profile", choices=("read", "write"), help="cProfile one case instead")
+    parser.add_argument(
+        "--callgrind", action="store_true", help="under callgrind: count only the fed commands"
+    )
     parser.add_argument("--lun", type=int, default=0, choices=(0, 1), help="with --profile: 0 memory, 1 file")
     args = parser.parse_args()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

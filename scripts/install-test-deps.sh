@@ -74,7 +74,8 @@ if [[ -z "$PYTHON" ]]; then
     choose_python
 fi
 if python_is_externally_managed "$PYTHON"; then
-    apt_install python3-venv python3-pip
+    # python3-dev and gcc: headers and compiler for the optional accelerator (setup.py; pure Python without)
+    apt_install python3-venv python3-pip python3-dev gcc
 fi
 ensure_installable_python
 

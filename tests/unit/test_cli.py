@@ -46,7 +46,9 @@ def run(*args: str) -> Any:
 
 
 def test_version_and_help() -> None:
-    assert run("--version").output.strip() == "cistern, version 0.1.0"
+    from cistern import accel
+
+    assert run("--version").output.strip() == f"cistern, version 0.1.0; hot path: {accel.describe()}"
     out = run("--help").output
     for command in ("demo", "serve", "config"):
         assert command in out

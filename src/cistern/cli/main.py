@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import click
 
-from cistern import __version__
+from cistern import __version__, accel
 from cistern.cli.config_cmds import config_group
 from cistern.cli.output import LOG_FORMATS
 from cistern.cli.server_cmds import demo, serve
@@ -30,7 +30,13 @@ class CliState:
 
 
 @click.group("cistern", context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "-V", "--version", prog_name="cistern")
+@click.version_option(
+    __version__,
+    "-V",
+    "--version",
+    prog_name="cistern",
+    message=f"%(prog)s, version %(version)s; hot path: {accel.describe()}",
+)
 @click.option(
     "-v", "--verbose", count=True, help="More logging: -v for info, -vv for debug (also after the command)."
 )

@@ -20,6 +20,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from cistern import accel
 from cistern.config.model import Config
 
 log = logging.getLogger(__name__)
@@ -126,5 +127,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 def run_server(config: Config, on_ready: OnReady | None = None, serve: ServeFn | None = None) -> None:
     """Serve ``config`` until a signal arrives; blocks. Uses uvloop when it is installed."""
     serve_fn = serve if serve is not None else load_serve()
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    factory = _loop_factory()
+    log.info("hot path: %s; event loop: %s", accel.describe(), "uvloop" if factory else "asyncio")
+    with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(serve_until_signalled(config, serve_fn, on_ready))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
+from mypy_extensions import mypyc_attr
+
 from ..storage.base import BackingStore
 from .rangelock import RangeLock
 from .sense import WRITE_ERROR, CheckCondition, SenseKey, invalid_param
@@ -27,6 +29,7 @@ MAX_UNMAP_DESCRIPTORS = 256
 SBC3 = 0x04C0
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # tape, changer, SES, RAID units subclass it
 class LogicalUnit(LogicalUnitBase):
     """A SCSI disk; see the module docstring.  ``naa_id`` is an 8-byte (NAA 3/5) or 16-byte (NAA 6)
     designator; when omitted a locally assigned NAA 3 designator is derived from ``serial``."""

@@ -33,6 +33,8 @@ import hashlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
+from mypy_extensions import mypyc_attr
+
 from .reservations import LuReservations
 from .sense import (
     MEDIUM_NOT_PRESENT,
@@ -63,6 +65,7 @@ def ascii_field(value: str, width: int) -> bytes:
     return bytes(c if 0x20 <= c <= 0x7E else 0x20 for c in raw).ljust(width, b" ")
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # tape, changer, SES, RAID units subclass it
 class LogicalUnitBase:
     """State and hooks shared by every device type; see the module docstring.
 
