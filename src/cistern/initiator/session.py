@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
 
@@ -85,6 +86,8 @@ class Session:
         self.config = config
         self._login = login
         self._loop = asyncio.get_running_loop()
+        #: the machine's clock (seconds): every ``now`` handed to self.core comes from it
+        self._clock = time.monotonic
         self.core = InitiatorSession(
             result.negotiated,
             tsih=result.tsih,
@@ -130,12 +133,12 @@ class Session:
             header_digest=n.header_digest,
             data_digest=n.data_digest,
             max_recv_data_segment_length=n.max_recv_data_segment_length,
-            on_frame=lambda frame: self._on_frame(frame, cid, protocol),
+            on_frame=lambda frame: self._on_frame(frame, cid),
             on_lost=lambda exc: self._on_link_lost(cid, protocol, exc),
             sink=self.core.sink,
         )
         self.core.add_connection(
-            cid, result.expstatsn, n, self._loop.time(), expcmdsn=result.expcmdsn, maxcmdsn=result.maxcmdsn
+            cid, result.expstatsn, n, self._clock(), expcmdsn=result.expcmdsn, maxcmdsn=result.maxcmdsn
         )
         self.core.pump()
         self._flush()
@@ -176,21 +179,30 @@ class Session:
         """How many more commands the target accepts now (MaxCmdSN - CmdSN + 1)."""
         return self.core.window
 
-    def _on_frame(self, frame: Frame, cid: int, protocol: IscsiProtocol) -> None:
-        if self._protocols.get(cid) is not protocol:
-            return  # a connection already replaced
+    def _on_frame(self, frame: Frame, cid: int) -> None:
         try:
-            events = self.core.receive(cid, frame, self._loop.time())
+            events = self.core.receive(cid, frame, self._clock())
         except RemoteProtocolError as exc:
             raise ProtocolError(str(exc)) from None  # the protocol drops the connection with it
         if events:
-            self._dispatch(events)
-        self._flush()
+            if len(events) == 1 and type(events[0]) is TaskCompleted:  # the common case, inline
+                ev = events[0]
+                ev.task.complete(ev.status, ev.residual, ev.sense)  # type: ignore[attr-defined]
+            else:
+                self._dispatch(events)
+        if self.core.ready:
+            self._flush()
 
     def _flush(self) -> None:
         """Write every PDU the core queued, on its connection."""
-        for cid, pdus in self.core.pdus_to_send():
-            protocol = self._protocols.get(cid)
+        ready = self.core.ready
+        if not ready:
+            return
+        protocols = self._protocols
+        for conn in ready:
+            pdus = conn.outbox  # conn.pdus_to_send(), inlined: the hot path
+            conn.outbox = []
+            protocol = protocols.get(conn.cid)
             if protocol is None:
                 continue
             try:
@@ -198,6 +210,7 @@ class Session:
                     protocol.send(pdu)
             except ConnectionLost:
                 continue  # on_lost recovers its tasks
+        ready.clear()
 
     def _arm(self) -> None:
         """One timer at the core's next deadline (an earlier one replaces it; a late one re-arms)."""
@@ -209,13 +222,13 @@ class Session:
                 return
             self._timer.cancel()
         self._timer_at = due
-        self._timer = self._loop.call_at(due, self._on_timer)
+        self._timer = self._loop.call_later(max(due - self._clock(), 0.0), self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
         if self._state in (State.CLOSED, State.CLOSING):
             return
-        events = self.core.handle_timer(self._loop.time())
+        events = self.core.handle_timer(self._clock())
         if events:
             self._dispatch(events)
         self._flush()
@@ -361,12 +374,12 @@ class Session:
         """Ping the target with a NOP-Out (on connection ``cid``, default the leading one); return the
         round trip time in seconds."""
         self._check_requests()
-        start = self._loop.time()
+        start = self._clock()
         itt = self._issue(lambda: self.core.nop_out(data, cid))
         answer = await self._answer(itt, timeout)
         if answer.data != data:
             raise ProtocolError("NOP-In did not echo the ping data")
-        return self._loop.time() - start
+        return self._clock() - start
 
     async def _tmf(self, function: TmfFunction, lun: int = 0, ref: Command | None = None) -> int:
         self._check_requests()
@@ -477,7 +490,7 @@ class Session:
         in again (:class:`ReconnectDue`, RFC 7143 7.1.1, 6.3.4); below it the session is reinstated."""
         if self._state is not State.FULL_FEATURE or self._protocols.get(cid) is not protocol:
             return
-        recovery = self.core.connection_lost(cid, self._loop.time())
+        recovery = self.core.connection_lost(cid, self._clock())
         del self._protocols[cid]
         if recovery is Recovery.CONNECTION:
             reason = exc if isinstance(exc, IscsiError) else ConnectionLost(f"connection lost: {exc}")
@@ -575,7 +588,7 @@ class Session:
         target shows it — an R2T, Data-In or status for it on the new connection within
         ``REASSIGN_GRACE`` seconds; otherwise it is issued again as a new command (new ITT and CmdSN:
         its command or its status went down with the connection)."""
-        deadline = self.core.retain_deadline(old_cid) or self._loop.time()
+        deadline = self.core.retain_deadline(old_cid) or self._clock()
         watch: list[tuple[InitiatorTask, int]] = []
         for task in self.core.tasks_of(old_cid):
             while not task.finished:
@@ -588,14 +601,14 @@ class Session:
                     return  # the new connection failed too: its own recovery takes over
                 response = cast(TaskMgmtResponse, answer.pdu).response
                 log.info("TASK REASSIGN of ITT 0x%x: %s", task.itt, _tmf_name(response))
-                if response == TmfResponse.TASK_STILL_ALLEGIANT and self._loop.time() < deadline:
+                if response == TmfResponse.TASK_STILL_ALLEGIANT and self._clock() < deadline:
                     await asyncio.sleep(0.2)
                     continue
                 watch.append((task, heard))
                 break
-        grace_end = self._loop.time() + REASSIGN_GRACE
+        grace_end = self._clock() + REASSIGN_GRACE
         tasks = self.core.tasks
-        while self._loop.time() < grace_end and any(
+        while self._clock() < grace_end and any(
             not t.finished and t.heard == h and tasks.get(t.itt) is t for t, h in watch
         ):
             await asyncio.sleep(0.05)

@@ -34,7 +34,18 @@ MAX_SNACK_RUN = 1024
 class InitiatorConnection:
     """One connection of an initiator session. ``expstatsn``: the ExpStatSN the login left us with."""
 
-    __slots__ = ("_out", "active", "cid", "expstatsn", "high", "missing", "negotiated", "snacks", "timers")
+    __slots__ = (
+        "_ready",
+        "active",
+        "cid",
+        "expstatsn",
+        "high",
+        "missing",
+        "negotiated",
+        "outbox",
+        "snacks",
+        "timers",
+    )
 
     def __init__(
         self,
@@ -44,15 +55,19 @@ class InitiatorConnection:
         login_timeout: float = 15.0,
         nop_interval: float = 0.0,
         nop_timeout: float = 10.0,
+        ready: list[InitiatorConnection] | None = None,
     ) -> None:
         self.cid = cid
+        #: the session's list of connections with PDUs queued (this one joins it when its outbox fills)
+        self._ready: list[InitiatorConnection] = ready if ready is not None else []
         self.active = True
         self.negotiated = Negotiated()
         self.expstatsn = 0
         self.high = MASK  # highest StatSN seen
         self.missing: set[int] = set()  # StatSNs asked again with a Status SNACK (ERL 1)
         self.snacks = 0
-        self._out: list[PDU] = []
+        #: PDUs queued for this connection, oldest first (use send() / pdus_to_send())
+        self.outbox: list[PDU] = []
         self.timers = ConnectionTimers(
             now, login_timeout=login_timeout, nop_interval=nop_interval, nop_timeout=nop_timeout
         )
@@ -71,13 +86,16 @@ class InitiatorConnection:
 
     def send(self, pdu: PDU) -> None:
         """Queue ``pdu`` for this connection (the session calls it; the I/O layer drains the outbox)."""
-        self._out.append(pdu)
+        out = self.outbox
+        if not out:
+            self._ready.append(self)
+        out.append(pdu)
 
     def pdus_to_send(self) -> list[PDU]:
         """The PDUs queued since the last call, oldest first."""
-        out = self._out
+        out = self.outbox
         if out:
-            self._out = []
+            self.outbox = []
         return out
 
     # ---- StatSN

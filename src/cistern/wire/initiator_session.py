@@ -91,6 +91,7 @@ __all__ = [
 ]
 
 TASK_ATTR_SIMPLE = 1
+_HALF = 1 << 31
 #: the longest text response we reassemble (bytes)
 MAX_TEXT_RESPONSE = 1 << 20
 #: DataSNs one task may have outstanding in Data SNACKs before the stream counts as unrecoverable
@@ -298,6 +299,8 @@ class InitiatorSession:
         self._text_parts: dict[int, bytearray] = {}
         self._next_itt = 1
         self._rr = 0
+        #: connections whose outbox has PDUs (see pdus_to_send)
+        self.ready: list[InitiatorConnection] = []
         self.install(negotiated, tsih=tsih, expcmdsn=expcmdsn, maxcmdsn=maxcmdsn)
 
     def install(self, negotiated: Negotiated, *, tsih: int, expcmdsn: int, maxcmdsn: int) -> None:
@@ -322,7 +325,9 @@ class InitiatorSession:
         ``expcmdsn``/``maxcmdsn``: the window its final Login Response carried."""
         if cid in self.connections:
             raise ValueError(f"CID {cid} is already a connection of the session")
-        conn = InitiatorConnection(cid, now, nop_interval=self.nop_interval, nop_timeout=self.nop_timeout)
+        conn = InitiatorConnection(
+            cid, now, nop_interval=self.nop_interval, nop_timeout=self.nop_timeout, ready=self.ready
+        )
         # session-wide (SW) keys are the leading login's; a later login only settles the CO keys
         conn.full_feature(expstatsn, Negotiated(self.negotiated.session, negotiated.connection), now)
         self.connections[cid] = conn
@@ -333,6 +338,7 @@ class InitiatorSession:
         """Forget connection ``cid`` (logged out); its keep-alive stops."""
         conn = self.connections.pop(cid, None)
         if conn is not None:
+            conn.pdus_to_send()  # never written: the connection is gone
             self._retired_snacks += conn.snacks
             for itt in [i for i, c in self._pings.items() if c == cid]:
                 del self._pings[itt]
@@ -390,12 +396,17 @@ class InitiatorSession:
         return active[self._rr % len(active)]
 
     def pdus_to_send(self) -> list[tuple[int, list[PDU]]]:
-        """Every connection's queued PDUs: ``[(cid, [pdu, ...]), ...]`` (connections with none omitted)."""
+        """Every connection's queued PDUs: ``[(cid, [pdu, ...]), ...]`` (connections with none omitted).
+        :attr:`ready` is non-empty exactly when there may be some (a cheap test for the I/O layer)."""
+        ready = self.ready
+        if not ready:
+            return []
         out = []
-        for cid, conn in self.connections.items():
+        for conn in ready:
             pdus = conn.pdus_to_send()
-            if pdus:
-                out.append((cid, pdus))
+            if pdus and self.connections.get(conn.cid) is conn:
+                out.append((conn.cid, pdus))
+        ready.clear()
         return out
 
     # ---- ITTs and the window --------------------------------------------------------------------------
@@ -410,11 +421,12 @@ class InitiatorSession:
 
     def update_window(self, expcmdsn: int, maxcmdsn: int) -> None:
         """ExpCmdSN/MaxCmdSN from a target PDU (RFC 7143 4.2.2.1; MaxCmdSN < ExpCmdSN - 1 is ignored)."""
-        if sn_lt(maxcmdsn, sn_add(expcmdsn, MASK)):
+        # serial arithmetic (wire.serial.sn_lt) inlined: this runs for every PDU the target sends
+        if 0 < ((expcmdsn - 1 - maxcmdsn) & MASK) < _HALF:  # MaxCmdSN < ExpCmdSN - 1
             return
-        if sn_lt(self.expcmdsn, expcmdsn):
+        if 0 < ((expcmdsn - self.expcmdsn) & MASK) < _HALF:
             self.expcmdsn = expcmdsn
-        if sn_lt(self.maxcmdsn, maxcmdsn):
+        if 0 < ((maxcmdsn - self.maxcmdsn) & MASK) < _HALF:
             self.maxcmdsn = maxcmdsn
             self.pump()
 
@@ -465,7 +477,10 @@ class InitiatorSession:
         if unsolicited_end <= len(immediate):
             flags |= FLAG_FINAL
         lun_field = encode_lun(task.lun)
-        conn.send(
+        out = conn.outbox  # conn.send(), inlined: the hot path
+        if not out:
+            self.ready.append(conn)
+        out.append(
             ScsiCommand(
                 flags,
                 lun_field,
@@ -749,8 +764,11 @@ class InitiatorSession:
         if pdu.has_status:
             conn.status_seen(pdu.statsn)
             task.held_status = (pdu.status, _residual(pdu.flags, pdu.residual_count), b"")
-        if task.held_status is not None and not task.missing:
-            self._complete(task, events)
+        held = task.held_status
+        if held is not None and not task.missing:
+            del self.tasks[task.itt]
+            task.finished = True
+            events.append(TaskCompleted(task, held[0], held[1], held[2]))
 
     def _complete(self, task: InitiatorTask, events: list[Event]) -> None:
         del self.tasks[task.itt]
