@@ -14,8 +14,8 @@ ErrorRecoveryLevel 1 (its maximum; the initiator offers 2, the result is the min
 * a connection cut mid-transfer below ERL 2: the session is reinstated (RFC 7143 6.3.5, same ISID), all
   four connections come back, every command completes with the right data.
 
-ERL 2 (TASK REASSIGN) against this target waits for the target's ERL 2; against LIO it is in
-``test_initiator_lio.py``.
+ERL 2 (TASK REASSIGN) against this target is in ``test_target_erl2.py`` (a target configured for ERL 2);
+against LIO in ``test_initiator_lio.py``.
 """
 
 from __future__ import annotations

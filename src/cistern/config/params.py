@@ -57,16 +57,6 @@ class ParamsConfig(BaseModel):
             raise ConfigValueError(f"{value!r} lists a digest twice")
         return value
 
-    @field_validator("error_recovery_level")
-    @classmethod
-    def _erl_supported(cls, value: int | None) -> int | None:
-        if value is not None and value > 1:
-            raise ConfigValueError(
-                f"ErrorRecoveryLevel {value} is not implemented by the target yet (0: session recovery, "
-                "1: digest recovery with SNACK); set 0 or 1"
-            )
-        return value
-
     @field_validator("data_pdu_in_order", "data_sequence_in_order")
     @classmethod
     def _in_order_only(cls, value: bool | None) -> bool | None:
