@@ -222,3 +222,27 @@ def test_r2t_outside_the_data_is_a_remote_protocol_error() -> None:
     sent(s)
     with pytest.raises(RemoteProtocolError):
         s.receive(0, frame(r2t(task.itt, 0, 8, 16)), 1.0)
+
+
+def test_after_task_reassign_recovery_r2ts_rebase_the_r2tsn_and_a_snack_reject_ends_the_wait() -> None:
+    s = machine(erl=2, immediate_data=False, max_xmit_data_segment_length=8)
+    task = InitiatorTask(0, WRITE10, bytes(32), 0)
+    s.submit(task)
+    sent(s)
+    s.receive(0, frame(r2t(task.itt, 0, 0, 8)), 1.0)
+    sent(s)
+    s.connection_lost(0, 2.0)
+    s.add_connection(1, 5, s.negotiated, 5.0, expcmdsn=2, maxcmdsn=64)
+    s.task_reassign(task, 1)
+    sent(s, 1)
+    # RFC 7143 7.2.2: the target solicits what it lacks with R2TSNs of its own numbering: no R2T SNACK
+    s.receive(1, frame(r2t(task.itt, 3, 8, 8)), 6.0)
+    assert [type(p) for p in sent(s, 1)] == [P.DataOut]
+    s.receive(1, frame(r2t(task.itt, 5, 24, 8)), 6.1)  # a real gap after that: R2T SNACK for R2TSN 4
+    snack, _ = sent(s, 1)
+    assert isinstance(snack, P.SnackRequest) and (snack.begrun, snack.runlength) == (4, 1)
+    # the target answers that R2TSN 4 is not outstanding (SNACK Reject): the task does not fail
+    header = snack.encode_header()
+    reject = P.Reject(reason=0x03, statsn=5, expcmdsn=2, maxcmdsn=64, data=bytes(header[:48]))
+    assert s.receive(1, frame(reject), 6.2) == [] and not task.finished and task.missing is None
+    assert s.receive(1, frame(response(task.itt, 6)), 6.3) == [TaskCompleted(task, 0, 0, b"")]

@@ -120,6 +120,7 @@ class InitiatorTask:
         "missing",
         "read_buffer",
         "read_length",
+        "resync",
         "sent",
     )
 
@@ -145,6 +146,9 @@ class InitiatorTask:
         self.held_status: tuple[int, int, bytes] | None = None
         self.heard = 0  # R2T / Data-In PDUs received: evidence a TASK REASSIGN took
         self.exp_datasn = 0  # next DataSN (reads) / R2TSN (writes): TASK REASSIGN's ExpDataSN
+        #: reassigned (RFC 7143 7.2.2): the target's recovery R2Ts carry R2TSNs of its choosing, so the next
+        #: R2T re-bases the R2TSN count instead of showing a gap
+        self.resync = False
         #: fault injection (tests, drills): hold R2Ts unanswered until release_data_out()
         self.hold_data_out = False
         self.held_r2ts: list[R2T] = []
@@ -609,6 +613,9 @@ class InitiatorSession:
         next DataSN (reads) / R2TSN (writes) we expect, so the target resends only what was lost."""
         conn = self._conn(cid)
         task.cid = cid  # its R2Ts, Data-In and status now come on the new connection
+        if task.data_out is not None:
+            task.resync = True
+            task.missing = None  # R2Ts asked before are void: the target solicits what it lacks anew
         return self._request(
             conn,
             TaskMgmtRequest(
@@ -807,7 +814,10 @@ class InitiatorSession:
             return
         task.heard += 1
         sn = pdu.r2tsn
-        if task.missing and sn in task.missing:
+        if task.resync:
+            task.resync = False  # the first R2T after a TASK REASSIGN
+            task.exp_datasn = sn
+        elif task.missing and sn in task.missing:
             task.missing.discard(sn)  # an R2T asked again with an R2T SNACK
         elif sn_lt(task.exp_datasn, sn) and self.negotiated.error_recovery_level >= 1:
             # an R2TSN gap (e.g. an R2T lost to a header digest error): R2T SNACK for the run (11.16.1)
@@ -874,6 +884,13 @@ class InitiatorSession:
             # ERL 1 (RFC 7143 7.8, 11.17.1): a Data-Out the target got corrupted; it asks for the data
             # again with a recovery R2T, which the task answers like any other R2T
             return
+        if opcode == 0x10 and pdu.reason == RejectReason.SNACK_REJECT:
+            task = self.tasks.get(itt)
+            if task is not None and task.data_out is not None:
+                # an R2T SNACK the target cannot honour: none of those R2Ts is outstanding any more
+                # (satisfied, or superseded by recovery R2Ts): nothing is missing (RFC 7143 11.16.1)
+                task.missing = None
+                return
         detail = f"target rejected our PDU (opcode 0x{opcode:02x}, reason 0x{pdu.reason:02x})"
         task = self.tasks.pop(itt, None)
         if task is not None:
