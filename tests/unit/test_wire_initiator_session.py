@@ -246,3 +246,25 @@ def test_after_task_reassign_recovery_r2ts_rebase_the_r2tsn_and_a_snack_reject_e
     reject = P.Reject(reason=0x03, statsn=5, expcmdsn=2, maxcmdsn=64, data=bytes(header[:48]))
     assert s.receive(1, frame(reject), 6.2) == [] and not task.finished and task.missing is None
     assert s.receive(1, frame(response(task.itt, 6)), 6.3) == [TaskCompleted(task, 0, 0, b"")]
+
+
+def test_a_reassigned_task_that_shows_no_life_within_the_grace_is_issued_again() -> None:
+    from cistern.wire.initiator_session import REASSIGN_GRACE
+
+    s = machine(erl=2)
+    quiet, alive = read(s), read(s)
+    s.connection_lost(0, 1.0)
+    s.add_connection(1, 5, s.negotiated, 3.0, expcmdsn=3, maxcmdsn=64)
+    s.connection_recovered(0)
+    watch = [(t, t.heard) for t in (quiet, alive)]
+    for task in (quiet, alive):
+        s.task_reassign(task, 1)
+    sent(s, 1)
+    s.watch_reassigned(watch, 4.0)
+    assert s.next_timer() == 4.0 + REASSIGN_GRACE
+    s.receive(1, frame(data_in(alive.itt, 0, 0, b"x" * 4)), 5.0)  # the target resumed this one
+    old_itt = quiet.itt
+    assert s.handle_timer(4.0 + REASSIGN_GRACE) == []
+    (again,) = sent(s, 1)  # only the quiet one goes out again, as a new command
+    assert isinstance(again, P.ScsiCommand) and again.itt == quiet.itt != old_itt
+    assert again.cmdsn == 3 and quiet.attempts == 1 and s.tasks[alive.itt] is alive

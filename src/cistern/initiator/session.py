@@ -65,9 +65,6 @@ log = logging.getLogger(__name__)
 LoginFn = Callable[..., Awaitable[tuple[IscsiProtocol, LoginResult]]]
 """Opens a TCP connection and logs in: (config, tsih, cid=0, cmdsn=0) -> (protocol, result)."""
 
-#: seconds a reassigned task has to show an R2T, Data-In or status before it is issued again
-REASSIGN_GRACE = 3.0
-
 
 class State(enum.Enum):
     FULL_FEATURE = "full feature"
@@ -586,8 +583,9 @@ class Session:
         successful TASK REASSIGN as "Function rejected" and an unknown task as "Function complete"
         (it passes iSCSI codes through its generic TMR table). So a task counts as reassigned when the
         target shows it — an R2T, Data-In or status for it on the new connection within
-        ``REASSIGN_GRACE`` seconds; otherwise it is issued again as a new command (new ITT and CmdSN:
-        its command or its status went down with the connection)."""
+        ``REASSIGN_GRACE`` seconds; otherwise the machine issues it again as a new command (new ITT and
+        CmdSN: its command or its status went down with the connection) — see
+        :meth:`InitiatorSession.watch_reassigned`."""
         deadline = self.core.retain_deadline(old_cid) or self._clock()
         watch: list[tuple[InitiatorTask, int]] = []
         for task in self.core.tasks_of(old_cid):
@@ -606,17 +604,8 @@ class Session:
                     continue
                 watch.append((task, heard))
                 break
-        grace_end = self._clock() + REASSIGN_GRACE
-        tasks = self.core.tasks
-        while self._clock() < grace_end and any(
-            not t.finished and t.heard == h and tasks.get(t.itt) is t for t, h in watch
-        ):
-            await asyncio.sleep(0.05)
-        reissue = [t for t, h in watch if not t.finished and t.heard == h and tasks.get(t.itt) is t]
-        for task in reissue:
-            log.info("ITT 0x%x not resumed after TASK REASSIGN: issuing it again", task.itt)
-        self.core.reissue(reissue)
-        self._flush()
+        self.core.watch_reassigned(watch, self._clock())
+        self._arm()
 
     # -- MC/S: connections added and removed while the session runs
 

@@ -96,6 +96,8 @@ _HALF = 1 << 31
 MAX_TEXT_RESPONSE = 1 << 20
 #: DataSNs one task may have outstanding in Data SNACKs before the stream counts as unrecoverable
 MAX_MISSING = 4096
+#: seconds a reassigned task has to show an R2T, Data-In or status before it is issued again
+REASSIGN_GRACE = 3.0
 
 
 class InitiatorTask:
@@ -305,6 +307,8 @@ class InitiatorSession:
         self._rr = 0
         #: connections whose outbox has PDUs (see pdus_to_send)
         self.ready: list[InitiatorConnection] = []
+        #: reassigned tasks waiting to show life: (deadline, [(task, its ``heard`` count before), ...])
+        self._watches: list[tuple[float, list[tuple[InitiatorTask, int]]]] = []
         self.install(negotiated, tsih=tsih, expcmdsn=expcmdsn, maxcmdsn=maxcmdsn)
 
     def install(self, negotiated: Negotiated, *, tsih: int, expcmdsn: int, maxcmdsn: int) -> None:
@@ -933,6 +937,15 @@ class InitiatorSession:
     def recovery_done(self, old_cid: int) -> None:
         self.failed.pop(old_cid, None)
 
+    def watch_reassigned(self, watch: list[tuple[InitiatorTask, int]], now: float) -> None:
+        """Tasks just TASK REASSIGNed, each with its ``heard`` count from before the request. The TMF
+        response code alone is not trusted (LIO 6.1 answers a successful reassign "function rejected"):
+        a task counts as reassigned when the target shows it — an R2T, Data-In or status — within
+        :data:`REASSIGN_GRACE` seconds; at that deadline (:meth:`handle_timer`) the others are issued again
+        as new commands (new ITT and CmdSN: their command or status went down with the connection)."""
+        if watch:
+            self._watches.append((now + REASSIGN_GRACE, watch))
+
     def tasks_of(self, cid: int) -> list[InitiatorTask]:
         """The tasks allegiant to connection ``cid``, oldest CmdSN first."""
         return sorted(
@@ -951,6 +964,7 @@ class InitiatorSession:
         self._text_parts.clear()
         self._drop_connections()
         self.failed.clear()
+        self._watches.clear()
         events: list[Event] = []
         requeue = []
         for task in inflight:
@@ -991,6 +1005,9 @@ class InitiatorSession:
             t = conn.next_timer()
             if t is not None and (due is None or t < due):
                 due = t
+        for t, _ in self._watches:
+            if due is None or t < due:
+                due = t
         for failed in self.failed.values():
             if failed.recovered:
                 continue  # the caller reassigns its tasks against retain_deadline()
@@ -1014,6 +1031,12 @@ class InitiatorSession:
                 self._pings[itt] = conn.cid
             elif ev is TimerEvent.PEER_DEAD:
                 events.append(PingTimedOut(conn.cid))
+        if self._watches:
+            due_now = [w for t, w in self._watches if now >= t]
+            self._watches = [(t, w) for t, w in self._watches if now < t]
+            for watch in due_now:
+                tasks = self.tasks
+                self.reissue(t for t, h in watch if not t.finished and t.heard == h and tasks.get(t.itt) is t)
         for cid, failed in list(self.failed.items()):
             if not failed.announced and not failed.recovered and now >= failed.reconnect_at:
                 failed.announced = True
