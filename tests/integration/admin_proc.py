@@ -38,7 +38,7 @@ class _Unix(http.client.HTTPConnection):
 class AdminServer:
     """One target process; ``api()`` talks to its Unix socket, ``http()`` to its TCP listener."""
 
-    def __init__(self, folder: Path, targets_toml: str) -> None:
+    def __init__(self, folder: Path, targets_toml: str, admin_extra: str = "") -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.sockdir = Path(tempfile.mkdtemp(prefix="cis-adm-"))
@@ -47,7 +47,9 @@ class AdminServer:
         self.config = folder / "cistern.toml"
         self.log_path = folder / "cistern.log"
         self.config.write_text(
-            f'[admin]\nsocket = "{self.socket}"\nlisten = "127.0.0.1:{self.admin_port}"\ntoken = "{TOKEN}"\n\n'
+            f'[admin]\nsocket = "{self.socket}"\nlisten = "127.0.0.1:{self.admin_port}"\ntoken = "{TOKEN}"\n'
+            + admin_extra
+            + "\n"
             + targets_toml
         )
         self.proc: subprocess.Popen[bytes] | None = None

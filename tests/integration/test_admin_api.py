@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import peers
 import pytest
@@ -212,3 +213,86 @@ def test_hostile_bodies_get_named_errors(server: AdminServer) -> None:
     status, answer = server.api("POST", "/api/config/apply", b"x" * (2 << 20), expect=None)
     assert status == 413 and answer["error"]["object"] == "request body", (status, answer)
     assert server.api("GET", "/api/_ping") == {"status": "ok"}
+
+
+def test_tls_listener(tmp_path: Path) -> None:
+    """The TCP listener with ``tls_cert``/``tls_key`` from ``cistern tls``: a client holding the CA verifies
+    the server certificate (one without it refuses the server), the token rules hold over TLS, and a
+    plaintext HTTP request to the TLS port gets no HTTP answer; the server keeps serving."""
+    import http.client
+    import ssl
+
+    pki = tmp_path / "pki"
+    for args in (
+        ["ca", "--name", "admin test CA"],
+        ["target", "admin.cistern.test", "--host", "127.0.0.1", "--out", "admin"],
+    ):
+        made = subprocess.run(
+            [sys.executable, "-m", "cistern", "tls", *args, "--dir", str(pki)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert made.returncode == 0, made.stderr
+    port = peers.free_port()
+    toml = (
+        f'[[targets]]\nname = "{IQN}-tls"\nportals = ["127.0.0.1:{port}"]\nopen = true\n\n'
+        '[[targets.luns]]\nlun = 0\nbackend = "memory"\nsize = "1M"\n'
+    )
+    extra = f'tls_cert = "{pki / "admin.pem"}"\ntls_key = "{pki / "admin.key"}"\n'
+    srv = AdminServer(ARTIFACTS / "tls", toml, extra)
+    srv.start()
+    try:
+        trusted = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+
+        def https(method: str, path: str, body: object = None, token: bool = False) -> tuple[int, Any]:
+            conn = http.client.HTTPSConnection("127.0.0.1", srv.admin_port, timeout=30, context=trusted)
+            headers = {"Authorization": f"Bearer {TOKEN}"} if token else {}
+            return srv._call(conn, method, path, body, headers)
+
+        status, body = https("GET", "/api/targets")
+        assert status == 200 and body["targets"][0]["name"] == IQN + "-tls", body
+        sock = ssl.create_connection(("127.0.0.1", srv.admin_port), timeout=30)
+        with trusted.wrap_socket(sock, server_hostname="127.0.0.1") as tls:
+            assert tls.version() in ("TLSv1.2", "TLSv1.3")
+            assert ("IP Address", "127.0.0.1") in tls.getpeercert()["subjectAltName"]
+        # the token rules are the same over TLS
+        assert https("GET", "/api/config")[0] == 401
+        status, body = https("POST", f"/api/targets/{IQN}-tls/luns", {"lun": 1, "backend": "memory", "size": "1M"})
+        assert status == 401 and body["error"]["cause"] == "missing or wrong bearer token", body
+        status, body = https("POST", f"/api/targets/{IQN}-tls/luns", {"lun": 1, "backend": "memory", "size": "1M"}, True)
+        assert status == 201 and body["applied"][0]["action"] == "add", body
+        # a client without the CA does not accept the server's certificate
+        with pytest.raises(ssl.SSLCertVerificationError):
+            conn = http.client.HTTPSConnection(
+                "127.0.0.1", srv.admin_port, timeout=30, context=ssl.create_default_context()
+            )
+            try:
+                conn.request("GET", "/api/_ping")
+            finally:
+                conn.close()
+        # plaintext HTTP on the TLS port: no HTTP answer at all
+        plain = http.client.HTTPConnection("127.0.0.1", srv.admin_port, timeout=30)
+        with pytest.raises((http.client.HTTPException, ConnectionError)):
+            try:
+                plain.request("GET", "/api/targets")
+                plain.getresponse().read()
+            finally:
+                plain.close()
+        # the CLI verifies with --ca, and refuses the server without it
+        cli = [sys.executable, "-m", "cistern", "admin", "--url", f"https://127.0.0.1:{srv.admin_port}"]
+        listing = subprocess.run(
+            [*cli, "--ca", str(pki / "ca.pem"), "--token", TOKEN, "--json", "targets"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert listing.returncode == 0, listing.stderr
+        assert [lun["lun"] for lun in json.loads(listing.stdout)["targets"][0]["luns"]] == [0, 1]
+        untrusted = subprocess.run([*cli, "targets"], capture_output=True, text=True, timeout=60)
+        assert untrusted.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr, untrusted.stderr
+        assert srv.api("GET", "/api/_ping") == {"status": "ok"}
+    finally:
+        srv.stop()
+        shutil.rmtree(srv.sockdir, ignore_errors=True)
+    assert "Traceback" not in srv.log_path.read_text(errors="replace")

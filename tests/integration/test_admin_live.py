@@ -95,9 +95,14 @@ def test_live_changes_keep_sessions(server: tuple[AdminServer, int]) -> None:
         try:
             perf.wait(timeout=25)
         except subprocess.TimeoutExpired:
-            # libiscsi 1.19's iscsi-perf retries a READ(16) that got a UNIT ATTENTION but counts it as
-            # completed too, so its in-flight counter can step over zero and its loop never ends once the
-            # run time is over (utils/iscsi-perf.c, cb()).  The target must owe it nothing: then stop it.
+            # libiscsi 1.19's iscsi-perf (utils/iscsi-perf.c, cb()): a READ(16) answered BUSY or UNIT
+            # ATTENTION (here REPORTED LUNS DATA HAS CHANGED, which SAM-5 requires after the LUN changes) is
+            # re-issued as a new task, yet cb() still reaches `out:` and runs `in_flight--` for it, so each
+            # retry is outstanding without being counted.  Once the run time is over nothing refills the
+            # queue; when one iscsi_service() call completes the last counted READ and a retry together,
+            # in_flight steps from 1 to -1, and `while (client.in_flight && ...)` in main() never ends (poll
+            # waits forever; only the NOP alarm wakes it).  libiscsi's bug, not ours: the target must owe
+            # it nothing (no task, no held command), then two SIGINTs (finished == 2) end its loop.
             mine = _sessions(srv)["iqn.2010-11.libiscsi:iscsi-perf"]
             (ARTIFACTS / "iscsi-perf-stuck.json").write_text(json.dumps(mine, indent=2))
             assert mine["tasks"] == 0 and mine["held"] == 0 and mine["in_flight"] == 0, mine

@@ -1,11 +1,13 @@
 """``cistern admin ...``: change a running target through its admin API (Unix socket by default).
 
-    cistern admin sessions                         initiator, ISID, TSIH, connections, keys, bytes
+    cistern admin sessions                         initiator, ISID, TSIH, portal, connections, keys, bytes
     cistern admin targets
     cistern admin lun add TARGET LUN --backend file --path P --size 1G
     cistern admin lun remove TARGET LUN
     cistern admin lun resize TARGET LUN SIZE
+    cistern admin lun rescan TARGET LUN           (a block device that grew)
     cistern admin acl add|remove TARGET INITIATOR [--end-sessions]
+    cistern admin portal add|remove TARGET HOST:PORT [--tag N]
     cistern admin target add NAME --portal HOST:PORT (--open | --acl IQN ...)
     cistern admin target remove NAME
     cistern admin alua TARGET TAG STATE
@@ -50,11 +52,19 @@ class _UnixConnection(http.client.HTTPConnection):
 class AdminClient:
     """A small HTTP client for the admin API on a Unix socket or a TCP URL (with an optional token)."""
 
-    def __init__(self, socket_path: Path | None, url: str | None, token: str | None, insecure: bool) -> None:
+    def __init__(
+        self,
+        socket_path: Path | None,
+        url: str | None,
+        token: str | None,
+        insecure: bool,
+        ca: Path | None = None,
+    ) -> None:
         self.socket_path = socket_path
         self.url = urllib.parse.urlsplit(url) if url else None
         self.token = token
         self.insecure = insecure
+        self.ca = ca
 
     def _connection(self) -> http.client.HTTPConnection:
         if self.url is None:
@@ -62,7 +72,10 @@ class AdminClient:
             return _UnixConnection(str(path), TIMEOUT)
         host, port = self.url.hostname or "127.0.0.1", self.url.port
         if self.url.scheme == "https":
-            ctx = ssl.create_default_context()
+            try:
+                ctx = ssl.create_default_context(cafile=str(self.ca) if self.ca is not None else None)
+            except (OSError, ssl.SSLError) as exc:
+                raise click.ClickException(f"--ca {self.ca}: cannot load the CA certificate: {exc}") from None
             if self.insecure:
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
@@ -149,6 +162,12 @@ def _path(target: str, *parts: object) -> str:
     default=None,
     help="Bearer token for --url [$CISTERN_ADMIN_TOKEN].",
 )
+@click.option(
+    "--ca",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="With an https URL: the CA certificate that signed the server's (e.g. 'cistern tls ca' output).",
+)
 @click.option("--insecure", is_flag=True, help="With an https URL: do not verify the certificate.")
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer.")
 @click.pass_context
@@ -157,19 +176,20 @@ def admin_group(
     socket_path: Path | None,
     url: str | None,
     token: str | None,
+    ca: Path | None,
     insecure: bool,
     as_json: bool,
 ) -> None:
     """Inspect and change a running target without restarting it."""
     if url is not None and urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise click.BadParameter(f"{url!r} is not an http:// or https:// URL", param_hint="--url")
-    ctx.obj = {"admin_client": AdminClient(socket_path, url, token, insecure), "admin_json": as_json}
+    ctx.obj = {"admin_client": AdminClient(socket_path, url, token, insecure, ca), "admin_json": as_json}
 
 
 @admin_group.command("sessions")
 @click.pass_context
 def sessions(ctx: click.Context) -> None:
-    """List sessions: initiator, ISID, TSIH, connections, negotiated keys, bytes, commands in flight."""
+    """List sessions: initiator, ISID, TSIH, portal, connections, negotiated keys, bytes, commands in flight."""
     answer = _client(ctx).call("GET", "/api/sessions")
     if _json_mode(ctx):
         click.echo(json.dumps(answer, indent=2))
@@ -180,6 +200,7 @@ def sessions(ctx: click.Context) -> None:
         "Initiator",
         "ISID",
         "Target",
+        "Portal",
         "Connections",
         "Keys",
         "Read",
@@ -201,6 +222,7 @@ def sessions(ctx: click.Context) -> None:
             s["initiator"],
             s["isid"],
             s["target"] or "discovery",
+            "\n".join(s.get("portals", [])),
             conns,
             keys,
             human_size(s["read_bytes"]),
@@ -232,9 +254,11 @@ def targets(ctx: click.Context) -> None:
 
 
 def _lun_text(lun: dict[str, Any]) -> str:
+    kind = str(lun.get("kind", "device"))
+    summary = f" ({lun['summary']})" if lun.get("summary") else ""
     if lun.get("size_bytes") is None:
-        return {1: "tape drive", 8: "medium changer"}.get(lun.get("device_type", -1), "device")
-    return f"{human_size(lun['size_bytes'])} {lun['path'] or 'memory'}"
+        return kind + summary
+    return f"{human_size(lun['size_bytes'])} {lun['path'] or kind}{summary}"
 
 
 @admin_group.group("lun")
@@ -245,12 +269,22 @@ def lun_group() -> None:
 @lun_group.command("add")
 @click.argument("target")
 @click.argument("lun", type=click.IntRange(0, 16383))
-@click.option("--backend", type=click.Choice(["file", "memory", "block"]), default="file", show_default=True)
+@click.option(
+    "--backend",
+    type=click.Choice(["file", "memory", "block", "tape", "changer", "ses"]),
+    default="file",
+    show_default=True,
+    help="RAID LUNs (a [raid] table) go through 'apply FILE'.",
+)
 @click.option("--path", default=None, help="Backing file or device.")
 @click.option("--size", default=None, help="Size (bytes or K/M/G/T); creates a missing file.")
-@click.option("--block-size", type=click.Choice(["512", "4096"]), default="512", show_default=True)
+@click.option("--block-size", type=click.Choice(["512", "4096"]), default=None, help="[default: 512]")
 @click.option("--read-only", is_flag=True)
 @click.option("--thin", is_flag=True)
+@click.option("--library", default=None, help="Tape library directory (a changer, or a standalone drive).")
+@click.option("--cartridge", default=None, help="Barcode a standalone tape drive loads.")
+@click.option("--slots", type=click.IntRange(1, 4096), default=None, help="Storage slots of a changer.")
+@click.option("--cartridges", type=click.IntRange(0, 4096), default=None, help="Cartridges a new changer creates.")
 @click.pass_context
 def lun_add(
     ctx: click.Context,
@@ -259,16 +293,25 @@ def lun_add(
     backend: str,
     path: str | None,
     size: str | None,
-    block_size: str,
+    block_size: str | None,
     read_only: bool,
     thin: bool,
+    library: str | None,
+    cartridge: str | None,
+    slots: int | None,
+    cartridges: int | None,
 ) -> None:
-    """Add LUN to TARGET (initiators get REPORTED LUNS DATA HAS CHANGED)."""
-    body: dict[str, Any] = {"lun": lun, "backend": backend, "block_size": int(block_size)}
-    if path is not None:
-        body["path"] = str(Path(path).absolute())
-    if size is not None:
-        body["size"] = size
+    """Add LUN to TARGET (initiators get REPORTED LUNS DATA HAS CHANGED).  A changer comes with its drives:
+    add them in one 'apply FILE' (a changer needs at least one drive)."""
+    body: dict[str, Any] = {"lun": lun, "backend": backend}
+    if block_size is not None:
+        body["block_size"] = int(block_size)
+    for key, value in (("path", path), ("library", library)):
+        if value is not None:
+            body[key] = str(Path(value).absolute())
+    for key, given in (("size", size), ("cartridge", cartridge), ("slots", slots), ("cartridges", cartridges)):
+        if given is not None:
+            body[key] = given
     if read_only:
         body["read_only"] = True
     if thin:
@@ -291,8 +334,43 @@ def lun_remove(ctx: click.Context, target: str, lun: int) -> None:
 @click.argument("size")
 @click.pass_context
 def lun_resize(ctx: click.Context, target: str, lun: int, size: str) -> None:
-    """Grow a file LUN to SIZE (initiators get CAPACITY DATA HAS CHANGED)."""
+    """Grow a file or memory LUN to SIZE, or raise a block LUN's size cap (initiators get CAPACITY DATA
+    HAS CHANGED; shrinking is refused)."""
     _print_report(ctx, _client(ctx).call("POST", _path(target, "luns", lun, "resize"), {"size": size}))
+
+
+@lun_group.command("rescan")
+@click.argument("target")
+@click.argument("lun", type=click.IntRange(0, 16383))
+@click.pass_context
+def lun_rescan(ctx: click.Context, target: str, lun: int) -> None:
+    """Serve the new size of a block device (or file) that grew (losetup -c, lvextend)."""
+    _print_report(ctx, _client(ctx).call("POST", _path(target, "luns", lun, "rescan")))
+
+
+@admin_group.group("portal")
+def portal_group() -> None:
+    """Serve a target on more portals, or on fewer (open connections stay)."""
+
+
+@portal_group.command("add")
+@click.argument("target")
+@click.argument("portal")
+@click.option("--tag", type=click.IntRange(1, 65535), default=1, show_default=True, help="Portal group.")
+@click.pass_context
+def portal_add(ctx: click.Context, target: str, portal: str, tag: int) -> None:
+    """Listen for TARGET on PORTAL (HOST:PORT) too, in portal group --tag."""
+    _print_report(ctx, _client(ctx).call("POST", _path(target, "portal_groups", tag, "portals"), {"portal": portal}))
+
+
+@portal_group.command("remove")
+@click.argument("target")
+@click.argument("portal")
+@click.option("--tag", type=click.IntRange(1, 65535), default=1, show_default=True, help="Portal group.")
+@click.pass_context
+def portal_remove(ctx: click.Context, target: str, portal: str, tag: int) -> None:
+    """Stop serving TARGET on PORTAL (new logins there are refused; sessions on it stay)."""
+    _print_report(ctx, _client(ctx).call("DELETE", _path(target, "portal_groups", tag, "portals", portal)))
 
 
 @admin_group.group("acl")

@@ -39,6 +39,7 @@ from cistern.config.limits import LimitsConfig
 from cistern.config.lun import LunConfig
 from cistern.config.params import ParamsConfig
 from cistern.config.portals import Portal
+from cistern.config.tape import drop_disk_defaults
 from cistern.config.target import DEFAULT_PORTAL, TargetConfig
 from cistern.config.tls import TlsConfig
 from cistern.config.toml_writer import dumps as toml_dumps
@@ -165,7 +166,11 @@ class Config(BaseModel):
 
     def dump(self) -> dict[str, Any]:
         """A plain dict in the TOML shape (sizes as ``"1G"``, portals as ``"HOST:PORT"``); None left out."""
-        return _prune(self.model_dump(mode="json", exclude_none=True))
+        data = self.model_dump(mode="json", exclude_none=True)
+        for target in data.get("targets", []):
+            for lun in target.get("luns", []):
+                drop_disk_defaults(lun)
+        return _prune(data)
 
 
 def _prune(value: Any) -> Any:

@@ -143,6 +143,15 @@ def check_target_tape(luns: list[LunConfig]) -> None:
             )
 
 
+def drop_disk_defaults(lun: dict[str, object]) -> None:
+    """In a dumped tape or changer LUN (a dict), leave out the disk fields still at their defaults
+    (``block_size = 512``...), which the LUN cannot have: so a dump loads again."""
+    if lun.get("backend") in TAPE_BACKENDS:
+        for name, default in (("block_size", 512), ("thin", False), ("removable", False)):
+            if lun.get(name) == default:
+                del lun[name]
+
+
 def describe(lun: LunConfig) -> str:
     """One line about a tape or changer LUN for listings (``cistern serve``, ``config check``)."""
     if lun.backend == "changer":

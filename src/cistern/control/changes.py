@@ -14,6 +14,8 @@ from typing import Literal
 
 from cistern.config.lun import LunConfig
 from cistern.config.model import Config
+from cistern.config.tape import TAPE_BACKENDS
+from cistern.config.tape import describe as describe_tape
 from cistern.config.target import TargetConfig
 
 Action = Literal["add", "remove", "modify", "resize", "replace", "restart"]
@@ -73,6 +75,12 @@ def _lun_changes(tname: str, old: TargetConfig, new: TargetConfig) -> list[Chang
 
 
 def _describe_lun(lun: LunConfig) -> str:
+    if lun.backend in TAPE_BACKENDS:
+        return f"{lun.backend} {describe_tape(lun)}"
+    if lun.backend == "ses":
+        return "ses (enclosure services over the target's RAID LUNs)"
+    if lun.raid is not None:
+        return f"raid{lun.raid.level} of {len(lun.raid.members)} members"
     where = str(lun.path) if lun.path is not None else f"{lun.size} bytes"
     return f"{lun.backend} {where}"
 

@@ -219,10 +219,13 @@ class AdminApp:
         r.add_post("/api/targets/{target}/luns", self.lun_add)
         r.add_delete("/api/targets/{target}/luns/{lun}", self.lun_remove)
         r.add_post("/api/targets/{target}/luns/{lun}/resize", self.lun_resize)
+        r.add_post("/api/targets/{target}/luns/{lun}/rescan", self.lun_rescan)
         r.add_post("/api/targets/{target}/acl", self.acl_add)
         r.add_delete("/api/targets/{target}/acl/{initiator}", self.acl_remove)
         r.add_put("/api/targets/{target}/auth", self.auth_set)
         r.add_put("/api/targets/{target}/portal_groups/{tag}/alua", self.alua_set)
+        r.add_post("/api/targets/{target}/portal_groups/{tag}/portals", self.portal_add)
+        r.add_delete("/api/targets/{target}/portal_groups/{tag}/portals/{portal}", self.portal_remove)
         r.add_get("/api/sessions", self.sessions)
         r.add_get("/api/sessions/{tsih}", self.session)
         r.add_delete("/api/sessions/{tsih}", self.session_kill)
@@ -377,6 +380,11 @@ class AdminApp:
             raise AdminError(f"target {target} LUN {lun}", 'needs "size": bytes or a size like "2G"')
         return self._report(await self.controller.lun_resize(target, lun, size))
 
+    async def lun_rescan(self, request: web.Request) -> web.Response:
+        target = request.match_info["target"]
+        lun = self._int(request, "lun", f"target {target} LUN", 0, 16383)
+        return self._report(await self.controller.rescan(target, lun))
+
     async def acl_add(self, request: web.Request) -> web.Response:
         target = request.match_info["target"]
         initiator = (await self._body(request)).get("initiator")
@@ -407,6 +415,19 @@ class AdminApp:
         if not isinstance(state, str):
             raise AdminError(f"target {target} portal group {tag}", 'needs "state": an ALUA state name')
         return self._report(await self.controller.alua_set(target, tag, state))
+
+    async def portal_add(self, request: web.Request) -> web.Response:
+        target = request.match_info["target"]
+        tag = self._int(request, "tag", f"target {target} portal group", 1, 65535)
+        portal = (await self._body(request)).get("portal")
+        if not isinstance(portal, str):
+            raise AdminError(f"target {target} portal group {tag}", 'needs "portal": "HOST:PORT"')
+        return self._report(await self.controller.portal_add(target, tag, portal), 201)
+
+    async def portal_remove(self, request: web.Request) -> web.Response:
+        target = request.match_info["target"]
+        tag = self._int(request, "tag", f"target {target} portal group", 1, 65535)
+        return self._report(await self.controller.portal_remove(target, tag, request.match_info["portal"]))
 
     # ---- handlers: sessions, stats, events
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,46 +28,46 @@ from pathlib import Path
 from typing import Any
 
 from cistern.config.errors import ConfigError
+from cistern.config.lun import LunConfig
 from cistern.config.model import Config, config_text, load_config, parse_config, save_config
 from cistern.config.names import normalize_iscsi_name
 from cistern.config.tape import TAPE_BACKENDS
 from cistern.config.target import TargetConfig
 from cistern.control.changes import Change, diff, lun_obj, target_obj
+from cistern.control.errors import AdminError
+from cistern.control.units import (
+    check_resize,
+    commit_resize,
+    library_issues,
+    prepare_resize,
+    rescan_size,
+    reuse_store,
+    target_stores,
+)
 from cistern.scsi.alua import parse_state
 from cistern.scsi.lu import LogicalUnit
+from cistern.scsi.raid_lu import RaidDiskUnit
+from cistern.scsi.ses import EnclosureUnit
 from cistern.scsi.unit import LogicalUnitBase
-from cistern.storage.file import BlockDeviceStore, FileStore
 from cistern.target.model import TargetSpec
+from cistern.target.raid_luns import build_ses_luns, raid_arrays
 from cistern.target.server import (
     TargetServer,
     build_lu,
     build_target,
     close_units_now,
     discovery_secret,
+    serial_for,
     target_auth,
     target_limits,
 )
 from cistern.target.session import Session
+from cistern.target.tape_luns import build_tape_luns
 
 log = logging.getLogger("cistern.control")
 
 DRAIN_TIMEOUT = 30.0  # seconds a removed LUN's in-flight commands get to finish before its store closes
 ErrFunc = Callable[[str], None]
-
-
-class AdminError(Exception):
-    """A change that cannot be made.  ``obj`` names the object, ``cause`` says why; ``status`` is the HTTP
-    status the API answers with (400 bad request, 404 unknown object, 409 conflict with the running state)."""
-
-    def __init__(self, obj: str, cause: str, status: int = 400, issues: list[str] | None = None) -> None:
-        super().__init__(f"{obj}: {cause}" if obj else cause)
-        self.obj = obj
-        self.cause = cause
-        self.status = status
-        self.issues = issues or [str(self)]
-
-    def as_dict(self) -> dict[str, object]:
-        return {"error": {"object": self.obj, "cause": self.cause, "issues": self.issues}}
 
 
 @dataclass(slots=True)
@@ -90,13 +89,31 @@ class _Prepared:
     """Resources opened by the prepare phase, handed to commit (or closed on failure)."""
 
     targets: dict[str, TargetSpec] = field(default_factory=dict)
-    lus: dict[tuple[str, int], LogicalUnit] = field(default_factory=dict)
+    lus: dict[tuple[str, int], LogicalUnitBase] = field(default_factory=dict)
     resizes: dict[tuple[str, int], int] = field(default_factory=dict)
+    #: id() of the stores a replaced LUN hands over to its new unit (not closed by anyone here)
+    kept_stores: set[int] = field(default_factory=set)
 
     def close(self) -> None:
-        for target in self.targets.values():
-            close_units_now(target.device.luns.values())
-        close_units_now(self.lus.values())
+        units = [lu for target in self.targets.values() for lu in target.device.luns.values()]
+        close_units_now(
+            lu
+            for lu in [*units, *self.lus.values()]
+            if not (isinstance(lu, LogicalUnit) and id(lu.store) in self.kept_stores)
+        )
+
+
+def _lun_config(tcfg: TargetConfig, number: int) -> LunConfig:
+    return next(lun for lun in tcfg.luns if lun.lun == number)
+
+
+def _issue(obj: str, exc: OSError | ValueError) -> str:
+    """One issue line for a store or library that cannot be opened (build_lu / build_target already name
+    the LUN or target in their messages)."""
+    cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    if isinstance(exc, OSError) and exc.filename:
+        cause = f"{cause}: {exc.filename}"
+    return cause if cause.startswith(("target ", "portal ")) else f"{obj}: {cause}"
 
 
 def _named_issues(exc: ConfigError, data: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -239,8 +256,8 @@ class Controller:
         self.config = running
         report.restart = restart
         await self.server.sync_listeners()
-        for lu in removed:
-            self._drain_later(lu)
+        for lu, close_store in removed:
+            self._drain_later(lu, close_store)
         for change in report.applied:
             self.server.monitor.event("admin", str(change))
             log.info("admin: %s", change)
@@ -255,41 +272,54 @@ class Controller:
         issues: list[str] = []
         new_targets = {str(t.name): t for t in new.targets}
         old_targets = {str(t.name): t for t in self.config.targets}
+        rebuilt = {c.target for c in changes if c.lun is None and c.action in ("add", "remove", "replace")}
+        for name in sorted((new_targets.keys() & old_targets.keys()) - rebuilt):
+            issues += library_issues(name, old_targets[name], new_targets[name], changes)
+        grouped: dict[str, list[LunConfig]] = {}  # tape, changer and SES LUNs: built per target below
         for change in changes:
             try:
-                if change.lun is not None and change.target is not None:
-                    for cfg in (new_targets.get(change.target), old_targets.get(change.target)):
-                        lcfg = next((lun for lun in cfg.luns if lun.lun == change.lun), None) if cfg else None
-                        if lcfg is not None and (
-                            lcfg.backend in TAPE_BACKENDS or lcfg.backend == "ses" or lcfg.raid is not None
-                        ):
-                            kind = "RAID" if lcfg.raid is not None else lcfg.backend
-                            raise AdminError(
-                                change.obj, f"{kind} LUNs are not added, removed or changed live yet: restart"
-                            )
                 if change.action in ("add", "replace") and change.lun is None and change.target is not None:
-                    prepared.targets[change.target] = build_target(new_targets[change.target])
+                    stores = {}
+                    if change.action == "replace":  # the new version keeps the old one's open stores
+                        stores = target_stores(
+                            change.target,
+                            old_targets[change.target],
+                            new_targets[change.target],
+                            self.server.targets[change.target].device.luns,
+                        )
+                        prepared.kept_stores.update(id(store) for store in stores.values())
+                    prepared.targets[change.target] = build_target(new_targets[change.target], stores)
                 elif change.action in ("add", "replace") and change.lun is not None:
                     assert change.target is not None
-                    lcfg = next(lun for lun in new_targets[change.target].luns if lun.lun == change.lun)
-                    prepared.lus[(change.target, change.lun)] = build_lu(change.target, lcfg)
+                    lcfg = _lun_config(new_targets[change.target], change.lun)
+                    store = None
+                    if change.action == "replace" and reuse_store(
+                        change, _lun_config(old_targets[change.target], change.lun), lcfg
+                    ):
+                        running = self.server.targets[change.target].device.luns.get(change.lun)
+                        if isinstance(running, LogicalUnit):
+                            store = running.store
+                            prepared.kept_stores.add(id(store))
+                    if lcfg.backend in TAPE_BACKENDS or lcfg.backend == "ses":
+                        grouped.setdefault(change.target, []).append(lcfg)
+                    else:
+                        prepared.lus[(change.target, change.lun)] = build_lu(change.target, lcfg, store)
                 elif change.action == "resize":
                     assert change.target is not None and change.lun is not None
-                    lcfg = next(lun for lun in new_targets[change.target].luns if lun.lun == change.lun)
-                    size = self._check_resize(change, lcfg.size)
+                    lu = self._running_disk(change)
+                    size = check_resize(change, lu, _lun_config(new_targets[change.target], change.lun).size)
                     if size is not None:
+                        prepare_resize(lu, size)
                         prepared.resizes[(change.target, change.lun)] = size
                 elif change.action == "modify" and " portal group " in change.obj and change.target:
                     for group in new_targets[change.target].effective_portal_groups():
                         parse_state(group.alua_state)
             except (OSError, ValueError) as exc:
-                cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-                if isinstance(exc, OSError) and exc.filename:
-                    cause = f"{cause}: {exc.filename}"
-                # build_lu / build_target already name the LUN or target in their messages
-                issues.append(cause if cause.startswith(("target ", "portal ")) else f"{change.obj}: {cause}")
+                issues.append(_issue(change.obj, exc))
             except AdminError as exc:
                 issues.append(str(exc))
+        if not issues:
+            issues += self._build_grouped(grouped, new_targets, changes, prepared)
         if not issues:
             issues += await self._bind_new_portals(new)
         if issues:
@@ -298,6 +328,46 @@ class Controller:
             obj = _object_of(issues[0])
             raise AdminError(obj, "cannot apply: " + issues[0].split(": ", 1)[-1].strip(), 409, issues)
         return prepared
+
+    def _build_grouped(
+        self,
+        grouped: dict[str, list[LunConfig]],
+        new_targets: dict[str, TargetConfig],
+        changes: list[Change],
+        prepared: _Prepared,
+    ) -> list[str]:
+        """Build the new tape/changer LUNs of each target as one library (``build_tape_luns``: a changer with
+        its drives, or standalone drives) and its new SES LUNs over the RAID LUNs it will have."""
+        issues: list[str] = []
+        for name, lcfgs in grouped.items():
+            tcfg = new_targets[name]
+
+            def serial(lun: int, name: str = name) -> str:
+                return serial_for(name, lun)
+
+            tapes = [lcfg for lcfg in lcfgs if lcfg.backend in TAPE_BACKENDS]
+            ses = [lcfg for lcfg in lcfgs if lcfg.backend == "ses"]
+            try:
+                if tapes:
+                    tape_units = build_tape_luns(tcfg.model_copy(update={"luns": tapes}), serial)
+                    prepared.lus.update({(name, n): lu for n, lu in tape_units.items()})
+                if ses:
+                    gone = {c.lun for c in changes if c.target == name and c.action in ("remove", "replace")}
+                    luns = {n: lu for n, lu in self.server.targets[name].device.luns.items() if n not in gone}
+                    luns.update({n: lu for (t, n), lu in prepared.lus.items() if t == name})
+                    ses_units = build_ses_luns(tcfg.model_copy(update={"luns": ses}), luns, serial)
+                    prepared.lus.update({(name, n): lu for n, lu in ses_units.items()})
+            except (OSError, ValueError) as exc:
+                issues.append(_issue(lun_obj(name, (tapes or ses)[0].lun), exc))
+        return issues
+
+    def _running_disk(self, change: Change) -> LogicalUnit:
+        assert change.target is not None and change.lun is not None
+        target = self.server.targets.get(change.target)
+        lu = target.device.luns.get(change.lun) if target is not None else None
+        if not isinstance(lu, LogicalUnit):
+            raise AdminError(change.obj, "no such disk LUN (only disks have a size)", 404)
+        return lu
 
     async def _bind_new_portals(self, new: Config) -> list[str]:
         """Listen on the portals ``new`` adds (so a busy port fails now, before anything changed)."""
@@ -314,33 +384,15 @@ class Controller:
             return [f"portal {exc.filename}: {text}" if exc.filename else text]
         return []
 
-    def _check_resize(self, change: Change, size: int | None) -> int | None:
-        assert change.target is not None and change.lun is not None
-        target = self.server.targets.get(change.target)
-        lu = target.device.luns.get(change.lun) if target is not None else None
-        if not isinstance(lu, LogicalUnit):
-            raise AdminError(change.obj, "no such disk LUN", 404)
-        store = lu.store
-        if size is None or size == store.size:
-            return None
-        if isinstance(store, BlockDeviceStore) or not isinstance(store, FileStore):
-            raise AdminError(change.obj, f"{type(store).__name__} cannot be resized live; only file LUNs can")
-        if size < store.size:
-            raise AdminError(
-                change.obj,
-                f"shrinking from {store.size} to {size} bytes would drop the data past the new end; refused",
-            )
-        if lu.read_only:
-            raise AdminError(change.obj, "a read-only LUN cannot grow")
-        return size
-
     def _commit(
         self, new: Config, changes: list[Change], prepared: _Prepared, end_sessions: bool, report: ApplyReport
-    ) -> list[LogicalUnitBase]:
-        """In-memory changes only; returns the removed logical units still to drain and close."""
+    ) -> list[tuple[LogicalUnitBase, bool]]:
+        """In-memory changes only; returns the removed logical units still to drain, each with whether its
+        store closes too (not when a replacing unit took the store over)."""
         server = self.server
-        removed: list[LogicalUnitBase] = []
+        removed: list[tuple[LogicalUnitBase, bool]] = []
         new_targets = {str(t.name): t for t in new.targets}
+        lun_targets: set[str] = set()
         # root settings
         server.login_timeout = new.login_timeout
         server.nop_interval = new.nop_interval
@@ -360,40 +412,88 @@ class Controller:
                     for conn in list(session.connections.values()):
                         conn.request_logout(2)
                     server.end_session(session)
-                removed.extend(old.device.luns.values())
+                removed.extend(
+                    (lu, not (isinstance(lu, LogicalUnit) and id(lu.store) in prepared.kept_stores))
+                    for lu in old.device.luns.values()
+                )
             if number is None and change.action in ("add", "replace"):
                 spec = prepared.targets.pop(name)
                 server.targets[name] = spec
                 server.install_abort_hook(spec)
-                server.stores.extend(
-                    lu.store for lu in spec.device.luns.values() if isinstance(lu, LogicalUnit)
-                )
+                for lu in spec.device.luns.values():
+                    if isinstance(lu, LogicalUnit):
+                        self._serve_store(lu)
             elif number is None and change.action == "modify":
                 self._modify_target(server.targets[name], new_targets[name], change, end_sessions)
             elif number is not None:
+                lun_targets.add(name)
                 device = server.targets[name].device
                 if change.action in ("remove", "replace"):
-                    lu = device.remove_lun(number)
-                    if lu is not None:
-                        removed.append(lu)
+                    gone = device.remove_lun(number)
+                    if gone is not None:
+                        kept = isinstance(gone, LogicalUnit) and id(gone.store) in prepared.kept_stores
+                        removed.append((gone, not kept))
                 if change.action in ("add", "replace"):
                     lu = prepared.lus.pop((name, number))
                     device.add_lun(lu)
-                    server.stores.append(lu.store)
+                    if isinstance(lu, LogicalUnit):
+                        self._serve_store(lu)
                 disk = device.luns.get(number)
                 if (
                     change.action == "resize"
                     and (name, number) in prepared.resizes
                     and isinstance(disk, LogicalUnit)
                 ):
-                    self._resize(disk, prepared.resizes[(name, number)])
+                    commit_resize(disk, prepared.resizes[(name, number)])
                     device.capacity_changed(number)
             report.applied.append(change)
-        for lu in removed:
-            if isinstance(lu, LogicalUnit):
+        for name in lun_targets:  # SES LUs report the RAID LUNs their target has now
+            luns = server.targets[name].device.luns
+            for unit in luns.values():
+                if isinstance(unit, EnclosureUnit):
+                    unit.arrays = raid_arrays(luns)
+        for lu, close_store in removed:
+            if isinstance(lu, LogicalUnit) and close_store:
                 with contextlib.suppress(ValueError):
                     server.stores.remove(lu.store)
         return removed
+
+    def _serve_store(self, lu: LogicalUnit) -> None:
+        """A new unit's store joins the server's (flushed and closed at shutdown); a RAID array starts its
+        background work (resync, rebuild, member watch)."""
+        if all(store is not lu.store for store in self.server.stores):
+            self.server.stores.append(lu.store)
+        start_background = getattr(lu.store, "start_background", None)
+        if start_background is not None:
+            start_background()
+
+    async def rescan(self, name: str, number: int) -> ApplyReport:
+        """Re-read the size of block (or file) LUN ``number`` of target ``name``: when its device grew
+        (``losetup -c``, ``lvextend``), serve the new size (up to the config's ``size`` cap) and give every
+        I_T nexus CAPACITY DATA HAS CHANGED (2A/09, SBC-4 4.10).  The config does not change."""
+        async with self.lock:
+            tcfg = self.target_config(name)
+            obj = lun_obj(str(tcfg.name), number)
+            lcfg = next((lun for lun in tcfg.luns if lun.lun == number), None)
+            if lcfg is None:
+                raise AdminError(obj, "no such LUN", 404)
+            change = Change("resize", obj, "rescanned", str(tcfg.name), number)
+            lu = self._running_disk(change)
+            try:
+                size = rescan_size(obj, lu, lcfg.size)
+            except OSError as exc:
+                raise AdminError(obj, f"cannot read its size: {exc.strerror or exc}", 409) from None
+            report = ApplyReport()
+            if size is None:
+                return report
+            old = lu.store.size
+            commit_resize(lu, size)
+            self.server.targets[str(tcfg.name)].device.capacity_changed(number)
+            change = Change("resize", obj, f"rescanned: size {old} -> {size} bytes", str(tcfg.name), number)
+            report.applied.append(change)
+            self.server.monitor.event("admin", str(change))
+            log.info("admin: %s", change)
+            return report
 
     def _modify_target(
         self, spec: TargetSpec, tcfg: TargetConfig, change: Change, end_sessions: bool
@@ -415,21 +515,16 @@ class Controller:
                 if "CHAP" in change.detail or not spec.admits(session.initiator_name):
                     self.kill_session(session, reason=change.detail)
 
-    @staticmethod
-    def _resize(lu: LogicalUnit, size: int) -> None:
-        store = lu.store
-        assert isinstance(store, FileStore)
-        os.ftruncate(store._fileno(), size)
-        store.size = size
-
-    def _drain_later(self, lu: LogicalUnitBase) -> None:
-        task = asyncio.get_running_loop().create_task(self.drain_and_close(lu))
+    def _drain_later(self, lu: LogicalUnitBase, close_store: bool) -> None:
+        task = asyncio.get_running_loop().create_task(self.drain_and_close(lu, close_store=close_store))
         self._drains.add(task)
         task.add_done_callback(self._drains.discard)
 
-    async def drain_and_close(self, lu: LogicalUnitBase, timeout: float = DRAIN_TIMEOUT) -> None:
+    async def drain_and_close(
+        self, lu: LogicalUnitBase, timeout: float = DRAIN_TIMEOUT, *, close_store: bool = True
+    ) -> None:
         """Wait for a removed LU's in-flight commands to finish (at most ``timeout`` s), then flush and
-        close its store."""
+        close its store (``close_store``; not when a replacing unit serves the same store)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while lu.stats.in_flight and loop.time() < deadline:
@@ -442,10 +537,13 @@ class Controller:
                 timeout,
             )
         try:
-            if isinstance(lu, LogicalUnit):
+            if isinstance(lu, LogicalUnit) and close_store:
                 await lu.store.flush()
                 await lu.store.close()
-            await lu.close()  # tape: the loaded cartridge; changer: the library lock
+            if close_store:
+                await lu.close()
+            elif isinstance(lu, RaidDiskUnit) and lu.unwatch is not None:
+                lu.unwatch()  # the new unit over the same array gets its events now  # tape: the loaded cartridge; changer: the library lock
         except OSError as exc:
             log.error("LUN %d: closing it: %s", lu.lun, exc)
 
@@ -473,7 +571,7 @@ class Controller:
         """Edit a copy of the running config (as plain data) and apply it, all under the lock, so two
         concurrent operations never apply one another's stale copy."""
         async with self.lock:
-            data = self.config.model_dump(mode="json", exclude_none=True)
+            data = self.config.dump()
             edit(data)
             return await self._apply_locked(self.parse(data), end_sessions)
 
@@ -568,6 +666,45 @@ class Controller:
                 if found is None:
                     raise AdminError(f"{target_obj(name)} portal group {tag}", "no such portal group", 404)
                 found["alua_state"] = state
+
+        return await self._mutate(edit)
+
+    def _group_portals(self, data: dict[str, Any], name: str, tag: int) -> list[str]:
+        """The (mutable) portal list of portal group ``tag`` of target ``name`` in ``data``."""
+        tcfg = self.target_config(name)
+        target = self._target_dict(data, name)
+        if tcfg.portal_groups is None:
+            if tag != tcfg.tpgt:
+                raise AdminError(f"{target_obj(name)} portal group {tag}", "no such portal group", 404)
+            portals: list[str] = target.setdefault("portals", [])
+            return portals
+        found = next((g for g in target["portal_groups"] if g["tag"] == tag), None)
+        if found is None:
+            raise AdminError(f"{target_obj(name)} portal group {tag}", "no such portal group", 404)
+        group_portals: list[str] = found.setdefault("portals", [])
+        return group_portals
+
+    async def portal_add(self, name: str, tag: int, portal: str) -> ApplyReport:
+        """Serve target ``name`` on ``portal`` (``HOST:PORT``) too, in portal group ``tag``: the listener
+        opens now (a port in use fails the change, naming the portal); SendTargets lists it."""
+
+        def edit(data: dict[str, Any]) -> None:
+            portals = self._group_portals(data, name, tag)
+            if portal in portals:
+                raise AdminError(f"{target_obj(name)} portal {portal}", "already served", 409)
+            portals.append(portal)
+
+        return await self._mutate(edit)
+
+    async def portal_remove(self, name: str, tag: int, portal: str) -> ApplyReport:
+        """Stop serving target ``name`` on ``portal``: new logins there are refused (the listener closes
+        when no target uses it); connections already open stay."""
+
+        def edit(data: dict[str, Any]) -> None:
+            portals = self._group_portals(data, name, tag)
+            if portal not in portals:
+                raise AdminError(f"{target_obj(name)} portal {portal}", f"not a portal of group {tag}", 404)
+            portals.remove(portal)
 
         return await self._mutate(edit)
 

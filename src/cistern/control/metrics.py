@@ -29,6 +29,7 @@ from cistern.scsi.stats import LATENCY_BUCKETS, SENSE_KEY_NAMES
 from cistern.scsi.tape import TapeUnit
 from cistern.scsi.unit import LogicalUnitBase
 from cistern.storage.raid.array import RaidStore
+from cistern.target.model import portal_text
 from cistern.target.server import TargetServer
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -159,6 +160,7 @@ class ServerCollector:
             sessions.add_metric([name], n_sessions)
             conns.add_metric([name], n_conns)
         yield from (sessions, conns, s_read, s_write)
+        yield from _portal_families(server)
 
         if self.lag is not None:
             yield GaugeMetricFamily(
@@ -171,6 +173,39 @@ class ServerCollector:
         )
         info.add_metric([__version__], 1)
         yield info
+
+
+def _portal_families(server: TargetServer) -> Iterator[Metric]:
+    """Sessions and connections per target and the portal each connection came in on (a session with
+    connections on two portals counts on both; discovery sessions have ``target=""``, as in logins)."""
+    labels = ["target", "portal"]
+    sessions = GaugeMetricFamily(
+        "cistern_portal_sessions",
+        "Sessions with at least one connection on the portal, per target and portal.",
+        labels=labels,
+    )
+    conns = GaugeMetricFamily(
+        "cistern_portal_connections", "Connections of logged-in sessions, per target and portal.", labels=labels
+    )
+    counts: dict[tuple[str, str], list[int]] = {}
+    for target in server.targets.values():  # every served portal, also with nobody logged in
+        for group in target.portal_groups:
+            for listen in group.listen:
+                counts.setdefault((target.name, portal_text(listen)), [0, 0])
+    for session in server.sessions:
+        name = session.target.name if session.target is not None else ""
+        seen: set[str] = set()
+        for conn in session.connections.values():
+            key = (name, portal_text(conn.portal))
+            entry = counts.setdefault(key, [0, 0])
+            entry[1] += 1
+            if key[1] not in seen:
+                seen.add(key[1])
+                entry[0] += 1
+    for (name, portal), (n_sessions, n_conns) in sorted(counts.items()):
+        sessions.add_metric([name, portal], n_sessions)
+        conns.add_metric([name, portal], n_conns)
+    yield from (sessions, conns)
 
 
 RAID_STATES = ("clean", "degraded", "rebuilding", "checking", "resyncing", "failed")  # RaidStore.state

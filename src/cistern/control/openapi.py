@@ -52,6 +52,12 @@ _TSIH_P = {
     "required": True,
     "schema": {"type": "integer", "minimum": 1, "maximum": 65535},
 }
+_TAG_P = {
+    "name": "tag",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 1, "maximum": 65535},
+}
 _END_P = {"name": "end_sessions", "in": "query", "required": False, "schema": {"type": "boolean"}}
 _CHANGE_ERRORS = _errors(400, 401, 403, 404, 409, 413)
 
@@ -143,7 +149,8 @@ def openapi_document(version: str) -> dict[str, Any]:
         "/api/targets/{target}/luns/{lun}/resize": {
             "parameters": [_TARGET_P, _LUN_P],
             "post": {
-                "summary": "Grow a file LUN; initiators get CAPACITY DATA HAS CHANGED",
+                "summary": "Grow a file or memory LUN (or raise a block LUN's size cap); initiators get "
+                "CAPACITY DATA HAS CHANGED; shrinking is refused",
                 "requestBody": _body(
                     {
                         "type": "object",
@@ -151,6 +158,14 @@ def openapi_document(version: str) -> dict[str, Any]:
                         "properties": {"size": {"oneOf": [{"type": "integer"}, {"type": "string"}]}},
                     }
                 ),
+                "responses": {"200": _json(_REPORT), **_CHANGE_ERRORS},
+            },
+        },
+        "/api/targets/{target}/luns/{lun}/rescan": {
+            "parameters": [_TARGET_P, _LUN_P],
+            "post": {
+                "summary": "Re-read the size of a block (or file) LUN whose device grew; initiators get "
+                "CAPACITY DATA HAS CHANGED",
                 "responses": {"200": _json(_REPORT), **_CHANGE_ERRORS},
             },
         },
@@ -205,6 +220,27 @@ def openapi_document(version: str) -> dict[str, Any]:
                 "requestBody": _body(
                     {"type": "object", "required": ["state"], "properties": {"state": {"type": "string"}}}
                 ),
+                "responses": {"200": _json(_REPORT), **_CHANGE_ERRORS},
+            },
+        },
+        "/api/targets/{target}/portal_groups/{tag}/portals": {
+            "parameters": [_TARGET_P, _TAG_P],
+            "post": {
+                "summary": "Serve the target on one more portal (the listener opens now)",
+                "requestBody": _body(
+                    {"type": "object", "required": ["portal"], "properties": {"portal": {"type": "string"}}}
+                ),
+                "responses": {"201": _json(_REPORT), **_CHANGE_ERRORS},
+            },
+        },
+        "/api/targets/{target}/portal_groups/{tag}/portals/{portal}": {
+            "parameters": [
+                _TARGET_P,
+                _TAG_P,
+                {"name": "portal", "in": "path", "required": True, "schema": {"type": "string"}},
+            ],
+            "delete": {
+                "summary": "Stop serving the target on a portal (open connections stay)",
                 "responses": {"200": _json(_REPORT), **_CHANGE_ERRORS},
             },
         },

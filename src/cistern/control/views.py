@@ -1,8 +1,9 @@
 """JSON views of the running server for the admin API and the dashboard (no secrets: CHAP shows names only).
 
-Shapes (all plain JSON): a target is ``{name, alias, access, acl, auth, portal_groups, luns, sessions}``; a
-LUN ``{lun, backend, path, size_bytes, block_size, read_only, thin, stats}``; a session ``{tsih, initiator,
-isid, target, portal_group, connections, params, in_flight, read_bytes, write_bytes}``.
+Shapes (all plain JSON): a target is ``{name, alias, access, acl, auth, portal_groups, luns, sessions}``;
+a LUN ``{lun, kind, summary, state, device_type, path, size_bytes, block_size, read_only, thin, stats}``; a session
+``{tsih, initiator, isid, target, portal_group, portals, connections, params, in_flight, read_bytes,
+write_bytes}``.
 """
 
 from __future__ import annotations
@@ -13,18 +14,72 @@ from typing import Any
 
 from cistern.control.live import AdminError, Controller
 from cistern.control.metrics import LoopLag
+from cistern.scsi.changer import ChangerUnit
 from cistern.scsi.lu import LogicalUnit
+from cistern.scsi.ses import EnclosureUnit
+from cistern.scsi.tape import TapeUnit
 from cistern.scsi.unit import LogicalUnitBase
+from cistern.storage.file import BlockDeviceStore
+from cistern.storage.memory import MemoryStore
+from cistern.storage.raid import RaidStore
+from cistern.target.model import portal_text
 from cistern.target.server import TargetServer
 from cistern.target.session import Session
+
+_KINDS = {0x01: "tape drive", 0x08: "medium changer", 0x0D: "enclosure services"}
+
+
+def _kind(lu: LogicalUnitBase) -> str:
+    """What the LUN is in an operator's words: file, block, memory, raid, tape drive, medium changer..."""
+    if isinstance(lu, LogicalUnit):
+        store = lu.store
+        if isinstance(store, RaidStore):
+            return "raid"
+        if isinstance(store, MemoryStore):
+            return "memory"
+        return "block" if isinstance(store, BlockDeviceStore) else "file"
+    return _KINDS.get(lu.device_type, f"device type 0x{lu.device_type:02x}")
+
+
+def _state(lu: LogicalUnitBase) -> tuple[str, dict[str, Any] | None]:
+    """(one-line summary, details) of what a RAID array, tape drive, changer or SES unit is doing now."""
+    store = getattr(lu, "store", None)
+    if isinstance(store, RaidStore):
+        st = store.status()
+        devices = [{k: d[k] for k in ("name", "role", "state", "errors")} for d in st["devices"]]
+        in_sync = sum(1 for d in devices if d["state"] == "in_sync")
+        text = f"raid{st['level']} {st['state']}, {in_sync}/{st['members']} in sync"
+        if st["sync_progress"] is not None:
+            text += f", {st['sync_action']} {st['sync_progress'] * 100:.0f}%"
+        detail = {k: st[k] for k in ("name", "level", "state", "sync_action", "sync_progress", "mismatch_cnt")}
+        return text, {**detail, "devices": devices}
+    if isinstance(lu, TapeUnit):
+        text = f"loaded {lu.barcode}" if lu.loaded else ("cartridge waiting" if lu.cartridge else "empty")
+        return text, {"loaded": lu.loaded, "barcode": lu.barcode}
+    if isinstance(lu, ChangerUnit):
+        where = {str(kind): list(places) for kind, places in lu.library.where.items()}
+        names = {"slot": "slots", "drive": "drives", "ie": "mailslots"}
+        text = ", ".join(
+            f"{names.get(kind, kind)} {sum(1 for b in places if b is not None)}/{len(places)} full"
+            for kind, places in where.items()
+        )
+        return text, where
+    if isinstance(lu, EnclosureUnit):
+        labels = [label for label, _ in lu.arrays]
+        return f"reports {len(labels)} array(s)", {"arrays": labels}
+    return "", None
 
 
 def _lun(lu: LogicalUnitBase) -> dict[str, Any]:
     st = lu.stats
     disk = lu if isinstance(lu, LogicalUnit) else None
+    summary, state = _state(lu)
     return {
         "lun": lu.lun,
-        "device_type": lu.device_type,  # PERIPHERAL DEVICE TYPE: 0 disk, 1 tape, 8 changer
+        "kind": _kind(lu),
+        "summary": summary,  # RAID array, tape drive, changer or SES state in one line ("" for plain disks)
+        "state": state,
+        "device_type": lu.device_type,  # PERIPHERAL DEVICE TYPE: 0 disk, 1 tape, 8 changer, 0x0D SES
         "size_bytes": disk.num_blocks * disk.block_size if disk else None,
         "block_size": disk.block_size if disk else None,
         "read_only": bool(getattr(lu, "read_only", False)),
@@ -99,8 +154,9 @@ def session_view(session: Session) -> dict[str, Any]:
         "isid": session.isid.hex(),
         "target": session.target.name if session.target is not None else None,
         "portal_group": session.nexus.tpgt if session.nexus is not None else None,
+        "portals": sorted({portal_text(conn.portal) for conn in session.connections.values()}),
         "connections": [
-            {"cid": cid, "peer": conn.peer, "portal": f"{conn.portal[0]}:{conn.portal[1]}"}
+            {"cid": cid, "peer": conn.peer, "portal": portal_text(conn.portal)}
             for cid, conn in sorted(session.connections.items())
         ],
         "params": params,

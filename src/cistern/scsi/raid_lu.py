@@ -16,6 +16,7 @@ LOG SENSE (0x4D) joins the disk's command table for this LU only.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import log
@@ -80,6 +81,8 @@ class RaidDiskUnit(LogicalUnit):
         super().__init__(store, **kwargs)
         self.commands = RAID_DISK_COMMANDS
         self.raid = store
+        #: stops this unit's unit attentions on array events (set by the target's wiring, watch_raid)
+        self.unwatch: Callable[[], None] | None = None
 
     def log_pages(self) -> dict[int, LogPageBuilder]:
         return {0x0D: _temperature_log, 0x2F: _ie_log, 0x30: _raid_log}

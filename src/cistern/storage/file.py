@@ -270,6 +270,17 @@ class FileStore(BackingStore):
     def _probe_size(fd: int) -> int:
         return os.fstat(fd).st_size
 
+    def probe_size(self) -> int:
+        """The file's (or device's) size now, in bytes: it may have grown since the store was opened."""
+        return self._probe_size(self._fileno())
+
+    def grow(self, size: int) -> None:
+        """Extend the file to ``size`` bytes (sparse) and serve them; raises OSError (ENOSPC, EFBIG...)."""
+        if size < self.size:
+            raise ValueError(f"a store does not shrink ({self.size} -> {size} bytes)")
+        os.ftruncate(self._fileno(), size)
+        self.size = size
+
     def _fileno(self) -> int:
         if self._fd is None:
             raise StoreError("store is closed")

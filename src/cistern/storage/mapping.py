@@ -58,6 +58,13 @@ class PageMap:
         self.page = page
         self._map = bytearray(-(-size // page))
 
+    def resize(self, size: int) -> None:
+        """Cover a store grown to ``size`` bytes (the new pages unmapped); shrinking is not supported."""
+        if size < self.size:
+            raise ValueError("a page map does not shrink")
+        self.size = size
+        self._map.extend(bytes(-(-size // self.page) - len(self._map)))
+
     def _span(self, offset: int, length: int) -> tuple[int, int]:
         """Pages touched by ``[offset, offset+length)``: (first, end) with end exclusive."""
         return offset // self.page, -(-(offset + length) // self.page)

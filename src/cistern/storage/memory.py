@@ -101,6 +101,33 @@ class MemoryStore(BackingStore):
     async def allocated_bytes(self) -> int | None:
         return self.map.mapped_bytes()
 
+    def reserve(self, size: int) -> None:
+        """Extend the mapping to hold ``size`` bytes (``mremap``: no copy; the new pages read as zeroes and
+        cost nothing until written).  :attr:`size` does not move until :meth:`set_size`, so this can be done
+        ahead of a live resize and simply left unused when the resize is abandoned.  Raises ``StoreError``
+        (closed, or a size below the current one: shrinking would drop data) or ``OSError`` (no memory)."""
+        if size < self.size:
+            raise StoreError(f"a memory store does not shrink ({self.size} -> {size} bytes)")
+        mm, data = self._mm, self._data
+        if mm is None or data is None:
+            raise StoreError("store is closed")
+        if size <= len(mm):
+            return
+        data.release()
+        try:
+            mm.resize(size)
+        except BufferError as exc:  # a view of the old mapping is still in use somewhere
+            raise OSError(f"the memory store is busy, try again: {exc}") from None
+        finally:
+            self._data = memoryview(mm)
+
+    def set_size(self, size: int) -> None:
+        """Make ``size`` bytes (at most what :meth:`reserve` made room for) the store's size."""
+        if self._mm is None or size > len(self._mm) or size < self.size:
+            raise StoreError(f"cannot set the memory store to {size} bytes: reserve() it first")
+        self.size = size
+        self.map.resize(size)
+
     async def close(self) -> None:
         self.close_sync()
 

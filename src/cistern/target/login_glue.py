@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from cistern.target.model import ChapSecret, TargetLimits, TargetSpec
+from cistern.target.model import ChapSecret, TargetLimits, TargetSpec, portal_text
 from cistern.wire import pdu as P
 from cistern.wire.chap import ChapAlgorithm, ChapCredentials
 from cistern.wire.login import (
@@ -333,7 +333,7 @@ class LoginDriver:
             )
             self.server.monitor.login(
                 self.login.target_name or "",
-                _portal_text(conn.portal),
+                portal_text(conn.portal),
                 step.status.name.lower(),
                 f"{conn.peer}: login refused ({reason}): {step.reason or 'no detail'}",
             )
@@ -359,7 +359,7 @@ class LoginDriver:
             )
             self.server.monitor.login(
                 session.target.name if session.target else "",
-                _portal_text(conn.portal),
+                portal_text(conn.portal),
                 "ok",
                 f"{conn.peer}: {session.initiator_name} logged in to "
                 f"{session.target.name if session.target else 'discovery'} (TSIH {session.tsih})",
@@ -367,8 +367,3 @@ class LoginDriver:
             # joins the session's connection set; a connection with the same CID is reinstated (RFC 7143 6.3.4)
             assert params is not None
             conn.enter_full_feature(session, pdu.cid, params)
-
-
-def _portal_text(portal: tuple[str, int]) -> str:
-    host, port = portal[0], portal[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

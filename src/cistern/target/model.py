@@ -11,6 +11,12 @@ from dataclasses import dataclass, field
 from cistern.scsi.server import DeviceServer
 
 
+def portal_text(portal: tuple[str, int]) -> str:
+    """``HOST:PORT`` (``[HOST]:PORT`` for IPv6) of a listening portal, as metrics and the admin API name it."""
+    host, port = portal[0], portal[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 @dataclass(frozen=True, slots=True)
 class ChapSecret:
     username: str

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from cistern.scsi.ses import EnclosureUnit
@@ -25,8 +25,9 @@ _REDUNDANCY_EVENTS = {"Fail", "DegradedArray", "ArrayFailed", "RebuildFinished",
 _SPARE_EVENTS = {"SpareActive", "SpareAdded", "FailSpare"}
 
 
-def watch_raid(store: RaidStore, lu: LogicalUnitBase) -> None:
-    """Turn ``store``'s state changes into unit attentions on ``lu``."""
+def watch_raid(store: RaidStore, lu: LogicalUnitBase) -> Callable[[], None]:
+    """Turn ``store``'s state changes into unit attentions on ``lu``; returns the function that stops it
+    (a live change that hands the store over to a new unit)."""
 
     def on_event(kind: str, info: dict[str, Any]) -> None:
         if kind in _REDUNDANCY_EVENTS:
@@ -36,16 +37,28 @@ def watch_raid(store: RaidStore, lu: LogicalUnitBase) -> None:
 
     store.listeners.append(on_event)
 
+    def unwatch() -> None:
+        if on_event in store.listeners:
+            store.listeners.remove(on_event)
 
-def build_ses_luns(
-    tcfg: TargetConfig, luns: dict[int, LogicalUnitBase], serial_for: Callable[[int], str]
-) -> dict[int, EnclosureUnit]:
-    """The target's SES LUs, each reporting the RAID LUNs already in ``luns``."""
+    return unwatch
+
+
+def raid_arrays(luns: Mapping[int, LogicalUnitBase]) -> list[tuple[str, RaidStore]]:
+    """(label ``lunN``, store) of every RAID LUN in ``luns``, in LUN order: what an SES LU reports."""
     arrays: list[tuple[str, RaidStore]] = []
     for n, lu in sorted(luns.items()):
         store = getattr(lu, "store", None)
         if isinstance(store, RaidStore):
             arrays.append((f"lun{n}", store))
+    return arrays
+
+
+def build_ses_luns(
+    tcfg: TargetConfig, luns: dict[int, LogicalUnitBase], serial_for: Callable[[int], str]
+) -> dict[int, EnclosureUnit]:
+    """The target's SES LUs, each reporting the RAID LUNs already in ``luns``."""
+    arrays = raid_arrays(luns)
     out: dict[int, EnclosureUnit] = {}
     for lcfg in tcfg.luns:
         if lcfg.backend != "ses":

@@ -234,7 +234,10 @@ class TargetServer:
                         hint = " (no interface of this host has that address)"
                     elif exc.errno == errno.EACCES:
                         hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
-                    reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+                    if isinstance(exc, socket.gaierror):  # a host name that does not resolve
+                        reason = f"cannot resolve {host}: {exc.strerror or exc}"
+                    else:
+                        reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
                     # filename: the portal, so a live change can name it as the object
                     raise OSError(
                         exc.errno, f"cannot listen on portal {where}: {reason}{hint}", where
@@ -512,7 +515,7 @@ class TargetServer:
 # ---------------------------------------------------------------------------------------------- config
 
 
-def _serial_for(target: str, lun: int) -> str:
+def serial_for(target: str, lun: int) -> str:
     return hashlib.sha256(f"{target}/{lun}".encode()).hexdigest()[:16]
 
 
@@ -583,11 +586,14 @@ class SessionLogContext(logging.Filter):
         return True
 
 
-def build_lu(target_name: str, lcfg: LunConfig) -> LogicalUnit:
-    """Open (or create) one LUN's backing store and build its logical unit; raises OSError/ValueError."""
-    store: BackingStore
+def build_lu(target_name: str, lcfg: LunConfig, store: BackingStore | None = None) -> LogicalUnit:
+    """Open (or create) one LUN's backing store and build its logical unit; raises OSError/ValueError.
+    With ``store`` (a live change of LU settings only), the unit is built over that open store instead."""
+    reused = store is not None
     try:
-        if lcfg.raid is not None:
+        if store is not None:
+            pass
+        elif lcfg.raid is not None:
             store = open_raid(lcfg.raid, block_size=lcfg.block_size, name=f"{target_name}/lun{lcfg.lun}")
         else:
             store = open_store(
@@ -613,7 +619,7 @@ def build_lu(target_name: str, lcfg: LunConfig) -> LogicalUnit:
         lu = unit_cls(
             store,  # type: ignore[arg-type]
             lun=lcfg.lun,
-            serial=lcfg.serial or _serial_for(target_name, lcfg.lun),
+            serial=lcfg.serial or serial_for(target_name, lcfg.lun),
             read_only=lcfg.read_only,
             thin=lcfg.thin,
             removable=lcfg.removable,
@@ -622,12 +628,13 @@ def build_lu(target_name: str, lcfg: LunConfig) -> LogicalUnit:
             sanitize_rate=lcfg.sanitize_rate,
             **kwargs,
         )
-        if isinstance(store, RaidStore):
-            watch_raid(store, lu)
+        if isinstance(lu, RaidDiskUnit) and isinstance(store, RaidStore):
+            lu.unwatch = watch_raid(store, lu)
         return lu
     except BaseException:
-        with contextlib.suppress(Exception):
-            store.close_sync()
+        if not reused:
+            with contextlib.suppress(Exception):
+                store.close_sync()
         raise
 
 
@@ -660,17 +667,19 @@ def close_units_now(units: Iterable[LogicalUnitBase]) -> None:
             close_now(lu)
 
 
-def build_target(tcfg: TargetConfig) -> TargetSpec:
+def build_target(tcfg: TargetConfig, stores: dict[int, BackingStore] | None = None) -> TargetSpec:
     """Open a target's stores (disks) and libraries (tape, changer) and build its runtime objects; on
-    failure closes what it opened and raises OSError/ValueError."""
+    failure closes what it opened and raises OSError/ValueError.  ``stores``: already open stores to build
+    some disk LUNs over (a live rebuild of the target), by LUN; they are not closed on failure."""
     luns: dict[int, LogicalUnitBase] = {}
     name = str(tcfg.name)
+    given = stores or {}
     try:
         for lcfg in tcfg.luns:
             if lcfg.backend not in TAPE_BACKENDS and lcfg.backend != "ses":
-                luns[lcfg.lun] = build_lu(name, lcfg)
+                luns[lcfg.lun] = build_lu(name, lcfg, given.get(lcfg.lun))
         try:
-            luns.update(build_tape_luns(tcfg, lambda lun: _serial_for(name, lun)))
+            luns.update(build_tape_luns(tcfg, lambda lun: serial_for(name, lun)))
         except OSError as exc:  # name the target; keep the errno
             text = exc.strerror or str(exc)
             if exc.filename and str(exc.filename) not in text:
@@ -678,9 +687,11 @@ def build_target(tcfg: TargetConfig) -> TargetSpec:
             raise OSError(exc.errno, f"target {name} tape library: {text}") from None
         except ValueError as exc:
             raise ValueError(f"target {name} tape library: {exc}") from None
-        luns.update(build_ses_luns(tcfg, luns, lambda lun: _serial_for(name, lun)))
+        luns.update(build_ses_luns(tcfg, luns, lambda lun: serial_for(name, lun)))
     except BaseException:
-        close_units_now(luns.values())
+        close_units_now(
+            lu for lu in luns.values() if not (isinstance(lu, LogicalUnit) and lu.store in given.values())
+        )
         raise
     groups = [
         PortalGroupSpec(g.tag, [(p.host, p.port) for p in g.portals], tls=g.tls)

@@ -94,7 +94,9 @@ function renderTargets(targets) {
     tbody.appendChild(row);
     for (const l of t.luns) {
       const lr = document.createElement("tr");
-      cell(lr, t.name); cell(lr, String(l.lun)); cell(lr, l.size_bytes == null ? "-" : fmtBytes(l.size_bytes)); cell(lr, l.path || "memory");
+      cell(lr, t.name); cell(lr, String(l.lun)); cell(lr, l.size_bytes == null ? "-" : fmtBytes(l.size_bytes)); cell(lr, l.path || l.kind);
+      cell(lr, l.summary || "");
+      lr.dataset.lun = t.name + "/" + l.lun;
       cell(lr, fmtBytes(l.stats.read_bytes)); cell(lr, fmtBytes(l.stats.write_bytes));
       cell(lr, String(l.stats.read_commands + l.stats.write_commands + l.stats.other_commands));
       cell(lr, String(l.stats.in_flight));
