@@ -290,7 +290,9 @@ class Session:
         """Queue one SCSI command and return its handle; ``await`` the handle for the result."""
         self._check_usable()
         cmd = Command(lun, cdb, data_out, read_length)
-        self.core.submit(cmd)
+        core = self.core
+        core.pending.append(cmd)  # core.submit(cmd), inlined: the hot path
+        core.pump()
         self._flush()
         return cmd
 

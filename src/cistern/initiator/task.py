@@ -72,7 +72,7 @@ class Command(InitiatorTask):
     __slots__ = ("future",)
 
     def __init__(self, lun: int, cdb: bytes, data_out: Buffer | None, read_length: int) -> None:
-        super().__init__(lun, cdb, data_out, read_length)
+        InitiatorTask.__init__(self, lun, cdb, data_out, read_length)
         self.future: asyncio.Future[ScsiResult] = asyncio.get_running_loop().create_future()
 
     @property
