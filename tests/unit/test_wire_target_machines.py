@@ -441,3 +441,31 @@ def test_erl2_tasks_not_reassigned_in_time_are_cleaned_up_and_logout_ends_tasks(
     logout, tmf = d.sent()
     assert logout.response == LogoutResponse.RECOVERY_NOT_SUPPORTED
     assert tmf.response == TmfResponse.TASK_REASSIGN_NOT_SUPPORTED
+
+
+def test_a_write_buffer_is_allocated_when_its_data_arrives_not_with_the_command() -> None:
+    session, params = new_session(max_burst_length=8192, first_burst_length=8192)
+    a = Side(session, 1, params)
+    for i in range(4):  # 4 x 32 MiB writes whose data never comes: budgeted, but no memory
+        a.receive(command(0x10 + i, 1 + i, write=32 << 20))
+    assert session.write_buffered == 4 * (32 << 20)
+    assert all(t.buf is None for t in session.tasks.values())
+    r2ts = [p for p in a.sent() if isinstance(p, P.R2T)]
+    first = next(p for p in r2ts if p.itt == 0x10)
+    a.receive(P.DataOut(itt=0x10, ttt=first.ttt, data=b"\x33" * 4096))
+    task = session.tasks[0x10]
+    assert task.buf is not None and len(task.buf) == 32 << 20 and task.buf[:4096] == b"\x33" * 4096
+    assert session.tasks[0x11].buf is None
+    a.m.close(1.0)  # ends them all: the budget is whole again
+    assert session.write_buffered == 0 and not session.tasks
+
+
+def test_abort_of_an_orphan_whose_result_waits_ends_it_at_once() -> None:
+    session, params = new_session(erl=2, **ERL2)
+    a = Side(session, 1, params)
+    a.receive(command(0x10, 1, read=4096))
+    (task,) = events(session)
+    a.m.close(1.0)
+    a.m.complete(task, ScsiResult(Status.GOOD, b"", data_in=bytes(4096)))  # kept for TASK REASSIGN
+    assert session.abort_tasks([task]) == []  # nothing to wait for: the device server returned already
+    assert not session.tasks and session.outstanding == 0

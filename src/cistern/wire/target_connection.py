@@ -242,8 +242,8 @@ class TargetConnection:
         """Zero copy (the framer's sink): where a Data-Out payload may land in its command's write buffer."""
         if type(pdu) is P.DataOut:
             task = self.session.tasks.get(pdu.itt)
-            if task is not None and task.buf is not None and task.conn is self:
-                return task.sink(pdu.buffer_offset, len(task.buf) - pdu.buffer_offset)
+            if task is not None and task.conn is self:
+                return task.sink(pdu.buffer_offset, task.edtl - pdu.buffer_offset)
         return None
 
     def receive(self, frame: Frame, now: float) -> None:
@@ -421,14 +421,15 @@ class TargetConnection:
         data = pdu.data
         imm = len(data)
         owner = data.obj if isinstance(data, memoryview) else None
+        task.reserved = edtl
         if imm == edtl and type(owner) is bytearray and len(owner) == imm:
             # all the data came as immediate data, in a buffer the framer allocated for this PDU alone:
             # it becomes the write buffer as it is (no second allocation, no copy)
             task.buf = owner
-        else:
+        elif imm:
             task.buf = bytearray(edtl)
-            if imm:
-                task.buf[:imm] = data
+            task.buf[:imm] = data
+        # else: allocated when its first Data-Out arrives (TargetTask.sink), not now
         session.write_buffered += edtl
         task.received = imm
         unsolicited_end = imm

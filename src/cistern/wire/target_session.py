@@ -220,11 +220,12 @@ class TargetSession:
     def finish(self, task: TargetTask) -> None:
         """``task`` is over: its write buffer goes back to both budgets and it leaves the task table."""
         task.state = TaskState.DONE
-        buf = task.buf
-        if buf is not None:
-            self.write_buffered -= len(buf)
-            self.budget.release_write_buffer(len(buf))
-            task.buf = None  # the device server is done with it (or never got it)
+        reserved = task.reserved
+        if reserved:
+            task.reserved = 0
+            self.write_buffered -= reserved
+            self.budget.release_write_buffer(reserved)
+        task.buf = None  # the device server is done with it (or never got it)
         if self.tasks.get(task.itt) is task:
             del self.tasks[task.itt]
             if not task.immediate:
@@ -240,6 +241,9 @@ class TargetSession:
             if task.state is TaskState.COLLECTING:
                 if task.conn is not None:
                     task.conn.ended_early.append(task.itt)
+                self.finish(task)
+            elif task.result is not None:  # ERL 2: finished while orphaned, its result waiting for a reassign
+                task.result = None
                 self.finish(task)
             elif task.state is TaskState.EXECUTING:
                 executing.append(task)

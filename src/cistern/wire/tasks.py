@@ -59,7 +59,8 @@ class TargetTask:
     flags: int
     edtl: int
     immediate: bool
-    buf: bytearray | None = None  # the write buffer (EDTL bytes)
+    buf: bytearray | None = None  # the write buffer (EDTL bytes), allocated when its first data arrives
+    reserved: int = 0  # bytes of write buffer accounted for this task in the session's and target's budgets
     state: TaskState = TaskState.COLLECTING
     received: int = 0  # data-out bytes received so far, all sequences
     unsolicited: Sequence | None = None
@@ -82,12 +83,17 @@ class TargetTask:
             self.scsi.aborted = True
 
     def sink(self, offset: int, length: int) -> memoryview | None:
-        """Where a Data-Out payload may land (zero copy), if it is inside this task's buffer."""
-        if self.state is not TaskState.COLLECTING or self.buf is None:
+        """Where a Data-Out payload may land (zero copy), if it is inside this task's buffer.  The buffer
+        (EDTL bytes, within the budget reserved at command arrival) is allocated here, when the first data
+        arrives: a write whose data never comes costs no memory (issue 12)."""
+        if self.state is not TaskState.COLLECTING or not self.reserved:
             return None
-        if offset < 0 or offset + length > len(self.buf):
+        if offset < 0 or offset + length > self.edtl:
             return None
-        return memoryview(self.buf)[offset : offset + length]
+        buf = self.buf
+        if buf is None:
+            self.buf = buf = bytearray(self.edtl)
+        return memoryview(buf)[offset : offset + length]
 
     def sequence_for(self, ttt: int) -> Sequence | None:
         if ttt == RESERVED_TAG:
