@@ -26,6 +26,7 @@ class CisternTarget:
     workdir: Path
     log_path: Path
     port: int = 0
+    verbosity: str = "-v"  # "-vv": the debug log, which names every CHECK CONDITION with its sense
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self, timeout: float = 20.0) -> None:
@@ -38,7 +39,7 @@ class CisternTarget:
             args = ["serve", "--config", str(cfg)]
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process for its lifetime
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cistern", "-v", *args],
+            [sys.executable, "-m", "cistern", self.verbosity, *args],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -73,6 +74,13 @@ class CisternTarget:
                 proc.wait(5)
         self.proc = None
         return proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL by PID, as a crash (``start`` again to restart on the same config and data)."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
 
     def __enter__(self) -> CisternTarget:
         self.start()

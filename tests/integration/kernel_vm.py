@@ -40,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import peers
@@ -178,7 +178,7 @@ def resolve_kernel_package() -> str:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -188,7 +188,7 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _download_kernel(package: str, kdir: Path) -> Path:
+def download_kernel(package: str, kdir: Path) -> Path:
     """``apt-get download`` the package into ``kdir`` (kept: 70 MB instead of a 400 MB unpacked tree)."""
     peers.require_tool("apt-get")
     kdir.mkdir(parents=True, exist_ok=True)
@@ -210,7 +210,7 @@ def _download_kernel(package: str, kdir: Path) -> Path:
 
 
 @contextlib.contextmanager
-def _unpacked(deb: Path, version: str) -> Iterator[Path]:
+def unpacked(deb: Path, version: str) -> Iterator[Path]:
     """The package unpacked (``dpkg -x``) with ``modules.dep`` made by ``depmod -b``; removed on exit."""
     with tempfile.TemporaryDirectory(dir=deb.parent, prefix=".tree-") as tmp:
         peers.run([peers.require_tool("dpkg"), "-x", str(deb), tmp], timeout=600)
@@ -218,7 +218,7 @@ def _unpacked(deb: Path, version: str) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def _module_load_order(modules_dir: Path, wanted: Iterable[str]) -> list[str]:
+def module_load_order(modules_dir: Path, wanted: Iterable[str]) -> list[str]:
     """Relative paths of ``wanted`` modules and their dependencies, every dependency before its user."""
     deps: dict[str, list[str]] = {}
     by_name: dict[str, str] = {}
@@ -248,7 +248,7 @@ def _module_load_order(modules_dir: Path, wanted: Iterable[str]) -> list[str]:
     return order
 
 
-def _shared_libraries(program: str) -> list[str]:
+def shared_libraries(program: str) -> list[str]:
     out = subprocess.run(["ldd", program], capture_output=True, text=True, timeout=30, check=True).stdout
     libs = []
     for line in out.splitlines():
@@ -258,22 +258,95 @@ def _shared_libraries(program: str) -> list[str]:
     return libs
 
 
+def add_busybox(cpio: CpioWriter, dirs: Iterable[str]) -> None:
+    """The guest's top directories ``dirs``, busybox-static as ``/bin/busybox`` and ``/bin/sh``."""
+    for d in dirs:
+        cpio.directory(d)
+    cpio.file("/bin/busybox", Path(BUSYBOX).read_bytes(), 0o755)
+    cpio.symlink("/bin/sh", "busybox")
+
+
+def add_programs(cpio: CpioWriter, programs: Mapping[str, str]) -> None:
+    """Each host program (guest path -> host path) with the shared libraries ``ldd`` names (the loader
+    ``/lib64/ld-linux-x86-64.so.2`` among them, copied as a file)."""
+    for guest, host in programs.items():
+        cpio.file(guest, Path(host).read_bytes(), 0o755)
+        for lib in shared_libraries(host):
+            cpio.file(lib, Path(os.path.realpath(lib)).read_bytes(), 0o755)
+
+
+def add_modules(
+    cpio: CpioWriter, modules_dir: Path, version: str, wanted: Iterable[str], optional: Iterable[str] = ()
+) -> None:
+    """The ``wanted`` (and ``optional``) modules with their dependencies under ``/lib/modules/<version>``,
+    listed in load order in ``/etc/cistern-modules`` (``<path> required|optional`` a line; the guest's
+    :data:`LOAD_MODULES` loop reads it) and the version in ``/etc/cistern-kernel-version``."""
+    order = module_load_order(modules_dir, wanted)
+    extra = [m for m in module_load_order(modules_dir, optional) if m not in order]
+    for rel in order + extra:
+        cpio.file(f"/lib/modules/{version}/{rel}", (modules_dir / rel).read_bytes())
+    lines = [f"{rel} {'optional' if rel in extra else 'required'}" for rel in order + extra]
+    cpio.file("/etc/cistern-modules", ("\n".join(lines) + "\n").encode())
+    cpio.file("/etc/cistern-kernel-version", version.encode())
+
+
+#: Guest shell that loads the modules :func:`add_modules` listed; calls ``fail MESSAGE`` (which the
+#: caller's prologue defines) when a required one does not load.
+LOAD_MODULES = """KV=$(cat /etc/cistern-kernel-version)
+while read -r m kind; do
+    insmod "/lib/modules/$KV/$m" || [ "$kind" = optional ] || fail "insmod $m"
+done < /etc/cistern-modules
+"""
+
+
+def write_gzip_cpio(cpio: CpioWriter, out: Path) -> None:
+    """Finish ``cpio`` into ``out`` (gzip, atomically through ``out.tmp``)."""
+    tmp = out.with_suffix(".tmp")
+    tmp.write_bytes(gzip.compress(cpio.finish(), compresslevel=6, mtime=0))
+    tmp.rename(out)
+
+
+def cached_initramfs(
+    image: KernelImage, prefix: str, key: str, build: Callable[[Path, CpioWriter], None]
+) -> Path:
+    """``<prefix>-<key>.cpio.gz`` in the kernel's cache folder, built once by ``build(modules_dir,
+    cpio)`` from the kernel package unpacked (under the cache lock); older ``<prefix>-*`` archives go."""
+    kdir = image.vmlinuz.parent
+    out = kdir / f"{prefix}-{key}.cpio.gz"
+    with locked(CACHE_ROOT / ".lock"):
+        if out.exists():
+            return out
+        deb = download_kernel(f"linux-image-{image.version}", kdir)
+        with unpacked(deb, image.version) as tree:
+            cpio = CpioWriter()
+            build(tree / "lib" / "modules" / image.version, cpio)
+            for old in kdir.glob(f"{prefix}-*.cpio.gz"):
+                old.unlink()
+            write_gzip_cpio(cpio, out)
+    return out
+
+
+def inputs_key(*parts: str, files: Iterable[str] = ()) -> str:
+    """A cache key: changes with ``parts`` or the size/mtime of any of ``files``."""
+    h = hashlib.sha256("|".join(parts).encode())
+    for path in sorted(set(files)):
+        st = os.stat(path)
+        h.update(f"|{path}:{st.st_size}:{int(st.st_mtime)}".encode())
+    return h.hexdigest()[:16]
+
+
 def _host_inputs() -> list[str]:
     programs = [BUSYBOX, *GUEST_PROGRAMS.values()]
     files = list(programs) + list(GUEST_FILES.values())
     for prog in GUEST_PROGRAMS.values():
-        files += _shared_libraries(prog)
+        files += shared_libraries(prog)
     return sorted(set(files))
 
 
 def _recipe_key(version: str) -> str:
     """Changes when the kernel, the module list, the recipe or any host binary copied in changes."""
     modules = ",".join(GUEST_MODULES + GUEST_OPTIONAL_MODULES)
-    h = hashlib.sha256(f"{RECIPE_VERSION}|{version}|{modules}".encode())
-    for path in _host_inputs():
-        st = os.stat(path)
-        h.update(f"|{path}:{st.st_size}:{int(st.st_mtime)}".encode())
-    return h.hexdigest()[:16]
+    return inputs_key(RECIPE_VERSION, version, modules, files=_host_inputs())
 
 
 def _build_base_initramfs(tree: Path, version: str, out: Path) -> None:
@@ -281,35 +354,20 @@ def _build_base_initramfs(tree: Path, version: str, out: Path) -> None:
         peers.require_tool(tool)
     modules_dir = tree / "lib" / "modules" / version
     cpio = CpioWriter()
-    for d in ("bin", "sbin", "dev", "proc", "sys", "tmp", "run", "mnt", "etc/iscsi", "var/lock", "root"):
-        cpio.directory(d)
-    cpio.file("/bin/busybox", Path(BUSYBOX).read_bytes(), 0o755)
-    cpio.symlink("/bin/sh", "busybox")
-    for guest, host in GUEST_PROGRAMS.items():
-        cpio.file(guest, Path(host).read_bytes(), 0o755)
-        for lib in _shared_libraries(host):
-            real = os.path.realpath(lib)
-            cpio.file(lib, Path(real).read_bytes(), 0o755)
+    add_busybox(
+        cpio, ("bin", "sbin", "dev", "proc", "sys", "tmp", "run", "mnt", "etc/iscsi", "var/lock", "root")
+    )
+    add_programs(cpio, GUEST_PROGRAMS)
     cpio.symlink("/sbin/mkfs.ext4", "mke2fs")
     cpio.symlink("/sbin/fsck.ext4", "e2fsck")
-    # ldd names the loader as /lib64/ld-linux-x86-64.so.2: the loop above copied it there as a file
     for guest, host in GUEST_FILES.items():
         cpio.file(guest, Path(host).read_bytes())
-    order = _module_load_order(modules_dir, GUEST_MODULES)
-    optional = [m for m in _module_load_order(modules_dir, GUEST_OPTIONAL_MODULES) if m not in order]
+    add_modules(cpio, modules_dir, version, GUEST_MODULES, GUEST_OPTIONAL_MODULES)
     guest_mod_dir = f"/lib/modules/{version}"
-    dep_lines = []
-    for rel in order + optional:
-        cpio.file(f"{guest_mod_dir}/{rel}", (modules_dir / rel).read_bytes())
-        dep_lines.append(f"{rel} {'optional' if rel in optional else 'required'}")
     for name in ("modules.dep", "modules.builtin", "modules.order", "modules.alias", "modules.symbols"):
         if (modules_dir / name).exists():
             cpio.file(f"{guest_mod_dir}/{name}", (modules_dir / name).read_bytes())
-    cpio.file("/etc/cistern-modules", ("\n".join(dep_lines) + "\n").encode())
-    cpio.file("/etc/cistern-kernel-version", version.encode())
-    tmp = out.with_suffix(".tmp")
-    tmp.write_bytes(gzip.compress(cpio.finish(), compresslevel=6, mtime=0))
-    tmp.rename(out)
+    write_gzip_cpio(cpio, out)
 
 
 def ensure_kernel_image(cache_root: Path = CACHE_ROOT) -> KernelImage:
@@ -321,11 +379,11 @@ def ensure_kernel_image(cache_root: Path = CACHE_ROOT) -> KernelImage:
     version = package.removeprefix("linux-image-")
     kdir = cache_root / version
     vmlinuz = kdir / f"vmlinuz-{version}"
-    with _locked(cache_root / ".lock"):
+    with locked(cache_root / ".lock"):
         base = kdir / f"base-{_recipe_key(version)}.cpio.gz"
         if not (base.exists() and vmlinuz.exists()):
-            deb = _download_kernel(package, kdir)
-            with _unpacked(deb, version) as tree:
+            deb = download_kernel(package, kdir)
+            with unpacked(deb, version) as tree:
                 for old in kdir.glob("base-*.cpio.gz"):
                     old.unlink()
                 _build_base_initramfs(tree, version, base)
@@ -433,6 +491,32 @@ class NetnsCisternTarget(CisternTarget):
 
 
 @dataclasses.dataclass(frozen=True)
+class QemuRun:
+    console: str  # the serial console's text (CRLF folded)
+    elapsed: float  # seconds from start to exit (or kill)
+    returncode: int | None
+
+
+def run_qemu(cmd: list[str], console_log: Path, timeout: float) -> QemuRun:
+    """Run QEMU (``cmd``) with its serial console on stdout into ``console_log``; killed by its PID
+    after ``timeout`` seconds."""
+    start = time.monotonic()
+    with open(console_log, "wb") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+    console = console_log.read_bytes().decode("utf-8", "replace").replace("\r\n", "\n")
+    return QemuRun(console, time.monotonic() - start, proc.returncode)
+
+
+@dataclasses.dataclass(frozen=True)
 class VmResult:
     ok: bool
     details: str  # the rest of the result line
@@ -478,33 +562,20 @@ def run_vm(
         "-display", "none", "-vga", "none", "-serial", "stdio", "-monitor", "none",
         "-no-reboot", "-nodefaults",
     ]  # fmt: skip
-    start = time.monotonic()
-    with open(console_log, "wb") as log:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        finally:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-    elapsed = time.monotonic() - start
-    console = console_log.read_bytes().decode("utf-8", "replace").replace("\r\n", "\n")
+    run = run_qemu(cmd, console_log, timeout)
+    console, elapsed = run.console, run.elapsed
     m = RESULT_RE.search(console)
     if m is None:
         tail = "\n".join(console.splitlines()[-60:])
-        raise VmError(f"no CISTERN-VM-RESULT line after {elapsed:.0f}s (qemu rc {proc.returncode}):\n{tail}")
+        raise VmError(f"no CISTERN-VM-RESULT line after {elapsed:.0f}s (qemu rc {run.returncode}):\n{tail}")
     return VmResult(ok=m.group(1) == "ok", details=m.group(2).strip(), console=console, elapsed=elapsed)
 
 
 # --------------------------------------------------------------------------------------------------
 # The guest's /init: a common prologue, then the caller's scenario
 
-INIT_PROLOGUE = r"""#!/bin/sh
+INIT_PROLOGUE = (
+    r"""#!/bin/sh
 # PID 1 of the test guest (busybox sh). Prints CISTERN-VM-RESULT ok|fail ... and powers off.
 export PATH=/sbin:/bin
 /bin/busybox --install -s /bin
@@ -517,12 +588,10 @@ now() { cut -d' ' -f1 /proc/uptime; }
 step() { echo "CISTERN-VM-STEP $(now) $*"; }
 result() { echo; echo "CISTERN-VM-RESULT $*"; sync; poweroff -f; sleep 60; }
 fail() { result fail "$*"; exit 1; }
-KV=$(cat /etc/cistern-kernel-version)
 step modules
-while read -r m kind; do
-    insmod "/lib/modules/$KV/$m" || [ "$kind" = optional ] || fail "insmod $m"
-done < /etc/cistern-modules
-ip link set lo up
+"""
+    + LOAD_MODULES
+    + r"""ip link set lo up
 n=0
 until ip link set eth0 up 2>/dev/null; do
     n=$((n+1)); [ $n -gt 100 ] && fail "no eth0"; sleep 0.1
@@ -530,6 +599,7 @@ done
 ip addr add 10.0.2.15/24 dev eth0 || fail "ip addr"
 step network
 """
+)
 
 
 def init_script(scenario: str, env: Mapping[str, str]) -> str:

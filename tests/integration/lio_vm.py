@@ -15,8 +15,6 @@ The LIO initramfs is built once per kernel version and kept next to the kernel i
 from __future__ import annotations
 
 import contextlib
-import gzip
-import hashlib
 import os
 import signal
 import subprocess
@@ -44,7 +42,7 @@ export PATH=/sbin:/bin
 /bin/busybox --install -s /bin
 mount -t proc none /proc; mount -t sysfs none /sys; mount -t devtmpfs none /dev
 KV=$(cat /etc/cistern-kernel-version)
-while read -r m; do insmod "/lib/modules/$KV/$m" || echo "LIO-VM insmod fail $m"; done < /etc/cistern-modules
+while read -r m kind; do insmod "/lib/modules/$KV/$m" || echo "LIO-VM insmod fail $m"; done < /etc/cistern-modules
 mount -t configfs none /sys/kernel/config
 ip link set lo up
 n=0
@@ -72,36 +70,17 @@ while true; do sleep 3600; done
 
 def _lio_initramfs(image: kernel_vm.KernelImage) -> Path:
     """Build (once) busybox + the LIO modules + /init as a gzip newc cpio in the kernel cache folder."""
-    kdir = image.vmlinuz.parent
-    st = os.stat(kernel_vm.BUSYBOX)
-    key = hashlib.sha256(
-        f"{LIO_RECIPE_VERSION}|{image.version}|{LIO_MODULES}|{INIT}|{st.st_size}:{int(st.st_mtime)}".encode()
-    ).hexdigest()[:16]
-    out = kdir / f"lio-{key}.cpio.gz"
-    with kernel_vm._locked(kernel_vm.CACHE_ROOT / ".lock"):
-        if out.exists():
-            return out
-        deb = kernel_vm._download_kernel(f"linux-image-{image.version}", kdir)
-        with kernel_vm._unpacked(deb, image.version) as tree:
-            modules_dir = tree / "lib" / "modules" / image.version
-            order = kernel_vm._module_load_order(modules_dir, LIO_MODULES)
-            cpio = kernel_vm.CpioWriter()
-            for d in ("bin", "sbin", "dev", "proc", "sys", "tmp", "etc"):
-                cpio.directory(d)
-            cpio.file("/bin/busybox", Path(kernel_vm.BUSYBOX).read_bytes(), 0o755)
-            cpio.symlink("/bin/sh", "busybox")
-            for rel in order:
-                cpio.file(f"/lib/modules/{image.version}/{rel}", (modules_dir / rel).read_bytes())
-            cpio.file("/etc/cistern-modules", ("\n".join(order) + "\n").encode())
-            cpio.file("/etc/cistern-kernel-version", image.version.encode())
-            init = INIT.replace("__IQN__", TARGET_IQN).replace("__PAGES__", str(LUN_BYTES // 4096))
-            cpio.file("/init", init.encode(), 0o755)
-            for old in kdir.glob("lio-*.cpio.gz"):
-                old.unlink()
-            tmp = out.with_suffix(".tmp")
-            tmp.write_bytes(gzip.compress(cpio.finish(), compresslevel=6, mtime=0))
-            tmp.rename(out)
-    return out
+    init = INIT.replace("__IQN__", TARGET_IQN).replace("__PAGES__", str(LUN_BYTES // 4096))
+    key = kernel_vm.inputs_key(
+        LIO_RECIPE_VERSION, image.version, ",".join(LIO_MODULES), init, files=[kernel_vm.BUSYBOX]
+    )
+
+    def build(modules_dir: Path, cpio: kernel_vm.CpioWriter) -> None:
+        kernel_vm.add_busybox(cpio, ("bin", "sbin", "dev", "proc", "sys", "tmp", "etc"))
+        kernel_vm.add_modules(cpio, modules_dir, image.version, LIO_MODULES)
+        cpio.file("/init", init.encode(), 0o755)
+
+    return kernel_vm.cached_initramfs(image, "lio", key, build)
 
 
 class LioVm:

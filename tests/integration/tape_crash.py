@@ -67,13 +67,21 @@ def filemark(sense: Any) -> bool:
     return False
 
 
-def ready(s: Any, lun: int, timeout: float = 20.0) -> None:
-    """TEST UNIT READY until GOOD (unit attentions after a restart, becoming ready)."""
+def load_cdb() -> bytes:
+    """LOAD UNLOAD with LOAD=1 (SSC-4 7.2): thread the cartridge in the drive, position at BOP."""
+    return bytes([0x1B, 0, 0, 0, 0x01, 0])
+
+
+def ready(s: Any, lun: int, timeout: float = 20.0, load: bool = False) -> None:
+    """TEST UNIT READY until GOOD (unit attentions after a restart, becoming ready); with ``load``, a
+    NOT READY drive gets a LOAD (a restarted drive holds its cartridge unloaded)."""
     deadline = time.monotonic() + timeout
     while True:
         r = s.execute(lun, bytes(6), check=False)
         if r.status == GOOD:
             return
+        if load and r.sense is not None and r.sense.key == NOT_READY:
+            s.execute(lun, load_cdb(), check=False)
         if time.monotonic() > deadline:
             raise RuntimeError(f"drive not ready: status {r.status} sense {r.sense}")
         time.sleep(0.1)
@@ -139,7 +147,7 @@ class Verdict:
 def verify(s: Any, lun: int, acked: int, blocks: int, size: int, eod_within: float = 2.0) -> Verdict:
     """Read from BOT and check the rule stated in the module docstring."""
     problems: list[str] = []
-    ready(s, lun)
+    ready(s, lun, load=True)
     s.execute(lun, rewind_cdb())
     f = i = 0
     intact = extra = objects = 0
@@ -215,6 +223,20 @@ def cartridge_objects(folder: Path) -> list[bytes | None]:
             break
         out.append(block_data)
     return out
+
+
+def cartridge_files(objects: list[bytes | None]) -> tuple[list[bytes], bytes | None]:
+    """The files of :func:`cartridge_objects` (the blocks before each filemark, joined) and the
+    blocks after the last filemark (None when there are none)."""
+    files: list[bytes] = []
+    current: list[bytes] = []
+    for obj in objects:
+        if obj is None:
+            files.append(b"".join(current))
+            current = []
+        else:
+            current.append(obj)
+    return files, (b"".join(current) if current else None)
 
 
 def check_cartridge(objects: list[bytes | None], acked: int, blocks: int, size: int) -> list[str]:

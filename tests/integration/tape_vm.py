@@ -20,15 +20,8 @@ Each process started here is stopped by its own PID.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import gzip
-import hashlib
-import os
 import re
-import signal
-import subprocess
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -36,10 +29,16 @@ import kernel_vm
 import peers
 
 #: Bump when the tape initramfs recipe changes so cached archives are rebuilt.
-TAPE_RECIPE_VERSION = "1"
+TAPE_RECIPE_VERSION = "2"
 TAPE_MODULES = ("virtio_pci", "scsi_mod", "virtio_scsi", "st", "sg", "ch")
 #: guest path -> host path (Debian packages mt-st, mtx, tar)
 TAPE_PROGRAMS = {"/bin/mt-st": "/usr/bin/mt-st", "/bin/mtx": "/usr/sbin/mtx", "/bin/gtar": "/usr/bin/tar"}
+
+#: Under TCG on a busy host the kernel's IO-APIC timer check can miss its ticks and panic ("IO-APIC +
+#: timer doesn't work!", seen once here while other tests loaded both cores): the tape guest skips it.
+#: (Not for every guest: with it, the LIO guest's kernel oopsed in iscsit_stop_session during the
+#: MC/S logout tests, 2 runs of 2; without it 2 of 2 passed.)
+NO_TIMER_CHECK = "no_timer_check"
 
 STEP_RE = re.compile(r"^TAPE-RC (\S+) (-?\d+)(?: (.*))?$", re.MULTILINE)
 DONE_RE = re.compile(r"^TAPE-DONE\b", re.MULTILINE)
@@ -51,66 +50,39 @@ class TapeImage:
     initramfs: Path  # the tape base archive (modules + programs), without /init
 
 
-def _tape_key(version: str) -> str:
-    h = hashlib.sha256(f"{TAPE_RECIPE_VERSION}|{version}|{','.join(TAPE_MODULES)}".encode())
-    files = [kernel_vm.BUSYBOX, *TAPE_PROGRAMS.values()]
-    for prog in TAPE_PROGRAMS.values():
-        files += kernel_vm._shared_libraries(prog)
-    for path in sorted(set(files)):
-        st = os.stat(path)
-        h.update(f"|{path}:{st.st_size}:{int(st.st_mtime)}".encode())
-    return h.hexdigest()[:16]
-
-
-def _build_tape_initramfs(tree: Path, version: str, out: Path) -> None:
-    modules_dir = tree / "lib" / "modules" / version
-    cpio = kernel_vm.CpioWriter()
-    for d in ("bin", "sbin", "dev", "proc", "sys", "tmp", "run", "data", "mods"):
-        cpio.directory(d)
-    cpio.file("/bin/busybox", Path(kernel_vm.BUSYBOX).read_bytes(), 0o755)
-    cpio.symlink("/bin/sh", "busybox")
-    for guest, host in TAPE_PROGRAMS.items():
-        cpio.file(guest, Path(host).read_bytes(), 0o755)
-        for lib in kernel_vm._shared_libraries(host):
-            cpio.file(lib, Path(os.path.realpath(lib)).read_bytes(), 0o755)
-    order = kernel_vm._module_load_order(modules_dir, TAPE_MODULES)
-    for i, rel in enumerate(order):  # numbered so that the guest's glob loads them in order
-        cpio.file(f"/mods/{i:02d}-{Path(rel).name}", (modules_dir / rel).read_bytes())
-    tmp = out.with_suffix(".tmp")
-    tmp.write_bytes(gzip.compress(cpio.finish(), compresslevel=6, mtime=0))
-    tmp.rename(out)
-
-
-def ensure_tape_image(cache_root: Path = kernel_vm.CACHE_ROOT) -> TapeImage:
+def ensure_tape_image() -> TapeImage:
     """kernel_vm's cached kernel plus a cached tape initramfs built from the same ``.deb``."""
     for tool in ("qemu-system-x86_64", "busybox", "mt-st", "mtx", "tar", "dpkg", "depmod"):
         peers.require_tool(tool)
-    kernel = kernel_vm.ensure_kernel_image(cache_root)
-    kdir = kernel.vmlinuz.parent
-    with kernel_vm._locked(cache_root / ".lock"):
-        out = kdir / f"tape-{_tape_key(kernel.version)}.cpio.gz"
-        if not out.exists():
-            package = f"linux-image-{kernel.version}"
-            deb = kernel_vm._download_kernel(package, kdir)
-            with kernel_vm._unpacked(deb, kernel.version) as tree:
-                for old in kdir.glob("tape-*.cpio.gz"):
-                    old.unlink()
-                _build_tape_initramfs(tree, kernel.version, out)
-    return TapeImage(kernel=kernel, initramfs=out)
+    kernel = kernel_vm.ensure_kernel_image()
+    files = [kernel_vm.BUSYBOX, *TAPE_PROGRAMS.values()]
+    for prog in TAPE_PROGRAMS.values():
+        files += kernel_vm.shared_libraries(prog)
+    key = kernel_vm.inputs_key(TAPE_RECIPE_VERSION, kernel.version, ",".join(TAPE_MODULES), files=files)
+
+    def build(modules_dir: Path, cpio: kernel_vm.CpioWriter) -> None:
+        kernel_vm.add_busybox(cpio, ("bin", "sbin", "dev", "proc", "sys", "tmp", "run", "data", "etc"))
+        kernel_vm.add_programs(cpio, TAPE_PROGRAMS)
+        kernel_vm.add_modules(cpio, modules_dir, kernel.version, TAPE_MODULES)
+
+    return TapeImage(kernel=kernel, initramfs=kernel_vm.cached_initramfs(kernel, "tape", key, build))
 
 
 # --------------------------------------------------------------------------------------------------
 # The guest's /init
 
-INIT_PROLOGUE = r"""#!/bin/busybox sh
+INIT_PROLOGUE = (
+    r"""#!/bin/busybox sh
 # PID 1 of the tape guest. Prints TAPE-RC lines, then TAPE-DONE, and powers off.
 /bin/busybox --install -s /bin
 export PATH=/bin:/sbin
 mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev; mount -t tmpfs tmpfs /tmp
 now() { cut -d' ' -f1 /proc/uptime; }
 finish() { echo; echo "TAPE-DONE $*"; sync; poweroff -f; sleep 60; }
-for m in /mods/*; do insmod $m || echo "TAPE-VM insmod failed: $m"; done
-n=0
+fail() { echo "TAPE-VM $*"; }
+"""
+    + kernel_vm.LOAD_MODULES
+    + r"""n=0
 while [ $n -lt 100 ]; do
     ls /dev/nst$((DRIVES - 1)) >/dev/null 2>&1 && ls /sys/class/scsi_changer/* >/dev/null 2>&1 && break
     n=$((n+1)); sleep 0.1
@@ -124,6 +96,7 @@ CH=$(for g in /sys/class/scsi_generic/*; do [ "$(cat $g/device/type)" = 8 ] && b
 [ -n "$CH" ] || finish "no changer"
 CH=/dev/$CH
 """
+)
 
 #: The T1 sequence of docs/RESEARCH.md §1. Environment: STEP_TIMEOUT (s) and the files under /data.
 T1_SCENARIO = r"""
@@ -354,13 +327,10 @@ def run_tape_vm(
     by its PID after ``timeout`` seconds; the steps the guest reported until then are returned.
     """
     qemu = peers.require_tool("qemu-system-x86_64")
-    initrd = work / "tape-initrd.gz"
-    cpio = kernel_vm.CpioWriter()
     env = {"STEP_TIMEOUT": str(step_timeout), "DRIVES": str(max(1, len(urls) - 1))}
-    cpio.file("/init", init_script(scenario, env).encode(), 0o755)
-    for path, data in files.items():
-        cpio.file(path, data)
-    initrd.write_bytes(image.initramfs.read_bytes() + gzip.compress(cpio.finish(), compresslevel=1, mtime=0))
+    initrd = kernel_vm.guest_initramfs(
+        image.initramfs, init_script(scenario, env), files, work / "tape-initrd.gz"
+    )
     devices: list[str] = []
     for i, url in enumerate(urls):
         devices += ["-drive", f"file={url},if=none,id=lu{i},format=raw,cache=none"]
@@ -368,26 +338,14 @@ def run_tape_vm(
     cmd = [
         qemu, "-machine", "q35,accel=tcg", "-cpu", "max", "-smp", "1", "-m", "512",
         "-kernel", str(image.kernel.vmlinuz), "-initrd", str(initrd),
-        "-append", "console=ttyS0 panic=-1 loglevel=4 rdinit=/init",
+        "-append", f"console=ttyS0 panic=-1 loglevel=4 {NO_TIMER_CHECK} rdinit=/init",
         "-iscsi", f"initiator-name={initiator_name}",
         "-device", "virtio-scsi-pci,id=vs0,romfile=", *devices,
         "-nic", "none", "-display", "none", "-vga", "none", "-serial", "stdio", "-monitor", "none",
         "-no-reboot", "-nodefaults",
     ]  # fmt: skip
-    start = time.monotonic()
-    with open(console_log, "wb") as log:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
-        finally:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-    elapsed = time.monotonic() - start
-    console = console_log.read_bytes().decode("utf-8", "replace").replace("\r\n", "\n")
+    run = kernel_vm.run_qemu(cmd, console_log, timeout)
+    console, elapsed = run.console, run.elapsed
     steps = [Step(m.group(1), int(m.group(2)), (m.group(3) or "").strip()) for m in STEP_RE.finditer(console)]
     return TapeRun(steps=steps, console=console, elapsed=elapsed, done=DONE_RE.search(console) is not None)
 

@@ -114,10 +114,10 @@ def test_example_file_checks_and_builds(tmp_path: Path) -> None:
     finally:
         for lu in luns.values():
             close_now(lu)
-    again = build_tape_luns(target, lambda lun: f"serial-{lun}")  # restart: the drive is reloaded
+    again = build_tape_luns(target, lambda lun: f"serial-{lun}")  # restart: the cartridge is back
     try:
-        drive = again[2]
-        assert isinstance(drive, TapeUnit) and drive.barcode == "CIS003L6" and drive.loaded
+        drive = again[2]  # in its drive, unloaded until a LOAD (the host's position is stale)
+        assert isinstance(drive, TapeUnit) and drive.barcode == "CIS003L6" and not drive.loaded
     finally:
         for lu in again.values():
             close_now(lu)
@@ -130,7 +130,7 @@ def test_standalone_drive_creates_its_cartridge(tmp_path: Path) -> None:
     luns = build_tape_luns(cfg.targets[0], str)
     try:
         drive = luns[0]
-        assert isinstance(drive, TapeUnit) and drive.barcode == "SOLO01" and drive.medium_present
+        assert isinstance(drive, TapeUnit) and drive.barcode == "SOLO01" and not drive.medium_present
     finally:
         close_now(luns[0])
 

@@ -589,3 +589,102 @@ def test_load_reports_a_recovered_cartridge(lib: Path, caplog: pytest.LogCapture
         assert tell(h) == 2
     finally:
         h.close()
+
+
+# -- server start: the cartridge is back in the drive, unloaded --------------------------------------------
+
+#: NOT READY, MEDIUM NOT PRESENT (02/3A/00), fixed format, no INFORMATION: what an unloaded drive answers.
+NOT_LOADED_SENSE = bytes((0x70, 0, 0x02, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x3A, 0x00, 0, 0, 0, 0))
+
+
+def _acked_then_buffered(path: str) -> TapeUnit:
+    """A drive that wrote file 0 (3 blocks + an acknowledged filemark) and 2 blocks of file 1 (buffered,
+    never synced), left open as a killed process leaves it."""
+    d = TapeUnit(lun=0)
+    h = Harness({0: d})
+    h.run(d.insert(path))
+    h.clear_ua(0)
+    write_blocks(h, [1000, 1001, 1002])
+    h.ok(0, wfm(1))
+    write_blocks(h, [2000, 2001], start=10)
+    h.loop.close()
+    return d
+
+
+def test_restart_comes_back_unloaded_until_load(lib: Path) -> None:
+    """After a restart (kill -9 here) the drive holds the cartridge but is not READY: every medium
+    access command (TUR, READ, WRITE, WRITE FILEMARKS, REWIND, SPACE, LOCATE, READ POSITION, ERASE)
+    answers NOT READY 02/3A/00 and changes nothing, so a host that still believes it is in the middle
+    of the tape cannot write at BOP.  LOAD threads it at BOP; the cartridge ends at the acknowledged
+    filemark (the buffered blocks after it went with the "drive's buffer") and READ there reports
+    END-OF-DATA; a host that rewinds explicitly may then overwrite from BOP."""
+    path = create_cartridge(str(lib), "CIS001L6", 8 << 20)
+    crashed = _acked_then_buffered(path)
+    d = TapeUnit(lun=0)
+    d.insert_now(path)  # what build_tape_luns does at server start
+    h = Harness({0: d})
+    try:
+        assert d.cartridge is not None and d.cartridge.records == 4 and d.cartridge.recovered == 2
+        load_count = d.cartridge.load_count
+        s, _ = h.check(0, TUR)  # the power-on unit attention first
+        assert (s.key, s.asc, s.ascq) == (UA, 0x29, 0x00)
+        for cdb, data in (
+            (TUR, None), (read6(65536), None), (write6(512), bytes(512)), (wfm(1), None), (wfm(0), None),
+            (REWIND, None), (space6(3, 0), None), (space6(1, 1), None), (locate10(0), None),
+            (read_position(0), None), (read_position(6), None), ([0x19, 1, 0, 0, 0, 0], None),
+        ):  # fmt: skip
+            res = h.cmd(0, cdb, data)
+            assert res.status == Status.CHECK_CONDITION and bytes(res.sense or b"") == NOT_LOADED_SENSE, (
+                bytes(cdb).hex(),
+                (res.sense or b"").hex(),
+            )
+        assert d.cartridge.records == 4 and not d.cartridge.dirty  # nothing written, nothing truncated
+        rs = h.ok(0, [0x03, 0, 0, 0, 18, 0])  # REQUEST SENSE reports the same, as data
+        assert rs == NOT_LOADED_SENSE
+        h.ok(0, [0x12, 0, 0, 0, 96, 0])  # INQUIRY, READ BLOCK LIMITS, MODE SENSE still answer
+        h.ok(0, [0x05, 0, 0, 0, 0, 0])
+        h.ok(0, [0x1A, 0, 0, 0, 12, 0])
+        h.ok(0, [0x1B, 0, 0, 0, 0x01, 0])  # LOAD
+        assert d.cartridge.load_count == load_count + 1
+        assert h.ok(0, read_position(0))[0] & 0x80 and tell(h) == 0  # BOP
+        assert [h.ok(0, read6(n)) for n in (1000, 1001, 1002)] == [blk(i, 1000 + i) for i in range(3)]
+        s, _ = h.check(0, read6(4096))
+        assert s.filemark and tell(h) == 4
+        res = h.cmd(0, read6(4096))  # then END-OF-DATA at once: BLANK CHECK 00/05, INFORMATION 4096
+        assert bytes(res.sense or b"") == bytes(
+            (0xF0, 0, 0x08, 0, 0, 0x10, 0, 10, 0, 0, 0, 0, 0x00, 0x05, 0, 0, 0, 0)
+        )
+        h.ok(0, write6(300), blk(7, 300))  # appending after END-OF-DATA continues file 1
+        h.ok(0, wfm(1))
+        assert d.cartridge.records == 6
+        h.ok(0, REWIND)  # an explicit rewind makes a write at BOP legitimate
+        h.ok(0, write6(100), blk(9, 100))
+        assert d.cartridge.records == 1
+    finally:
+        h.close()
+        assert crashed.cartridge is not None
+        os.close(crashed.cartridge._data)
+        os.close(crashed.cartridge._index)
+        os.close(crashed.cartridge._mark)
+
+
+def test_clean_restart_is_unloaded_too(lib: Path) -> None:
+    """A clean stop syncs everything, but the host's idea of the position is just as stale: the drive
+    is unloaded at start all the same; a LOAD with EOT positions at end of data to append."""
+    path = create_cartridge(str(lib), "CIS001L6", 8 << 20)
+    d = TapeUnit(lun=0)
+    h = Harness({0: d})
+    h.run(d.insert(path))
+    h.clear_ua(0)
+    write_blocks(h, [100, 200])
+    h.close()
+    d = TapeUnit(lun=0)
+    d.insert_now(path)
+    h = Harness({0: d})
+    try:
+        h.clear_ua(0)
+        assert bytes(h.cmd(0, TUR).sense or b"") == NOT_LOADED_SENSE
+        h.ok(0, [0x1B, 0, 0, 0, 0x05, 0])  # LOAD + EOT
+        assert tell(h) == 2
+    finally:
+        h.close()

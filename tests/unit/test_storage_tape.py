@@ -52,7 +52,7 @@ def path(tmp_path: Path) -> str:
 
 
 def test_create_layout_and_refusals(tmp_path: Path, path: str) -> None:
-    assert sorted(os.listdir(path)) == ["data", "index", "meta.json"]
+    assert sorted(os.listdir(path)) == ["data", "index", "meta.json", "synced"]
     with pytest.raises(CartridgeError):
         create_cartridge(str(tmp_path), "CIS001L6", 64 << 20)
     with pytest.raises(ValueError):
@@ -164,8 +164,9 @@ def test_write_protected_cartridge_is_never_modified(tmp_path: Path) -> None:
 
 
 def test_kill9_keeps_everything_synced(path: str) -> None:
-    """A child appends 50 blocks, syncs, appends 20 more and is SIGKILLed: after reopening, the first
-    50 read back identically and whatever follows is a consistent prefix of the rest."""
+    """A child appends 50 blocks and a filemark, syncs, appends 20 more and is SIGKILLed: after
+    reopening, the first 50 and the filemark read back identically and the cartridge ends there (the
+    20 unsynced blocks were only buffered: the sync mark drops them)."""
     pid = os.fork()
     if pid == 0:  # child
         try:
@@ -183,9 +184,43 @@ def test_kill9_keeps_everything_synced(path: str) -> None:
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
     cart = Cartridge(path)
     got = readall(cart)
-    assert got[:51] == [blk(i, 4096 + i) for i in range(50)] + [None]
-    assert got[51:] == [blk(i, 4096 + i) for i in range(50, 50 + len(got) - 51)]
+    assert got == [blk(i, 4096 + i) for i in range(50)] + [None]
+    assert cart.recovered == 20 and cart.synced == 51
     cart.close()
+    assert os.path.getsize(os.path.join(path, "index")) == 51 * RECORD_SIZE
+
+
+def test_sync_mark_rules(path: str) -> None:
+    """The mark follows every sync, drops to the overwrite point at once, and a cartridge without a
+    mark (or with a torn one) keeps its whole checksummed prefix."""
+    mark = os.path.join(path, "synced")
+    cart = Cartridge(path)
+    cart.append_block(b"a")
+    assert cart.synced == 0
+    cart.close()
+    cart = fill(path, 5)  # 6 blocks, synced
+    assert cart.synced == 6
+    cart.truncate(2)  # overwrite from object 2: the mark follows down before anything is appended
+    assert cart.synced == 2
+    cart.append_block(b"new")  # buffered, never synced
+    os.close(cart._data)
+    os.close(cart._index)
+    os.close(cart._mark)  # a crash: no sync at close
+    assert cartridge_summary(path)["objects"] == 2  # `cistern tape list` counts what a load keeps
+    again = Cartridge(path)
+    assert again.records == 2 and again.recovered == 1
+    again.append_block(b"x" * 10)
+    again.sync()
+    again.close()
+    with open(mark, "r+b") as f:  # a torn mark is ignored: nothing more is dropped
+        f.write(b"\xff")
+    again = Cartridge(path)
+    assert again.records == 3 and again.recovered == 0 and again.synced == 3
+    again.close()
+    os.unlink(mark)  # a cartridge from before the mark: the checksummed prefix is kept
+    again = Cartridge(path)
+    assert again.records == 3 and os.path.exists(mark)
+    again.close()
 
 
 def test_library_placement_export_import_and_lock(tmp_path: Path) -> None:

@@ -108,6 +108,7 @@ def target_lines(
             "    tar cvf /dev/nst0 -b 128 /etc         # an archive in 64 KiB blocks",
             "    mt -f /dev/nst0 tell; mt -f /dev/nst0 rewind; tar tvf /dev/nst0 -b 128",
             "    mt -f /dev/nst0 offline; mtx -f /dev/sch0 unload 1 0",
+            "    mt -f /dev/nst0 load                  # after a target restart (drive holds it unloaded)",
         ]
         lines += [f"    cistern tape list -l {lib}" for lib in libraries[:1]]
     return lines

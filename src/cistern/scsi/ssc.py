@@ -442,11 +442,9 @@ async def load_unload(server: object, lu: TapeUnit, task: ScsiTask, cdb: bytes) 
     async with lu.lock:
         if flags & 0x01:
             await lu.sync()
+            await lu.load()
             if flags & 0x04:  # EOT with LOAD: position at end of data
-                lu.load()
                 lu.position = lu.cart().records
-            else:
-                lu.load()
             return ScsiResult(transfer_length=0)
         if lu.cartridge is None:
             lu.cart()  # NOT READY / MEDIUM NOT PRESENT

@@ -2,7 +2,8 @@
 directory (``storage/tape``).
 
 :class:`TapeUnit` owns the drive's state: the cartridge in the drive (or none), whether it is loaded
-(threaded, READY) or unloaded (waiting in the drive for the changer or a LOAD), the current logical
+(threaded, READY) or unloaded (waiting in the drive for the changer or a LOAD: after an UNLOAD, and
+for a cartridge the drive holds at server start, see :meth:`TapeUnit.insert_now`), the current logical
 object position, the block length (0: variable), the density code and data compression (DCE: blocks
 written while it is set are stored DEFLATE-compressed when that saves space) of the mode pages, counters for the log pages, and a lock serialising its commands (a tape has one head).
 Its commands live in ``ssc.py``.  Cartridge I/O runs on a small thread pool, never on the event loop.
@@ -134,14 +135,23 @@ class TapeUnit(LogicalUnitBase):
         self.position = 0
 
     def insert_now(self, path: str) -> None:
-        """Blocking :meth:`insert` for server start (no I_T nexus exists yet)."""
+        """Put the cartridge at ``path`` into the drive at server start (blocking; no I_T nexus exists
+        yet) *without* loading it: the power-on state of a drive that held a cartridge when it lost
+        power.  The host's idea of the position is stale (a backup application was perhaps in the
+        middle of an archive), so the drive must not be READY at BOP, where the host's next WRITE or
+        close-time WRITE FILEMARKS would silently overwrite acknowledged data: every medium access
+        command answers NOT READY, MEDIUM NOT PRESENT (02/3A/00, what the drive answers after an
+        UNLOAD too) until a LOAD UNLOAD with LOAD=1 (``mt load``) threads the cartridge at BOP, or the
+        changer moves it out.  3A/00 rather than 04/02 (LOGICAL UNIT NOT READY, INITIALIZING COMMAND
+        REQUIRED): libiscsi's login-time TEST UNIT READY accepts only MEDIUM NOT PRESENT as a not-ready
+        answer, so QEMU could not even attach a drive answering 04/02; Linux ``st`` reports it as "no
+        medium" either way.  Raises ``CartridgeError`` / ``OSError`` when it cannot be opened."""
         if self.cartridge is not None:
             raise RuntimeError("drive is full")
         cart = Cartridge(path)
         _report_recovery(cart)
-        cart.count_load()
         self.cartridge = cart
-        self.loaded = self.medium_present = True
+        self.loaded = self.medium_present = False
         self.position = 0
 
     async def eject(self) -> str | None:
@@ -166,12 +176,17 @@ class TapeUnit(LogicalUnitBase):
         if loaded and not was:
             self.establish_ua_all(NOT_READY_TO_READY_CHANGE)
 
-    def load(self) -> None:
-        """LOAD UNLOAD with LOAD=1: thread the cartridge waiting in the drive."""
-        if self.cartridge is None:
+    async def load(self) -> None:
+        """LOAD UNLOAD with LOAD=1: thread the cartridge waiting in the drive (after an UNLOAD or a
+        server start) and position at BOP (SSC-3 7.2), loaded already or not.  NOT READY / MEDIUM NOT
+        PRESENT when the drive is empty."""
+        cart = self.cartridge
+        if cart is None:
             raise CheckCondition(SenseKey.NOT_READY, MEDIUM_NOT_PRESENT)
+        if not self.loaded:
+            await run_io(cart.count_load)
         self.loaded = self.medium_present = True
-        self.position = 0  # a LOAD positions at BOP (SSC-3 7.2), loaded already or not
+        self.position = 0
 
     async def unload(self) -> None:
         """LOAD UNLOAD with LOAD=0: sync, rewind and unthread; the cartridge stays in the drive."""

@@ -1,9 +1,11 @@
 """Build the tape drive and medium changer LUs of one target from its config (``config/tape.py``).
 
 A changer locks its library directory (``storage/tape/library.lock_library``), creates its
-cartridges on first start (when the library has no ``library.json`` yet), and reloads into the drives
-the cartridges ``library.json`` records there.  A standalone drive locks its library and loads its
-``cartridge``, creating it if missing.  Blocking: called while the server is built, before serving.
+cartridges on first start (when the library has no ``library.json`` yet), and puts back into the
+drives the cartridges ``library.json`` records there.  A standalone drive locks its library and puts
+its ``cartridge`` in, creating it if missing.  Either way the cartridge is in the drive *unloaded*
+(``TapeUnit.insert_now``: NOT READY until a LOAD).  Blocking: called while the server is built,
+before serving.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ Files (format version 1)::
                                     attributes written by hosts; replaced atomically (write + rename)
     <library>/<barcode>/data        the bytes of every data block, appended in order
     <library>/<barcode>/index       one 32-byte record per logical object (data block or filemark)
+    <library>/<barcode>/synced      the sync mark: how many objects the last sync made durable
 
 Index record ``n`` (big-endian) describes logical object ``n`` (SSC-3 4.2.3: logical object
 identifiers count blocks and filemarks alike), so LOCATE and READ POSITION are O(1)::
@@ -21,13 +22,21 @@ The filemark list (record numbers of filemarks, for SPACE filemarks and file num
 the index when the cartridge is opened: the index is the only truth.  Writing in the middle (after
 LOCATE or REWIND) truncates both files at that object first: a tape has no "insert".
 
+The sync mark (16 bytes, big-endian: ``u64 objects``, ``u32 crc32c`` of those 8 bytes, ``u32 0``) is
+rewritten in place and fdatasynced by :meth:`Cartridge.sync` after ``data`` and ``index``: the objects
+before it were acknowledged as durable (a non-immediate WRITE FILEMARKS, REWIND, ...), the ones after
+it only as buffered (BUFFERED MODE 1: a real drive loses its buffer when the power goes).
+
 Recovery rule, applied on every open: drop a partial trailing index record; keep the longest prefix of
 records whose own checksums, offsets and filemark counts are consistent; then walk back from the end
-dropping records whose data is missing or fails its crc32c; truncate ``data`` after the last kept
-record.  Data is written before its index record and :meth:`Cartridge.sync` fdatasyncs ``data``
-before ``index``, so after a crash (kill -9 or power loss) everything up to the last sync reads back
-and the next READ reports END-OF-DATA.  All methods are blocking; the tape LU runs them off the event
-loop.
+dropping records whose data is missing or fails its crc32c; then drop every object after the sync mark
+(when the mark is there and intact; cartridges without one keep the checksummed prefix); truncate
+``data`` after the last kept record.  Data is written before its index record and
+:meth:`Cartridge.sync` fdatasyncs ``data``, then ``index``, then the mark, so after a crash (kill -9 or
+power loss) the cartridge ends exactly at the last sync: everything up to it reads back, the next READ
+reports END-OF-DATA, and a host that appends after END-OF-DATA continues right after its last
+acknowledged filemark rather than after the torn remains of an unfinished file.  All methods are
+blocking; the tape LU runs them off the event loop.
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ KIND_COMPRESSED = 3
 COMPRESSION_LEVEL = 1  # zlib: fast; a tape drive compresses at line rate
 RECORD = struct.Struct(">QIIBxxxI")  # offset, stored length, data crc, kind, filemarks before (24 bytes)
 RECORD_SIZE = 32
+SYNC_MARK = "synced"
 BARCODE_RE = re.compile(r"[A-Z0-9]{1,32}")
 MIN_CAPACITY = 1 << 20
 
@@ -95,6 +105,27 @@ def _decode(raw: bytes | memoryview) -> Record | None:
     return Record(offset, stored, crc, kind, fm, logical if kind == KIND_COMPRESSED else stored)
 
 
+def _encode_mark(objects: int) -> bytes:
+    head = struct.pack(">Q", objects)
+    return head + struct.pack(">II", crc32c.crc32c(head), 0)
+
+
+def _decode_mark(raw: bytes) -> int | None:
+    """The object count of a sync mark; None when missing, short or torn."""
+    if len(raw) < 16 or struct.unpack_from(">I", raw, 8)[0] != crc32c.crc32c(raw[:8]):
+        return None
+    return int(struct.unpack_from(">Q", raw, 0)[0])
+
+
+def _read_mark(path: str) -> int | None:
+    """The sync mark of the cartridge at ``path``; None when it has none or it is torn."""
+    try:
+        with open(os.path.join(path, SYNC_MARK), "rb") as f:
+            return _decode_mark(f.read(16))
+    except FileNotFoundError:
+        return None
+
+
 def check_barcode(barcode: str) -> str:
     """``barcode`` if it is 1..32 characters of A-Z and 0-9 (SMC-3 volume tag), else ``ValueError``."""
     if not BARCODE_RE.fullmatch(barcode):
@@ -133,6 +164,9 @@ def create_cartridge(
     for name in ("data", "index"):
         with open(os.path.join(tmp, name), "wb"):
             pass
+    with open(os.path.join(tmp, SYNC_MARK), "wb") as f:
+        f.write(_encode_mark(0))
+        os.fsync(f.fileno())
     meta = {
         "format": FORMAT_VERSION,
         "barcode": barcode,
@@ -181,6 +215,15 @@ class Cartridge:
         except OSError:
             os.close(self._data)
             raise
+        self._mark = -1  # the sync mark's fd (None of it on a write-protected cartridge)
+        if not self.write_protect:
+            try:
+                self._mark = os.open(os.path.join(path, SYNC_MARK), os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError:
+                os.close(self._data)
+                os.close(self._index)
+                raise
+        self.synced = 0  # objects the sync mark covers
         self.records = 0  # number of logical objects
         self.data_end = 0  # bytes of data in use
         self.filemarks: list[int] = []  # record numbers of filemarks, ascending
@@ -208,6 +251,10 @@ class Cartridge:
             end += rec.stored
             good = i + 1
         data_size = os.fstat(self._data).st_size
+        mark = self._read_mark()
+        if mark is not None and mark < good:  # objects after the last sync: lost with the buffer
+            good = mark
+            del fms[bisect_left(fms, good) :]
         while good:
             rec = recs[good - 1]
             if rec.is_filemark:
@@ -223,11 +270,24 @@ class Cartridge:
         self.records = good
         self.data_end = recs[good - 1].offset + recs[good - 1].stored if good else 0
         self.filemarks = fms
-        if not self.write_protect and (size != good * RECORD_SIZE or data_size != self.data_end):
-            os.ftruncate(self._index, good * RECORD_SIZE)
-            os.ftruncate(self._data, self.data_end)
-            os.fdatasync(self._index)
-            os.fdatasync(self._data)
+        self.synced = good
+        if not self.write_protect:
+            if size != good * RECORD_SIZE or data_size != self.data_end:
+                os.ftruncate(self._index, good * RECORD_SIZE)
+                os.ftruncate(self._data, self.data_end)
+                os.fdatasync(self._index)
+                os.fdatasync(self._data)
+            if mark != good:
+                self._write_mark(good)
+
+    def _read_mark(self) -> int | None:
+        return _read_mark(self.path)
+
+    def _write_mark(self, objects: int) -> None:
+        if os.pwrite(self._mark, _encode_mark(objects), 0) != 16:
+            raise OSError(f"short write to {self.path}/{SYNC_MARK}")
+        os.fdatasync(self._mark)
+        self.synced = objects
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -279,6 +339,8 @@ class Cartridge:
         self.data_end = end
         del self.filemarks[bisect_left(self.filemarks, n) :]
         self.dirty = True
+        if n < self.synced:  # the host overwrites: what followed is no longer there to recover
+            self._write_mark(n)
 
     def append_block(self, data: bytes | memoryview, compress: bool = False) -> int:
         """Append one data block at the end of data (DEFLATE-compressed when ``compress`` and that makes
@@ -323,10 +385,13 @@ class Cartridge:
         self.dirty = True
 
     def sync(self) -> None:
-        """Make every appended object durable: fdatasync ``data``, then ``index``."""
+        """Make every object durable: fdatasync ``data``, then ``index``, then move the sync mark to
+        the end of data (after a crash the cartridge ends here, see the module docstring)."""
         if self.dirty:
             os.fdatasync(self._data)
             os.fdatasync(self._index)
+            if self.records != self.synced:
+                self._write_mark(self.records)
             self.dirty = False
 
     # -- metadata ----------------------------------------------------------------------------------
@@ -354,15 +419,21 @@ class Cartridge:
         finally:
             os.close(self._data)
             os.close(self._index)
-            self._data = self._index = -1
+            if self._mark >= 0:
+                os.close(self._mark)
+            self._data = self._index = self._mark = -1
 
 
 def cartridge_summary(path: str) -> dict[str, object]:
     """Barcode, capacity, used bytes, blocks, files (filemarks), flags of a cartridge, read without
-    changing it (no recovery is written)."""
+    changing it (no recovery is written; objects after the sync mark, which the next load drops, are
+    not counted)."""
     meta = read_meta(path)
     idx_size = os.path.getsize(os.path.join(path, "index"))
     n = idx_size // RECORD_SIZE
+    mark = _read_mark(path)
+    if mark is not None:
+        n = min(n, mark)
     files = 0
     used = 0
     if n:
