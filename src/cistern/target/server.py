@@ -142,8 +142,9 @@ class TargetServer:
         return True
 
     def reserve_write_buffer(self, size: int) -> bool:
-        """Account ``size`` bytes of write buffer against the target-wide budget; False when over it (the
-        command is answered TASK SET FULL, SAM-5 5.3.1)."""
+        """Account ``size`` bytes of data buffer (a write's buffer, or a large read's data until it is handed
+        to the connection) against the target-wide budget; False when over it (the command is answered TASK
+        SET FULL, SAM-5 5.3.1)."""
         if self.write_buffered + size > self.max_write_buffers:
             return False
         self.write_buffered += size
