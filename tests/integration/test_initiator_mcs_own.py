@@ -14,8 +14,8 @@ ErrorRecoveryLevel 1 (its maximum; the initiator offers 2, the result is the min
 * a connection cut mid-transfer below ERL 2: the session is reinstated (RFC 7143 6.3.5, same ISID), all
   four connections come back, every command completes with the right data.
 
-ERL 2 (TASK REASSIGN) against this target waits for the target's ERL 2; against LIO it is in
-``test_initiator_lio.py``.
+ERL 2 (TASK REASSIGN) against this target is in ``test_target_erl2.py`` (a target configured for ERL 2);
+against LIO in ``test_initiator_lio.py``.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from cistern_proc import CisternTarget, lun_toml, target_toml
 from faultproxy import TO_INITIATOR, TO_TARGET, FaultProxy
 
 from cistern.initiator import connect
+from cistern.wire.negotiation import NegotiationPolicy
 
 pytestmark = pytest.mark.peers
 
@@ -42,6 +43,7 @@ CHUNK = 64 * 1024
 OPCODE_DATA_OUT = 0x05
 OPCODE_SCSI_RESPONSE = 0x21
 OPCODE_DATA_IN = 0x25  # 64 KiB writes go as immediate data here: the cut hits a read
+OPCODE_R2T = 0x31
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
 
@@ -59,6 +61,7 @@ def target(request: pytest.FixtureRequest) -> Iterator[CisternTarget]:
             "header_digest": ["CRC32C", "None"],
             "data_digest": ["CRC32C", "None"],
             "error_recovery_level": 1,
+            "max_outstanding_r2t": 4,
         },
     )
     proc = CisternTarget(config, folder / "work", folder / "cistern.log", port=port)
@@ -183,6 +186,40 @@ def test_erl1_data_snack_status_snack_and_recovery_r2t(target: CisternTarget) ->
                 assert [f[:3] for f in proxy.fired][2:] == [("corrupt", 3, OPCODE_DATA_OUT)]
                 assert s.tsih == tsih and s.reconnects == 0
                 assert all(not c.closed for c in proxy.conns)
+            finally:
+                await s.logout()
+
+    asyncio.run(asyncio.wait_for(run(), 60))
+
+
+def test_erl1_lost_r2t_is_asked_again_with_an_r2t_snack(target: CisternTarget) -> None:
+    """RFC 7143 11.16.1: an R2T that never arrives (here dropped by the proxy; a header digest error on it
+    does the same at ERL 1) shows as an R2TSN gap when the next R2T comes; the initiator asks the run again
+    with an R2T SNACK, answers the resent R2T, and the write completes with the right data."""
+
+    async def run() -> None:
+        rng = random.Random("own-r2t-snack")
+        async with FaultProxy("127.0.0.1", target.port) as proxy:
+            s = await connect(
+                f"iscsi://127.0.0.1:{proxy.port}/{IQN}/0",
+                error_recovery_level=1,
+                header_digest=True,
+                policy=NegotiationPolicy(
+                    max_outstanding_r2t=4, max_burst_length=65536, first_burst_length=65536
+                ),
+                nop_interval=0,
+            )
+            try:
+                n = s.negotiated
+                assert (n.error_recovery_level, n.max_outstanding_r2t, n.max_burst_length) == (1, 4, 65536)
+                data = rng.randbytes(512 * 1024)  # 64 KiB immediate, then 7 R2Ts of 64 KiB, 4 at a time
+                await s.read(0, 56000, 1)  # the block size is learnt (READ CAPACITY) before counting
+                snacks = s.snacks  # the target asks DataACK SNACKs for reads at ERL 1
+                proxy.drop(TO_INITIATOR, OPCODE_R2T, conn=0)
+                await s.write(0, 56000, data)
+                assert [f[:3] for f in proxy.fired] == [("drop", 0, OPCODE_R2T)]
+                assert s.snacks == snacks + 1 and s.reconnects == 0
+                assert bytes(await s.read(0, 56000, len(data) // BLOCK)) == data
             finally:
                 await s.logout()
 

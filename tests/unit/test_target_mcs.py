@@ -247,7 +247,6 @@ def test_full_feature_text_changes_max_recv_data_segment_length() -> None:
 @pytest.mark.parametrize(
     ("key", "value", "words"),
     [
-        ("error_recovery_level", 2, "ErrorRecoveryLevel 2 is not implemented"),
         ("data_pdu_in_order", False, "out-of-order Data PDUs"),
         ("data_sequence_in_order", False, "out-of-order Data PDUs"),
     ],

@@ -9,7 +9,7 @@ from cistern.wire.errors import DROP, Drop, Rejection, RemoteProtocolError
 from cistern.wire.framing import FramingError
 from cistern.wire.keys import KEYS, Scope, Stage
 from cistern.wire.negotiation import NegotiationPolicy, Negotiator, Role
-from cistern.wire.params import PARAM_KEYS, ConnectionParams, Negotiated, SessionParams
+from cistern.wire.params import PARAM_BY_NAME, PARAM_KEYS, PARAMS, ConnectionParams, Negotiated, SessionParams
 from cistern.wire.pdu import PduError
 
 
@@ -18,6 +18,29 @@ def test_every_field_has_the_scope_of_its_rfc_key() -> None:
         assert KEYS[PARAM_KEYS[name]].scope is Scope.SW
     for name in ConnectionParams.__dataclass_fields__:
         assert KEYS[PARAM_KEYS[name]].scope is Scope.CO
+
+
+def test_one_parameter_table_feeds_policy_config_and_results() -> None:
+    from dataclasses import fields
+
+    from pydantic import ValidationError
+
+    from cistern.config.params import RFC_KEY_NAMES, ParamsConfig
+
+    assert len({p.key for p in PARAMS}) == len(PARAMS)
+    results = {f.name: f for f in (*fields(SessionParams), *fields(ConnectionParams))}
+    for p in PARAMS:
+        assert p.name in results and PARAM_KEYS[p.name] == p.key
+        assert p.scope is KEYS[p.key].scope and p.result is KEYS[p.key].kind
+    # the policy's fields and the config's fields are parameter names; ranges come from the RFC table
+    assert {f.name for f in fields(NegotiationPolicy)} - set(PARAM_BY_NAME) == {"offer_rfc7143_keys"}
+    assert all(RFC_KEY_NAMES[name] == PARAM_BY_NAME[name].key for name in ParamsConfig.model_fields)
+    for name in ("max_outstanding_r2t", "default_time2wait", "max_burst_length", "error_recovery_level"):
+        p = PARAM_BY_NAME[name]
+        with pytest.raises(ValidationError):
+            ParamsConfig(**{name: p.maximum + 1})
+        with pytest.raises(ValueError):
+            NegotiationPolicy(**{name: p.minimum - 1})
 
 
 def test_flat_and_split_construction_agree() -> None:

@@ -1,12 +1,11 @@
 """ERL 1 bookkeeping without I/O: the bounded status log (wire/recovery.py) and the kept read data
-(target/recovery.py) — pruning by ExpStatSN (serial arithmetic), SNACK ranges, the bounds."""
+(wire/recovery.py) — pruning by ExpStatSN (serial arithmetic), SNACK ranges, the bounds."""
 
 from __future__ import annotations
 
-from cistern.target import recovery
-from cistern.target.recovery import Retained, RetainedSet
+from cistern.wire import recovery
 from cistern.wire.constants import FLAG_FINAL
-from cistern.wire.recovery import StatusLog, snack_range
+from cistern.wire.recovery import Retained, RetainedSet, StatusLog, snack_range
 from cistern.wire.serial import sn_lt
 
 

@@ -7,32 +7,23 @@ gives the RFC spelling and text values.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cistern.config.errors import ConfigValueError
+from cistern.wire.params import PARAM_BY_NAME
 
 Digest = Literal["CRC32C", "None"]
-SegmentLength = Annotated[int, Field(ge=512, le=2**24 - 1)]
 
-#: snake_case field -> RFC 7143 key name
-RFC_KEY_NAMES: dict[str, str] = {
-    "max_recv_data_segment_length": "MaxRecvDataSegmentLength",
-    "max_burst_length": "MaxBurstLength",
-    "first_burst_length": "FirstBurstLength",
-    "initial_r2t": "InitialR2T",
-    "immediate_data": "ImmediateData",
-    "max_outstanding_r2t": "MaxOutstandingR2T",
-    "max_connections": "MaxConnections",
-    "default_time2wait": "DefaultTime2Wait",
-    "default_time2retain": "DefaultTime2Retain",
-    "data_pdu_in_order": "DataPDUInOrder",
-    "data_sequence_in_order": "DataSequenceInOrder",
-    "error_recovery_level": "ErrorRecoveryLevel",
-    "header_digest": "HeaderDigest",
-    "data_digest": "DataDigest",
-}
+
+def _rfc_range(name: str) -> Any:
+    """The RFC 7143 range of parameter ``name`` (from wire.params.PARAMS) as a pydantic constraint."""
+    p = PARAM_BY_NAME[name]
+    return Field(ge=p.minimum, le=p.maximum)
+
+
+SegmentLength = Annotated[int, _rfc_range("max_recv_data_segment_length")]
 
 
 class ParamsConfig(BaseModel):
@@ -41,17 +32,17 @@ class ParamsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     max_recv_data_segment_length: SegmentLength | None = None
-    max_burst_length: SegmentLength | None = None
-    first_burst_length: SegmentLength | None = None
+    max_burst_length: Annotated[int, _rfc_range("max_burst_length")] | None = None
+    first_burst_length: Annotated[int, _rfc_range("first_burst_length")] | None = None
     initial_r2t: bool | None = None
     immediate_data: bool | None = None
-    max_outstanding_r2t: Annotated[int, Field(ge=1, le=65535)] | None = None
-    max_connections: Annotated[int, Field(ge=1, le=65535)] | None = None
-    default_time2wait: Annotated[int, Field(ge=0, le=3600)] | None = None
-    default_time2retain: Annotated[int, Field(ge=0, le=3600)] | None = None
+    max_outstanding_r2t: Annotated[int, _rfc_range("max_outstanding_r2t")] | None = None
+    max_connections: Annotated[int, _rfc_range("max_connections")] | None = None
+    default_time2wait: Annotated[int, _rfc_range("default_time2wait")] | None = None
+    default_time2retain: Annotated[int, _rfc_range("default_time2retain")] | None = None
     data_pdu_in_order: bool | None = None
     data_sequence_in_order: bool | None = None
-    error_recovery_level: Annotated[int, Field(ge=0, le=2)] | None = None
+    error_recovery_level: Annotated[int, _rfc_range("error_recovery_level")] | None = None
     header_digest: list[Digest] | None = None
     data_digest: list[Digest] | None = None
 
@@ -64,16 +55,6 @@ class ParamsConfig(BaseModel):
             raise ConfigValueError('must list at least one of "CRC32C", "None"')
         if len(set(value)) != len(value):
             raise ConfigValueError(f"{value!r} lists a digest twice")
-        return value
-
-    @field_validator("error_recovery_level")
-    @classmethod
-    def _erl_supported(cls, value: int | None) -> int | None:
-        if value is not None and value > 1:
-            raise ConfigValueError(
-                f"ErrorRecoveryLevel {value} is not implemented by the target yet (0: session recovery, "
-                "1: digest recovery with SNACK); set 0 or 1"
-            )
         return value
 
     @field_validator("data_pdu_in_order", "data_sequence_in_order")
@@ -110,3 +91,7 @@ class ParamsConfig(BaseModel):
             else:
                 keys[key] = str(value)
         return keys
+
+
+#: snake_case field -> RFC 7143 key name (the wire.params.PARAMS table, restricted to the config's fields)
+RFC_KEY_NAMES: dict[str, str] = {name: PARAM_BY_NAME[name].key for name in ParamsConfig.model_fields}

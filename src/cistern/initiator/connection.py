@@ -39,7 +39,6 @@ class IscsiProtocol(asyncio.BufferedProtocol):
         self.data_digest = False
         self._login_queue: asyncio.Queue[Frame | BaseException] = asyncio.Queue()
         self._paused = False
-        self.last_receive = 0.0
 
     # -- asyncio callbacks ---------------------------------------------------------------------------
 
@@ -69,7 +68,6 @@ class IscsiProtocol(asyncio.BufferedProtocol):
                 return
             if frame is None:
                 return
-            self.last_receive = asyncio.get_running_loop().time()
             handler = self.on_frame
             if handler is not None:
                 try:

@@ -7,10 +7,13 @@ and for reinstatement after a lost connection (same ISID, TSIH 0).
 
 from __future__ import annotations
 
+import asyncio
+
 from cistern.initiator.connection import IscsiProtocol, open_connection
 from cistern.initiator.errors import AuthenticationError, ConnectionLost, LoginError, ProtocolError
 from cistern.initiator.params import LoginResult, SessionConfig
 from cistern.wire.chap import ChapAlgorithm, ChapCredentials
+from cistern.wire.initiator_connection import InitiatorConnection, TimerEvent
 from cistern.wire.login import InitiatorLogin, LoginProtocolError, LoginRejected, LoginStatus
 from cistern.wire.login import LoginRequest as WireLoginRequest
 from cistern.wire.pdu import LoginRequest, LoginResponse, login_flags
@@ -108,6 +111,9 @@ async def _exchange(
     except ValueError as exc:
         raise LoginError(f"bad login settings: {exc}") from exc
     expstatsn = 0
+    # the whole login must end within login_timeout (the connection machine's login timer)
+    loop = asyncio.get_running_loop()
+    timers = InitiatorConnection(cid, loop.time(), login_timeout=config.login_timeout)
     request: WireLoginRequest | None = machine.start()
     response: LoginResponse | None = None
     while request is not None:
@@ -121,7 +127,9 @@ async def _exchange(
                     flags, 0, 0, config.isid, tsih, 0, cid, cmdsn, expstatsn, immediate=True, data=segment
                 )
             )
-            frame = await protocol.next_login_frame(config.login_timeout)
+            if timers.handle_timer(loop.time()) is TimerEvent.LOGIN_TIMED_OUT:
+                raise ConnectionLost(f"login did not complete within {config.login_timeout:g}s")
+            frame = await protocol.next_login_frame(max(timers.login_deadline - loop.time(), 0.001))
             pdu = frame.pdu
             if not isinstance(pdu, LoginResponse):
                 raise ProtocolError(

@@ -21,6 +21,7 @@ from cistern.initiator.errors import (
     UnitAttention,
 )
 from cistern.initiator.sense import MISCOMPARE, UNIT_ATTENTION, Sense, decode_sense
+from cistern.wire.initiator_session import TASK_ATTR_SIMPLE, InitiatorTask
 from cistern.wire.pdu import Buffer
 
 GOOD = 0x00
@@ -31,7 +32,7 @@ RESERVATION_CONFLICT = 0x18
 TASK_SET_FULL = 0x28
 TASK_ABORTED = 0x40
 
-TASK_ATTR_SIMPLE = 1
+__all__ = ["TASK_ATTR_SIMPLE", "Command", "ScsiResult", "raise_for_status"]
 
 
 @dataclass(slots=True)
@@ -62,63 +63,24 @@ def raise_for_status(result: ScsiResult) -> ScsiResult:
     raise ScsiError(status, result.sense)
 
 
-class Command:
-    """One SCSI command.  Created by :meth:`Session.submit`; await it for the result."""
+class Command(InitiatorTask):
+    """One SCSI command.  Created by :meth:`Session.submit`; await it for the result.
 
-    __slots__ = (
-        "attempts",
-        "cdb",
-        "cid",
-        "cmdsn",
-        "data_out",
-        "exp_datasn",
-        "future",
-        "heard",
-        "held_r2ts",
-        "held_status",
-        "hold_data_out",
-        "in_received",
-        "itt",
-        "lun",
-        "missing",
-        "read_buffer",
-        "read_length",
-        "sent",
-    )
+    Its protocol state (ITT, CmdSN, buffers, sequence numbers) is the sans-I/O
+    :class:`~cistern.wire.initiator_session.InitiatorTask`; this adds the caller's future."""
+
+    __slots__ = ("future",)
 
     def __init__(self, lun: int, cdb: bytes, data_out: Buffer | None, read_length: int) -> None:
-        if not 1 <= len(cdb) <= 16:
-            raise ValueError("CDB must be 1..16 bytes (extended CDBs are not supported)")
-        self.lun = lun
-        self.cdb = bytes(cdb)
-        self.data_out = memoryview(data_out).cast("B") if data_out is not None else None
-        self.read_length = read_length
-        self.read_buffer = memoryview(bytearray(read_length)) if read_length else None
+        InitiatorTask.__init__(self, lun, cdb, data_out, read_length)
         self.future: asyncio.Future[ScsiResult] = asyncio.get_running_loop().create_future()
-        self.itt = 0
-        self.cmdsn = 0
-        self.sent = False
-        self.in_received = 0  # highest Data-In byte received (for the residual check)
-        self.attempts = 0
-        #: ERL 1: DataSNs asked again with a Data SNACK, and the status that waits for them
-        self.missing: set[int] | None = None
-        self.held_status: tuple[int, int, bytes] | None = None
-        self.heard = 0  # PDUs received for it (R2T, Data-In): evidence a TASK REASSIGN took
-        self.exp_datasn = 0  # next DataSN (reads) / R2TSN (writes) expected: TASK REASSIGN's ExpDataSN
-        self.cid = 0  # the connection the task is allegiant to (RFC 7143 4.2.2.2)
-        #: fault injection (tests, drills): hold R2Ts unanswered until Session.release_data_out()
-        self.hold_data_out = False
-        self.held_r2ts: list[Any] = []
-
-    @property
-    def expected_length(self) -> int:
-        return len(self.data_out) if self.data_out is not None else self.read_length
 
     @property
     def done(self) -> bool:
         return self.future.done()
 
     def complete(self, status: int, residual: int, sense_bytes: bytes) -> None:
+        self.finished = True
         if self.future.done():
             return
         data = self.read_buffer if self.read_buffer is not None else memoryview(b"")
@@ -128,6 +90,7 @@ class Command:
         self.future.set_result(ScsiResult(status, data, residual, sense))
 
     def fail(self, exc: BaseException) -> None:
+        self.finished = True
         if not self.future.done():
             self.future.set_exception(exc)
 

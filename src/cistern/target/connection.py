@@ -1,63 +1,38 @@
-"""One iSCSI connection on the target: framing, login, and the full feature phase (RFC 7143 sections 4-7, 11).
+"""One iSCSI connection on the target, the asyncio side: it moves bytes, runs timers and calls the SCSI
+device server.  The protocol is the sans-I/O machines' (:mod:`cistern.wire.target_connection`,
+:mod:`cistern.wire.target_session`); login is :class:`~cistern.target.login_glue.LoginDriver`'s.
 
-The asyncio side is thin: :class:`Connection` is a ``BufferedProtocol`` whose ``get_buffer`` hands out the
-sans-I/O :class:`~cistern.wire.framing.PduReader`'s buffers, so Data-Out payloads land directly in the
-command's write buffer.  Outgoing PDUs leave through ``transport.writelines`` of header + payload view;
-read data is never copied between the device server and the socket.  What one received chunk produces
-(every command in it that completes at once: memory and page-cache reads) leaves in one ``writelines`` at
-the end of ``buffer_updated``; completions outside it (thread-pool I/O) are gathered until the end of the
-loop iteration (one ``call_soon``), so a burst of responses costs one ``writev``, not one each.  The
-per-command PDUs (Data-In, SCSI Response, R2T) are packed from header templates (``wire.pdu``), not
-built as dataclasses.
-
-Hostile input handling, in one place:
-- a PDU that cannot be framed (oversized, bad header digest) drops the connection;
-- an undecodable or wrongly-placed PDU gets a Reject with the RFC 7143 11.17.1 reason;
-- a command whose data-out breaks the sequence rules fails with CHECK CONDITION and never touches the medium;
-- commands outside the CmdSN window are dropped silently (RFC 7143 4.2.2.1).
+:class:`Connection` is a ``BufferedProtocol`` whose ``get_buffer`` hands out the
+:class:`~cistern.wire.framing.PduReader`'s buffers, so Data-Out payloads land directly in the command's write
+buffer (the machine's ``sink``).  Each framed PDU goes to the machine with the time of the read; what the
+machine asks for (``session.events``: a command to execute, a TMF, a Text answer, a logout) is done at once,
+so a command served from memory or the page cache completes inline.  The machine's outbox (header +
+payload views, packed from header templates) leaves in one ``transport.writelines`` at the end of the
+received chunk; completions outside it (thread-pool I/O) are gathered until the end of the loop iteration
+(one ``call_soon``), so a burst of responses costs one ``writev``, not one each.  A PDU that cannot be
+framed (oversized, bad header digest) or a machine's Drop answer closes the connection.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import functools
 import logging
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 from cistern.scsi.task import DataDirection, ScsiResult, ScsiTask, Status, TaskAttribute
 from cistern.target.eager import run_eager
 from cistern.target.login_glue import LoginDriver
-from cistern.target.recovery import Retained, RetainedSet
-from cistern.target.session import CmdDisposition
-from cistern.target.tasks import DataOutError, Sequence, TargetTask, TaskState, UnknownTransferTag
 from cistern.wire import pdu as P
-from cistern.wire.constants import (
-    BHS_LEN,
-    DATAIN_ACK,
-    DATAIN_STATUS,
-    FLAG_FINAL,
-    RESERVED_TAG,
-    RSP_OVERFLOW,
-    RSP_UNDERFLOW,
-    TEXT_CONTINUE,
-    AsyncEvent,
-    LogoutReason,
-    LogoutResponse,
-    RejectReason,
-    SnackType,
-    TmfFunction,
-    TmfResponse,
-)
-from cistern.wire.framing import Frame, FramingError, PduReader, frame_parts, frame_pdu
+from cistern.wire.constants import CMD_READ, LogoutReason, LogoutResponse, TmfFunction, TmfResponse
+from cistern.wire.errors import RemoteProtocolError
+from cistern.wire.framing import FramingError, PduReader, frame_pdu
 from cistern.wire.liveness import ConnectionTimers, TimerEvent
 from cistern.wire.pdu import Buffer
-from cistern.wire.recovery import StatusLog, snack_range
-from cistern.wire.serial import sn_add, sn_in_window, sn_lt
-from cistern.wire.text import TextAccumulator, TextError
+from cistern.wire.target_connection import TargetConnection, fixed_sense
+from cistern.wire.target_session import Event, Logout, OutboxReady, TaskManagement, TextRequest
+from cistern.wire.tasks import TargetTask
 
 if TYPE_CHECKING:
     from cistern.target.server import TargetServer
@@ -66,27 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cistern.target")
 
-# SAM/SPC sense for transport-level failures of a command (fixed format, 18 bytes)
-_ABORTED_COMMAND = 0x0B
-
-
-def _fixed_sense(key: int, asc: int, ascq: int) -> bytes:
-    sense = bytearray(18)
-    sense[0] = 0x70
-    sense[2] = key
-    sense[7] = 10
-    sense[12] = asc
-    sense[13] = ascq
-    return bytes(sense)
-
-
-SENSE_DATA_PHASE_ERROR = _fixed_sense(_ABORTED_COMMAND, 0x4B, 0x00)
-SENSE_CRC_ERROR = _fixed_sense(_ABORTED_COMMAND, 0x47, 0x05)  # PROTOCOL SERVICE CRC ERROR
-SENSE_INVALID_FIELD_IN_IU = _fixed_sense(0x05, 0x0E, 0x03)  # INVALID FIELD IN COMMAND INFORMATION UNIT
-
-
-MAX_FFP_TEXT = 64 * 1024  # largest Text Request we assemble in full feature phase
-
+SENSE_INTERNAL_TARGET_FAILURE = fixed_sense(0x04, 0x44, 0x00)
 
 _SENSE_KEYS = (
     "NO SENSE", "RECOVERED ERROR", "NOT READY", "MEDIUM ERROR", "HARDWARE ERROR", "ILLEGAL REQUEST",
@@ -109,19 +64,19 @@ def describe_sense(sense: bytes | None) -> str:
     return f"{_SENSE_KEYS[key]} {asc:02X}/{ascq:02X}"
 
 
-def residual_flags(edtl: int, wanted: int, moved: int) -> tuple[int, int]:
-    """SCSI Response flags and Residual Count (RFC 7143 11.4.5): overflow when the command wanted more than
-    the Expected Data Transfer Length, underflow when less than EDTL was moved."""
-    if wanted > edtl:
-        return FLAG_FINAL | RSP_OVERFLOW, wanted - edtl
-    if moved < edtl:
-        return FLAG_FINAL | RSP_UNDERFLOW, edtl - moved
-    return FLAG_FINAL, 0
-
-
 # SCSI Command flags -> task attribute (ATTR, 3 bits) and direction (W = 0x20, R = 0x40)
 _ATTRIBUTES = tuple(TaskAttribute(a) if a <= TaskAttribute.ACA else TaskAttribute.SIMPLE for a in range(8))
 _DIRECTIONS = (DataDirection.NONE, DataDirection.WRITE, DataDirection.READ, DataDirection.BIDI)
+
+# Read data is produced as the connection can take it (issue 12, "read data"): a READ whose EDTL is above
+# GATED_READ waits until (a) the read data this connection is producing fits DATA_IN_PER_CONNECTION (a larger
+# read goes alone) and (b) what was sent before has drained below the transport's low-water mark, and its
+# EDTL is charged to the target-wide data-buffer budget ([limits] max_write_buffers) from then until its
+# Data-In is handed to the transport.  An initiator that stops reading therefore pins at most one read's
+# data beyond the transport's 4 MiB high-water mark per connection, not queue depth x EDTL.  Small reads
+# (the 4 KiB hot path) never wait here.
+GATED_READ = 256 * 1024
+DATA_IN_PER_CONNECTION = 8 * 1024 * 1024
 
 
 class Connection(asyncio.BufferedProtocol):
@@ -132,18 +87,18 @@ class Connection(asyncio.BufferedProtocol):
         self.portal = portal
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
-        self.reader = PduReader(max_data_segment_length=8192, sink=self._sink)
+        self.reader = PduReader(max_data_segment_length=8192)
         self.login: LoginDriver | None = LoginDriver(server, self)
         self.session: Session | None = None
-        self.params: Negotiated | None = None  # this connection's parameters once in full feature phase
+        self.machine: TargetConnection | None = None  # the protocol, from full feature phase on
         self.cid = 0
-        self.statsn = 0
-        self.tasks: dict[int, TargetTask] = {}  # ITT -> task (allegiant to this connection)
-        self._ttt = 0x100
+        self.statsn = 0  # during login (the machine's from full feature phase on)
         self._closing = False
         self._write_ok: asyncio.Future[None] | None = None
-        # login timeout, NOP-In pings, dead-peer detection: the sans-I/O timer state (wire/liveness.py) and
-        # the one asyncio timer that wakes it
+        self._data_in_held = 0  # bytes of read data being produced on this connection (see GATED_READ)
+        self._data_in_waiters: list[asyncio.Future[None]] = []
+        # login timeout, NOP-In pings, dead-peer detection: the sans-I/O timer state (wire/liveness.py, the
+        # machine's once in full feature phase) and the one asyncio timer that wakes it
         self.timers = ConnectionTimers(
             time.monotonic(),
             login_timeout=server.login_timeout,
@@ -151,22 +106,8 @@ class Connection(asyncio.BufferedProtocol):
             nop_timeout=server.nop_timeout,
         )
         self._timer: asyncio.TimerHandle | None = None
-        # the rest of a long Text Response: (TTT, ITT, remaining text).  One slot: RFC 7143 11.10 allows a
-        # single outstanding Text Request per connection, and a new request discards an unfinished one
-        self._text_pending: tuple[int, int, bytes] | None = None  # (TTT, ITT, rest of our answer)
-        self._text_in: tuple[int, int, TextAccumulator] | None = None  # (TTT, ITT, request so far)
-        self._header_digest = False
-        self._data_digest = False
-        self._max_xmit = 8192
-        self._logout_sent = False
-        self._out: list[Buffer] | None = None  # buffers to send at the end of this batch (see module doc)
-        # ITTs of tasks that ended before all their data came (failed or aborted while collecting): their
-        # late Data-Out is discarded silently rather than rejected; bounded, the oldest forgotten first
-        self._ended_early: collections.deque[int] = collections.deque(maxlen=64)
-        # ErrorRecoveryLevel >= 1 only (RFC 7143 7.x, 11.16): statuses and read data kept for SNACKs
-        self._erl = 0
-        self._status_log: StatusLog | None = None
-        self._retained = RetainedSet()
+        self._out: list[Buffer] = []  # the outbox during login (the machine's afterwards)
+        self._in_batch = False  # inside buffer_updated: what is queued leaves at its end
         self._flush_scheduled = False
 
     # ------------------------------------------------------------------ asyncio plumbing
@@ -191,11 +132,10 @@ class Connection(asyncio.BufferedProtocol):
         return self.reader.get_buffer()
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.timers.last_rx = time.monotonic()
         reader = self.reader
         reader.buffer_filled(nbytes)
-        if self._out is None:
-            self._out = []
+        now = time.monotonic()
+        self._in_batch = True
         try:
             while not self._closing:
                 try:
@@ -206,18 +146,28 @@ class Connection(asyncio.BufferedProtocol):
                     return
                 if frame is None:
                     return
+                machine = self.machine
+                if machine is None:
+                    self._login_frame(frame)
+                    continue
                 try:
-                    self._on_frame(frame)
+                    machine.receive(frame, now)
+                    events = machine.session.events
+                    if events:
+                        self._dispatch(events)
+                except RemoteProtocolError as exc:
+                    log.warning("%s: dropping connection: %s", self.peer, exc)
+                    self.close()
+                    return
                 except Exception:  # a bug of ours: never let it kill the server, but drop this connection
                     log.exception("%s: internal error handling %s", self.peer, type(frame.pdu).__name__)
                     self.close()
                     return
         finally:
-            if reader.bulk and self._out and not self._closing:
+            self._in_batch = False
+            if reader.bulk and not self._closing and self._outbox():
                 # large PDUs come one per read: gather the responses of this loop iteration's reads
-                if not self._flush_scheduled:
-                    self._flush_scheduled = True
-                    asyncio.get_running_loop().call_soon(self._flush)
+                self._kick()
             else:
                 self._flush()
 
@@ -232,13 +182,6 @@ class Connection(asyncio.BufferedProtocol):
         self.server.connections.discard(self)
         if self._write_ok is not None and not self._write_ok.done():
             self._write_ok.set_result(None)
-        for task in self.tasks.values():
-            task.abort()
-            if task.buf is not None and task.state is TaskState.COLLECTING:
-                # never executed, so never finished: give its write buffer back to the target-wide budget
-                self.server.release_write_buffer(len(task.buf))
-                task.buf = None
-        self.tasks.clear()
         if self.session is not None:
             self.server.connection_closed(self)
         log.debug("connection from %s closed", self.peer)
@@ -275,81 +218,98 @@ class Connection(asyncio.BufferedProtocol):
 
     # ------------------------------------------------------------------ sending
 
-    def send(self, pdu: P.PDU) -> None:
-        self._emit(frame_pdu(pdu, header_digest=self._header_digest, data_digest=self._data_digest))
+    def _outbox(self) -> list[Buffer]:
+        machine = self.machine
+        return machine.out if machine is not None else self._out
 
-    def _emit(self, parts: list[Buffer]) -> None:
-        """Queue one framed PDU; it leaves with the batch (see the module docstring), in order."""
-        out = self._out
-        if out is None:
-            self._out = out = []
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                asyncio.get_running_loop().call_soon(self._flush)
-        out += parts
+    def send(self, pdu: P.PDU) -> None:
+        """Queue a PDU as it is (login phase: Login Responses); it leaves with the batch."""
+        machine = self.machine
+        if machine is not None:
+            machine.send(pdu)
+        else:
+            self._out += frame_pdu(pdu, header_digest=False, data_digest=False)
+        self._kick()
+
+    def _kick(self) -> None:
+        """Something was queued outside a received chunk: send it at the end of this loop iteration."""
+        if not self._in_batch and not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        out, self._out = self._out, None
-        if out:
-            transport = self.transport
-            if transport is not None and not transport.is_closing():
-                transport.writelines(out)
-
-    def _next_statsn(self) -> int:
-        statsn = self.statsn
-        self.statsn = sn_add(statsn, 1)
-        return statsn
-
-    def _window(self) -> tuple[int, int]:
-        s = self.session
-        assert s is not None
-        return s.expcmdsn, s.maxcmdsn
-
-    def send_status(self, pdu: P.PDU) -> None:
-        """Send a PDU that carries status: it takes the next StatSN and the current CmdSN window."""
-        pdu.statsn = statsn = self._next_statsn()  # type: ignore[attr-defined]
-        pdu.expcmdsn, pdu.maxcmdsn = self._window()  # type: ignore[attr-defined]
-        parts = frame_pdu(pdu, header_digest=self._header_digest, data_digest=self._data_digest)
-        if self._status_log is not None:
-            self._status_log.add(statsn, [bytes(p) for p in parts])
-        self._emit(parts)
-
-    def reject(self, reason: RejectReason, header: bytes) -> None:
-        log.info("%s: Reject reason 0x%02x", self.peer, reason)
-        rej = P.Reject(reason=int(reason), data=bytes(header[:BHS_LEN]))
-        if self.session is None:
-            self.send(rej)
-            return
-        self.send_status(rej)
+        machine = self.machine
+        if machine is not None:
+            out = machine.out
+            if not out:
+                return
+            machine.out = []
+        else:
+            out = self._out
+            if not out:
+                return
+            self._out = []
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.writelines(out)
 
     # ------------------------------------------------------------------ login glue
 
+    def _login_frame(self, frame: object) -> None:
+        pdu = frame.pdu  # type: ignore[attr-defined]
+        # RFC 7143 6.3: only Login Requests are allowed before full feature phase; anything else, an
+        # undecodable header included, is a protocol error that ends the connection
+        if type(pdu) is not P.LoginRequest or self.login is None:
+            log.info(
+                "%s: %s during login: dropping connection",
+                self.peer,
+                type(pdu).__name__ if pdu else frame.error,  # type: ignore[attr-defined]
+            )
+            self.close()
+            return
+        self.login.receive(pdu)
+
     def enter_full_feature(self, session: Session, cid: int, params: Negotiated) -> None:
         """Called by the login driver when the final Login Response has been queued.  ``params``: the
-        session's session-wide parameters with this connection's own (digests, segment lengths)."""
+        session's session-wide parameters with this connection's own (digests, segment lengths).  A
+        connection of the session with the same CID is reinstated (RFC 7143 6.3.4): it goes."""
+        now = time.monotonic()
+        machine = TargetConnection(session.core, cid, params, self.statsn, self.timers, now, owner=self)
+        machine.out = self._out  # the final Login Response is still queued: it leaves first
+        self._out = []
         self.session = session
         self.cid = cid
-        self.params = params
-        self.reader.max_data_segment_length = params.max_recv_data_segment_length
-        self.reader.header_digest = params.header_digest
-        self.reader.data_digest = params.data_digest
-        self._header_digest = params.header_digest
-        self._data_digest = params.data_digest
-        self._max_xmit = params.max_xmit_data_segment_length
+        self.machine = machine
         self.login = None
-        self._erl = params.error_recovery_level
-        if self._erl:
-            self._status_log = StatusLog()
-        self.timers.full_feature(time.monotonic())
+        reader = self.reader
+        reader.max_data_segment_length = params.max_recv_data_segment_length
+        reader.header_digest = params.header_digest
+        reader.data_digest = params.data_digest
+        reader.sink = machine.sink
+        old = session.core.attach(machine)
+        if old is not None:
+            # at ERL 0 and 1 the old connection's tasks end with it
+            log.info("%s: CID %d of TSIH %d reinstated", self.peer, cid, session.tsih)
+            old.close(now)
+            old.owner.abort()
         self._arm_timer()
 
+    @property
+    def params(self) -> Negotiated | None:
+        """This connection's parameters once in full feature phase."""
+        return self.machine.params if self.machine is not None else None
+
+    @property
+    def tasks(self) -> dict[int, TargetTask]:
+        """The tasks allegiant to this connection, by ITT (a snapshot)."""
+        machine = self.machine
+        return machine.session.tasks_of(machine) if machine is not None else {}
+
     def set_max_xmit(self, length: int) -> None:
-        """The initiator declared a new MaxRecvDataSegmentLength in full feature phase (RFC 7143 13.12):
-        PDUs we send from now on carry at most ``length`` data bytes."""
-        self._max_xmit = length
-        if self.params is not None:
-            self.params = self.params.replace(max_xmit_data_segment_length=length)
+        """The initiator declared a new MaxRecvDataSegmentLength in full feature phase (RFC 7143 13.12)."""
+        if self.machine is not None:
+            self.machine.set_max_xmit(length)
 
     # ------------------------------------------------------------------ timers (login timeout, NOP-In pings)
 
@@ -358,7 +318,7 @@ class Connection(asyncio.BufferedProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        when = self.timers.next_timer()
+        when = (self.machine or self.timers).next_timer()
         if when is not None and not self._closing:
             delay = max(0.0, when - time.monotonic())
             self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
@@ -367,8 +327,7 @@ class Connection(asyncio.BufferedProtocol):
         self._timer = None
         if self._closing:
             return
-        now = time.monotonic()
-        event = self.timers.handle_timer(now)
+        event = (self.machine or self.timers).handle_timer(time.monotonic())
         if event is TimerEvent.LOGIN_TIMED_OUT:
             log.info("%s: login timed out", self.peer)
             self.close()
@@ -381,432 +340,33 @@ class Connection(asyncio.BufferedProtocol):
             )
             self.abort()
             return
-        if event is TimerEvent.SEND_PING and self.session is not None:
-            ttt = self._new_ttt()
-            self.timers.ping_sent(ttt, now)
-            exp, mx = self._window()
-            self.send(P.NopIn(itt=RESERVED_TAG, ttt=ttt, statsn=self.statsn, expcmdsn=exp, maxcmdsn=mx))
+        if event is TimerEvent.SEND_PING:
+            self._kick()
         self._arm_timer()
 
-    def _new_ttt(self) -> int:
-        self._ttt = (self._ttt + 1) & 0xFFFFFFFF
-        if self._ttt == RESERVED_TAG:
-            self._ttt = 0x100
-        return self._ttt
+    # ------------------------------------------------------------------ what the machine asks for
 
-    # ------------------------------------------------------------------ receive dispatch
-
-    def _sink(self, pdu: P.PDU) -> memoryview | None:
-        """Zero copy: a Data-Out payload lands directly in its command's write buffer."""
-        if type(pdu) is P.DataOut:
-            task = self.tasks.get(pdu.itt)
-            if task is not None and task.buf is not None:
-                return task.sink(pdu.buffer_offset, len(task.buf) - pdu.buffer_offset)
-        return None
-
-    def _on_frame(self, frame: Frame) -> None:
-        pdu = frame.pdu
-        if self.login is not None:
-            # RFC 7143 6.3: only Login Requests are allowed before full feature phase; anything else,
-            # an undecodable header included, is a protocol error that ends the connection
-            if type(pdu) is not P.LoginRequest:
-                log.info(
-                    "%s: %s during login: dropping connection",
-                    self.peer,
-                    type(pdu).__name__ if pdu else frame.error,
-                )
-                self.close()
-                return
-            self.login.receive(pdu)
-            return
-        if pdu is None:
-            assert frame.error is not None
-            self.reject(frame.error.reason, frame.header)
-            return
-        if self._erl:
-            expstatsn = getattr(pdu, "expstatsn", None)
-            if expstatsn is not None:
-                self._acknowledge(expstatsn)
-        if not frame.data_digest_ok:
-            self._data_digest_error(pdu, frame.header)
-            return
-        handler = self._HANDLERS.get(type(pdu))
-        if handler is None:
-            # initiator opcodes we do not take here (SNACK at ERL 0, RFC 7143 11.16; Login in full feature
-            # phase) and target opcodes sent by the initiator are protocol errors
-            self.reject(RejectReason.PROTOCOL_ERROR, frame.header)
-            return
-        handler(self, pdu, frame.header)
-
-    def _data_digest_error(self, pdu: P.PDU, header: bytes) -> None:
-        self.reject(RejectReason.DATA_DIGEST_ERROR, header)
-        if isinstance(pdu, P.DataOut):
-            task = self.tasks.get(pdu.itt)
-            if task is not None and task.state is TaskState.COLLECTING:
-                if self._erl:
-                    self._recovery_r2t(task, pdu)
-                else:
-                    self._fail_task(task, SENSE_CRC_ERROR)
-
-    # ------------------------------------------------------------------ ErrorRecoveryLevel 1
-
-    def _acknowledge(self, expstatsn: int) -> None:
-        """ExpStatSN from the initiator: statuses (and the read data of commands) before it are no longer
-        needed for a SNACK (RFC 7143 4.2.2.2)."""
-        log_ = self._status_log
-        if log_ is not None and len(log_):
-            log_.acknowledge(expstatsn)
-        if len(self._retained):
-            self._retained.acknowledge(lambda statsn: sn_lt(statsn, expstatsn))
-
-    def _recovery_r2t(self, task: TargetTask, pdu: P.DataOut) -> None:
-        """A Data-Out whose data digest failed (its header is sound): account it in its sequence, then ask
-        for exactly its bytes again with a recovery R2T (RFC 7143 7.2.2 / 7.4 at ERL >= 1)."""
-        length = len(pdu.data)
+    def _dispatch(self, events: list[Event]) -> None:
+        """Act on the session's events in order (more may be added meanwhile), then forget them."""
         try:
-            seq = task.accept(pdu.ttt, pdu.datasn, pdu.buffer_offset, length, pdu.final)
-        except DataOutError as exc:
-            self._fail_task(task, SENSE_CRC_ERROR, str(exc))
-            return
-        task.received -= length  # these bytes did not arrive intact
-        if seq.complete and seq.ttt != RESERVED_TAG:
-            del task.r2ts[seq.ttt]
-        if length:
-            ttt = self._new_ttt()
-            recovery = Sequence(ttt, pdu.buffer_offset, length, r2tsn=task.r2tsn)
-            task.r2ts[ttt] = recovery
-            self._emit_r2t(task, recovery)
-            task.r2tsn += 1
-        self._send_r2ts(task)
-        self._maybe_execute(task)
-
-    def _emit_r2t(self, task: TargetTask, seq: Sequence) -> None:
-        exp, mx = self._window()
-        lun = P.encode_lun(task.lun) if task.lun >= 0 else 0
-        header = P.r2t_header(lun, task.itt, seq.ttt, self.statsn, exp, mx, seq.r2tsn, seq.offset, seq.length)
-        self._emit(frame_parts(header, b"", self._header_digest, False))
-
-    def _send_data_in_retained(
-        self, task: TargetTask, lun_field: int, view: memoryview, rflags: int, residual: int
-    ) -> Retained:
-        """ERL >= 1 reads: Data-In without status (a SCSI Response follows), the last PDU asking for a
-        DataACK (A bit, RFC 7143 11.7.2); the data is kept for Data/R-Data SNACK until acknowledged."""
-        assert self.session is not None
-        kept = Retained(
-            lun_field, view, self._max_xmit, self.session.params.max_burst_length, self._new_ttt()
-        )
-        self._retained.add(task.itt, kept)
-        self._resend_data_in(task.itt, kept, range(kept.count()))
-        return kept
-
-    def _resend_data_in(self, itt: int, kept: Retained, numbers: range) -> None:
-        hd, dd = self._header_digest, self._data_digest
-        exp, mx = self._window()
-        last = kept.count() - 1
-        for datasn, (start, end, flags) in enumerate(kept.segments()):
-            if datasn not in numbers:
-                continue
-            pdu = P.DataIn(
-                flags=flags | (DATAIN_ACK if datasn == last else 0),
-                lun=kept.lun_field,
-                itt=itt,
-                ttt=kept.ack_ttt if datasn == last else RESERVED_TAG,
-                statsn=self.statsn,
-                expcmdsn=exp,
-                maxcmdsn=mx,
-                datasn=datasn,
-                buffer_offset=start,
-                data=kept.view[start:end],
-            )
-            self._emit(frame_pdu(pdu, header_digest=hd, data_digest=dd))
-
-    def _on_snack(self, pdu: P.SnackRequest, header: bytes) -> None:
-        """SNACK (RFC 7143 11.16): only at ErrorRecoveryLevel >= 1; at 0 it is a protocol error."""
-        if not self._erl:
-            self.reject(RejectReason.PROTOCOL_ERROR, header)
-            return
-        kind = pdu.snack_type
-        if kind == SnackType.STATUS:
-            assert self._status_log is not None
-            found = self._status_log.get(pdu.begrun, pdu.runlength, self.statsn)
-            if found is None:
-                self.reject(RejectReason.SNACK_REJECT, header)
-                return
-            for parts in found:
-                self._emit(list(parts))
-            return
-        if kind == SnackType.DATA_R2T:
-            task = self.tasks.get(pdu.itt)
-            if task is not None and task.state is TaskState.COLLECTING:
-                stop = pdu.begrun + pdu.runlength if pdu.runlength else task.r2tsn
-                again = [q for q in task.r2ts.values() if q.r2tsn >= 0 and pdu.begrun <= q.r2tsn < stop]
-                if not again:
-                    self.reject(RejectReason.SNACK_REJECT, header)
-                    return
-                for seq in sorted(again, key=lambda q: q.r2tsn):
-                    self._emit_r2t(task, seq)
-                return
-            kept = self._retained.get(pdu.itt)
-            numbers = snack_range(pdu.begrun, pdu.runlength, kept.count()) if kept is not None else None
-            if kept is None or numbers is None:
-                self.reject(RejectReason.SNACK_REJECT, header)
-                return
-            self._resend_data_in(pdu.itt, kept, numbers)
-            return
-        if kind == SnackType.DATA_ACK:
-            acked = self._retained.by_ack_ttt(pdu.ttt)
-            if acked is None:
-                self.reject(RejectReason.INVALID_DATA_ACK, header)
-                return
-            if pdu.begrun > acked[1].count():
-                self.reject(RejectReason.PROTOCOL_ERROR, header)
-            elif pdu.begrun == acked[1].count():
-                self._retained.discard(acked[0])  # all of it acknowledged: free it
-            return
-        if kind == SnackType.RDATA:
-            kept = self._retained.get(pdu.itt)
-            if kept is None or pdu.begrun or pdu.runlength:
-                self.reject(RejectReason.SNACK_REJECT, header)
-                return
-            # resegmented to the MaxRecvDataSegmentLength now in force, all of it (RFC 7143 11.16.3)
-            kept.mxl = self._max_xmit
-            self._resend_data_in(pdu.itt, kept, range(kept.count()))
-            return
-        self.reject(RejectReason.PROTOCOL_ERROR, header)
-
-    def _check_sn(self, pdu: P.PDU, header: bytes, on_deliver: Callable[[Any, bytes], None]) -> None:
-        """Route a numbered request through the CmdSN window (RFC 7143 4.2.2.1): ``on_deliver(pdu, header)``
-        runs now when it is in order, later when the gap before it fills, never when it is dropped."""
-        session = self.session
-        assert session is not None
-        cmdsn = pdu.cmdsn  # type: ignore[attr-defined]
-        if cmdsn == session.expcmdsn and not pdu.immediate and not session.held:
-            session.expcmdsn = (cmdsn + 1) & 0xFFFFFFFF  # in order, nothing held: the common case
-            on_deliver(pdu, header)
-            return
-        disposition = session.classify(cmdsn, pdu.immediate)
-        if disposition is CmdDisposition.DROP:
-            log.info(
-                "%s: CmdSN 0x%08x outside window [0x%08x, 0x%08x]: dropped",
-                self.peer,
-                cmdsn,
-                session.expcmdsn,
-                session.maxcmdsn,
-            )
-            return
-        if disposition is CmdDisposition.HOLD:
-            session.held[cmdsn] = functools.partial(on_deliver, pdu, header)
-            return
-        if not pdu.immediate:
-            ready = session.advance()
-            on_deliver(pdu, header)
-            for deliver in ready:
-                deliver()
-        else:
-            on_deliver(pdu, header)
-
-    # ---- NOP-Out
-
-    def _on_nop_out(self, pdu: P.NopOut, header: bytes) -> None:
-        if pdu.ttt != RESERVED_TAG:  # the answer to our ping
-            self.timers.ping_answered(pdu.ttt)
-            return
-        if pdu.itt == RESERVED_TAG:
-            if not pdu.immediate:
-                self.reject(RejectReason.PROTOCOL_ERROR, header)  # RFC 7143 11.18: must be immediate
-            return
-
-        self._check_sn(pdu, header, self._deliver_nop_out)
-
-    def _deliver_nop_out(self, pdu: P.NopOut, header: bytes) -> None:
-        self.send_status(P.NopIn(lun=pdu.lun, itt=pdu.itt, ttt=RESERVED_TAG, data=bytes(pdu.data)))
-
-    # ---- SCSI Command
-
-    def _on_scsi_command(self, pdu: P.ScsiCommand, header: bytes) -> None:
-        # A rejected command still consumes its CmdSN: it goes through the window like any other, and the
-        # checks run when it is delivered in order.  Rejecting on arrival without advancing ExpCmdSN would
-        # leave a gap that holds every later command forever (the initiator never resends a rejected one).
-        self._check_sn(pdu, header, self._deliver_command)
-
-    def _deliver_command(self, pdu: P.ScsiCommand, header: bytes) -> None:
-        reason = self._command_error(pdu)
-        if reason is not None:
-            self.reject(reason, header)
-            return
-        cdb = pdu.parse_ahs()[0] if pdu.ahs else pdu.cdb16
-        task = TargetTask(
-            pdu.itt,
-            P.decode_lun(pdu.lun),
-            pdu.cmdsn,
-            bytes(cdb),
-            pdu.flags,
-            pdu.expected_data_transfer_length,
-            pdu.immediate,
-        )
-        self._start_command(task, pdu)
-
-    def _command_error(self, pdu: P.ScsiCommand) -> RejectReason | None:
-        """Why a SCSI Command PDU must be rejected (RFC 7143 11.17.1), or None."""
-        session = self.session
-        assert session is not None
-        if session.discovery or pdu.itt == RESERVED_TAG:
-            return RejectReason.PROTOCOL_ERROR
-        if pdu.itt in self.tasks or (
-            len(session.connections) > 1 and any(pdu.itt in c.tasks for c in session.connections.values())
-        ):
-            return RejectReason.TASK_IN_PROGRESS  # an ITT is unique in the session (RFC 7143 11.2.1.8)
-        if pdu.immediate and len(self.tasks) >= session.queue_depth:
-            # immediate commands bypass the CmdSN window; cap them so tasks cannot pile up without limit
-            return RejectReason.IMMEDIATE_COMMAND_REJECT
-        if pdu.ahs:
-            try:
-                pdu.parse_ahs()
-            except P.PduError as exc:
-                return exc.reason
-        params = session.params
-        dlen = len(pdu.data)
-        # Immediate data rules (RFC 7143 4.2.5.2, 13.13): only with W, within EDTL and FirstBurstLength
-        if dlen and (
-            not pdu.write
-            or not params.immediate_data
-            or dlen > pdu.expected_data_transfer_length
-            or dlen > params.first_burst_length
-        ):
-            return RejectReason.PROTOCOL_ERROR
-        return None
-
-    def _start_command(self, task: TargetTask, pdu: P.ScsiCommand) -> None:
-        session = self.session
-        assert session is not None
-        if self._erl and len(self._retained):
-            # the initiator reuses an ITT only once it has the old command's status: forget its data
-            self._retained.discard(task.itt)
-        if not task.immediate:
-            session.outstanding += 1
-        self.tasks[task.itt] = task
-        if not pdu.write or task.edtl == 0:
-            task.state = TaskState.EXECUTING
-            self._spawn(task)
-            return
-        limits = session.target.limits if session.target else None
-        if limits is not None and task.edtl > limits.max_write_buffer:
-            # too large to buffer: refuse without reading data (the initiator gets no R2T)
-            self._ended_early.append(task.itt)
-            self._complete(task, ScsiResult(Status.CHECK_CONDITION, _fixed_sense(0x05, 0x24, 0x00)))
-            return
-        if (
-            limits is not None and session.write_buffered + task.edtl > limits.max_session_write_buffer
-        ) or not self.server.reserve_write_buffer(task.edtl):
-            # every write buffer is allocated up front: bound their sum per session and over the whole target
-            # (SAM-5 TASK SET FULL, the initiator retries later) so hostile initiators cannot make us allocate
-            # sessions x queue depth x EDTL
-            self._ended_early.append(task.itt)
-            self._complete(task, ScsiResult(Status.TASK_SET_FULL, b""))
-            return
-        params = session.params
-        data = pdu.data
-        imm = len(data)
-        owner = data.obj if isinstance(data, memoryview) else None
-        if imm == task.edtl and type(owner) is bytearray and len(owner) == imm:
-            # all the data came as immediate data, in a buffer the framer allocated for this PDU alone:
-            # it becomes the write buffer as it is (no second allocation, no copy)
-            task.buf = owner
-        else:
-            task.buf = bytearray(task.edtl)
-            if imm:
-                task.buf[:imm] = data
-        session.write_buffered += task.edtl
-        task.received = imm
-        unsolicited_end = imm
-        if not params.initial_r2t and not pdu.final:
-            # RFC 7143 11.3.1: F=0 announces unsolicited Data-Out, up to FirstBurstLength in all; with F=1
-            # only the immediate data (if any) was unsolicited and the rest is asked for with R2Ts
-            unsolicited_end = max(imm, min(params.first_burst_length, task.edtl))
-            if unsolicited_end > imm:
-                task.unsolicited = Sequence(RESERVED_TAG, imm, unsolicited_end - imm)
-        task.next_r2t_offset = unsolicited_end
-        self._send_r2ts(task)
-        self._maybe_execute(task)
-
-    def _send_r2ts(self, task: TargetTask) -> None:
-        session = self.session
-        assert session is not None
-        params = session.params
-        while task.next_r2t_offset < task.edtl and len(task.r2ts) < params.max_outstanding_r2t:
-            offset = task.next_r2t_offset
-            length = min(params.max_burst_length, task.edtl - offset)
-            ttt = self._new_ttt()
-            task.r2ts[ttt] = Sequence(ttt, offset, length, 0, 0, task.r2tsn)
-            task.next_r2t_offset = offset + length
-            exp, mx = self._window()
-            header = P.r2t_header(
-                P.encode_lun(task.lun) if task.lun >= 0 else 0,
-                task.itt,
-                ttt,
-                self.statsn,
-                exp,
-                mx,
-                task.r2tsn,
-                offset,
-                length,
-            )
-            self._emit(frame_parts(header, b"", self._header_digest, False))
-            task.r2tsn += 1
-
-    def _maybe_execute(self, task: TargetTask) -> None:
-        if task.state is TaskState.COLLECTING and task.received >= task.edtl:
-            task.state = TaskState.EXECUTING
-            self._spawn(task)
-
-    # ---- Data-Out
-
-    def _on_data_out(self, pdu: P.DataOut, header: bytes) -> None:
-        task = self.tasks.get(pdu.itt)
-        if task is None:
-            if pdu.itt not in self._ended_early:
-                # RFC 7143 11.17.1: an ITT that names no task of this connection is an invalid PDU field
-                self.reject(RejectReason.INVALID_PDU_FIELD, header)
-            return  # data for a command that ended before its data did: discard (RFC 7143 11.5.1)
-        if task.state is not TaskState.COLLECTING:
-            return  # all data already arrived (or the task was aborted): discard
-        data = pdu.data
-        if not isinstance(data, memoryview) or data.obj is not task.buf:
-            # not sunk (e.g. offset outside the buffer): validate first, then copy
-            sink = task.sink(pdu.buffer_offset, len(data))
-            if sink is None:
-                self._fail_task(task, SENSE_DATA_PHASE_ERROR, "Data-Out outside the expected transfer")
-                return
-        try:
-            seq = task.accept(pdu.ttt, pdu.datasn, pdu.buffer_offset, len(data), pdu.final)
-        except UnknownTransferTag as exc:
-            # a Target Transfer Tag of no outstanding R2T of this task (RFC 7143 11.7.4, 11.17.1): Reject;
-            # at ErrorRecoveryLevel 0 nothing can resend the burst, so the command ends as well
-            self.reject(RejectReason.INVALID_PDU_FIELD, header)
-            self._fail_task(task, SENSE_DATA_PHASE_ERROR, str(exc))
-            return
-        except DataOutError as exc:
-            self._fail_task(task, SENSE_DATA_PHASE_ERROR, str(exc))
-            return
-        if not isinstance(data, memoryview) or data.obj is not task.buf:
-            assert task.buf is not None
-            task.buf[pdu.buffer_offset : pdu.buffer_offset + len(data)] = data
-        if seq.complete and seq.ttt != RESERVED_TAG:
-            del task.r2ts[seq.ttt]
-            self._send_r2ts(task)
-        self._maybe_execute(task)
-
-    def _fail_task(self, task: TargetTask, sense: bytes, why: str = "") -> None:
-        if why:
-            log.info("%s: ITT 0x%08x failed: %s", self.peer, task.itt, why)
-        self._ended_early.append(task.itt)  # its remaining Data-Out may still be on the way
-        task.state = TaskState.DONE
-        self._complete(task, ScsiResult(Status.CHECK_CONDITION, sense))
-
-    # ---- execution and response
-
-    def _spawn(self, task: TargetTask) -> None:
-        run_eager(self._execute(task))
+            i = 0
+            while i < len(events):
+                event = events[i]
+                i += 1
+                if type(event) is TargetTask:
+                    run_eager(event.conn.owner._execute(event))  # type: ignore[union-attr]
+                elif type(event) is OutboxReady:
+                    event.conn.owner._kick()
+                elif type(event) is TaskManagement:
+                    asyncio.get_running_loop().create_task(event.conn.owner._tmf(event))
+                elif type(event) is TextRequest:
+                    owner = event.conn.owner
+                    event.conn.text_answer(event.pdu, self.server.text_answer(owner, event.pairs))
+                    owner._kick()
+                elif type(event) is Logout:
+                    event.conn.owner._logout(event)
+        finally:
+            events.clear()
 
     async def _execute(self, task: TargetTask) -> None:
         session = self.session
@@ -823,163 +383,99 @@ class Connection(asyncio.BufferedProtocol):
             task.buf,
         )
         task.scsi = scsi_task
+        gated = task.edtl if flags & CMD_READ and task.edtl > GATED_READ else 0
+        if gated and not await self._admit_data_in(gated):
+            self._finish_execute(task, ScsiResult(Status.TASK_SET_FULL, b""))
+            return
         try:
-            result = await session.target.device.execute(scsi_task)
-        except Exception:
-            log.exception("%s: device server failed on CDB %s", self.peer, task.cdb[:16].hex())
-            result = ScsiResult(
-                Status.CHECK_CONDITION, _fixed_sense(0x04, 0x44, 0x00)
-            )  # INTERNAL TARGET FAILURE
-        if task.aborted or self._closing:
-            self._finish(task)
-            if task.report_aborted:
-                self._send_task_aborted(task)
-            return
-        if result.data_in is not None and len(result.data_in) > 65536:
-            await self.drain()
-        self._complete(task, result)
+            try:
+                result = await session.target.device.execute(scsi_task)
+            except Exception:
+                log.exception("%s: device server failed on CDB %s", self.peer, task.cdb[:16].hex())
+                result = ScsiResult(Status.CHECK_CONDITION, SENSE_INTERNAL_TARGET_FAILURE)
+            if result.status == Status.CHECK_CONDITION and log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "LUN %d CDB %s: CHECK CONDITION %s",
+                    task.lun,
+                    task.cdb.hex(),
+                    describe_sense(result.sense),
+                )
+            if (
+                result.data_in is not None
+                and len(result.data_in) > 65536
+                and not task.aborted
+                and not self._closing
+            ):
+                await self.drain()
+            self._finish_execute(task, result)
+        finally:
+            if gated:
+                self._release_data_in(gated)
 
-    def _finish(self, task: TargetTask) -> None:
-        task.state = TaskState.DONE
-        if task.buf is not None and self.session is not None:
-            self.session.write_buffered -= len(task.buf)
-            self.server.release_write_buffer(len(task.buf))
-            task.buf = None  # the device server is done with it (or never got it)
-        if self.tasks.get(task.itt) is task:
-            del self.tasks[task.itt]
-            session = self.session
-            if session is not None and not task.immediate:
-                session.outstanding -= 1
-        if task.done is not None and not task.done.done():
-            task.done.set_result(None)
+    async def _admit_data_in(self, size: int) -> bool:
+        """Wait until this connection can take ``size`` more bytes of read data (see GATED_READ) and charge
+        them to the target-wide budget; False when the budget is full (the read is answered TASK SET FULL,
+        SAM-5 5.3.1)."""
+        while self._data_in_held and self._data_in_held + size > DATA_IN_PER_CONNECTION:
+            waiter = asyncio.get_running_loop().create_future()
+            self._data_in_waiters.append(waiter)
+            await waiter
+        self._data_in_held += size  # claimed before draining, so later reads queue behind this one
+        if self._outbox():
+            # inside a received chunk the outbox leaves at its end: send what earlier reads produced now, so
+            # the transport sees it (and pauses above its high-water mark) before this read makes more
+            self._flush()
+        await self.drain()
+        if self.server.reserve_write_buffer(size):
+            return True
+        self._data_in_held -= size
+        self._wake_data_in()
+        return False
 
-    def _complete(self, task: TargetTask, result: ScsiResult) -> None:
-        """Send Data-In (with phase-collapsed status when possible) and/or the SCSI Response."""
-        self._finish(task)
-        if task.aborted or self._closing:
-            return
-        if result.status == Status.CHECK_CONDITION and log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "LUN %d CDB %s: CHECK CONDITION %s", task.lun, task.cdb.hex(), describe_sense(result.sense)
-            )
-        edtl = task.edtl
-        lun_field = P.encode_lun(task.lun) if task.lun >= 0 else 0
-        data = result.data_in
-        is_read = bool(task.flags & 0x40)
-        sent = min(len(data), edtl) if (data is not None and is_read) else 0
-        tl = result.transfer_length
-        if is_read:
-            wanted = tl if tl is not None else len(data or b"")
-            moved = sent
-        else:
-            wanted = tl if tl is not None else edtl
-            moved = min(wanted, edtl)
-        rflags, residual = residual_flags(edtl, wanted, moved)
-        if sent:
-            assert data is not None
-            view = data if isinstance(data, memoryview) else memoryview(data)
-            if len(view) != sent:
-                view = view[:sent]
-            if self._erl:
-                kept: Retained | None = self._send_data_in_retained(task, lun_field, view, rflags, residual)
-                datasn = kept.count()  # type: ignore[union-attr]
-            else:
-                kept = None
-                collapse = result.status == 0 and not result.sense
-                datasn = self._send_data_in(task, lun_field, view, collapse, rflags, residual, result.status)
-                if collapse:
-                    return
-        else:
-            datasn = 0
-            kept = None
-        sense = P.sense_segment(result.sense) if result.sense else b""
-        exp, mx = self._window()
-        statsn = self._next_statsn()
-        header = P.scsi_response_header(
-            rflags, 0, result.status, task.itt, statsn, exp, mx, datasn, residual, len(sense)
-        )
-        parts = frame_parts(header, sense, self._header_digest, self._data_digest)
-        if self._status_log is not None:
-            self._status_log.add(statsn, [bytes(p) for p in parts])
-            if kept is not None:
-                kept.statsn = statsn
-        self._emit(parts)
+    def _release_data_in(self, size: int) -> None:
+        self._data_in_held -= size
+        self.server.release_write_buffer(size)
+        self._wake_data_in()
 
-    def _send_data_in(
-        self,
-        task: TargetTask,
-        lun_field: int,
-        view: memoryview,
-        collapse: bool,
-        rflags: int,
-        residual: int,
-        status: int,
-    ) -> int:
-        """Send ``view`` as Data-In PDUs; returns how many (the ExpDataSN of a separate SCSI Response).
+    def _wake_data_in(self) -> None:
+        waiters, self._data_in_waiters = self._data_in_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
-        RFC 7143 11.7.1/13.14: a Data-In sequence is at most MaxBurstLength bytes and its last PDU has the
-        F bit; no PDU carries more than MaxRecvDataSegmentLength (the initiator's) and none straddles a
-        sequence boundary, so a PDU is cut short where a burst ends.  DataSN runs 0, 1, 2... over the command.
-        """
+    def _finish_execute(self, task: TargetTask, result: ScsiResult) -> None:
+        machine = task.conn
+        assert machine is not None
+        machine.complete(task, result)
+        done = task.done
+        if done is not None and not done.done():
+            done.set_result(None)
+        if not self._in_batch:
+            self._kick()
+
+    # ---- Task management (RFC 7143 11.5)
+
+    async def _abort(self, tasks: list[TargetTask]) -> None:
+        """Abort ``tasks`` and wait (at most 30 s) until the device server has returned from each."""
+        executing = []
+        for task in tasks:  # (a target reset aborts the tasks of other sessions too)
+            core = task.conn.session if task.conn is not None else None
+            if core is not None:
+                executing += core.abort_tasks([task])
+        if executing:
+            loop = asyncio.get_running_loop()
+            waits = []
+            for task in executing:
+                if task.done is None:  # created only when someone waits for the task to end
+                    task.done = loop.create_future()
+                waits.append(task.done)
+            await asyncio.wait(waits, timeout=30)
+
+    async def _tmf(self, event: TaskManagement) -> None:
+        pdu = event.pdu
         session = self.session
         assert session is not None
-        mxl = self._max_xmit
-        burst = session.params.max_burst_length
-        total = len(view)
-        if self._closing or self.transport is None:
-            return 0
-        hd, dd = self._header_digest, self._data_digest
-        itt = task.itt
-        if collapse and total <= mxl and total <= burst:  # the common case: one PDU with the status
-            exp, mx = self._window()
-            flags = FLAG_FINAL | DATAIN_STATUS | (rflags & (RSP_OVERFLOW | RSP_UNDERFLOW))
-            header = P.data_in_header(
-                flags, status, lun_field, itt, self._next_statsn(), exp, mx, 0, 0, residual, total
-            )
-            self._emit(frame_parts(header, view, hd, dd))
-            return 1
-        offset = 0
-        datasn = 0
-        while offset < total:
-            end = min(offset + mxl, total, (offset // burst + 1) * burst)
-            last = end >= total
-            exp, mx = self._window()
-            if last and collapse:
-                flags = FLAG_FINAL | DATAIN_STATUS | (rflags & (RSP_OVERFLOW | RSP_UNDERFLOW))
-                header = P.data_in_header(
-                    flags,
-                    status,
-                    lun_field,
-                    itt,
-                    self._next_statsn(),
-                    exp,
-                    mx,
-                    datasn,
-                    offset,
-                    residual,
-                    end - offset,
-                )
-            else:
-                flags = FLAG_FINAL if (last or end % burst == 0) else 0
-                header = P.data_in_header(
-                    flags, 0, lun_field, itt, 0, exp, mx, datasn, offset, 0, end - offset
-                )
-            self._emit(frame_parts(header, view[offset:end], hd, dd))
-            offset = end
-            datasn += 1
-        return datasn
-
-    # ---- Task management
-
-    def _on_tmf(self, pdu: P.TaskMgmtRequest, header: bytes) -> None:
-        self._check_sn(pdu, header, self._deliver_tmf)
-
-    def _deliver_tmf(self, pdu: P.TaskMgmtRequest, header: bytes) -> None:
-        asyncio.get_running_loop().create_task(self._tmf(pdu))
-
-    async def _tmf(self, pdu: P.TaskMgmtRequest) -> None:
-        session = self.session
-        assert session is not None
+        core = session.core
         function = pdu.function
         response = TmfResponse.FUNCTION_COMPLETE
         lun = P.decode_lun(pdu.lun)
@@ -987,17 +483,11 @@ class Connection(asyncio.BufferedProtocol):
         if target is None:
             response = TmfResponse.FUNCTION_REJECTED
         elif function == TmfFunction.ABORT_TASK:
-            task = self._session_task(pdu.referenced_task_tag)
+            task = core.tasks.get(pdu.referenced_task_tag)  # ABORT TASK may come on another CID
             if task is not None and task.lun == lun:
                 await self._abort([task])
-            elif (
-                task is None
-                and sn_in_window(pdu.refcmdsn, session.expcmdsn, session.maxcmdsn)
-                and sn_lt(pdu.refcmdsn, pdu.cmdsn)
-                and pdu.refcmdsn != session.expcmdsn
-                and pdu.refcmdsn in session.held
-            ):
-                session.held.pop(pdu.refcmdsn, None)  # never delivered: consider it received and aborted
+            elif task is None and core.abort_held(pdu.refcmdsn, pdu.cmdsn):
+                pass  # never delivered: considered received and aborted
             else:
                 response = TmfResponse.TASK_DOES_NOT_EXIST
         elif function in (
@@ -1008,7 +498,7 @@ class Connection(asyncio.BufferedProtocol):
             if lun not in target.device.luns:
                 response = TmfResponse.LUN_DOES_NOT_EXIST
             else:
-                await self._abort([t for t in self._all_session_tasks() if t.lun == lun])
+                await self._abort([t for t in core.tasks.values() if t.lun == lun])
                 name = {
                     TmfFunction.ABORT_TASK_SET: "ABORT_TASK_SET",
                     TmfFunction.CLEAR_TASK_SET: "CLEAR_TASK_SET",
@@ -1018,14 +508,15 @@ class Connection(asyncio.BufferedProtocol):
                 target.device.task_management(name, session.nexus, lun)
         elif function in (TmfFunction.TARGET_WARM_RESET, TmfFunction.TARGET_COLD_RESET):
             others = self.server.sessions_of(target.name)
-            tasks = [t for s in others for c in s.connections.values() for t in c.tasks.values()]
+            tasks = [t for s in others for t in s.core.tasks.values()]
             await self._abort(tasks)
             assert session.nexus is not None
             cold = function == TmfFunction.TARGET_COLD_RESET
             target.device.task_management(
                 "TARGET_COLD_RESET" if cold else "TARGET_WARM_RESET", session.nexus, None
             )
-            self.send_status(P.TaskMgmtResponse(response=int(response), itt=pdu.itt))
+            event.conn.tmf_response(pdu, response)
+            self._flush()  # before the connections close
             if cold:  # RFC 7143 11.5.1: all connections of all sessions to the target are closed
                 for s in others:
                     for c in list(s.connections.values()):
@@ -1036,183 +527,55 @@ class Connection(asyncio.BufferedProtocol):
                         for c in list(s.connections.values()):
                             c.close()
             return
-        elif function == TmfFunction.TASK_REASSIGN:
-            response = TmfResponse.TASK_REASSIGN_NOT_SUPPORTED
         else:
             response = TmfResponse.FUNCTION_NOT_SUPPORTED
-        self.send_status(P.TaskMgmtResponse(response=int(response), itt=pdu.itt))
+        event.conn.tmf_response(pdu, response)
+        self._kick()
 
-    def _session_task(self, itt: int) -> TargetTask | None:
-        """The task with this ITT on any connection of the session (ABORT TASK may come on another CID)."""
-        task = self.tasks.get(itt)
-        if task is None and self.session is not None:
-            for conn in self.session.connections.values():
-                task = conn.tasks.get(itt)
-                if task is not None:
-                    break
-        return task
+    # ---- Logout (RFC 7143 11.14) and the asynchronous logout request (shutdown)
 
-    def _all_session_tasks(self) -> list[TargetTask]:
+    def _logout(self, event: Logout) -> None:
+        """The machine answered a Logout Request on this connection: close what it names."""
+        if event.response != LogoutResponse.SUCCESS:
+            self._kick()
+            return
         session = self.session
         assert session is not None
-        return [t for c in session.connections.values() for t in c.tasks.values()]
-
-    def abort_tasks_with_status(self, lun: int) -> None:
-        """Tasks on ``lun`` aborted by another I_T nexus (PREEMPT AND ABORT).  The control mode page says
-        TAS=1, so each ends with TASK ABORTED status rather than silently (SAM-5 5.6, SPC-4 5.13.11.2.6)."""
-        for task in list(self.tasks.values()):
-            if task.lun != lun or task.aborted:
-                continue
-            task.report_aborted = True
-            task.abort()
-            if task.state is TaskState.COLLECTING:
-                self._ended_early.append(task.itt)
-                self._finish(task)
-                self._send_task_aborted(task)
-            # an executing task reports TASK ABORTED when the device server returns
-
-    def _send_task_aborted(self, task: TargetTask) -> None:
-        if not self._closing:
-            self.send_status(P.ScsiResponse(flags=FLAG_FINAL, status=int(Status.TASK_ABORTED), itt=task.itt))
-
-    async def _abort(self, tasks: list[TargetTask]) -> None:
-        waits = []
-        for task in tasks:
-            task.abort()
-            if task.state is TaskState.COLLECTING:
-                for conn in self.session.connections.values() if self.session else ():
-                    if conn.tasks.get(task.itt) is task:
-                        conn._ended_early.append(task.itt)
-                        conn._finish(task)
-            elif task.state is TaskState.EXECUTING:
-                if task.done is None:  # created only when someone waits for the task to end
-                    task.done = asyncio.get_running_loop().create_future()
-                waits.append(task.done)
-        if waits:
-            await asyncio.wait(waits, timeout=30)
-
-    # ---- Text (SendTargets in full feature phase, RFC 7143 11.10, appendix C)
-
-    def _on_text(self, pdu: P.TextRequest, header: bytes) -> None:
-        self._check_sn(pdu, header, self._text)
-
-    def _text(self, pdu: P.TextRequest, header: bytes) -> None:
-        """One Text Request.  Long requests arrive in pieces with C=1 (each answered with an empty Text
-        Response carrying a TTT to continue with); long answers leave in pieces the initiator asks for
-        with empty requests quoting our TTT (RFC 7143 11.10, 11.11).  One exchange at a time per connection."""
-        incoming, self._text_in = self._text_in, None
-        pending, self._text_pending = self._text_pending, None
-        if pdu.ttt != RESERVED_TAG:
-            if incoming is not None and incoming[:2] == (pdu.ttt, pdu.itt):
-                acc = incoming[2]
-            elif pending is not None and pending[:2] == (pdu.ttt, pdu.itt) and not pdu.data:
-                self._send_text(pending[2], pdu)
+        if event.reason == LogoutReason.REMOVE_CONNECTION_FOR_RECOVERY:
+            # ERL 2 (RFC 7143 7.2.2): the connection goes now, its tasks wait for TASK REASSIGN
+            failed = session.core.connections.get(event.cid)
+            if failed is event.conn:
+                self.close()
                 return
-            else:
-                self.reject(RejectReason.PROTOCOL_ERROR, header)
-                return
-        else:
-            acc = TextAccumulator(max_total=MAX_FFP_TEXT)
-        if pdu.cont and pdu.final:
-            self.reject(RejectReason.PROTOCOL_ERROR, header)  # C=1 requires F=0 (RFC 7143 11.10.2)
+            if failed is not None:
+                log.info("%s: CID %d removed for recovery from CID %d", self.peer, event.cid, self.cid)
+                failed.close(time.monotonic())
+                failed.owner.abort()
+            self._kick()
             return
-        try:
-            pairs = acc.feed(bytes(pdu.data), final=not pdu.cont)
-        except TextError:
-            self.reject(RejectReason.PROTOCOL_ERROR, header)
+        if event.reason == LogoutReason.CLOSE_SESSION:
+            self.server.end_session(session, exclude=self)
+        elif len(session.core.connections) <= 1:
+            # the logout of the only connection leaves nothing to continue: the session ends now
+            self.server.end_session(session, exclude=self, reason="its last connection logged out")
+        elif event.cid != self.cid:
+            # RFC 7143 11.14.1: a logout of another connection, sent on this one; this one stays
+            other = session.core.connections.get(event.cid)
+            if other is not None:
+                log.info("%s: CID %d logged out from CID %d", self.peer, event.cid, self.cid)
+                other.owner.close()
+            self._kick()
             return
-        if pairs is None:
-            ttt = self._new_ttt()
-            self._text_in = (ttt, pdu.itt, acc)
-            self.send_status(P.TextResponse(flags=0, itt=pdu.itt, ttt=ttt, lun=pdu.lun))
-            return
-        self._send_text(self.server.text_answer(self, pairs), pdu)
-
-    def _send_text(self, text: bytes, pdu: P.TextRequest) -> None:
-        limit = self._max_xmit
-        if len(text) > limit:
-            ttt = self._new_ttt()
-            self._text_pending = (ttt, pdu.itt, text[limit:])
-            self.send_status(
-                P.TextResponse(flags=TEXT_CONTINUE, itt=pdu.itt, ttt=ttt, lun=pdu.lun, data=text[:limit])
-            )
-        else:
-            self.send_status(
-                P.TextResponse(flags=FLAG_FINAL, itt=pdu.itt, ttt=RESERVED_TAG, lun=pdu.lun, data=text)
-            )
-
-    # ---- Logout
-
-    def _on_logout(self, pdu: P.LogoutRequest, header: bytes) -> None:
-        self._check_sn(pdu, header, self._deliver_logout)
-
-    def _deliver_logout(self, pdu: P.LogoutRequest, header: bytes) -> None:
-        session = self.session
-        assert session is not None
-        reason = pdu.reason
-        response = LogoutResponse.SUCCESS
-        if (
-            reason == LogoutReason.CLOSE_CONNECTION
-            and pdu.cid != self.cid
-            and pdu.cid not in session.connections
-        ):
-            response = LogoutResponse.CID_NOT_FOUND
-        elif reason == LogoutReason.REMOVE_CONNECTION_FOR_RECOVERY:
-            response = LogoutResponse.RECOVERY_NOT_SUPPORTED
-        elif reason not in (LogoutReason.CLOSE_SESSION, LogoutReason.CLOSE_CONNECTION):
-            self.reject(RejectReason.PROTOCOL_ERROR, header)
-            return
-        params = session.params
-        self.send_status(
-            P.LogoutResponse(
-                response=int(response),
-                itt=pdu.itt,
-                time2wait=params.default_time2wait,
-                time2retain=params.default_time2retain,
-            )
-        )
-        if response == LogoutResponse.SUCCESS:
-            if reason == LogoutReason.CLOSE_SESSION:
-                self.server.end_session(session, exclude=self)
-            elif len(session.connections) <= 1:
-                # the logout of the only connection leaves nothing to continue: the session ends now
-                self.server.end_session(session, exclude=self, reason="its last connection logged out")
-            elif pdu.cid != self.cid:
-                # RFC 7143 11.14.1: a logout of another connection, sent on this one; this one stays
-                other = session.connections.get(pdu.cid)
-                if other is not None:
-                    log.info("%s: CID %d logged out from CID %d", self.peer, pdu.cid, self.cid)
-                    other.close()
-                return
-            self.close()
-
-    # ---- Async logout request (shutdown)
+        self.close()
 
     def request_logout(self, seconds: int = 2) -> None:
-        if self.session is None or self._logout_sent:
-            return
-        self._logout_sent = True
-        exp, mx = self._window()
-        self.send(
-            P.AsyncMessage(
-                lun=0,
-                statsn=self._next_statsn(),
-                expcmdsn=exp,
-                maxcmdsn=mx,
-                async_event=int(AsyncEvent.LOGOUT_REQUEST),
-                parameter3=seconds,
-            )
-        )
+        """Ask the initiator to log out within ``seconds`` (Asynchronous Message, RFC 7143 11.9.1)."""
+        if self.machine is not None:
+            self.machine.request_logout(seconds)
+            self._kick()
 
-    _HANDLERS: dict[type, Callable[[Connection, Any, bytes], None]] = {}
-
-
-Connection._HANDLERS = {
-    P.NopOut: Connection._on_nop_out,
-    P.ScsiCommand: Connection._on_scsi_command,
-    P.DataOut: Connection._on_data_out,
-    P.TaskMgmtRequest: Connection._on_tmf,
-    P.TextRequest: Connection._on_text,
-    P.LogoutRequest: Connection._on_logout,
-    P.SnackRequest: Connection._on_snack,
-}
+    def abort_tasks_with_status(self, lun: int) -> None:
+        """Tasks on ``lun`` aborted by another I_T nexus (PREEMPT AND ABORT): TASK ABORTED status (TAS=1)."""
+        if self.machine is not None:
+            self.machine.abort_lun_with_status(lun)
+            self._kick()

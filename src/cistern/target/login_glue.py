@@ -364,12 +364,6 @@ class LoginDriver:
                 f"{conn.peer}: {session.initiator_name} logged in to "
                 f"{session.target.name if session.target else 'discovery'} (TSIH {session.tsih})",
             )
-            old = session.connections.get(pdu.cid)
-            if old is not None and old is not conn:
-                # connection reinstatement (RFC 7143 6.3.4): the old connection with this CID goes; at
-                # ERL 0 and 1 its tasks end with it
-                log.info("%s: CID %d of TSIH %d reinstated", conn.peer, pdu.cid, session.tsih)
-                old.abort()
-            session.connections[pdu.cid] = conn
+            # joins the session's connection set; a connection with the same CID is reinstated (RFC 7143 6.3.4)
             assert params is not None
             conn.enter_full_feature(session, pdu.cid, params)

@@ -38,7 +38,7 @@ class TargetLimits:
     default_time2wait: int = 2
     default_time2retain: int = 0
     max_connections: int = 8  # connections one session may have (MC/S, RFC 7143 13.2)
-    error_recovery_level: int = 0  # the highest ErrorRecoveryLevel accepted (0 or 1, RFC 7143 13.20)
+    error_recovery_level: int = 0  # the highest ErrorRecoveryLevel accepted (0, 1 or 2, RFC 7143 13.20)
     queue_depth: int = 128  # commands the CmdSN window admits per session
     max_write_buffer: int = 64 * 1024 * 1024  # largest EDTL a single write may have
     max_session_write_buffer: int = 256 * 1024 * 1024  # write buffers held at once by one session

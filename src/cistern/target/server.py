@@ -47,6 +47,7 @@ from cistern.target.session import Session, SessionTable
 from cistern.target.tape_luns import build_tape_luns, close_now
 from cistern.wire.keys import KEYS
 from cistern.wire.negotiation import Negotiated
+from cistern.wire.target_session import TargetSession
 from cistern.wire.text import NO_VALUE, TextError, decode_number, encode_text
 
 log = logging.getLogger("cistern.target")
@@ -146,8 +147,9 @@ class TargetServer:
         return True
 
     def reserve_write_buffer(self, size: int) -> bool:
-        """Account ``size`` bytes of write buffer against the target-wide budget; False when over it (the
-        command is answered TASK SET FULL, SAM-5 5.3.1)."""
+        """Account ``size`` bytes of data buffer (a write's buffer, or a large read's data until it is handed
+        to the connection) against the target-wide budget; False when over it (the command is answered TASK
+        SET FULL, SAM-5 5.3.1)."""
         if self.write_buffered + size > self.max_write_buffers:
             return False
         self.write_buffered += size
@@ -366,7 +368,16 @@ class TargetServer:
             log.info("reinstating session of %s ISID %s", initiator_name, isid.hex())
             self.end_session(old, reason="reinstated by a new login of the same initiator port")
         depth = target.limits.queue_depth if target else 8
-        session = Session(self.sessions.allocate_tsih(), initiator_name, isid, target, params, cmdsn, depth)
+        core = TargetSession(
+            params,
+            cmdsn,
+            queue_depth=depth,
+            discovery=target is None,
+            max_write_buffer=target.limits.max_write_buffer if target else None,
+            max_session_write_buffer=target.limits.max_session_write_buffer if target else None,
+            budget=self,
+        )
+        session = Session(self.sessions.allocate_tsih(), initiator_name, isid, target, core)
         if target is not None and group is not None:
             session.nexus = ITNexus(initiator_name, isid, target.name, group.tag, group.relative_port)
             target.device.nexus_added(session.nexus)
@@ -391,6 +402,7 @@ class TargetServer:
         if session.closed:
             return
         session.closed = True
+        session.core.ended = True
         log.info(
             "session ended: %s ISID %s on %s (TSIH %d): %s",
             session.initiator_name,
@@ -408,11 +420,11 @@ class TargetServer:
             session.target.device.nexus_lost(session.nexus)
 
     def connection_closed(self, conn: Connection) -> None:
-        session = conn.session
-        if session is None:
+        session, machine = conn.session, conn.machine
+        if session is None or machine is None:
             return
-        if session.connections.get(conn.cid) is conn:
-            del session.connections[conn.cid]
+        now = time.monotonic()
+        end_now = machine.close(now)
         if not session.closed:
             log.info(
                 "%s: connection %d of %s (TSIH %d) closed without a logout (dropped by the initiator, "
@@ -423,24 +435,39 @@ class TargetServer:
                 session.tsih,
                 extra={"session": session.tsih, "peer": conn.peer},
             )
-        if not session.connections and not session.closed:
-            retain = session.params.default_time2retain
-            if retain == 0 or session.discovery:
-                self.end_session(session, reason="its last connection closed")
-                return
+        if session.closed:
+            return
+        if end_now:
+            self.end_session(session, reason="its last connection closed")
+            return
+        deadline = session.core.next_timer()
+        if deadline is not None:
             # RFC 7143 6.3.5 / 7.1.4: the session outlives its last connection for DefaultTime2Retain
-            # seconds; a login with its ISID and TSIH continues it (a new CID or the same one)
-            log.info(
-                "session TSIH %d has no connection: kept %d s (DefaultTime2Retain) for the initiator to return",
-                session.tsih,
-                retain,
-                extra={"session": session.tsih},
-            )
-            asyncio.get_running_loop().call_later(retain, self._retain_expired, session)
+            # seconds; a login with its ISID and TSIH continues it (a new CID or the same one).  At ERL 2 the
+            # failed connection's tasks wait as long for TASK REASSIGN (7.2.3)
+            if not session.core.connections:
+                log.info(
+                    "session TSIH %d has no connection: kept %d s (DefaultTime2Retain) for the initiator "
+                    "to return",
+                    session.tsih,
+                    session.params.default_time2retain,
+                    extra={"session": session.tsih},
+                )
+            self._arm_retain(session, deadline)
+
+    def _arm_retain(self, session: Session, deadline: float) -> None:
+        delay = max(0.0, deadline - time.monotonic())
+        asyncio.get_running_loop().call_later(delay, self._retain_expired, session)
 
     def _retain_expired(self, session: Session) -> None:
-        if not session.closed and not session.connections:
+        if session.closed:
+            return
+        if session.core.handle_timer(time.monotonic()):
             self.end_session(session, reason="DefaultTime2Retain expired with no connection")
+            return
+        deadline = session.core.next_timer()  # woken a little early, or the deadline moved
+        if deadline is not None:
+            self._arm_retain(session, deadline)
 
     # ---- discovery
 

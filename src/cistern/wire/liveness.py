@@ -74,6 +74,11 @@ class ConnectionTimers:
         return False
 
     @property
+    def login_deadline(self) -> float:
+        """When the login times out (absolute, the caller's clock); +inf once in full feature phase."""
+        return self._login_deadline if self._login_deadline is not None else float("inf")
+
+    @property
     def ping_outstanding(self) -> int | None:
         return self._ping_ttt
 

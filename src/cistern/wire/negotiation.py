@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from cistern.wire.keys import KEYS, KeyDef, Kind, Sender, Stage, Use, lookup
-from cistern.wire.params import PARAM_KEYS, Negotiated
+from cistern.wire.params import PARAM_KEYS, PARAMS, Negotiated
 from cistern.wire.text import TextError, decode_boolean, decode_number, encode_boolean, split_list
 
 __all__ = [
@@ -45,23 +45,12 @@ REJECT = "Reject"
 NOT_UNDERSTOOD = "NotUnderstood"
 _NON_VALUES = frozenset({IRRELEVANT, REJECT, NOT_UNDERSTOOD})
 
-#: Operational keys an initiator offers by default (RFC 7143 13), in a conventional order.
-_INITIATOR_OFFERS = (
-    "HeaderDigest",
-    "DataDigest",
-    "MaxConnections",
-    "InitialR2T",
-    "ImmediateData",
-    "MaxBurstLength",
-    "FirstBurstLength",
-    "DefaultTime2Wait",
-    "DefaultTime2Retain",
-    "MaxOutstandingR2T",
-    "DataPDUInOrder",
-    "DataSequenceInOrder",
-    "ErrorRecoveryLevel",
-)
 _RFC7143_OFFERS = ("TaskReporting", "iSCSIProtocolLevel")
+#: Operational keys an initiator offers by default (RFC 7143 13), in wire.params.PARAMS order: all but the
+#: MaxRecvDataSegmentLength declaration and the RFC 7143-only keys (offered on request).
+_INITIATOR_OFFERS = tuple(
+    p.key for p in PARAMS if p.key != "MaxRecvDataSegmentLength" and p.key not in _RFC7143_OFFERS
+)
 
 
 class NegotiationError(Exception):
@@ -121,24 +110,9 @@ class NegotiationPolicy:
         return str(value)
 
 
-_POLICY_ATTR = {
-    "HeaderDigest": "header_digest",
-    "DataDigest": "data_digest",
-    "MaxConnections": "max_connections",
-    "InitialR2T": "initial_r2t",
-    "ImmediateData": "immediate_data",
-    "MaxRecvDataSegmentLength": "max_recv_data_segment_length",
-    "MaxBurstLength": "max_burst_length",
-    "FirstBurstLength": "first_burst_length",
-    "DefaultTime2Wait": "default_time2wait",
-    "DefaultTime2Retain": "default_time2retain",
-    "MaxOutstandingR2T": "max_outstanding_r2t",
-    "DataPDUInOrder": "data_pdu_in_order",
-    "DataSequenceInOrder": "data_sequence_in_order",
-    "ErrorRecoveryLevel": "error_recovery_level",
-    "TaskReporting": "task_reporting",
-    "iSCSIProtocolLevel": "iscsi_protocol_level",
-}
+#: RFC key -> NegotiationPolicy field (the same snake_case names as wire.params)
+_POLICY_ATTR = {p.key: p.name for p in PARAMS}
+assert {f.name for f in fields(NegotiationPolicy)} == {*_POLICY_ATTR.values(), "offer_rfc7143_keys"}
 
 
 #: RFC key -> Negotiated field, for the keys whose result the negotiation computes (all but the digests

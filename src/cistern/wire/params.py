@@ -12,8 +12,10 @@ One definition used by config, negotiation and both roles:
   ``negotiated.connection``); it also reads flat (``negotiated.max_burst_length``) and can be built from
   flat keyword arguments, so callers written before the split keep working.
 
-:data:`PARAM_KEYS` maps every field to its RFC key; at import it is checked against the key table of
-:mod:`cistern.wire.keys` (scope, range), so the two cannot drift apart. Values are plain ints/bools/str:
+:data:`PARAMS` is the one table of the negotiable parameters (:class:`ParamDef`: snake_case name, RFC key;
+scope, result function, range and default read from :mod:`cistern.wire.keys`); the negotiation policy,
+the negotiation engine and the target config derive their key/field maps from it. At import every field
+of the two dataclasses is checked against it (scope, default), so they cannot drift apart. Values are plain ints/bools/str:
 lengths in bytes, times in seconds.
 """
 
@@ -23,9 +25,18 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any
 
-from cistern.wire.keys import KEYS, Kind, Scope
+from cistern.wire.keys import KEYS, KeyDef, Kind, Scope
 
-__all__ = ["PARAM_KEYS", "ConnectionParams", "Negotiated", "SessionParams"]
+__all__ = [
+    "PARAMS",
+    "PARAM_BY_KEY",
+    "PARAM_BY_NAME",
+    "PARAM_KEYS",
+    "ConnectionParams",
+    "Negotiated",
+    "ParamDef",
+    "SessionParams",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,26 +74,78 @@ class ConnectionParams:
     max_xmit_data_segment_length: int = 8192
 
 
+@dataclass(frozen=True, slots=True)
+class ParamDef:
+    """One negotiable operational parameter: ``name`` is its snake_case name everywhere (the field of
+    :class:`SessionParams`/:class:`ConnectionParams`, of ``NegotiationPolicy`` and of the target config's
+    ``[targets.params]``), ``key`` its RFC 7143 key. Everything else — scope, result function, range,
+    default, allowed values — is read from the key's :class:`~cistern.wire.keys.KeyDef` (RFC 7143 13)."""
+
+    name: str
+    key: str
+
+    @property
+    def defn(self) -> KeyDef:
+        return KEYS[self.key]
+
+    @property
+    def scope(self) -> Scope:
+        return self.defn.scope
+
+    @property
+    def result(self) -> Kind:
+        """The result function: MIN/MAX (numerical), AND/OR (Boolean), LIST, DECLARATIVE."""
+        return self.defn.kind
+
+    @property
+    def type(self) -> type:
+        """The Python type of a result: bool, int or str (a LIST key's chosen value)."""
+        kind = self.defn.kind
+        if kind in (Kind.AND, Kind.OR):
+            return bool
+        if kind in (Kind.MIN, Kind.MAX) or self.key == "MaxRecvDataSegmentLength":
+            return int
+        return str
+
+    @property
+    def minimum(self) -> int:
+        return self.defn.minimum
+
+    @property
+    def maximum(self) -> int:
+        return self.defn.maximum
+
+
+#: The negotiable operational keys of RFC 7143 13 (+ RFC 7144 iSCSIProtocolLevel), in the order an
+#: initiator offers them. The one table config, negotiation (both roles) and the session machines use.
+PARAMS: tuple[ParamDef, ...] = tuple(
+    ParamDef(name, key)
+    for name, key in (
+        ("header_digest", "HeaderDigest"),
+        ("data_digest", "DataDigest"),
+        ("max_connections", "MaxConnections"),
+        ("initial_r2t", "InitialR2T"),
+        ("immediate_data", "ImmediateData"),
+        ("max_recv_data_segment_length", "MaxRecvDataSegmentLength"),
+        ("max_burst_length", "MaxBurstLength"),
+        ("first_burst_length", "FirstBurstLength"),
+        ("default_time2wait", "DefaultTime2Wait"),
+        ("default_time2retain", "DefaultTime2Retain"),
+        ("max_outstanding_r2t", "MaxOutstandingR2T"),
+        ("data_pdu_in_order", "DataPDUInOrder"),
+        ("data_sequence_in_order", "DataSequenceInOrder"),
+        ("error_recovery_level", "ErrorRecoveryLevel"),
+        ("task_reporting", "TaskReporting"),
+        ("iscsi_protocol_level", "iSCSIProtocolLevel"),
+    )
+)
+PARAM_BY_NAME: dict[str, ParamDef] = {p.name: p for p in PARAMS}
+PARAM_BY_KEY: dict[str, ParamDef] = {p.key: p for p in PARAMS}
+
 #: field name -> RFC 7143 key it holds the result of (both max_*_data_segment_length come from
 #: MaxRecvDataSegmentLength declarations: ours, and the peer's).
-PARAM_KEYS: dict[str, str] = {
-    "max_connections": "MaxConnections",
-    "initial_r2t": "InitialR2T",
-    "immediate_data": "ImmediateData",
-    "max_burst_length": "MaxBurstLength",
-    "first_burst_length": "FirstBurstLength",
-    "default_time2wait": "DefaultTime2Wait",
-    "default_time2retain": "DefaultTime2Retain",
-    "max_outstanding_r2t": "MaxOutstandingR2T",
-    "data_pdu_in_order": "DataPDUInOrder",
-    "data_sequence_in_order": "DataSequenceInOrder",
-    "error_recovery_level": "ErrorRecoveryLevel",
-    "task_reporting": "TaskReporting",
-    "iscsi_protocol_level": "iSCSIProtocolLevel",
-    "header_digest": "HeaderDigest",
-    "data_digest": "DataDigest",
-    "max_recv_data_segment_length": "MaxRecvDataSegmentLength",
-    "max_xmit_data_segment_length": "MaxRecvDataSegmentLength",
+PARAM_KEYS: dict[str, str] = {p.name: p.key for p in PARAMS} | {
+    "max_xmit_data_segment_length": "MaxRecvDataSegmentLength"
 }
 
 _SESSION_FIELDS = tuple(f.name for f in fields(SessionParams))
@@ -97,6 +160,11 @@ def _check_table() -> None:
             assert defn.scope is scope, f"{defn.name} scope {defn.scope} but in {cls.__name__}"
             if defn.kind in (Kind.MIN, Kind.MAX):
                 assert defn.default == str(f.default), f"{defn.name} default differs"
+            if f.name in PARAM_BY_NAME:
+                assert (
+                    isinstance(f.default, PARAM_BY_NAME[f.name].type)
+                    or PARAM_BY_NAME[f.name].defn.kind is Kind.LIST
+                )
 
 
 _check_table()

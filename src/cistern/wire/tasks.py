@@ -1,4 +1,4 @@
-"""Per-command transfer state on the target: data-out collection with R2T sequences (RFC 7143 4.2.3, 11.7, 11.8).
+"""Per-command state on the target (sans-I/O): data-out collection with R2T sequences (RFC 7143 4.2.3, 11.7, 11.8).
 
 With DataPDUInOrder=Yes and DataSequenceInOrder=Yes (the target always answers Yes to both: they are
 OR-valued keys, RFC 7143 13.19/13.20) every sequence — the unsolicited one and each R2T's — must arrive as
@@ -8,12 +8,15 @@ is a protocol error for that command.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from cistern.scsi.task import ScsiTask
+from cistern.scsi.task import ScsiResult, ScsiTask
 from cistern.wire.constants import RESERVED_TAG
+
+if TYPE_CHECKING:
+    from cistern.wire.target_connection import TargetConnection
 
 
 class TaskState(enum.Enum):
@@ -56,7 +59,8 @@ class TargetTask:
     flags: int
     edtl: int
     immediate: bool
-    buf: bytearray | None = None  # the write buffer (EDTL bytes)
+    buf: bytearray | None = None  # the write buffer (EDTL bytes), allocated when its first data arrives
+    reserved: int = 0  # bytes of write buffer accounted for this task in the session's and target's budgets
     state: TaskState = TaskState.COLLECTING
     received: int = 0  # data-out bytes received so far, all sequences
     unsolicited: Sequence | None = None
@@ -67,7 +71,10 @@ class TargetTask:
     scsi: ScsiTask | None = None  # what the device server is executing (it polls .aborted)
     report_aborted: bool = False  # TAS=1: aborted by another nexus, so it ends with TASK ABORTED status
     error: str | None = None
-    done: asyncio.Future[None] | None = None
+    conn: TargetConnection | None = None  # the connection the task is allegiant to (RFC 7143 5.1)
+    #: ERL 2: the device server's result, kept while the task waits for TASK REASSIGN (its connection failed)
+    result: ScsiResult | None = None
+    done: Any = None  # the I/O layer's waiter for the task's end (an asyncio future), never touched here
 
     def abort(self) -> None:
         """Mark aborted; a long-running device server operation (SANITIZE) sees it and ends early."""
@@ -76,12 +83,17 @@ class TargetTask:
             self.scsi.aborted = True
 
     def sink(self, offset: int, length: int) -> memoryview | None:
-        """Where a Data-Out payload may land (zero copy), if it is inside this task's buffer."""
-        if self.state is not TaskState.COLLECTING or self.buf is None:
+        """Where a Data-Out payload may land (zero copy), if it is inside this task's buffer.  The buffer
+        (EDTL bytes, within the budget reserved at command arrival) is allocated here, when the first data
+        arrives: a write whose data never comes costs no memory (issue 12)."""
+        if self.state is not TaskState.COLLECTING or not self.reserved:
             return None
-        if offset < 0 or offset + length > len(self.buf):
+        if offset < 0 or offset + length > self.edtl:
             return None
-        return memoryview(self.buf)[offset : offset + length]
+        buf = self.buf
+        if buf is None:
+            self.buf = buf = bytearray(self.edtl)
+        return memoryview(buf)[offset : offset + length]
 
     def sequence_for(self, ttt: int) -> Sequence | None:
         if ttt == RESERVED_TAG:
