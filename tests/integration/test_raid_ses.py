@@ -85,7 +85,13 @@ class Ses:
         return bytes(res.data)
 
     async def snapshot(self) -> dict[str, bytes]:
-        pages = {c: await self.page(c) for c in (0x00, 0x01, 0x02, 0x05, 0x07, 0x0A)}
+        # pages read one by one can straddle a configuration change (a spare taking a member's place): then
+        # their generation codes differ and sg_ses says "state of enclosure changed, please try again" --
+        # so does a management application: read them all again (SES-3 6.1.3)
+        for _ in range(20):
+            pages = {c: await self.page(c) for c in (0x00, 0x01, 0x02, 0x05, 0x07, 0x0A)}
+            if len({struct.unpack_from(">I", p, 4)[0] for c, p in pages.items() if c != 0x00}) == 1:
+                break
         self.hex.write_text(" ".join(f"{b:02x}" for b in b"".join(pages.values())) + "\n")
         r = subprocess.run(["sg_ses", f"--inhex={self.hex}", "--status", "--join", "--warn"],
                            capture_output=True, text=True, timeout=20)
