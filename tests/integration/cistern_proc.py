@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,8 @@ class CisternTarget:
     port: int = 0
     verbosity: str = "-v"  # "-vv": the debug log, which names every CHECK CONDITION with its sense
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    #: run in the child before exec (e.g. a lower RLIMIT_NOFILE with resource.setrlimit)
+    preexec: Callable[[], None] | None = field(default=None, repr=False)
 
     def start(self, timeout: float = 20.0) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -43,6 +46,7 @@ class CisternTarget:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=self.preexec,
         )
         log.close()
         deadline = time.monotonic() + timeout

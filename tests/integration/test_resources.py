@@ -1,10 +1,13 @@
-"""Memory under abuse (issue 12, "Must show" 4): write buffers held by many sessions at once.
+"""Memory under abuse (issue 12, "Must show" 4): write buffers held by many sessions at once, and read data
+queued for a client that stops reading.
 
 A raw client (the sans-I/O login machine over a plain socket) opens 16 sessions and sends, in each,
 8 WRITE(16) commands of 32 MiB with W=1 and no data, then never sends the data — before the budget this
 pinned 16 x 256 MiB = 4 GiB.  With ``max_write_buffers = "256M"`` the target answers TASK SET FULL once
 the target-wide budget is taken, its resident memory grows by no more than the budget, our initiator still
-reads, and the budget is given back when the hostile sessions go away.
+reads, and the budget is given back when the hostile sessions go away.  A client that sends 128 READ(16) of
+32 MiB and then stops reading pinned 128 x 32 MiB = 4 GiB within seconds before read data was produced as
+the connection takes it; now the target holds about one read's data.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ import pytest
 from cistern_proc import CisternTarget
 
 from cistern.initiator import connect
+from cistern.initiator.cdb import read as read_cdb
 from cistern.initiator.cdb import write as write_cdb
 from cistern.wire import pdu as P
-from cistern.wire.constants import CMD_WRITE, FLAG_FINAL
+from cistern.wire.constants import CMD_READ, CMD_WRITE, FLAG_FINAL
 from cistern.wire.framing import PduReader, frame_pdu
 from cistern.wire.login import InitiatorLogin
 
@@ -130,6 +134,20 @@ class RawSession:
         )
         self.cmdsn += 1
 
+    def read_and_never_collect(self, itt: int) -> None:
+        self.send(
+            P.ScsiCommand(
+                flags=FLAG_FINAL | CMD_READ | 1,
+                lun=0,
+                itt=itt,
+                expected_data_transfer_length=EDTL,
+                cmdsn=self.cmdsn,
+                expstatsn=self.expstatsn,
+                cdb16=read_cdb(0, EDTL // 512).ljust(16, b"\0"),
+            )
+        )
+        self.cmdsn += 1
+
 
 def test_write_buffers_of_all_sessions_are_bounded(target: CisternTarget) -> None:
     assert target.proc is not None
@@ -197,3 +215,34 @@ def test_idle_sessions_hold_no_staging_buffer(target: CisternTarget) -> None:
     finally:
         for session in warm + idle:
             session.sock.close()
+
+
+def test_read_data_for_a_client_that_stops_reading_is_bounded(target: CisternTarget) -> None:
+    assert target.proc is not None
+    pid = target.proc.pid
+    time.sleep(0.5)
+    before = rss(pid)
+    slow = RawSession(target.port, "iqn.2024-01.org.cistern.test:never-reads")
+    try:
+        for itt in range(128):
+            slow.read_and_never_collect(0x200 + itt)
+        time.sleep(4)  # before the gate, RSS passed 4 GiB within this time
+        grown = rss(pid) - before
+        assert grown < 3 * EDTL, f"RSS grew {grown >> 20} MiB for a client that reads nothing"
+
+        async def reader_still_served() -> None:
+            async with await connect(f"iscsi://127.0.0.1:{target.port}/{IQN}/0", nop_interval=0) as s:
+                assert len(await s.read(0, 0, 64)) == 64 * 512
+                assert len(await s.read(0, 0, EDTL // 512)) == EDTL  # a large read of its own is not held up
+
+        asyncio.run(reader_still_served())
+        # the slow client's reads were queued, not refused: when it reads again, Data-In comes (after the
+        # CHECK CONDITION that reports the new nexus' unit attention on its first command)
+        for _ in range(4):
+            pdu = slow.next_pdu()
+            if isinstance(pdu, P.DataIn):
+                break
+            assert isinstance(pdu, P.ScsiResponse) and pdu.status != TASK_SET_FULL, pdu
+        assert isinstance(pdu, P.DataIn) and pdu.itt >= 0x200, pdu
+    finally:
+        slow.sock.close()

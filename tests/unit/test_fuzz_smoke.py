@@ -13,20 +13,21 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-TARGETS = ["framer", "text", "login", "negotiation", "chap", "cdb"]
+TARGETS = ["framer", "text", "login", "negotiation", "chap", "cdb", "tape"]
 
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_fuzz_target_smoke(target: str, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    harness = [sys.executable, str(ROOT / "fuzz" / "harness.py")]
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    if target in ("login", "cdb", "tape"):  # start from complete logins / every opcode of the table
+        seeds = [*harness, "--seeds", target, str(corpus)]
+        subprocess.run(seeds, check=True, capture_output=True, env=env, timeout=60)
+        assert len(list(corpus.iterdir())) >= 5
     done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "fuzz" / "harness.py"),
-            target,
-            "-max_total_time=3",
-            f"-artifact_prefix={tmp_path}/",
-        ],
+        [*harness, target, "-max_total_time=3", f"-artifact_prefix={tmp_path}/", str(corpus)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -233,13 +233,19 @@ def test_bad_first_request(pairs: list[tuple[str, str]], status: LoginStatus) ->
     "raw",
     [
         b"InitiatorName=\xff\xfe\x00",
-        b"InitiatorName\x00",
         b"initiatorname=x\x00",
         b"InitiatorName=" + b"x" * 9000 + b"\x00",
     ],
 )
 def test_malformed_text_fails_with_initiator_error(raw: bytes) -> None:
     assert fail_status(send(TargetLogin(policy()), raw)) == LoginStatus.INITIATOR_ERROR
+
+
+@pytest.mark.parametrize(
+    "raw", [b"InitiatorName\x00", b"InitiatorName=\x00", b"InitiatorName\x00TargetName=x\x00"]
+)
+def test_initiator_name_without_a_value_is_missing(raw: bytes) -> None:
+    assert fail_status(send(TargetLogin(policy()), raw)) == LoginStatus.MISSING_PARAMETER
 
 
 def test_oversized_continued_text() -> None:
@@ -416,6 +422,7 @@ def test_initiator_raises_on_reject_status() -> None:
         (0, 1, True, b"AuthMethod=CHAP\x00"),  # method we did not offer
         (0, 1, True, b"\xff=1\x00"),
         (0, 1, True, b"AuthMethod=None\x00AuthMethod=None\x00"),
+        (0, 1, True, b"AuthMethod\x00"),  # no value: not the None we offered
     ],
 )
 def test_initiator_protocol_errors(csg: int, nsg: int, transit: bool, text: bytes) -> None:
@@ -423,6 +430,17 @@ def test_initiator_protocol_errors(csg: int, nsg: int, transit: bool, text: byte
     i.start()
     with pytest.raises(LoginProtocolError):
         i.receive(csg, nsg, transit, False, 0, 0, text)
+
+
+def test_initiator_answers_of_a_target_without_values() -> None:
+    """A target answering our offer with the key alone (no "=") breaks the negotiation; an alias without a
+    value is no alias; an unknown key alone is answered NotUnderstood."""
+    i = InitiatorLogin(IQN_I, IQN_T)
+    i.start()
+    req = i.receive(0, 1, True, False, 0, 0, b"AuthMethod=None\x00TargetAlias\x00X-org.example.k\x00")
+    assert req is not None and b"X-org.example.k=NotUnderstood\x00" in req.text
+    with pytest.raises(LoginProtocolError, match="MaxBurstLength"):
+        i.receive(1, 3, True, False, 0, 0, b"MaxBurstLength\x00")
 
 
 def test_initiator_refuses_transit_before_mutual_response() -> None:

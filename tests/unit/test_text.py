@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from cistern.wire.text import (
     MAX_TEXT_LENGTH,
+    NO_VALUE,
     TextAccumulator,
     TextError,
     decode_binary,
@@ -51,8 +52,8 @@ def test_iana_vendor_key() -> None:
 @pytest.mark.parametrize(
     "data",
     [
-        b"NoEquals\x00",
         b"=value\x00",
+        b"lowercase\x00",  # no "=" and not a key name either
         b"lowercase=1\x00",
         b"Bad Key=1\x00",
         b"Bad#Key=1\x00",
@@ -65,6 +66,13 @@ def test_iana_vendor_key() -> None:
 def test_malformed_raises_text_error(data: bytes) -> None:
     with pytest.raises(TextError):
         parse_text(data)
+
+
+def test_key_without_equals_has_no_value() -> None:
+    """RFC 7143 6.1: a key name alone is a key without a value, answered for that key (NO_VALUE)."""
+    assert parse_text(b"NoEquals\x00A=1\x00Empty=\x00") == [("NoEquals", NO_VALUE), ("A", "1"), ("Empty", "")]
+    with pytest.raises(TextError):  # never sent back
+        encode_text([("NoEquals", NO_VALUE)])
 
 
 def test_limits() -> None:
@@ -168,6 +176,10 @@ def test_random_bytes_only_raise_text_error(data: bytes) -> None:
     try:
         pairs = parse_text(data)
     except TextError:
+        return
+    if any(value == NO_VALUE for _, value in pairs):
+        with pytest.raises(TextError):
+            encode_text(pairs)
         return
     assert parse_text(encode_text(pairs)) == pairs
 

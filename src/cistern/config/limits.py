@@ -11,7 +11,7 @@ and lockouts, the listen backlog.  See :mod:`cistern.security.admission` for the
     login_burst = 100
     auth_failures = 10                # failed authentications before a lockout (per address, per CHAP user)
     lockout_seconds = 60
-    listen_backlog = 0                # 0: the system maximum (net.core.somaxconn)
+    listen_backlog = 0                # 0: the system maximum (net.core.somaxconn); above it: refused
     max_write_buffers = "1G"          # write buffers of all sessions together; beyond: TASK SET FULL
 """
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cistern.config.fields import SizeBytes
 from cistern.security.admission import AdmissionLimits
@@ -42,6 +42,17 @@ class LimitsConfig(BaseModel):
     listen_backlog: int = Field(default=0, ge=0, le=65535)
     max_write_buffers: Annotated[SizeBytes, Field(ge=1024 * 1024)] = 1 << 30
 
+    @field_validator("listen_backlog")
+    @classmethod
+    def _backlog_fits_the_kernel(cls, value: int) -> int:
+        ceiling = somaxconn()
+        if value > ceiling:
+            raise ValueError(
+                f"{value} exceeds net.core.somaxconn ({ceiling}) on this host, which the kernel would silently "
+                "use instead: raise the sysctl or lower listen_backlog (0 means the system maximum)"
+            )
+        return value
+
     def admission(self) -> AdmissionLimits:
         return AdmissionLimits(
             max_sessions=self.max_sessions,
@@ -54,3 +65,12 @@ class LimitsConfig(BaseModel):
             auth_failures=self.auth_failures,
             lockout_seconds=self.lockout_seconds,
         )
+
+
+def somaxconn() -> int:
+    """The system's largest listen backlog (net.core.somaxconn; 4096 when it cannot be read)."""
+    try:
+        with open("/proc/sys/net/core/somaxconn", encoding="ascii") as handle:
+            return max(128, int(handle.read().strip()))
+    except (OSError, ValueError):
+        return 4096

@@ -25,7 +25,7 @@ from cistern.scsi.task import DataDirection, ScsiResult, ScsiTask, Status, TaskA
 from cistern.target.eager import run_eager
 from cistern.target.login_glue import LoginDriver
 from cistern.wire import pdu as P
-from cistern.wire.constants import LogoutReason, LogoutResponse, TmfFunction, TmfResponse
+from cistern.wire.constants import CMD_READ, LogoutReason, LogoutResponse, TmfFunction, TmfResponse
 from cistern.wire.errors import RemoteProtocolError
 from cistern.wire.framing import FramingError, PduReader, frame_pdu
 from cistern.wire.liveness import ConnectionTimers, TimerEvent
@@ -68,6 +68,16 @@ def describe_sense(sense: bytes | None) -> str:
 _ATTRIBUTES = tuple(TaskAttribute(a) if a <= TaskAttribute.ACA else TaskAttribute.SIMPLE for a in range(8))
 _DIRECTIONS = (DataDirection.NONE, DataDirection.WRITE, DataDirection.READ, DataDirection.BIDI)
 
+# Read data is produced as the connection can take it (issue 12, "read data"): a READ whose EDTL is above
+# GATED_READ waits until (a) the read data this connection is producing fits DATA_IN_PER_CONNECTION (a larger
+# read goes alone) and (b) what was sent before has drained below the transport's low-water mark, and its
+# EDTL is charged to the target-wide data-buffer budget ([limits] max_write_buffers) from then until its
+# Data-In is handed to the transport.  An initiator that stops reading therefore pins at most one read's
+# data beyond the transport's 4 MiB high-water mark per connection, not queue depth x EDTL.  Small reads
+# (the 4 KiB hot path) never wait here.
+GATED_READ = 256 * 1024
+DATA_IN_PER_CONNECTION = 8 * 1024 * 1024
+
 
 class Connection(asyncio.BufferedProtocol):
     """An iSCSI connection, from TCP accept to close."""
@@ -85,6 +95,8 @@ class Connection(asyncio.BufferedProtocol):
         self.statsn = 0  # during login (the machine's from full feature phase on)
         self._closing = False
         self._write_ok: asyncio.Future[None] | None = None
+        self._data_in_held = 0  # bytes of read data being produced on this connection (see GATED_READ)
+        self._data_in_waiters: list[asyncio.Future[None]] = []
         # login timeout, NOP-In pings, dead-peer detection: the sans-I/O timer state (wire/liveness.py, the
         # machine's once in full feature phase) and the one asyncio timer that wakes it
         self.timers = ConnectionTimers(
@@ -371,22 +383,67 @@ class Connection(asyncio.BufferedProtocol):
             task.buf,
         )
         task.scsi = scsi_task
+        gated = task.edtl if flags & CMD_READ and task.edtl > GATED_READ else 0
+        if gated and not await self._admit_data_in(gated):
+            self._finish_execute(task, ScsiResult(Status.TASK_SET_FULL, b""))
+            return
         try:
-            result = await session.target.device.execute(scsi_task)
-        except Exception:
-            log.exception("%s: device server failed on CDB %s", self.peer, task.cdb[:16].hex())
-            result = ScsiResult(Status.CHECK_CONDITION, SENSE_INTERNAL_TARGET_FAILURE)
-        if result.status == Status.CHECK_CONDITION and log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "LUN %d CDB %s: CHECK CONDITION %s", task.lun, task.cdb.hex(), describe_sense(result.sense)
-            )
-        if (
-            result.data_in is not None
-            and len(result.data_in) > 65536
-            and not task.aborted
-            and not self._closing
-        ):
-            await self.drain()
+            try:
+                result = await session.target.device.execute(scsi_task)
+            except Exception:
+                log.exception("%s: device server failed on CDB %s", self.peer, task.cdb[:16].hex())
+                result = ScsiResult(Status.CHECK_CONDITION, SENSE_INTERNAL_TARGET_FAILURE)
+            if result.status == Status.CHECK_CONDITION and log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "LUN %d CDB %s: CHECK CONDITION %s",
+                    task.lun,
+                    task.cdb.hex(),
+                    describe_sense(result.sense),
+                )
+            if (
+                result.data_in is not None
+                and len(result.data_in) > 65536
+                and not task.aborted
+                and not self._closing
+            ):
+                await self.drain()
+            self._finish_execute(task, result)
+        finally:
+            if gated:
+                self._release_data_in(gated)
+
+    async def _admit_data_in(self, size: int) -> bool:
+        """Wait until this connection can take ``size`` more bytes of read data (see GATED_READ) and charge
+        them to the target-wide budget; False when the budget is full (the read is answered TASK SET FULL,
+        SAM-5 5.3.1)."""
+        while self._data_in_held and self._data_in_held + size > DATA_IN_PER_CONNECTION:
+            waiter = asyncio.get_running_loop().create_future()
+            self._data_in_waiters.append(waiter)
+            await waiter
+        self._data_in_held += size  # claimed before draining, so later reads queue behind this one
+        if self._outbox():
+            # inside a received chunk the outbox leaves at its end: send what earlier reads produced now, so
+            # the transport sees it (and pauses above its high-water mark) before this read makes more
+            self._flush()
+        await self.drain()
+        if self.server.reserve_write_buffer(size):
+            return True
+        self._data_in_held -= size
+        self._wake_data_in()
+        return False
+
+    def _release_data_in(self, size: int) -> None:
+        self._data_in_held -= size
+        self.server.release_write_buffer(size)
+        self._wake_data_in()
+
+    def _wake_data_in(self) -> None:
+        waiters, self._data_in_waiters = self._data_in_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _finish_execute(self, task: TargetTask, result: ScsiResult) -> None:
         machine = task.conn
         assert machine is not None
         machine.complete(task, result)

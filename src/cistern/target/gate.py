@@ -5,6 +5,10 @@ bookkeeping of :class:`~cistern.security.admission.Admission`: a connection coun
 accept until it reaches full feature phase or closes; one refused on arrival (rate, caps, lockout) is
 closed at once with one log line, before anything is read from it.
 
+A connection that would leave fewer than :data:`FD_RESERVE` file descriptors free below the open-file
+limit (RLIMIT_NOFILE) is refused the same way: closed at once with one WARNING line, so the process never
+reaches the limit itself, where the event loop would accept and reset connections without a word.
+
 On a TLS portal the listener is a :class:`TlsListener`: it accepts the socket, admits the connection, runs
 the TLS handshake (TLS 1.3, client certificate checked against the CA and CRL), and only then hands the
 decrypted stream to a ``GatedConnection``.  A plaintext, wrong-CA, expired, revoked or certificate-less
@@ -29,6 +33,34 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cistern.target")
 
+#: descriptors kept free below RLIMIT_NOFILE for everything that is not a client connection (the accept()
+#: itself, a store or log file opened later, a TLS handshake, the admin socket)
+FD_RESERVE = 32
+
+
+def descriptor_refusal(server: TargetServer, fileno: int) -> str | None:
+    """Why a new connection (its socket is descriptor ``fileno``) must be closed to keep FD_RESERVE
+    descriptors free, or None.  Descriptors in use are at least ``fileno + 1`` (the kernel hands out the
+    lowest free one) and at least those open at start plus one per connection."""
+    limit = server.nofile_limit
+    if limit <= 0:
+        return None
+    in_use = max(fileno + 1, server.base_descriptors + len(server.connections) + 1)
+    if in_use <= limit - FD_RESERVE:
+        return None
+    return (
+        f"open-file limit reached: {in_use} of {limit} descriptors in use "
+        f"(RLIMIT_NOFILE; {FD_RESERVE} are kept free)"
+    )
+
+
+def _fileno(transport: asyncio.BaseTransport) -> int:
+    sock = transport.get_extra_info("socket")
+    try:
+        return int(sock.fileno()) if sock is not None else -1
+    except (OSError, ValueError):
+        return -1
+
 
 def _peer(transport: asyncio.BaseTransport) -> tuple[str, str]:
     peer = transport.get_extra_info("peername")
@@ -51,6 +83,11 @@ class GatedConnection(Connection):
     def admit(self, transport: asyncio.BaseTransport) -> bool:
         """Ask admission whether this new connection may proceed; False: it was closed (and logged)."""
         address, peer = _peer(transport)
+        refusal = descriptor_refusal(self.server, _fileno(transport))
+        if refusal is not None:
+            self.server.log_refusal(peer, self.portal, refusal)
+            cast(asyncio.Transport, transport).abort()
+            return False
         refusal, evict = self.server.admission.connection_opened(self, address, time.monotonic())
         if refusal is not None:
             self.server.log_refusal(peer, self.portal, refusal)
@@ -133,6 +170,11 @@ class TlsListener:
         peer = f"{address[0]}:{address[1]}"
         conn.peer = peer
         conn.raw_socket = client
+        refusal = descriptor_refusal(server, client.fileno())
+        if refusal is not None:
+            server.log_refusal(peer, self.portal, refusal)
+            client.close()
+            return
         refusal, evict = server.admission.connection_opened(conn, str(address[0]), time.monotonic())
         if refusal is not None:
             server.log_refusal(peer, self.portal, refusal)

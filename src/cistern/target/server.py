@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from cistern.config.limits import LimitsConfig
+from cistern.config.limits import LimitsConfig, somaxconn
 from cistern.config.lun import LunConfig
 from cistern.config.model import Config
 from cistern.config.tape import TAPE_BACKENDS
@@ -48,7 +48,7 @@ from cistern.target.tape_luns import build_tape_luns, close_now
 from cistern.wire.keys import KEYS
 from cistern.wire.negotiation import Negotiated
 from cistern.wire.target_session import TargetSession
-from cistern.wire.text import TextError, decode_number, encode_text
+from cistern.wire.text import NO_VALUE, TextError, decode_number, encode_text
 
 log = logging.getLogger("cistern.target")
 
@@ -80,6 +80,10 @@ class TargetServer:
         self.tls_handshake_timeout = tls.handshake_timeout if tls is not None else 10.0
         self.admission = Admission(limits)
         self.listen_backlog = listen_backlog or somaxconn()
+        #: the soft RLIMIT_NOFILE in force (0: unknown) and the descriptors open before any connection;
+        #: cistern.target.gate closes a new connection that would leave fewer than FD_RESERVE free
+        self.nofile_limit = 0
+        self.base_descriptors = 0
         self.background: set[asyncio.Task[None]] = set()
         #: write buffers held by all sessions together, and their cap (TASK SET FULL beyond it)
         self.write_buffered = 0
@@ -99,7 +103,8 @@ class TargetServer:
     # ---- lifecycle
 
     async def start(self) -> list[tuple[str, int]]:
-        raise_nofile_limit()
+        self.nofile_limit = raise_nofile_limit()
+        self.base_descriptors = open_descriptors()
         if self.tls is not None:
             self.tls_context = self._build_tls_context()
         self._log_context = SessionLogContext(self)
@@ -142,8 +147,9 @@ class TargetServer:
         return True
 
     def reserve_write_buffer(self, size: int) -> bool:
-        """Account ``size`` bytes of write buffer against the target-wide budget; False when over it (the
-        command is answered TASK SET FULL, SAM-5 5.3.1)."""
+        """Account ``size`` bytes of data buffer (a write's buffer, or a large read's data until it is handed
+        to the connection) against the target-wide budget; False when over it (the command is answered TASK
+        SET FULL, SAM-5 5.3.1)."""
         if self.write_buffered + size > self.max_write_buffers:
             return False
         self.write_buffered += size
@@ -491,7 +497,7 @@ class TargetServer:
             if key != "SendTargets":
                 out.append((key, "NotUnderstood"))
                 continue
-            if value == "All" and not session.discovery:
+            if value == NO_VALUE or (value == "All" and not session.discovery):  # "SendTargets" alone
                 out.append((key, "Reject"))
                 continue
             # the TLS convention (docs/design.md): a discovery session reports the portals that speak its own
@@ -726,25 +732,36 @@ def discovery_mutual_secret(config: Config) -> ChapSecret | None:
     return None
 
 
-def somaxconn() -> int:
-    """The system's largest listen backlog (net.core.somaxconn; 4096 when it cannot be read)."""
-    try:
-        with open("/proc/sys/net/core/somaxconn", encoding="ascii") as handle:
-            return max(128, int(handle.read().strip()))
-    except (OSError, ValueError):
-        return 4096
-
-
-def raise_nofile_limit() -> None:
-    """Raise the soft RLIMIT_NOFILE to the hard limit, so the fd limit is not the session cap."""
+def raise_nofile_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit, so the fd limit is not the session cap; logs the
+    limit in force at INFO and returns it (0 when it cannot be read: no descriptor check then)."""
     try:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if hard == resource.RLIM_INFINITY:
-            hard = 1 << 20
-        if soft != resource.RLIM_INFINITY and soft < hard:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     except (OSError, ValueError) as exc:
-        log.warning("cannot raise the open-file limit: %s", exc)
+        log.warning("cannot read the open-file limit: %s", exc)
+        return 0
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        log.info(
+            "open-file limit (RLIMIT_NOFILE): %d descriptors",
+            soft if soft != resource.RLIM_INFINITY else target,
+        )
+        return soft if soft != resource.RLIM_INFINITY else target
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (OSError, ValueError) as exc:
+        log.warning("cannot raise the open-file limit from %d: %s", soft, exc)
+        return soft
+    log.info("open-file limit (RLIMIT_NOFILE): %d descriptors (soft limit raised from %d)", target, soft)
+    return target
+
+
+def open_descriptors() -> int:
+    """How many file descriptors this process has open now (0 when /proc cannot tell)."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 0
 
 
 def build_server(config: Config) -> TargetServer:

@@ -13,6 +13,10 @@ Policy decisions made here (RFC 7143 6.3, 13): the security stage carries only t
 (answered NotUnderstood); an operational key there fails the login with 0x0200, as Linux LIO does.
 A login declaration repeated with the same value is tolerated (older libiscsi resends InitiatorName
 in the operational stage); with another value it fails with 0x0200.
+A key sent without a value (``Key`` with no ``=``, :data:`~cistern.wire.text.NO_VALUE`, or ``Key=`` for a
+key whose values are never empty) is answered for that key alone, as any inadmissible value is (RFC 7143
+6.2): ``Reject`` for a key we know, ``NotUnderstood`` for one we do not; the login goes on.  InitiatorName
+or TargetName without a value is a missing parameter (0x0207).
 Neither PDUs nor sockets are known here; the integrator maps these values to Login PDUs and splits
 long texts with the C bit (:func:`cistern.wire.text.split_text`).
 """
@@ -41,7 +45,14 @@ from cistern.wire.negotiation import (
     Negotiator,
     Role,
 )
-from cistern.wire.text import TextAccumulator, TextError, decode_number, encode_text, split_list
+from cistern.wire.text import (
+    NO_VALUE,
+    TextAccumulator,
+    TextError,
+    decode_number,
+    encode_text,
+    split_list,
+)
 
 __all__ = [
     "ChapAuth",
@@ -168,7 +179,9 @@ class _Auth(enum.Enum):
 
 
 def _check_name(value: str, key: str) -> str:
-    if not value or len(value.encode()) > MAX_ISCSI_NAME or any(c.isspace() for c in value):
+    if not value or value == NO_VALUE:  # "InitiatorName=" or "InitiatorName" alone: no name given
+        raise _Fail(LoginStatus.MISSING_PARAMETER, f"{key} without a value")
+    if len(value.encode()) > MAX_ISCSI_NAME or any(c.isspace() for c in value):
         raise _Fail(LoginStatus.INITIATOR_ERROR, f"bad {key}")
     return value
 
@@ -298,7 +311,8 @@ class TargetLogin:
                 bucket = declared if key in LOGIN_DECLARATIVE_KEYS else security
                 if key in bucket:
                     raise _Fail(LoginStatus.INITIATOR_ERROR, f"key {key} repeated")
-                bucket[key] = value
+                if not (key == "InitiatorAlias" and value == NO_VALUE):  # no alias given: none
+                    bucket[key] = value
             else:
                 rest.append((key, value))
         self._take_declarations(declared, tsih)
@@ -657,7 +671,7 @@ class InitiatorLogin:
                 except TextError:
                     raise LoginProtocolError("bad TargetPortalGroupTag") from None
             elif key == "TargetAlias":
-                self._target_alias = value
+                self._target_alias = None if value == NO_VALUE else value
             elif key in LOGIN_DECLARATIVE_KEYS:
                 continue  # a target echoing our declarations: harmless
             else:

@@ -21,6 +21,7 @@ __all__ = [
     "MAX_PAIRS",
     "MAX_TEXT_LENGTH",
     "MAX_VALUE_LENGTH",
+    "NO_VALUE",
     "TextAccumulator",
     "TextError",
     "decode_binary",
@@ -52,6 +53,12 @@ MAX_TEXT_LENGTH = 65536
 MAX_PAIRS = 1024
 #: RFC 7143 6.1 numerical values are at most 64 bits.
 MAX_NUMBER = 2**64 - 1
+#: The value :func:`parse_text` gives a well-formed key name sent without ``=``.  RFC 7143 6.1 knows only
+#: ``key=value`` items, so the key has no value at all; no value on the wire can contain NUL (the
+#: delimiter), so NO_VALUE never equals a value a peer sent, matches no admissible value of any key, and
+#: :func:`encode_text` refuses to send it.  The negotiation answers such a key like any inadmissible
+#: value: ``Reject`` for a key we know (RFC 7143 6.2.1, 6.2.2), ``NotUnderstood`` for one we do not (6.2).
+NO_VALUE = "\0"
 
 # RFC 7143 6.1: a key-name is letters, digits, '.', '-', '+', '@', '_' and begins with a capital letter.
 # Vendor keys registered with IANA take the form "X#name" (RFC 7143 13.5), hence the one '#' allowed there.
@@ -78,7 +85,8 @@ def parse_text(data: bytes | bytearray | memoryview, *, max_pairs: int = MAX_PAI
     """Parse a complete text data segment into ordered ``(key, value)`` pairs.
 
     Each pair is ``key=value`` terminated by one NUL. A missing final NUL and empty items (stray NULs,
-    e.g. padding) are tolerated; everything else malformed raises :class:`TextError`.
+    e.g. padding) are tolerated; a well-formed key name without ``=`` gives ``(key, NO_VALUE)`` so that
+    it is answered for that key alone; everything else malformed raises :class:`TextError`.
     Duplicate keys are kept: whether a repeat is legal is the negotiation's decision.
     """
     raw = bytes(data)
@@ -89,13 +97,16 @@ def parse_text(data: bytes | bytearray | memoryview, *, max_pairs: int = MAX_PAI
         if not item:
             continue
         key_raw, sep, value_raw = item.partition(b"=")
-        if not sep:
-            raise TextError("key=value pair without '='")
         try:
             key = key_raw.decode("ascii")
         except UnicodeDecodeError:
             raise TextError("non-ASCII key name") from None
         _check_key(key)
+        if not sep:
+            pairs.append((key, NO_VALUE))
+            if len(pairs) > max_pairs:
+                raise TextError(f"more than {max_pairs} key=value pairs")
+            continue
         if len(value_raw) > MAX_VALUE_LENGTH:
             raise TextError(f"value of {key} longer than {MAX_VALUE_LENGTH} bytes")
         try:
