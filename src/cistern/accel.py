@@ -38,6 +38,8 @@ COMPILED_MODULES: tuple[str, ...] = (
     "cistern.scsi.unit",
     "cistern.scsi.lu",
     "cistern.scsi.alua",
+    "cistern.wire.recovery",
+    "cistern.wire.target_connection",
 )
 
 ENV_PURE = "CISTERN_PURE_PYTHON"

@@ -491,11 +491,11 @@ class TargetConnection:
             return
         try:
             seq = task.accept(pdu.ttt, pdu.datasn, pdu.buffer_offset, len(data), pdu.final)
-        except UnknownTransferTag as exc:
+        except UnknownTransferTag as unknown:  # not "exc": mypyc types a name by its first except clause
             # a Target Transfer Tag of no outstanding R2T of this task (RFC 7143 11.7.4, 11.17.1): Reject;
             # at ErrorRecoveryLevel 0 nothing can resend the burst, so the command ends as well
             self.reject(RejectReason.INVALID_PDU_FIELD, header)
-            self._fail_task(task, SENSE_DATA_PHASE_ERROR, str(exc))
+            self._fail_task(task, SENSE_DATA_PHASE_ERROR, str(unknown))
             return
         except DataOutError as exc:
             self._fail_task(task, SENSE_DATA_PHASE_ERROR, str(exc))
