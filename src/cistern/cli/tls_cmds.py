@@ -17,8 +17,6 @@ from pathlib import Path
 
 import click
 
-from cistern.security import pki
-
 
 def _dir_option(fn: click.decorators.FC) -> click.decorators.FC:
     return click.option(
@@ -67,6 +65,8 @@ def ca_cmd(name: str, days: int, force: bool, directory: Path, ca_name: str) -> 
     directory.mkdir(parents=True, exist_ok=True)
     cert, key = directory / f"{ca_name}.pem", directory / f"{ca_name}.key"
     _refuse_overwrite([cert, key], force)
+    from cistern.security import pki  # cryptography is imported when a tls command runs, not at every start
+
     pki.create_ca(cert, key, name=name, days=days)
     click.echo(f"{cert}\n{key}")
 
@@ -85,6 +85,8 @@ def _leaf(
     cert, key = directory / f"{out}.pem", directory / f"{out}.key"
     _refuse_overwrite([cert, key], force)
     try:
+        from cistern.security import pki
+
         pki.issue(ca_cert, ca_key, cert, key, common_name=name, names=hosts, server=server, days=days)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
@@ -136,6 +138,8 @@ def revoke_cmd(certificates: tuple[Path, ...], crl: str, directory: Path, ca_nam
     """Add CERTIFICATES to the CRL; name it as ``crl`` in ``[tls]`` and reload (SIGHUP)."""
     ca_cert, ca_key = _ca_files(directory, ca_name)
     try:
+        from cistern.security import pki
+
         count = pki.revoke(ca_cert, ca_key, directory / crl, certificates)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
