@@ -28,7 +28,7 @@ from cistern.scsi.lu import LogicalUnit
 from cistern.scsi.stats import LATENCY_BUCKETS, SENSE_KEY_NAMES
 from cistern.scsi.tape import TapeUnit
 from cistern.scsi.unit import LogicalUnitBase
-from cistern.storage.raid.array import RaidStore
+from cistern.storage.raid import as_raid
 from cistern.target.model import portal_text
 from cistern.target.server import TargetServer
 
@@ -247,8 +247,8 @@ def _raid_families(server: TargetServer) -> Iterator[Metric]:
         "cistern_raid_member_errors", "I/O errors counted against the member.", labels=[*labels, "member"]
     )
     for target_name, number, lu in _luns(server):
-        store = getattr(lu, "store", None)
-        if not isinstance(store, RaidStore):
+        store = as_raid(getattr(lu, "store", None))
+        if store is None:
             continue
         st = store.status()
         base = [target_name, str(number), str(st["name"])]

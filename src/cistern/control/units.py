@@ -31,7 +31,7 @@ from cistern.scsi.lu import LogicalUnit
 from cistern.storage.base import BackingStore
 from cistern.storage.file import BlockDeviceStore, FileStore
 from cistern.storage.memory import MemoryStore
-from cistern.storage.raid import RaidStore
+from cistern.storage.raid import as_raid
 
 #: the LUN fields that define its backing store; a replace changing none of them keeps the store open
 STORE_FIELDS = frozenset({"backend", "path", "size", "block_size", "read_only", "raid"})
@@ -207,7 +207,7 @@ def rescan_size(obj: str, lu: LogicalUnit, cap: int | None) -> int | None:
     ``cap`` (the config's ``size``).  None when unchanged; AdminError when it shrank (refused: the
     initiators' data past the new end is gone, and the LUN keeps announcing its old capacity)."""
     store = lu.store
-    if isinstance(store, RaidStore) or not isinstance(store, FileStore):
+    if as_raid(store) is not None or not isinstance(store, FileStore):
         raise AdminError(obj, f"only block and file LUNs are rescanned, not a {type(store).__name__}", 409)
     size = store.probe_size()
     if cap is not None:

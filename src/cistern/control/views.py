@@ -21,7 +21,7 @@ from cistern.scsi.tape import TapeUnit
 from cistern.scsi.unit import LogicalUnitBase
 from cistern.storage.file import BlockDeviceStore
 from cistern.storage.memory import MemoryStore
-from cistern.storage.raid import RaidStore
+from cistern.storage.raid import as_raid
 from cistern.target.model import portal_text
 from cistern.target.server import TargetServer
 from cistern.target.session import Session
@@ -33,7 +33,7 @@ def _kind(lu: LogicalUnitBase) -> str:
     """What the LUN is in an operator's words: file, block, memory, raid, tape drive, medium changer..."""
     if isinstance(lu, LogicalUnit):
         store = lu.store
-        if isinstance(store, RaidStore):
+        if as_raid(store) is not None:
             return "raid"
         if isinstance(store, MemoryStore):
             return "memory"
@@ -43,9 +43,9 @@ def _kind(lu: LogicalUnitBase) -> str:
 
 def _state(lu: LogicalUnitBase) -> tuple[str, dict[str, Any] | None]:
     """(one-line summary, details) of what a RAID array, tape drive, changer or SES unit is doing now."""
-    store = getattr(lu, "store", None)
-    if isinstance(store, RaidStore):
-        st = store.status()
+    raid = as_raid(getattr(lu, "store", None))
+    if raid is not None:
+        st = raid.status()
         devices = [{k: d[k] for k in ("name", "role", "state", "errors")} for d in st["devices"]]
         in_sync = sum(1 for d in devices if d["state"] == "in_sync")
         text = f"raid{st['level']} {st['state']}, {in_sync}/{st['members']} in sync"

@@ -13,11 +13,12 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from cistern.scsi.ses import EnclosureUnit
-from cistern.storage.raid import RaidStore
+from cistern.storage.raid import as_raid
 
 if TYPE_CHECKING:
     from cistern.config.target import TargetConfig
     from cistern.scsi.unit import LogicalUnitBase
+    from cistern.storage.raid import RaidStore
 
 REDUNDANCY_GROUP_MODIFIED = (0x3F, 0x06)
 SPARE_MODIFIED = (0x3F, 0x08)
@@ -48,8 +49,8 @@ def raid_arrays(luns: Mapping[int, LogicalUnitBase]) -> list[tuple[str, RaidStor
     """(label ``lunN``, store) of every RAID LUN in ``luns``, in LUN order: what an SES LU reports."""
     arrays: list[tuple[str, RaidStore]] = []
     for n, lu in sorted(luns.items()):
-        store = getattr(lu, "store", None)
-        if isinstance(store, RaidStore):
+        store = as_raid(getattr(lu, "store", None))
+        if store is not None:
             arrays.append((f"lun{n}", store))
     return arrays
 

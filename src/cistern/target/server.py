@@ -36,8 +36,7 @@ from cistern.security.admission import Admission, AdmissionLimits
 from cistern.security.tls import target_context
 from cistern.storage.base import BackingStore
 from cistern.storage.factory import open_store
-from cistern.storage.raid import RaidStore
-from cistern.storage.raid.open import open_raid
+from cistern.storage.raid import as_raid
 from cistern.target.connection import Connection
 from cistern.target.gate import GatedConnection, TlsListener
 from cistern.target.model import ChapSecret, PortalGroupSpec, TargetLimits, TargetSpec
@@ -600,6 +599,8 @@ def build_lu(target_name: str, lcfg: LunConfig, store: BackingStore | None = Non
         if store is not None:
             pass
         elif lcfg.raid is not None:
+            from cistern.storage.raid.open import open_raid  # numpy, only when a RAID LUN is configured
+
             store = open_raid(lcfg.raid, block_size=lcfg.block_size, name=f"{target_name}/lun{lcfg.lun}")
         else:
             store = open_store(
@@ -621,7 +622,8 @@ def build_lu(target_name: str, lcfg: LunConfig, store: BackingStore | None = Non
         for name in ("vendor", "product", "revision"):
             if getattr(lcfg, name, None):
                 kwargs[name] = getattr(lcfg, name)
-        unit_cls = RaidDiskUnit if isinstance(store, RaidStore) else LogicalUnit
+        raid = as_raid(store)
+        unit_cls = RaidDiskUnit if raid is not None else LogicalUnit
         lu = unit_cls(
             store,  # type: ignore[arg-type]
             lun=lcfg.lun,
@@ -634,8 +636,8 @@ def build_lu(target_name: str, lcfg: LunConfig, store: BackingStore | None = Non
             sanitize_rate=lcfg.sanitize_rate,
             **kwargs,
         )
-        if isinstance(lu, RaidDiskUnit) and isinstance(store, RaidStore):
-            lu.unwatch = watch_raid(store, lu)
+        if isinstance(lu, RaidDiskUnit) and raid is not None:
+            lu.unwatch = watch_raid(raid, lu)
         return lu
     except BaseException:
         if not reused:
