@@ -6,13 +6,17 @@ goes to a log file in the artifacts folder so a failing CI run shows what the ta
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import hashlib
 import os
+import random
+import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,3 +144,33 @@ def target_toml(
         if mutual is not None:
             out += [f'mutual_username = "{mutual[0]}"', f'mutual_secret = "{mutual[1]}"']
     return "\n".join(out) + "\n" + luns
+
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+
+
+@contextlib.contextmanager
+def memory_lun_target(module_name: str, iqn: str, params: dict[str, object]) -> Iterator[CisternTarget]:
+    """A running target ``iqn`` with LUN 0 a 64 MiB memory store and the login ``params`` (config keys), its
+    work files and log in ``artifacts/<module>-cistern``: the fault-proxy test modules' shared target."""
+    folder = ARTIFACTS / (re.sub(r"[^A-Za-z0-9_.-]+", "_", module_name) + "-cistern")
+    folder.mkdir(parents=True, exist_ok=True)
+    port = peers.free_port()
+    config = target_toml(iqn, port, lun_toml(0, "memory", size="64MiB"), params=params)
+    proc = CisternTarget(config, folder / "work", folder / "cistern.log", port=port)
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+async def verified_io(s: object, rng: random.Random, lbas: list[int], chunk: int, rounds: int = 1) -> None:
+    """Write ``chunk`` random bytes at each of ``lbas`` (LUN 0, 512-byte blocks) concurrently, read them back
+    concurrently and compare sha256; ``rounds`` times."""
+    for _ in range(rounds):
+        batch = {lba: rng.randbytes(chunk) for lba in lbas}
+        await asyncio.gather(*(s.write(0, lba, d) for lba, d in batch.items()))  # type: ignore[attr-defined]
+        got = await asyncio.gather(*(s.read(0, lba, chunk // 512) for lba in lbas))  # type: ignore[attr-defined]
+        for lba, data in zip(lbas, got, strict=True):
+            assert hashlib.sha256(bytes(data)).digest() == hashlib.sha256(batch[lba]).digest(), lba

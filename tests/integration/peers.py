@@ -665,3 +665,18 @@ def run_iscsi_test_cu(
         path.write_text(run_result.report())
         path.with_suffix(".log").write_text(f"$ {' '.join(cmd)}\n{output}")
     return run_result
+
+
+def still_open(socks: Sequence[socket.socket]) -> int:
+    """How many of ``socks`` the target has not closed (a closed one reads EOF or RST at once)."""
+    alive = 0
+    for sock in socks:
+        sock.setblocking(False)
+        try:
+            if sock.recv(1) == b"":
+                continue
+        except BlockingIOError:
+            alive += 1
+        except OSError:
+            continue
+    return alive

@@ -178,23 +178,8 @@ def silent_connections(port: int, sources: list[str], per_source: int) -> Iterat
 def _settles_at_most(socks: list[socket.socket], limit: int, timeout: float = 10.0) -> int:
     """Wait until at most ``limit`` of ``socks`` are still open (the target accepts and judges them in turn)."""
     deadline = time.monotonic() + timeout
-    while (alive := _still_open(socks)) > limit and time.monotonic() < deadline:
+    while (alive := peers.still_open(socks)) > limit and time.monotonic() < deadline:
         time.sleep(0.2)
-    return alive
-
-
-def _still_open(socks: list[socket.socket]) -> int:
-    """How many of ``socks`` the target has not closed (a closed one reads EOF or RST at once)."""
-    alive = 0
-    for sock in socks:
-        sock.setblocking(False)
-        try:
-            if sock.recv(1) == b"":
-                continue
-        except BlockingIOError:
-            alive += 1
-        except OSError:
-            continue
     return alive
 
 

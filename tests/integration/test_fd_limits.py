@@ -87,28 +87,13 @@ def _log(target: CisternTarget) -> str:
     return target.log_path.read_text(errors="replace")
 
 
-def _still_open(socks: list[socket.socket]) -> int:
-    """How many of ``socks`` the target has not closed (a closed one reads EOF or RST at once)."""
-    alive = 0
-    for sock in socks:
-        sock.setblocking(False)
-        try:
-            if sock.recv(1) == b"":
-                continue
-        except BlockingIOError:
-            alive += 1
-        except OSError:
-            continue
-    return alive
-
-
 def _settled(socks: list[socket.socket], timeout: float = 15.0) -> int:
     """Open sockets once the target has judged every one of ``socks`` (the count stops changing)."""
     deadline = time.monotonic() + timeout
     last = -1
     while time.monotonic() < deadline:
         time.sleep(0.5)
-        alive = _still_open(socks)
+        alive = peers.still_open(socks)
         if alive == last:
             return alive
         last = alive

@@ -12,15 +12,11 @@ bursts per 64 KiB write), so a cut on a Data-Out leaves writes half received.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import random
-import re
 from collections.abc import Iterator
-from pathlib import Path
 
-import peers
 import pytest
-from cistern_proc import CisternTarget, lun_toml, target_toml
+from cistern_proc import CisternTarget, memory_lun_target, verified_io
 from faultproxy import TO_INITIATOR, TO_TARGET, FaultProxy
 
 from cistern.initiator import connect
@@ -32,43 +28,26 @@ BLOCK = 512
 CHUNK = 64 * 1024
 OPCODE_DATA_OUT = 0x05
 OPCODE_DATA_IN = 0x25
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
 
 @pytest.fixture(scope="module")
 def target(request: pytest.FixtureRequest) -> Iterator[CisternTarget]:
-    folder = ARTIFACTS / (re.sub(r"[^A-Za-z0-9_.-]+", "_", request.module.__name__) + "-cistern")
-    folder.mkdir(parents=True, exist_ok=True)
-    port = peers.free_port()
-    config = target_toml(
-        IQN,
-        port,
-        lun_toml(0, "memory", size="64MiB"),
-        params={
-            "max_connections": 4,
-            "error_recovery_level": 2,
-            "default_time2wait": 0,
-            "default_time2retain": 20,
-            "immediate_data": False,
-            "initial_r2t": True,
-            "max_burst_length": 16384,
-            "first_burst_length": 16384,
-        },
-    )
-    proc = CisternTarget(config, folder / "work", folder / "cistern.log", port=port)
-    proc.start()
-    try:
+    params = {
+        "max_connections": 4,
+        "error_recovery_level": 2,
+        "default_time2wait": 0,
+        "default_time2retain": 20,
+        "immediate_data": False,
+        "initial_r2t": True,
+        "max_burst_length": 16384,
+        "first_burst_length": 16384,
+    }
+    with memory_lun_target(request.module.__name__, IQN, params) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 async def _io(s: object, rng: random.Random, lbas: list[int]) -> None:
-    batch = {lba: rng.randbytes(CHUNK) for lba in lbas}
-    await asyncio.gather(*(s.write(0, lba, d) for lba, d in batch.items()))  # type: ignore[attr-defined]
-    got = await asyncio.gather(*(s.read(0, lba, CHUNK // BLOCK) for lba in lbas))  # type: ignore[attr-defined]
-    for lba, data in zip(lbas, got, strict=True):
-        assert hashlib.sha256(bytes(data)).digest() == hashlib.sha256(batch[lba]).digest(), lba
+    await verified_io(s, rng, lbas, CHUNK)
 
 
 def _reassigned(target: CisternTarget) -> int:
