@@ -8,7 +8,8 @@ commands, as a pipelining initiator's would arrive.  Each command completes inli
 ``preadv``), so ``time.process_time`` over many commands is the Python cost per I/O, free of system calls,
 scheduling and the other processes on the machine.  Usage:
 
-    python3 bench/hotpath.py                  # read/write 4k, depth 1 and 32, memory and file LUN
+    python3 bench/hotpath.py                  # read/write 4k, depth 1 and 32, memory and file LUN; write 64k
+                                              # depth 32 (one PDU with 64 KiB immediate data per command)
     python3 bench/hotpath.py --profile read   # cProfile of 4k reads at depth 32 (memory LUN)
     valgrind --tool=callgrind --collect-atstart=no python3 bench/hotpath.py --callgrind --count 4000
         # instructions per command: collection is switched on only while commands are fed, one dump
@@ -48,6 +49,7 @@ from cistern.wire.framing import frame_pdu  # noqa: E402
 
 SIZE = 64 << 20
 BLOCK = 4096  # request size
+BIG = 65536  # the large-write case: 64 KiB of immediate data per SCSI Command
 
 
 class _CountingTransport:
@@ -79,9 +81,9 @@ class _CountingTransport:
         pass
 
 
-def _commands(client: Client, lun: int, write: bool, count: int) -> list[bytes]:
+def _commands(client: Client, lun: int, write: bool, count: int, size: int = BLOCK) -> list[bytes]:
     out = []
-    blocks = BLOCK // 512
+    blocks = size // 512
     for i in range(count):
         lba = (i * blocks) % (SIZE // 512 - blocks)
         client.itt += 1
@@ -90,11 +92,11 @@ def _commands(client: Client, lun: int, write: bool, count: int) -> list[bytes]:
             flags=0x80 | (0x20 if write else 0x40) | 1,
             lun=P.encode_lun(lun),
             itt=client.itt,
-            expected_data_transfer_length=BLOCK,
+            expected_data_transfer_length=size,
             cmdsn=client.cmdsn,
             expstatsn=client.expstatsn,
             cdb16=cdb.ljust(16, b"\0"),
-            data=bytes(BLOCK) if write else b"",
+            data=bytes(size) if write else b"",
         )
         client.cmdsn = (client.cmdsn + 1) & 0xFFFFFFFF
         out.append(b"".join(bytes(p) for p in frame_pdu(pdu)))
@@ -153,18 +155,20 @@ async def _measure(args: argparse.Namespace) -> None:
         conn.transport = transport
         rows = []
         cg = _callgrind_control() if args.callgrind else None
-        cases = [(lun, write, depth) for lun in (0, 1) for write in (False, True) for depth in (1, 32)]
+        cases = [(lun, write, depth, BLOCK) for lun in (0, 1) for write in (False, True) for depth in (1, 32)]
+        cases += [(lun, True, 32, BIG) for lun in (0, 1)]  # 64 KiB immediate data: one PDU per command
         if args.profile:
-            cases = [(args.lun, args.profile == "write", 32)]
-        for lun, write, depth in cases:
-            count = args.count
-            pdus = _commands(client, lun, write, count)
+            cases = [(args.lun, args.profile != "read", 32, BIG if args.profile == "write64k" else BLOCK)]
+        for lun, write, depth, size in cases:
+            count = args.count if size == BLOCK else max(args.count // 10, 40 * depth)
+            pdus = _commands(client, lun, write, count, size)
             chunks = [b"".join(pdus[i : i + depth]) for i in range(0, count, depth)]
             _feed(conn, chunks[:20])  # warm up
             chunks = chunks[20:]
             done = count - 20 * depth
             profiler = cProfile.Profile() if args.profile else None
-            name = f"{'write' if write else 'read'} 4k qd{depth} {'memory' if lun == 0 else 'file'}"
+            kind = f"{'write' if write else 'read'} {size // 1024}k"
+            name = f"{kind} qd{depth} {'memory' if lun == 0 else 'file'}"
             if cg is not None:
                 cg.cg_dump(b"setup")
                 cg.cg_toggle()
@@ -197,7 +201,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--count", type=int, default=40000, help="commands per case")
-    parser.add_argument("--profile", choices=("read", "write"), help="cProfile one case instead")
+    parser.add_argument(
+        "--profile", choices=("read", "write", "write64k"), help="cProfile one case (depth 32) instead"
+    )
     parser.add_argument(
         "--callgrind", action="store_true", help="under callgrind: count only the fed commands"
     )

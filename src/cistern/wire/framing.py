@@ -2,13 +2,15 @@
 
 :class:`PduReader` is driven the way :class:`asyncio.BufferedProtocol` is: the caller asks
 :meth:`PduReader.get_buffer` where the next bytes must go, copies (or ``recv_into``\\ s) at most that many
-bytes there, and reports them with :meth:`PduReader.buffer_filled`, which returns a finished
-:class:`Frame` when one completes.  Buffers are always sized to what the current piece still needs, so a
-read never runs past a PDU boundary.
+bytes there, and reports them with :meth:`PduReader.buffer_filled`; :meth:`PduReader.next_frame` then
+returns the finished :class:`Frame`\\ s one at a time.
 
 Zero copy: after the header of a PDU is parsed, the reader asks the optional *sink* callback where the data
 segment should land.  The target answers with a slice of the command's write buffer for a Data-Out PDU, so
-the payload goes from the socket straight to the buffer the storage layer writes from.
+a large payload goes from the socket straight to the buffer the storage layer writes from.  Immediate data
+(a SCSI Command's own data segment, which has no buffer to go to yet) of up to :data:`STAGED_MAX` bytes is
+staged instead and copied out into a buffer of its own, which the target keeps as the write buffer: one
+``recv`` then carries several 64 KiB writes (bench/RESULTS.md, "64 KiB writes at depth 32").
 
 Digests are CRC32C (the ``crc32c`` C extension), sent least significant byte first as Linux and libiscsi do.
 A header digest error is fatal for the connection (lengths cannot be trusted); a data digest error is
@@ -59,14 +61,17 @@ class Frame:
 
 Sink = Callable[[PDU], memoryview | None]
 
-STAGING_SIZE = 64 * 1024  # greedy reads land here while PDUs are small
+STAGING_SIZE = 256 * 1024  # greedy reads land here
 #: staging buffers not in use by any reader, shared by all readers of the process (bounded): a reader holds
 #: one only from the read that needs it until everything staged is parsed, so idle connections hold none
 _STAGING_POOL: list[bytearray] = []
-_STAGING_POOL_MAX = 256
+_STAGING_POOL_MAX = 64
 _NO_STAGE = bytearray()
 _NO_VIEW = memoryview(_NO_STAGE)
-DIRECT_THRESHOLD = 16 * 1024  # a data segment this large is read straight into its destination
+DIRECT_THRESHOLD = 16 * 1024  # a data segment this large that has a sink is read straight into it
+#: a PDU (header + data segment + padding and digest) up to this size without a sink (immediate data) is
+#: staged whole and copied out: several arrive per ``recv``, instead of two ``recv``s each in direct mode
+STAGED_MAX = STAGING_SIZE // 2
 
 
 class PduReader:
@@ -74,12 +79,13 @@ class PduReader:
 
     Two read modes, switched per PDU:
 
-    * *staging*: ``get_buffer`` offers the free part of a 64 KiB staging buffer, so one ``recv`` picks up
-      several small PDUs (pipelined commands, 4 KiB Data-In/Out) at once; their data segments are copied
-      out (or into the sink) — cheaper than a system call per header;
-    * *direct*: once a header announces a large data segment, the part already staged is copied to its
-      destination (the sink's buffer, or a fresh one) and the rest is read straight into it, so bulk
-      payloads are never staged.  After a large PDU the next header is read exactly (48 bytes) too, since
+    * *staging*: ``get_buffer`` offers the free part of a 256 KiB staging buffer, so one ``recv`` picks up
+      several PDUs (pipelined commands, 4 KiB Data-In/Out, 64 KiB writes with immediate data) at once; their
+      data segments are copied out (or into the sink) — cheaper than a system call or two per PDU;
+    * *direct*: once a header announces a large data segment that has a sink (a Data-Out into its
+      command's write buffer) or is larger than :data:`STAGED_MAX`, the part already staged is copied to
+      its destination (the sink's buffer, or a fresh one) and the rest is read straight into it, so those
+      payloads are never staged.  After such a PDU the next header is read exactly (48 bytes) too, since
       large transfers come in runs.
 
     ``buffer_filled`` only accounts for the bytes; frames come out one at a time from ``next_frame``, so the
@@ -103,6 +109,9 @@ class PduReader:
         self._start = 0  # first unparsed staged byte
         self._end = 0  # end of staged bytes
         self._greedy = True
+        self._bulk = False  # the last PDU framed (or awaited) had a large data segment
+        self._pending = 0  # staging: bytes from _start the PDU there needs in all (0: not known yet)
+        self._unit = 0  # size of the last staged large PDU (header to digest): the next ones are likely alike
         # direct mode: the data segment of ``_pdu`` is being read into ``_target`` (+ ``_tail``)
         self._target: memoryview | None = None
         self._target_have = 0
@@ -128,7 +137,11 @@ class PduReader:
             self._view = memoryview(self._stage)
         if self._start == self._end:
             self._start = self._end = 0
-        elif self._start and (STAGING_SIZE - self._end < DIRECT_THRESHOLD or not self._greedy):
+        elif self._start and (
+            STAGING_SIZE - self._end < DIRECT_THRESHOLD
+            or not self._greedy
+            or self._start + (self._pending or self._unit) > STAGING_SIZE
+        ):
             self._stage[: self._end - self._start] = self._view[self._start : self._end]
             self._end -= self._start
             self._start = 0
@@ -136,6 +149,15 @@ class PduReader:
             exact = self._view[self._end : self._start + self._wanted()]
             if exact:
                 return exact
+        unit = self._unit
+        if unit:
+            # a run of large staged PDUs (64 KiB writes): end the read where a PDU of the same size would,
+            # so no partial PDU is left at the end of the buffer to be moved to its front
+            base = self._start + (self._pending or unit)
+            if base <= STAGING_SIZE:
+                stop = base + (STAGING_SIZE - base) // unit * unit
+                if stop > self._end:
+                    return self._view[self._end : stop]
         return self._view[self._end :]
 
     def buffer_filled(self, n: int) -> None:
@@ -152,9 +174,9 @@ class PduReader:
 
     @property
     def bulk(self) -> bool:
-        """True while large PDUs are arriving (the last data segment was read in direct mode): the caller
-        may expect the next PDU within the same read burst."""
-        return not self._greedy
+        """True while large PDUs are arriving (the last data segment was at least :data:`DIRECT_THRESHOLD`
+        bytes): the caller may expect the next PDU within the same read burst."""
+        return self._bulk
 
     def next_frame(self) -> Frame | None:
         """The next complete frame, or None until more bytes arrive.  Raises FramingError."""
@@ -203,6 +225,7 @@ class PduReader:
     def _parse(self) -> Frame | None:
         start = self._start
         avail = self._end - start
+        self._pending = 0
         if avail < BHS_LEN:
             return None
         view = self._view
@@ -229,6 +252,8 @@ class PduReader:
         if dlen == 0:
             self._start = start + hlen
             self._greedy = True
+            self._bulk = False
+            self._unit = 0
             return self._frame(pdu, header, error, b"", True, False)
         pad = -dlen % 4
         extra = pad + (DIGEST_LEN if self.data_digest else 0)
@@ -249,10 +274,18 @@ class PduReader:
                 got = bytes(view[data_at + dlen + pad : data_at + dlen + extra])
                 ok = crc32c_digest(dest, view[data_at + dlen : data_at + dlen + pad]) == got
             self._start = data_at + dlen + extra
-            self._greedy = dlen < DIRECT_THRESHOLD
+            self._bulk = large = dlen >= DIRECT_THRESHOLD
+            staged_large = large and not sunk and hlen + dlen + extra <= STAGED_MAX
+            self._greedy = staged_large or not large
+            self._unit = hlen + dlen + extra if staged_large else 0
             return self._frame(pdu, header, error, dest, ok, sunk)
-        if dlen < DIRECT_THRESHOLD:
-            self._greedy = True  # small: wait for the rest in the staging buffer
+        if dlen < DIRECT_THRESHOLD or (not sunk and hlen + dlen + extra <= STAGED_MAX):
+            # small, or large with nowhere better to go: wait for the rest in the staging buffer (moved to its
+            # front by get_buffer if it would not fit)
+            self._greedy = True
+            self._bulk = dlen >= DIRECT_THRESHOLD
+            self._pending = hlen + dlen + extra
+            self._unit = self._pending if self._bulk else 0
             return None
         # large: switch to direct mode; copy what is staged, read the rest in place
         if sunk:
@@ -271,6 +304,8 @@ class PduReader:
         self._tail_len, self._tail_have = extra, tail_have
         self._pdu, self._error, self._header, self._sunk = pdu, error, header, sunk
         self._greedy = False
+        self._bulk = True
+        self._unit = 0
         if have == dlen and tail_have >= extra:
             return self._finish_direct()
         return None
