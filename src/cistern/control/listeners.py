@@ -8,7 +8,7 @@ the optional TCP listener at start, exactly as aiohttp's ``UnixSite``/``TCPSite`
 reuse), so a socket in use or a bad certificate still fails the start with one named error.  Its protocol
 factory answers with aiohttp's low-level server (``AppRunner.server``: a ``RequestHandler`` per connection)
 once :mod:`cistern.control.http` is loaded; a connection accepted before that gets a :class:`_Waiting`
-protocol that pauses reading, starts the load (0.15-0.2 s once per process, during which the event loop
+protocol that pauses reading, starts the load (about 0.2 s once per process, during which the event loop
 pauses) and then hands its transport to a ``RequestHandler`` (``transport.set_protocol``), which reads the
 request as if it had accepted the connection itself.
 """
@@ -215,7 +215,7 @@ class AdminListeners:
     async def _load(self) -> None:
         begun = time.perf_counter()
         try:
-            # aiohttp, yarl, multidict and prometheus-client: 0.15-0.2 s of imports, once per process.  On the
+            # aiohttp, yarl, multidict and prometheus-client: about 0.2 s of imports, once per process.  On the
             # loop thread on purpose: a worker thread would not shorten the pause much (the GIL) and keeps
             # its pool and malloc arena (+1.2 MiB RSS measured).
             module = importlib.import_module("cistern.control.http")
