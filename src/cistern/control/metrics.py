@@ -193,9 +193,7 @@ def _portal_families(server: TargetServer) -> Iterator[Metric]:
         labels=labels,
     )
     conns = GaugeMetricFamily(
-        "cistern_portal_connections",
-        "Connections of logged-in sessions, per target and portal.",
-        labels=labels,
+        "cistern_portal_connections", "Connections of logged-in sessions, per target and portal.", labels=labels
     )
     counts: dict[tuple[str, str], list[int]] = {}
     for target in server.targets.values():  # every served portal, also with nobody logged in
@@ -246,9 +244,7 @@ def _raid_families(server: TargetServer) -> Iterator[Metric]:
         "cistern_raid_sync_speed_bytes_per_second", "Speed of the running background action.", labels=labels
     )
     mismatches = GaugeMetricFamily(
-        "cistern_raid_mismatched_stripes",
-        "Stripes whose parity or copies disagreed in the last check or repair.",
-        labels=labels,
+        "cistern_raid_mismatched_stripes", "Stripes whose parity or copies disagreed in the last check or repair.", labels=labels
     )
     member_state = GaugeMetricFamily(
         "cistern_raid_member_state",
@@ -284,23 +280,19 @@ def _tape_families(server: TargetServer) -> Iterator[Metric]:
     """Tape drives (loaded cartridge, bytes) and changers (occupied elements)."""
     labels = ["target", "lun"]
     loaded = GaugeMetricFamily(
-        "cistern_tape_loaded",
-        "1 while the drive holds a cartridge (barcode in a label).",
+        "cistern_tape_loaded", "1 while the drive holds a cartridge (barcode in a label).",
         labels=[*labels, "barcode"],
     )
     host_bytes = CounterMetricFamily(
-        "cistern_tape_host_bytes",
-        "Bytes the drive exchanged with initiators, by direction.",
+        "cistern_tape_host_bytes", "Bytes the drive exchanged with initiators, by direction.",
         labels=[*labels, "direction"],
     )
     medium_bytes = CounterMetricFamily(
-        "cistern_tape_medium_bytes",
-        "Bytes the drive wrote to or read from cartridges (after compression).",
+        "cistern_tape_medium_bytes", "Bytes the drive wrote to or read from cartridges (after compression).",
         labels=[*labels, "direction"],
     )
     elements = GaugeMetricFamily(
-        "cistern_changer_elements",
-        "Elements of the medium changer, by kind and whether they hold a cartridge.",
+        "cistern_changer_elements", "Elements of the medium changer, by kind and whether they hold a cartridge.",
         labels=[*labels, "kind", "full"],
     )
     for target_name, number, lu in _luns(server):

@@ -65,7 +65,5 @@ def build_ses_luns(
         if lcfg.backend != "ses":
             continue
         kwargs = {k: getattr(lcfg, k) for k in ("vendor", "product", "revision") if getattr(lcfg, k, None)}
-        out[lcfg.lun] = EnclosureUnit(
-            arrays, lun=lcfg.lun, serial=lcfg.serial or serial_for(lcfg.lun), **kwargs
-        )
+        out[lcfg.lun] = EnclosureUnit(arrays, lun=lcfg.lun, serial=lcfg.serial or serial_for(lcfg.lun), **kwargs)
     return out
