@@ -28,7 +28,7 @@ import contextlib
 import select
 
 #: the most one polling stretch may keep the event loop from its other work (timers, new connections,
-#: thread-pool completions), seconds; the loop is visited at least this often while a connection polls
+#: thread-pool completions), seconds: then the loop gets one turn (without sleeping) and the poll goes on
 POLL_SLICE = 0.001
 
 #: after polls that found nothing, a connection skips up to 2**MAX_MISSES batches before polling again

@@ -115,6 +115,7 @@ class Connection(asyncio.BufferedProtocol):
         self._fd = -1  # the socket's descriptor when it carries plain iSCSI (not TLS)
         self._poll: BusyPoll | None = None
         self._polling = False
+        self._poll_resume = False  # a poll stretch ended at POLL_SLICE and continues after a loop visit
 
     # ------------------------------------------------------------------ asyncio plumbing
 
@@ -147,6 +148,7 @@ class Connection(asyncio.BufferedProtocol):
         reader = self.reader
         reader.buffer_filled(nbytes)
         now = time.monotonic()
+        self._poll_resume = False
         self._in_batch = True
         try:
             while not self._closing:
@@ -205,8 +207,9 @@ class Connection(asyncio.BufferedProtocol):
     def _busy_poll(self, poll: BusyPoll) -> None:
         """Poll the socket for the initiator's next bytes for up to ``poll.budget`` seconds (see
         :mod:`cistern.target.busypoll`), handing what arrives to :meth:`buffer_updated` as the event loop
-        would; stop when another connection has data, after :data:`POLL_SLICE`, or when this connection
-        no longer only waits for its initiator."""
+        would; stop when another connection has data or when this connection no longer only waits for
+        its initiator.  Every :data:`POLL_SLICE` the event loop gets one turn (without sleeping) before
+        the poll goes on."""
         fd = self._fd
         yield_cpu = os.sched_yield
         pollset = self.server.poll_set
@@ -240,11 +243,24 @@ class Connection(asyncio.BufferedProtocol):
                 pollset.caught += 1
                 self.buffer_updated(nbytes)
                 now = clock()
-                if now >= end or not self._may_poll():
+                if not self._may_poll():
+                    return
+                if now >= end:
+                    # visit the event loop (timers, other sockets, thread-pool completions) without
+                    # sleeping in it: a ready callback makes its epoll_wait return at once
+                    self._poll_resume = True
+                    asyncio.get_running_loop().call_soon(self._resume_poll)
                     return
                 deadline = now + poll.budget
         finally:
             self._polling = False
+
+    def _resume_poll(self) -> None:
+        """Continue a poll stretch cut at :data:`POLL_SLICE`, unless bytes came through the loop since."""
+        poll = self._poll
+        if self._poll_resume and poll is not None and not self._polling and self._may_poll():
+            self._poll_resume = False
+            self._busy_poll(poll)
 
     def set_busy_poll(self, budget: float) -> None:
         """Poll for up to ``budget`` seconds after each batch of responses (0: never); plain-TCP
