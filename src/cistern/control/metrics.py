@@ -133,6 +133,14 @@ class ServerCollector:
             conns.add_metric([name], n_conns)
         yield from (sessions, conns, s_read, s_write)
         yield from _portal_families(server)
+        polls = CounterMetricFamily(
+            "cistern_busy_polls",
+            "Busy polls after responses (busy_poll_us): caught the initiator's next command, or ran out of budget.",
+            labels=["outcome"],
+        )
+        polls.add_metric(["caught"], server.poll_set.caught)
+        polls.add_metric(["empty"], server.poll_set.empty)
+        yield polls
 
         if self.lag is not None:
             yield GaugeMetricFamily(
