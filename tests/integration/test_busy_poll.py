@@ -100,7 +100,7 @@ async def _second_session(srv: AdminServer, seconds: float) -> float:
 
 
 def test_a_depth_one_initiator_is_polled_and_another_session_is_served(server: AdminServer) -> None:
-    caught0, empty0 = _polls(server)
+    caught0, _ = _polls(server)
     perf = _start_perf(server)
     try:
         time.sleep(0.5)
