@@ -61,17 +61,21 @@ class Frame:
 
 Sink = Callable[[PDU], memoryview | None]
 
-STAGING_SIZE = 256 * 1024  # greedy reads land here
-#: staging buffers not in use by any reader, shared by all readers of the process (bounded): a reader holds
-#: one only from the read that needs it until everything staged is parsed, so idle connections hold none
+STAGING_SIZE = 64 * 1024  # greedy reads land here
+BULK_STAGING_SIZE = 256 * 1024  # ... or here, while large PDUs are staged whole (see STAGED_MAX)
+#: staging buffers not in use by any reader, shared by all readers of the process (bounded), one pool per
+#: size: a reader holds one only from the read that needs it until everything staged is parsed, so idle
+#: connections hold none
 _STAGING_POOL: list[bytearray] = []
-_STAGING_POOL_MAX = 64
+_STAGING_POOL_MAX = 256
+_BULK_POOL: list[bytearray] = []
+_BULK_POOL_MAX = 16
 _NO_STAGE = bytearray()
 _NO_VIEW = memoryview(_NO_STAGE)
 DIRECT_THRESHOLD = 16 * 1024  # a data segment this large that has a sink is read straight into it
 #: a PDU (header + data segment + padding and digest) up to this size without a sink (immediate data) is
 #: staged whole and copied out: several arrive per ``recv``, instead of two ``recv``s each in direct mode
-STAGED_MAX = STAGING_SIZE // 2
+STAGED_MAX = BULK_STAGING_SIZE // 2
 
 
 class PduReader:
@@ -79,9 +83,10 @@ class PduReader:
 
     Two read modes, switched per PDU:
 
-    * *staging*: ``get_buffer`` offers the free part of a 256 KiB staging buffer, so one ``recv`` picks up
-      several PDUs (pipelined commands, 4 KiB Data-In/Out, 64 KiB writes with immediate data) at once; their
-      data segments are copied out (or into the sink) — cheaper than a system call or two per PDU;
+    * *staging*: ``get_buffer`` offers the free part of a 64 KiB staging buffer (256 KiB while large PDUs
+      are staged whole), so one ``recv`` picks up several PDUs (pipelined commands, 4 KiB Data-In/Out, 64 KiB
+      writes with immediate data) at once; their data segments are copied out (or into the sink) — cheaper
+      than a system call or two per PDU;
     * *direct*: once a header announces a large data segment that has a sink (a Data-Out into its
       command's write buffer) or is larger than :data:`STAGED_MAX`, the part already staged is copied to
       its destination (the sink's buffer, or a fresh one) and the rest is read straight into it, so those
@@ -132,15 +137,21 @@ class PduReader:
             if self._target_have < len(target):
                 return target[self._target_have :]
             return memoryview(self._tail)[self._tail_have : self._tail_len]
+        unit = self._unit
         if not self._stage:
-            self._stage = _STAGING_POOL.pop() if _STAGING_POOL else bytearray(STAGING_SIZE)
+            if unit:
+                self._stage = _BULK_POOL.pop() if _BULK_POOL else bytearray(BULK_STAGING_SIZE)
+            else:
+                self._stage = _STAGING_POOL.pop() if _STAGING_POOL else bytearray(STAGING_SIZE)
             self._view = memoryview(self._stage)
         if self._start == self._end:
             self._start = self._end = 0
+        size = len(self._stage)
+        need = self._pending or unit  # what the PDU at _start takes, when known
+        if need > size:
+            size = self._grow_stage()
         elif self._start and (
-            STAGING_SIZE - self._end < DIRECT_THRESHOLD
-            or not self._greedy
-            or self._start + (self._pending or self._unit) > STAGING_SIZE
+            size - self._end < DIRECT_THRESHOLD or not self._greedy or self._start + need > size
         ):
             self._stage[: self._end - self._start] = self._view[self._start : self._end]
             self._end -= self._start
@@ -149,16 +160,25 @@ class PduReader:
             exact = self._view[self._end : self._start + self._wanted()]
             if exact:
                 return exact
-        unit = self._unit
         if unit:
             # a run of large staged PDUs (64 KiB writes): end the read where a PDU of the same size would,
             # so no partial PDU is left at the end of the buffer to be moved to its front
-            base = self._start + (self._pending or unit)
-            if base <= STAGING_SIZE:
-                stop = base + (STAGING_SIZE - base) // unit * unit
+            base = self._start + need
+            if base <= size:
+                stop = base + (size - base) // unit * unit
                 if stop > self._end:
                     return self._view[self._end : stop]
         return self._view[self._end :]
+
+    def _grow_stage(self) -> int:
+        """Move what is staged to the front of a bulk staging buffer (the small one goes back to its pool)."""
+        bulk = _BULK_POOL.pop() if _BULK_POOL else bytearray(BULK_STAGING_SIZE)
+        n = self._end - self._start
+        bulk[:n] = self._view[self._start : self._end]
+        self._give_back_stage()
+        self._stage, self._view = bulk, memoryview(bulk)
+        self._end = n
+        return BULK_STAGING_SIZE
 
     def buffer_filled(self, n: int) -> None:
         target = self._target
@@ -191,9 +211,13 @@ class PduReader:
         return frame
 
     def _give_back_stage(self) -> None:
-        """Everything staged is parsed: return the staging buffer to the pool (an idle reader holds none)."""
-        if len(_STAGING_POOL) < _STAGING_POOL_MAX:
-            _STAGING_POOL.append(self._stage)
+        """Everything staged is parsed: return the staging buffer to its pool (an idle reader holds none)."""
+        stage = self._stage
+        if len(stage) == STAGING_SIZE:
+            if len(_STAGING_POOL) < _STAGING_POOL_MAX:
+                _STAGING_POOL.append(stage)
+        elif len(_BULK_POOL) < _BULK_POOL_MAX:
+            _BULK_POOL.append(stage)
         self._stage, self._view = _NO_STAGE, _NO_VIEW
         self._start = self._end = 0
 
