@@ -40,6 +40,8 @@ COMPILED_MODULES: tuple[str, ...] = (
     "cistern.scsi.alua",
     "cistern.wire.recovery",
     "cistern.wire.target_connection",
+    "cistern.wire.target_session",
+    "cistern.wire.tasks",
 )
 
 ENV_PURE = "CISTERN_PURE_PYTHON"
