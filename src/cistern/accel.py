@@ -42,6 +42,7 @@ COMPILED_MODULES: tuple[str, ...] = (
     "cistern.wire.target_connection",
     "cistern.wire.target_session",
     "cistern.wire.tasks",
+    "cistern.target.engine",
 )
 
 ENV_PURE = "CISTERN_PURE_PYTHON"
