@@ -44,7 +44,7 @@ def crc32c_digest(*parts: Buffer) -> bytes:
     return crc.to_bytes(4, "little")
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Frame:
     """One received PDU.  ``error`` is set (and ``pdu`` is None) when the BHS could not be decoded; the
     frame was still consumed whole, so the stream stays in sync.  ``data_digest_ok`` is False when the
@@ -55,6 +55,20 @@ class Frame:
     error: PduError | None = None
     data_digest_ok: bool = True
     sunk: bool = False  # the data segment went to a sink buffer (pdu.data is a view of it)
+
+    def __init__(
+        self,
+        pdu: PDU | None,
+        header: bytes,
+        error: PduError | None = None,
+        data_digest_ok: bool = True,
+        sunk: bool = False,
+    ) -> None:  # written, not generated: a direct call when compiled (see cistern.scsi.task.ScsiTask)
+        self.pdu = pdu
+        self.header = header
+        self.error = error
+        self.data_digest_ok = data_digest_ok
+        self.sunk = sunk
 
 
 Sink = Callable[[PDU], memoryview | None]
