@@ -43,6 +43,7 @@ COMPILED_MODULES: tuple[str, ...] = (
     "cistern.wire.target_session",
     "cistern.wire.tasks",
     "cistern.target.engine",
+    "cistern.wire.bhs",
 )
 
 ENV_PURE = "CISTERN_PURE_PYTHON"
