@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
 from cistern.scsi.task import DataDirection, ScsiResult, ScsiTask, Status, TaskAttribute
@@ -179,26 +179,31 @@ class CommandEngine:
             conn._kick()
 
 
+_FINISHED = object()  # what _step's next() answers once the coroutine has returned
+
+
 def run_eager(coro: Coroutine[Any, Any, None]) -> None:
     """Start ``coro`` now; it keeps running on the current loop from futures' callbacks."""
-    _step(coro)
+    _step(coro.__await__())
 
 
-def _step(coro: Coroutine[Any, Any, None], _done: object = None) -> None:
+def _step(steps: Generator[Any, None, None], _done: object = None) -> None:
+    # next(steps, _FINISHED), not coro.send(None): the end of the coroutine comes back as a value, not as a
+    # StopIteration raised through this function (which, compiled, would cost a traceback entry per command)
     try:
-        yielded = coro.send(None)
-    except StopIteration:
-        return
+        yielded: Any = next(steps, _FINISHED)
     except asyncio.CancelledError:
         return
     except Exception:
         log.exception("command coroutine failed")
         return
+    if yielded is _FINISHED:
+        return
     if yielded is None:  # a bare yield (asyncio.sleep(0)): resume on the next iteration
-        asyncio.get_running_loop().call_soon(_step, coro)
+        asyncio.get_running_loop().call_soon(_step, steps)
         return
     if getattr(yielded, "_asyncio_future_blocking", None):
         yielded._asyncio_future_blocking = False
-        yielded.add_done_callback(lambda fut: _step(coro, fut))
+        yielded.add_done_callback(lambda fut: _step(steps, fut))
         return
-    coro.throw(RuntimeError(f"coroutine yielded {yielded!r}, not a future"))
+    steps.throw(RuntimeError(f"coroutine yielded {yielded!r}, not a future"))
