@@ -22,9 +22,10 @@ from dataclasses import dataclass
 
 import crc32c
 
+from cistern.wire.bhs import decode_bhs
 from cistern.wire.constants import BHS_LEN, DIGEST_LEN
-from cistern.wire.errors import RemoteProtocolError
-from cistern.wire.pdu import PDU, Buffer, PduError, decode_bhs, header_lengths
+from cistern.wire.errors import PduError, RemoteProtocolError
+from cistern.wire.pdu import PDU, Buffer, header_lengths
 
 MAX_AHS_LEN = 255 * 4
 

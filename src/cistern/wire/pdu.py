@@ -18,7 +18,9 @@ import struct
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from cistern.wire.bhs import PDU_CLASSES
 from cistern.wire.bhs import data_in_header as data_in_header
+from cistern.wire.bhs import decode_bhs as decode_bhs
 from cistern.wire.bhs import decode_lun as decode_lun
 from cistern.wire.bhs import encode_lun as encode_lun
 from cistern.wire.bhs import r2t_header as r2t_header
@@ -38,18 +40,9 @@ from cistern.wire.constants import (
     Opcode,
     RejectReason,
 )
-from cistern.wire.errors import Rejection, RemoteProtocolError
+from cistern.wire.errors import PduError as PduError
 
 Buffer = bytes | bytearray | memoryview
-
-
-class PduError(RemoteProtocolError):
-    """The peer sent a PDU we cannot accept; ``reason`` is the Reject reason code to answer with
-    (:attr:`answer` is the matching :class:`cistern.wire.errors.Rejection`)."""
-
-    def __init__(self, message: str, reason: RejectReason = RejectReason.PROTOCOL_ERROR) -> None:
-        super().__init__(message, Rejection(reason))
-        self.reason = reason
 
 
 # --------------------------------------------------------------------------------------------------
@@ -91,9 +84,6 @@ class PDU:
         return bytes(self.encode_header()) + data + bytes(-len(data) % 4)
 
 
-_BY_OPCODE: dict[int, type[PDU]] = {}
-
-
 def _layout(fmt: str, *names: str):
     """Class decorator: attach the BHS layout (bytes 1..47) and register the opcode."""
     layout = struct.Struct(">" + fmt)
@@ -104,7 +94,7 @@ def _layout(fmt: str, *names: str):
         cls._LAYOUT = layout
         cls._FIELDS = names
         cls._GET = operator.attrgetter(*names)
-        _BY_OPCODE[cls.OPCODE] = cls
+        PDU_CLASSES[cls.OPCODE] = cls
         return cls
 
     return apply
@@ -591,22 +581,7 @@ class Reject(PDU):
 
 
 def pdu_class(opcode: int) -> type[PDU] | None:
-    return _BY_OPCODE.get(opcode)
-
-
-def decode_bhs(bhs: Buffer, ahs: bytes = b"") -> PDU:
-    """Decode a 48-byte BHS (plus its AHS bytes).  The data segment is attached by the caller."""
-    if len(bhs) < BHS_LEN:
-        raise PduError(f"truncated BHS ({len(bhs)} bytes)")
-    opcode = bhs[0] & 0x3F
-    cls = _BY_OPCODE.get(opcode)
-    if cls is None:
-        raise PduError(f"unknown opcode 0x{opcode:02x}", RejectReason.COMMAND_NOT_SUPPORTED)
-    pdu = cls(*cls._LAYOUT.unpack_from(bhs, 1))
-    pdu.immediate = bool(bhs[0] & 0x40)
-    if ahs:
-        pdu.ahs = bytes(ahs)
-    return pdu
+    return PDU_CLASSES.get(opcode)
 
 
 def header_lengths(bhs: Buffer) -> tuple[int, int]:
