@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine, Generator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from cistern.scsi.task import DataDirection, ScsiResult, ScsiTask, Status, TaskAttribute
 from cistern.wire.constants import CMD_READ
@@ -39,13 +39,13 @@ if TYPE_CHECKING:
 
 __all__ = ["GATED_READ", "CommandEngine", "describe_sense", "run_eager"]
 
-log = logging.getLogger("cistern.target")
+log: Final = logging.getLogger("cistern.target")
 
-SENSE_INTERNAL_TARGET_FAILURE = fixed_sense(0x04, 0x44, 0x00)
+SENSE_INTERNAL_TARGET_FAILURE: Final = fixed_sense(0x04, 0x44, 0x00)
 
 # A READ whose EDTL is above GATED_READ waits for the connection's read-data gate before it runs
 # (Connection._admit_data_in, issue 12 "read data"); smaller reads (the 4 KiB hot path) never wait.
-GATED_READ = 256 * 1024
+GATED_READ: Final = 256 * 1024
 
 _SENSE_KEYS = (
     "NO SENSE", "RECOVERED ERROR", "NOT READY", "MEDIUM ERROR", "HARDWARE ERROR", "ILLEGAL REQUEST",
@@ -69,8 +69,10 @@ def describe_sense(sense: bytes | None) -> str:
 
 
 # SCSI Command flags -> task attribute (ATTR, 3 bits) and direction (W = 0x20, R = 0x40)
-_ATTRIBUTES = tuple(TaskAttribute(a) if a <= TaskAttribute.ACA else TaskAttribute.SIMPLE for a in range(8))
-_DIRECTIONS = (DataDirection.NONE, DataDirection.WRITE, DataDirection.READ, DataDirection.BIDI)
+_ATTRIBUTES: Final = tuple(
+    TaskAttribute(a) if a <= TaskAttribute.ACA else TaskAttribute.SIMPLE for a in range(8)
+)
+_DIRECTIONS: Final = (DataDirection.NONE, DataDirection.WRITE, DataDirection.READ, DataDirection.BIDI)
 
 
 class CommandEngine:
@@ -179,7 +181,7 @@ class CommandEngine:
             conn._kick()
 
 
-_FINISHED = object()  # what _step's next() answers once the coroutine has returned
+_FINISHED: Final = object()  # what _step's next() answers once the coroutine has returned
 
 
 def run_eager(coro: Coroutine[Any, Any, None]) -> None:

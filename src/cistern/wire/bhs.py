@@ -12,7 +12,7 @@ interpreted frame each.
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from cistern.wire.constants import BHS_LEN, FLAG_FINAL, RESERVED_TAG, Opcode, RejectReason
 from cistern.wire.errors import PduError
@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 #: the PDU class of each opcode (:mod:`cistern.wire.pdu` registers them as it defines them)
-PDU_CLASSES: dict[int, Any] = {}
+PDU_CLASSES: Final[dict[int, Any]] = {}
 
 
 def decode_bhs(bhs: Buffer, ahs: bytes = b"") -> PDU:
@@ -83,12 +83,12 @@ def decode_lun(field64: int) -> int:
 # tests/unit/test_pdu.py).  DataSegmentLength must be below 2**24 (bytes 4..7 are packed as one word with
 # TotalAHSLength 0); the target never sends more than MaxRecvDataSegmentLength <= 2**24 - 1.
 
-_DATA_IN_BHS = struct.Struct(">BBxBIQIIIIIIII")  # RFC 7143 11.7
-_SCSI_RESPONSE_BHS = struct.Struct(">BBBBI8xIIIIIIII")  # RFC 7143 11.4
-_R2T_BHS = struct.Struct(">BB2xIQIIIIIIII")  # RFC 7143 11.8
-_OP_DATA_IN = int(Opcode.DATA_IN)
-_OP_SCSI_RESPONSE = int(Opcode.SCSI_RESPONSE)
-_OP_R2T = int(Opcode.R2T)
+_DATA_IN_BHS: Final = struct.Struct(">BBxBIQIIIIIIII")  # RFC 7143 11.7
+_SCSI_RESPONSE_BHS: Final = struct.Struct(">BBBBI8xIIIIIIII")  # RFC 7143 11.4
+_R2T_BHS: Final = struct.Struct(">BB2xIQIIIIIIII")  # RFC 7143 11.8
+_OP_DATA_IN: Final = int(Opcode.DATA_IN)
+_OP_SCSI_RESPONSE: Final = int(Opcode.SCSI_RESPONSE)
+_OP_R2T: Final = int(Opcode.R2T)
 
 
 def data_in_header(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 import crc32c
 
@@ -27,7 +28,7 @@ from cistern.wire.constants import BHS_LEN, DIGEST_LEN
 from cistern.wire.errors import PduError, RemoteProtocolError
 from cistern.wire.pdu import PDU, Buffer, header_lengths
 
-MAX_AHS_LEN = 255 * 4
+MAX_AHS_LEN: Final = 255 * 4
 
 
 class FramingError(RemoteProtocolError):
@@ -74,14 +75,14 @@ class Frame:
 
 Sink = Callable[[PDU], memoryview | None]
 
-STAGING_SIZE = 64 * 1024  # greedy reads land here while PDUs are small
+STAGING_SIZE: Final = 64 * 1024  # greedy reads land here while PDUs are small
 #: staging buffers not in use by any reader, shared by all readers of the process (bounded): a reader holds
 #: one only from the read that needs it until everything staged is parsed, so idle connections hold none
-_STAGING_POOL: list[bytearray] = []
-_STAGING_POOL_MAX = 256
-_NO_STAGE = bytearray()
-_NO_VIEW = memoryview(_NO_STAGE)
-DIRECT_THRESHOLD = 16 * 1024  # a data segment this large is read straight into its destination
+_STAGING_POOL: Final[list[bytearray]] = []
+_STAGING_POOL_MAX: Final = 256
+_NO_STAGE: Final = bytearray()
+_NO_VIEW: Final = memoryview(_NO_STAGE)
+DIRECT_THRESHOLD: Final = 16 * 1024  # a data segment this large is read straight into its destination
 
 
 class PduReader:
@@ -314,7 +315,7 @@ def frame_pdu(pdu: PDU, *, header_digest: bool = False, data_digest: bool = Fals
     return frame_parts(pdu.encode_header(), pdu.data, header_digest, data_digest)
 
 
-_PADS = (b"", bytes(1), bytes(2), bytes(3))
+_PADS: Final = (b"", bytes(1), bytes(2), bytes(3))
 
 
 def frame_parts(header: Buffer, data: Buffer, header_digest: bool, data_digest: bool) -> list[Buffer]:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import collections
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from cistern.scsi.task import ScsiResult, Status
 from cistern.wire import pdu as P
@@ -74,10 +74,11 @@ __all__ = [
     "residual_flags",
 ]
 
-log = logging.getLogger("cistern.target")
+log: Final = logging.getLogger("cistern.target")
 
-MAX_FFP_TEXT = 64 * 1024  # largest Text Request assembled in full feature phase
-ENDED_EARLY_KEPT = 64  # ITTs of tasks ended before their data: late Data-Out for them is discarded silently
+MAX_FFP_TEXT: Final = 64 * 1024  # largest Text Request assembled in full feature phase
+#: ITTs of tasks ended before their data kept: late Data-Out for them is discarded silently
+ENDED_EARLY_KEPT: Final = 64
 
 
 def fixed_sense(key: int, asc: int, ascq: int) -> bytes:
@@ -91,10 +92,10 @@ def fixed_sense(key: int, asc: int, ascq: int) -> bytes:
     return bytes(sense)
 
 
-_ABORTED_COMMAND = 0x0B
-SENSE_DATA_PHASE_ERROR = fixed_sense(_ABORTED_COMMAND, 0x4B, 0x00)
-SENSE_CRC_ERROR = fixed_sense(_ABORTED_COMMAND, 0x47, 0x05)  # PROTOCOL SERVICE CRC ERROR
-SENSE_INVALID_FIELD_IN_CDB = fixed_sense(0x05, 0x24, 0x00)
+_ABORTED_COMMAND: Final = 0x0B
+SENSE_DATA_PHASE_ERROR: Final = fixed_sense(_ABORTED_COMMAND, 0x4B, 0x00)
+SENSE_CRC_ERROR: Final = fixed_sense(_ABORTED_COMMAND, 0x47, 0x05)  # PROTOCOL SERVICE CRC ERROR
+SENSE_INVALID_FIELD_IN_CDB: Final = fixed_sense(0x05, 0x24, 0x00)
 
 
 def residual_flags(edtl: int, wanted: int, moved: int) -> tuple[int, int]:
@@ -963,7 +964,7 @@ class TargetConnection:
         return session.detach(self, now)
 
 
-_HANDLERS: dict[type, Callable[[TargetConnection, Any, bytes], None]] = {
+_HANDLERS: Final[dict[type, Callable[[TargetConnection, Any, bytes], None]]] = {
     P.NopOut: TargetConnection._on_nop_out,
     P.ScsiCommand: TargetConnection._on_scsi_command,
     P.DataOut: TargetConnection._on_data_out,
