@@ -44,6 +44,7 @@ COMPILED_MODULES: tuple[str, ...] = (
     "cistern.wire.tasks",
     "cistern.target.engine",
     "cistern.wire.bhs",
+    "cistern.scsi.reservations",
 )
 
 ENV_PURE = "CISTERN_PURE_PYTHON"
