@@ -359,7 +359,7 @@ class TargetConnection:
             pdu.itt,
             decode_lun(pdu.lun),
             pdu.cmdsn,
-            bytes(cdb),
+            cdb if type(cdb) is bytes else bytes(cdb),  # decoded CDBs are bytes already: no copy
             pdu.flags,
             pdu.expected_data_transfer_length,
             pdu.immediate,
