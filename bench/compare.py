@@ -64,6 +64,13 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, help="also write every measurement here")
     parser.add_argument("--log-dir", type=Path, default=Path("artifacts/bench"), help="target logs")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a root key of cistern's config (TOML value), e.g. --set busy_poll_us=0",
+    )
     return parser.parse_args(argv)
 
 
@@ -132,6 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         print("no workload matches --filter", file=sys.stderr)
         return 2
     size = _parse_size(args.size)
+    root = tuple(f"{k.strip()} = {v.strip()}" for k, _, v in (item.partition("=") for item in args.set))
+    try:
+        targets.check_root_settings(root)
+    except ValueError as exc:
+        print(f"--set: {exc}", file=sys.stderr)
+        return 2
     args.log_dir.mkdir(parents=True, exist_ok=True)
     results: dict[tuple[str, str, str], list[Sample]] = {}
     failures: list[str] = []
@@ -145,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         if "tgt" in names:
             running.append(stack.enter_context(targets.tgt_target(disks, args.log_dir)))
         if "cistern" in names:
-            running.append(stack.enter_context(targets.cistern_target(disks, args.log_dir)))
+            running.append(stack.enter_context(targets.cistern_target(disks, args.log_dir, root=root)))
         pairs = []  # (Running, store) in a fixed base order, rotated each round
         for store in stores:
             for server in running:

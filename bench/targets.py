@@ -150,8 +150,9 @@ def tgt_target(disks: Disks, log_dir: Path) -> Iterator[Running]:
         yield Running("tgt", tgt.pid, urls)
 
 
-def cistern_config_toml(port: int, disks: Disks) -> str:
-    """One open target on 127.0.0.1:``port``: LUN 0 file, LUN 1 memory, LUN 2 block device (if any)."""
+def cistern_config_toml(port: int, disks: Disks, root: tuple[str, ...] = ()) -> str:
+    """One open target on 127.0.0.1:``port``: LUN 0 file, LUN 1 memory, LUN 2 block device (if any).
+    ``root``: extra root-level TOML lines (``key = value``), e.g. ``busy_poll_us = 0``."""
     params = "\n".join(
         f"{_CONFIG_KEYS[name]} = {str(value).lower() if isinstance(value, bool) else value}"
         for name, value in PARAMS.items()
@@ -164,7 +165,9 @@ def cistern_config_toml(port: int, disks: Disks) -> str:
     if disks.block is not None:
         luns.append(f'lun = 2\nbackend = "block"\npath = "{disks.block}"\npersist_reservations = false\n')
     return (
-        'log_level = "warning"\n\n'
+        'log_level = "warning"\n'
+        + "".join(f"{line}\n" for line in root)
+        + "\n"
         "[[targets]]\n"
         f'name = "{IQN}"\n'
         f'portals = ["127.0.0.1:{port}"]\n'
@@ -172,6 +175,20 @@ def cistern_config_toml(port: int, disks: Disks) -> str:
         "[targets.params]\n"
         f"{params}\n\n" + "".join(f"[[targets.luns]]\n{lun}\n" for lun in luns)
     )
+
+
+def check_root_settings(root: tuple[str, ...]) -> None:
+    """Raise ValueError (one line) unless ``root`` lines make a valid cistern config."""
+    try:
+        from cistern.config.errors import ConfigError
+    except ImportError:
+        return
+    try:
+        _validate_config("".join(f"{line}\n" for line in root))
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"not TOML: {exc}") from None
+    except ConfigError as exc:
+        raise ValueError(str(exc).splitlines()[0]) from None
 
 
 def _validate_config(text: str) -> None:
@@ -185,11 +202,15 @@ def _validate_config(text: str) -> None:
 
 @contextlib.contextmanager
 def cistern_target(
-    disks: Disks, log_dir: Path, start_timeout: float = 20.0, env: dict[str, str] | None = None
+    disks: Disks,
+    log_dir: Path,
+    start_timeout: float = 20.0,
+    env: dict[str, str] | None = None,
+    root: tuple[str, ...] = (),
 ) -> Iterator[Running]:
     """``cistern serve`` with the file, memory and block LUNs of :func:`cistern_config_toml`; stopped by PID."""
     port = peers.free_port()
-    text = cistern_config_toml(port, disks)
+    text = cistern_config_toml(port, disks, root)
     _validate_config(text)
     with tempfile.TemporaryDirectory(prefix="cistern-bench-") as tmp:
         config_path = Path(tmp) / "bench.toml"

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from cistern.cli.options import json_option, verbose_option
 from cistern.cli.output import EXIT_BAD_CONFIG, config_error_exit, print_json, print_table, stdout_is_terminal
@@ -16,6 +14,9 @@ from cistern.config.model import Config, ConfigError, TargetConfig, load_config
 from cistern.config.sizes import human_size
 from cistern.config.tape import TAPE_BACKENDS
 from cistern.config.tape import describe as tape_describe
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def _access(target: TargetConfig) -> str:
@@ -44,6 +45,8 @@ def _flags(target: TargetConfig, index: int) -> str:
 
 def summary_tables(config: Config) -> list[Table]:
     """Rich tables describing ``config``: targets, then LUNs."""
+    from rich.table import Table  # when a table is drawn on a terminal, not in every serve/demo process
+
     targets = Table(title="Targets", show_lines=True)
     for column in ("Target", "Portals (TPGT)", "Access", "Auth", "LUNs"):
         targets.add_column(column, overflow="fold")
@@ -163,6 +166,8 @@ def check(ctx: click.Context, file: Path, no_path_checks: bool, as_json: bool) -
         return
     if config.targets:
         if stdout_is_terminal():
+            from rich.console import Console
+
             console = Console()
             for table in summary_tables(config):
                 console.print(table)

@@ -2,6 +2,10 @@
 when :mod:`cistern.cli.initiator_cmds` exists, the initiator commands it registers.
 
 Contract for that module: ``def register(group: click.Group) -> None`` adds its commands to the group.
+The modules of :data:`COMMAND_MODULES` register when a command other than the built-in ones is looked up
+or the commands are listed (``--help``), not at import: ``cistern serve``/``demo`` then run without
+importing the initiator, tape, RAID, admin-client and TLS commands (about 4 MiB of RSS a long-running
+server would keep for nothing; bench/RESULTS.md, "Idle memory, third session").
 """
 
 from __future__ import annotations
@@ -29,7 +33,29 @@ class CliState:
     log_format: str = "text"
 
 
-@click.group("cistern", context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """The ``cistern`` group: registers :data:`COMMAND_MODULES` on the first lookup it cannot answer
+    from the built-in commands, and before listing them."""
+
+    registered = False
+
+    def _register_all(self) -> None:
+        if not self.registered:
+            self.registered = True
+            for module in COMMAND_MODULES:
+                register_optional(self, module)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands:
+            self._register_all()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._register_all()
+        return super().list_commands(ctx)
+
+
+@click.group("cistern", cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(
     __version__,
     "-V",
@@ -92,9 +118,6 @@ COMMAND_MODULES = (
     "cistern.cli.admin_cmds",
     "cistern.cli.tls_cmds",
 )
-
-for _module in COMMAND_MODULES:
-    register_optional(cli, _module)
 
 
 def main() -> None:

@@ -78,6 +78,9 @@ class Config(BaseModel):
     #: seconds an unanswered ping waits before the connection is dropped as dead.  Generous on purpose:
     #: some initiators (libiscsi's synchronous tools) service their socket only when they send a command.
     nop_timeout: float = Field(default=75.0, gt=0, le=3600)
+    #: microseconds a connection polls for its initiator's next command after sending its responses, while
+    #: the initiator answers that fast (adaptive; 0: never poll).  See :mod:`cistern.target.busypoll`.
+    busy_poll_us: int = Field(default=50, ge=0, le=1000)
     portals: list[PortalField] | None = None
     discovery_auth: AuthConfig | None = None
     #: certificates of the TLS portals (see :mod:`cistern.config.tls`)

@@ -1,6 +1,7 @@
 """The admin HTTP API, ``/metrics`` and the dashboard, served by aiohttp from the target's own process.
 
-Two listeners share one application:
+Two listeners (bound at start by :mod:`cistern.control.listeners`, which imports this module, and so
+aiohttp, only when the first admin client connects) share one application:
 
 * a Unix socket (on by default, mode 0600 in a 0700 directory): file permissions are the access control,
   so every request on it may read and change;
@@ -15,18 +16,14 @@ and the cause.  The routes are described by the OpenAPI document at ``/api/opena
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import json
 import logging
 import os
-import socket
-import ssl
 import time
 import tomllib
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -35,7 +32,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from cistern import __version__
 from cistern.config.admin import AdminConfig
 from cistern.control.live import AdminError, ApplyReport, Controller
-from cistern.control.metrics import CONTENT_TYPE, LoopLag, make_registry, render
+from cistern.control.looplag import LoopLag
+from cistern.control.metrics import CONTENT_TYPE, make_registry, render
 from cistern.control.openapi import openapi_document
 from cistern.control.views import session_view, sessions_view, stats_view, target_view, targets_view
 
@@ -77,90 +75,34 @@ def _is_tcp(request: web.Request) -> bool:
 
 
 class AdminApp:
-    """The aiohttp application of one server (see the module docstring)."""
+    """The aiohttp application of one server (see the module docstring).
 
-    def __init__(self, controller: Controller, admin: AdminConfig) -> None:
+    Built by :class:`~cistern.control.listeners.AdminListeners` when the first admin client connects:
+    :meth:`setup` returns aiohttp's low-level server, the protocol factory of every admin connection;
+    ``lag`` samples the loop since the server started (``started``, a ``time.time()``)."""
+
+    def __init__(self, controller: Controller, admin: AdminConfig, lag: LoopLag, started: float) -> None:
         self.controller = controller
         self.admin = admin
-        self.lag = LoopLag()
+        self.lag = lag
         self.registry = make_registry(controller.server, self.lag)
-        self.started = time.time()
+        self.started = started
         self.app = web.Application(client_max_size=MAX_BODY, middlewares=[self._errors, self._access])
         self._routes()
-        self._runner: web.AppRunner | None = None
-        self.socket_path: Path | None = None
-        self.tcp_address: tuple[str, int] | None = None
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
 
     # ---- lifecycle
 
-    async def start(self) -> None:
-        """Listen on the Unix socket and/or TCP; raises OSError naming the address that cannot be used."""
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+    async def setup(self) -> web.Server:
+        """Freeze the application; the answer makes a ``RequestHandler`` protocol per call."""
         await self._runner.setup()
-        try:
-            path = self.admin.socket_path()
-            if path is not None:
-                await self._start_unix(path, explicit=self.admin.socket is not None)
-            if self.admin.listen is not None:
-                ctx = None
-                if self.admin.tls_cert is not None and self.admin.tls_key is not None:
-                    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-                    ctx.load_cert_chain(self.admin.tls_cert, self.admin.tls_key)
-                site = web.TCPSite(
-                    self._runner,
-                    self.admin.listen.host,
-                    self.admin.listen.port,
-                    ssl_context=ctx,
-                    reuse_address=True,
-                )
-                try:
-                    await site.start()
-                except OSError as exc:
-                    raise OSError(
-                        exc.errno, f"admin listen {self.admin.listen}: {exc.strerror or exc}"
-                    ) from None
-                for address in self._runner.addresses:
-                    if isinstance(address, tuple):
-                        self.tcp_address = (str(address[0]), int(address[1]))
-        except BaseException:
-            await self._runner.cleanup()
-            raise
-        self.lag.start()
+        server = self._runner.server
+        assert server is not None
+        return server
 
-    async def _start_unix(self, path: Path, *, explicit: bool) -> None:
-        assert self._runner is not None
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if path.exists() or path.is_socket():
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                probe.connect(str(path))
-            except OSError:
-                path.unlink(missing_ok=True)  # stale: nobody answers
-            else:
-                if explicit:
-                    raise OSError(f"admin socket {path} is in use by another running server")
-                log.warning(
-                    "admin socket %s is in use by another server: this one serves no admin socket", path
-                )
-                return
-            finally:
-                probe.close()
-        old = os.umask(0o177)
-        try:
-            site = web.UnixSite(self._runner, str(path))
-            await site.start()
-        finally:
-            os.umask(old)
-        os.chmod(path, 0o600)
-        self.socket_path = path
-
-    async def stop(self) -> None:
-        await self.lag.stop()
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self.socket_path is not None:
-            with contextlib.suppress(OSError):
-                self.socket_path.unlink()
+    async def cleanup(self) -> None:
+        """End the open admin connections (aiohttp's graceful shutdown) and the application."""
+        await self._runner.cleanup()
 
     # ---- middlewares
 

@@ -8,8 +8,6 @@ is pushed per command.  The names are listed in ``docs/metrics.md``; counters en
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import Iterator
 
@@ -23,6 +21,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 
 from cistern import __version__
+from cistern.control.looplag import LoopLag
 from cistern.scsi.changer import ChangerUnit
 from cistern.scsi.lu import LogicalUnit
 from cistern.scsi.stats import LATENCY_BUCKETS, SENSE_KEY_NAMES
@@ -33,33 +32,6 @@ from cistern.target.model import portal_text
 from cistern.target.server import TargetServer
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-class LoopLag:
-    """Event-loop lag: how late a sleep of ``interval`` seconds wakes up (a busy loop answers late)."""
-
-    def __init__(self, interval: float = 0.5) -> None:
-        self.interval = interval
-        self.last = 0.0
-        self.max = 0.0
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            start = loop.time()
-            await asyncio.sleep(self.interval)
-            self.last = max(0.0, loop.time() - start - self.interval)
-            self.max = max(self.max, self.last)
 
 
 class ServerCollector:
@@ -161,6 +133,14 @@ class ServerCollector:
             conns.add_metric([name], n_conns)
         yield from (sessions, conns, s_read, s_write)
         yield from _portal_families(server)
+        polls = CounterMetricFamily(
+            "cistern_busy_polls",
+            "Busy polls after responses (busy_poll_us): caught the initiator's next command, or ran out of budget.",
+            labels=["outcome"],
+        )
+        polls.add_metric(["caught"], server.poll_set.caught)
+        polls.add_metric(["empty"], server.poll_set.empty)
+        yield polls
 
         if self.lag is not None:
             yield GaugeMetricFamily(

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from cistern.config.admin import AdminConfig
 from cistern.config.model import Config
+from cistern.control.listeners import AdminListeners
 from cistern.control.live import AdminError, Controller
 from cistern.target.monitor import Monitor
 from cistern.target.server import build_server
@@ -64,11 +65,9 @@ async def serve(
     re-reads and ``config save`` writes."""
     if config_path is None:
         config_path = config.source_path
-    from cistern.control.http import AdminApp  # aiohttp is imported only by a server that serves
-
     server = build_server(config)
     controller = Controller(server, config, config_path)
-    admin = AdminApp(controller, config.admin or AdminConfig())
+    admin = AdminListeners(controller, config.admin or AdminConfig())
     loop = asyncio.get_running_loop()
     errors = _ErrorEvents(server.monitor)
     logging.getLogger("cistern").addHandler(errors)

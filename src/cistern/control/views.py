@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from cistern.control.live import AdminError, Controller
-from cistern.control.metrics import LoopLag
+from cistern.control.looplag import LoopLag
 from cistern.scsi.changer import ChangerUnit
 from cistern.scsi.lu import LogicalUnit
 from cistern.scsi.ses import EnclosureUnit

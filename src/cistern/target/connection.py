@@ -18,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from typing import TYPE_CHECKING, cast
 
+from cistern.target.busypoll import POLL_SLICE, BusyPoll
 from cistern.target.engine import CommandEngine
 from cistern.target.login_glue import LoginDriver
 from cistern.wire import pdu as P
@@ -83,6 +85,11 @@ class Connection(asyncio.BufferedProtocol):
         self._out: list[Buffer] = []  # the outbox during login (the machine's afterwards)
         self._in_batch = False  # inside buffer_updated: what is queued leaves at its end
         self._flush_scheduled = False
+        # adaptive busy polling (cistern.target.busypoll): plain TCP sockets in full feature phase only
+        self._fd = -1  # the socket's descriptor when it carries plain iSCSI (not TLS)
+        self._poll: BusyPoll | None = None
+        self._polling = False
+        self._poll_resume = False  # a poll stretch ended at POLL_SLICE and continues after a loop visit
 
     # ------------------------------------------------------------------ asyncio plumbing
 
@@ -97,6 +104,12 @@ class Connection(asyncio.BufferedProtocol):
                 import socket
 
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if (
+                transport.get_extra_info("sslcontext") is None
+                and transport.get_extra_info("ssl_object") is None
+            ):
+                with contextlib.suppress(OSError, ValueError):
+                    self._fd = sock.fileno()
         self.transport.set_write_buffer_limits(high=4 * 1024 * 1024, low=1024 * 1024)
         self.server.connections.add(self)
         self._arm_timer()
@@ -109,6 +122,7 @@ class Connection(asyncio.BufferedProtocol):
         reader = self.reader
         reader.buffer_filled(nbytes)
         now = time.monotonic()
+        self._poll_resume = False
         self._in_batch = True
         try:
             while not self._closing:
@@ -144,6 +158,98 @@ class Connection(asyncio.BufferedProtocol):
                 self._kick()
             else:
                 self._flush()
+                poll = self._poll
+                if poll is not None and not self._polling and self._may_poll() and poll.idle():
+                    self._busy_poll(poll)
+
+    def _may_poll(self) -> bool:
+        """Whether this connection now only waits for the initiator: everything it sent is answered and
+        sent, reading is not paused (backpressure, gated reads) and nothing is queued for later."""
+        machine = self.machine
+        transport = self.transport
+        return (
+            machine is not None
+            and not self._closing
+            and not self._flush_scheduled
+            and machine.session.outstanding == 0
+            and not machine.session.held
+            and transport is not None
+            and transport.is_reading()
+            and transport.get_write_buffer_size() == 0
+        )
+
+    def _busy_poll(self, poll: BusyPoll) -> None:
+        """Poll the socket for the initiator's next bytes for up to ``poll.budget`` seconds (see
+        :mod:`cistern.target.busypoll`), handing what arrives to :meth:`buffer_updated` as the event loop
+        would; stop when another connection has data or when this connection no longer only waits for
+        its initiator.  Every :data:`POLL_SLICE` the event loop gets one turn (without sleeping) before
+        the poll goes on."""
+        fd = self._fd
+        yield_cpu = os.sched_yield
+        pollset = self.server.poll_set
+        reader = self.reader
+        clock = time.monotonic
+        started = clock()
+        deadline = started + poll.budget
+        end = started + POLL_SLICE
+        self._polling = True
+        try:
+            while True:
+                state = pollset.ready(fd)
+                if state < 0:
+                    return
+                if state == 0:
+                    if clock() >= deadline:
+                        poll.timed_out()
+                        pollset.empty += 1
+                        return
+                    yield_cpu()  # a runnable initiator on this CPU gets it
+                    continue
+                try:
+                    nbytes = os.readv(fd, [reader.get_buffer()])
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    return  # the event loop sees the error or EOF on its next read and closes
+                if nbytes == 0:
+                    return
+                poll.caught()
+                pollset.caught += 1
+                self.buffer_updated(nbytes)
+                now = clock()
+                if not self._may_poll():
+                    return
+                if now >= end:
+                    # visit the event loop (timers, other sockets, thread-pool completions) without
+                    # sleeping in it: a ready callback makes its epoll_wait return at once
+                    self._poll_resume = True
+                    asyncio.get_running_loop().call_soon(self._resume_poll)
+                    return
+                deadline = now + poll.budget
+        finally:
+            self._polling = False
+
+    def _resume_poll(self) -> None:
+        """Continue a poll stretch cut at :data:`POLL_SLICE`, unless bytes came through the loop since."""
+        poll = self._poll
+        if self._poll_resume and poll is not None and not self._polling and self._may_poll():
+            self._poll_resume = False
+            self._busy_poll(poll)
+
+    def set_busy_poll(self, budget: float) -> None:
+        """Poll for up to ``budget`` seconds after each batch of responses (0: never); plain-TCP
+        connections in full feature phase only."""
+        pollset = self.server.poll_set
+        if budget > 0 and self._fd >= 0 and self.machine is not None and not self._closing:
+            if self._poll is None:
+                if not pollset.register(self._fd):
+                    return
+                self._poll = BusyPoll(budget)
+            else:
+                self._poll.budget = budget
+        elif self._poll is not None:
+            self._poll = None
+            pollset.unregister(self._fd)
 
     def eof_received(self) -> bool:
         return False
@@ -154,6 +260,9 @@ class Connection(asyncio.BufferedProtocol):
             self._timer.cancel()
             self._timer = None
         self.server.connections.discard(self)
+        if self._poll is not None:
+            self._poll = None
+            self.server.poll_set.unregister(self._fd)
         if self._write_ok is not None and not self._write_ok.done():
             self._write_ok.set_result(None)
         if self.session is not None:
@@ -271,6 +380,7 @@ class Connection(asyncio.BufferedProtocol):
             log.info("%s: CID %d of TSIH %d reinstated", self.peer, cid, session.tsih)
             old.close(now)
             old.owner.abort()
+        self.set_busy_poll(self.server.busy_poll)
         self._arm_timer()
 
     @property

@@ -37,6 +37,7 @@ from cistern.security.tls import target_context
 from cistern.storage.base import BackingStore
 from cistern.storage.factory import open_store
 from cistern.storage.raid import as_raid
+from cistern.target.busypoll import PollSet
 from cistern.target.connection import Connection
 from cistern.target.gate import GatedConnection, TlsListener
 from cistern.target.model import ChapSecret, PortalGroupSpec, TargetLimits, TargetSpec
@@ -69,6 +70,7 @@ class TargetServer:
         limits: AdmissionLimits | None = None,
         listen_backlog: int = 0,
         max_write_buffers: int = 1 << 30,
+        busy_poll_us: int = 0,
     ) -> None:
         self.targets = {t.name: t for t in targets}
         self.stores = stores or []
@@ -90,6 +92,10 @@ class TargetServer:
         self.login_timeout = login_timeout
         self.nop_interval = nop_interval
         self.nop_timeout = nop_timeout
+        #: seconds a connection polls for its initiator's next command after its responses (0: never);
+        #: the sockets that may be polled (cistern.target.busypoll)
+        self.busy_poll = busy_poll_us / 1e6
+        self.poll_set = PollSet()
         self.sessions = SessionTable()
         self.connections: set[Connection] = set()
         self._listeners: dict[tuple[str, int], Any] = {}  # asyncio.Server or TlsListener
@@ -294,6 +300,12 @@ class TargetServer:
                 return h, p
         return host, port
 
+    def set_busy_poll(self, busy_poll_us: int) -> None:
+        """Change the busy-polling budget (microseconds, 0: off) of every connection, live."""
+        self.busy_poll = busy_poll_us / 1e6
+        for conn in list(self.connections):
+            conn.set_busy_poll(self.busy_poll)
+
     async def stop(self, logout_grace: float = 2.0) -> None:
         if self._log_context is not None:
             log.removeFilter(self._log_context)
@@ -312,6 +324,7 @@ class TargetServer:
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
             conn.close()
+        self.poll_set.close()
         for server in servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 2)
@@ -788,6 +801,7 @@ def build_server(config: Config) -> TargetServer:
         login_timeout=config.login_timeout,
         nop_interval=config.nop_interval,
         nop_timeout=config.nop_timeout,
+        busy_poll_us=config.busy_poll_us,
     )
 
 

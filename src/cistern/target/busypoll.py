@@ -1,0 +1,133 @@
+"""Adaptive busy polling: after a connection's responses leave, wait for its next command by polling
+instead of sleeping, when its commands have been arriving within the polling budget.
+
+At queue depth 1 an initiator sends its next command a few tens of microseconds after our response.
+Sleeping in ``epoll_wait`` in between costs a context switch and a wake-up on every command, and the
+interpreter then runs with cold caches: on this project's 2-core VM that is most of the difference between
+a depth-1 command served in ~75 µs and one served in ~55 µs (bench/RESULTS.md, "Busy polling").  Linux
+offers the same trade for NIC queues (``SO_BUSY_POLL``, ``net.core.busy_read``), but not on loopback or for
+a user-space server's own work, so the target does it itself:
+
+* :class:`BusyPoll` is the per-connection decision, sans-I/O with the time passed in (seconds, any
+  monotonic clock): poll after a batch of responses, backing off exponentially after polls that found
+  nothing, so a light workload (commands milliseconds apart) polls once per 64 commands at most, and
+  an idle target never spins.  While polling, the CPU is offered to other runnable threads on every
+  empty look (``sched_yield``), so on a busy machine the initiator is not kept from running.
+* :class:`PollSet` is one private ``epoll`` holding the sockets of every plain-TCP connection in full
+  feature phase, so that a connection polling for its own next command stops at once when *another*
+  connection has data (the event loop serves that one), never starving it.
+
+The polling loop itself (read the socket, hand bytes to the framer) is the connection's:
+:meth:`cistern.target.connection.Connection._busy_poll`.  ``busy_poll_us`` in the config is the budget
+(0 turns polling off; docs/config.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+
+#: the most one polling stretch may keep the event loop from its other work (timers, new connections,
+#: thread-pool completions), seconds: then the loop gets one turn (without sleeping) and the poll goes on
+POLL_SLICE = 0.001
+
+#: after polls that found nothing, a connection skips up to 2**MAX_MISSES batches before polling again
+MAX_MISSES = 6
+MAX_SKIP = 1 << MAX_MISSES
+
+
+class BusyPoll:
+    """When to poll one connection's socket (sans-I/O; times in seconds from one monotonic clock).
+
+    ``budget`` is how long one poll waits for the initiator's next bytes.  The caller asks after each
+    batch of responses whether to poll (:meth:`idle`), and reports how the poll ended (:meth:`caught`,
+    :meth:`timed_out`).
+
+    A poll that runs out of budget makes the connection skip the next 2, 4, ... up to
+    :data:`MAX_SKIP` batches before polling again, so a workload whose commands come further apart than
+    the budget wastes at most one budget per :data:`MAX_SKIP` commands; a poll that catches its command
+    resets the back-off.
+    """
+
+    __slots__ = ("budget", "misses", "skip")
+
+    def __init__(self, budget: float) -> None:
+        self.budget = budget
+        self.misses = 0  # polls in a row that ran out of budget
+        self.skip = 0  # batches still to go without polling
+
+    def idle(self) -> bool:
+        """Our responses have left; True if the connection should poll for the next command."""
+        if self.skip:
+            self.skip -= 1
+            return False
+        return True
+
+    def caught(self) -> None:
+        """A poll found the initiator's next bytes within its budget."""
+        self.misses = 0
+
+    def timed_out(self) -> None:
+        """A poll waited its whole budget for nothing: back off."""
+        self.misses = min(self.misses + 1, MAX_MISSES)
+        self.skip = 1 << self.misses
+
+
+class PollSet:
+    """A private level-triggered ``epoll`` of the sockets that may be polled (file descriptors).
+
+    :meth:`ready` answers, without blocking, whether ``fd`` has bytes (1), nothing has (0), or another
+    registered socket has (-1: stop polling and let the event loop serve it).  The event loop keeps its
+    own registration of the same sockets; this one is only looked at while a connection polls.  It also
+    counts the polls' outcomes for ``cistern_busy_polls_total``.
+    """
+
+    __slots__ = ("_epoll", "caught", "count", "empty")
+
+    def __init__(self) -> None:
+        self._epoll: select.epoll | None = None
+        self.count = 0  # sockets registered
+        #: polls that found the initiator's next bytes, and polls that ran out of budget (metrics)
+        self.caught = 0
+        self.empty = 0
+
+    def register(self, fd: int) -> bool:
+        """Add ``fd``; False (and nothing added) if the kernel refuses."""
+        if self._epoll is None:
+            try:
+                self._epoll = select.epoll()
+            except OSError:
+                return False
+        try:
+            self._epoll.register(fd, select.EPOLLIN)
+        except OSError:
+            return False
+        self.count += 1
+        return True
+
+    def unregister(self, fd: int) -> None:
+        """Remove ``fd`` (already closed descriptors leave the set by themselves)."""
+        if self._epoll is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._epoll.unregister(fd)
+            self.count -= 1
+
+    def ready(self, fd: int) -> int:
+        """1 if ``fd`` alone has bytes (or an error/hang-up to read), 0 if no socket has, -1 if another
+        registered socket has."""
+        epoll = self._epoll
+        if epoll is None:
+            return 0
+        events = epoll.poll(0)
+        if not events:
+            return 0
+        for other, _mask in events:
+            if other != fd:
+                return -1
+        return 1
+
+    def close(self) -> None:
+        if self._epoll is not None:
+            self._epoll.close()
+            self._epoll = None
+            self.count = 0

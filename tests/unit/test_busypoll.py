@@ -1,0 +1,109 @@
+"""Adaptive busy polling (cistern.target.busypoll): the per-connection decision on a fake clock, the private
+epoll over real sockets, the config key, and a served target whose connections poll."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from test_target_harness import BLOCK, logged_in, read10, run, running_server
+
+from cistern.config.errors import ConfigError
+from cistern.config.model import parse_config
+from cistern.target.busypoll import MAX_SKIP, BusyPoll, PollSet
+
+US = 1e-6
+
+
+def test_polls_while_the_initiator_answers_within_the_budget() -> None:
+    poll = BusyPoll(50 * US)
+    for _ in range(10):
+        assert poll.idle()
+        poll.caught()
+    assert poll.skip == 0
+
+
+def test_backs_off_exponentially_after_empty_polls_and_caps_the_back_off() -> None:
+    poll = BusyPoll(50 * US)
+    skipped_runs = []
+    for _ in range(10):
+        assert poll.idle()
+        poll.timed_out()
+        skipped = 0
+        while not poll.idle():
+            skipped += 1
+        skipped_runs.append(skipped)
+    assert skipped_runs[:6] == [2, 4, 8, 16, 32, 64]
+    assert max(skipped_runs) == MAX_SKIP
+
+
+def test_a_caught_command_resets_the_back_off() -> None:
+    poll = BusyPoll(50 * US)
+    for _ in range(3):
+        assert poll.idle()
+        poll.timed_out()
+        while not poll.idle():
+            pass
+    poll.caught()
+    assert poll.idle()
+    poll.timed_out()
+    assert [poll.idle() for _ in range(3)] == [False, False, True]  # back to skipping 2
+
+
+def test_poll_set_tells_own_data_from_another_sockets_data() -> None:
+    pollset = PollSet()
+    a, a_peer = socket.socketpair()
+    b, b_peer = socket.socketpair()
+    try:
+        assert pollset.register(a.fileno()) and pollset.register(b.fileno())
+        assert pollset.ready(a.fileno()) == 0
+        a_peer.send(b"x")
+        assert pollset.ready(a.fileno()) == 1
+        b_peer.send(b"y")
+        assert pollset.ready(a.fileno()) == -1  # b has data: stop polling a, the event loop serves b
+        a.recv(1)
+        assert pollset.ready(b.fileno()) == 1
+        pollset.unregister(b.fileno())
+        assert pollset.ready(a.fileno()) == 0
+    finally:
+        pollset.close()
+        for s in (a, a_peer, b, b_peer):
+            s.close()
+
+
+def test_busy_poll_us_is_honoured_or_refused() -> None:
+    assert parse_config({}).busy_poll_us == 50
+    assert parse_config({"busy_poll_us": 0}).busy_poll_us == 0
+    for bad in (-1, 1001, 2.5, "50"):
+        with pytest.raises(ConfigError):
+            parse_config({"busy_poll_us": bad})
+
+
+@pytest.mark.parametrize("budget_us", [0, 200])
+def test_commands_are_served_with_and_without_polling(budget_us: int) -> None:
+    """Writes then reads at depth 1 come back intact whether or not the connection polls, and the
+    server counts its polls only when polling is on (the client shares the server's event loop here, so
+    every poll runs out of budget: the back-off bounds how often that happens)."""
+
+    async def main() -> None:
+        async with running_server() as served:
+            served.server.set_busy_poll(budget_us)
+            client = await logged_in(served.port)
+            await client.ready()
+            payloads = [bytes([n % 251]) * BLOCK for n in range(40)]
+            for lba, data in enumerate(payloads):
+                assert (await client.write(lba, data)).status == 0
+            for lba, data in enumerate(payloads):
+                result = await client.command(read10(lba, 1), read_len=BLOCK)
+                assert result.status == 0 and result.data == data
+            pollset = served.server.poll_set
+            if budget_us:
+                assert pollset.count == 1
+                # ~82 commands, every poll empty (the client cannot send while the server polls): polls
+                # after commands 1, 4, 9, 18, 35, 68 (skipping 2, 4, 8, ... between them)
+                assert 4 <= pollset.empty <= 8 and pollset.caught == 0
+            else:
+                assert pollset.count == 0 and pollset.empty == pollset.caught == 0
+            await client.close()
+
+    run(main())
