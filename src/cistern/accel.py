@@ -40,6 +40,11 @@ COMPILED_MODULES: tuple[str, ...] = (
     "cistern.scsi.alua",
     "cistern.wire.recovery",
     "cistern.wire.target_connection",
+    "cistern.wire.target_session",
+    "cistern.wire.tasks",
+    "cistern.target.engine",
+    "cistern.wire.bhs",
+    "cistern.scsi.reservations",
 )
 
 ENV_PURE = "CISTERN_PURE_PYTHON"

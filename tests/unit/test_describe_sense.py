@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cistern.scsi.sense import CheckCondition, SenseKey
-from cistern.target.connection import describe_sense
+from cistern.target.engine import describe_sense
 
 
 def test_fixed_and_descriptor_sense() -> None:

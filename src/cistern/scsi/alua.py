@@ -24,6 +24,7 @@ import enum
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Final
 
 from .lu import LogicalUnit
 from .sense import (
@@ -156,7 +157,7 @@ UNAVAILABLE_ALLOWED: Allowed = TRANSITIONING_ALLOWED | {
 }
 STANDBY_ALLOWED: Allowed = UNAVAILABLE_ALLOWED | {(_PR_IN, None), (_PR_OUT, None)}
 
-_REFUSAL = {
+_REFUSAL: Final = {
     AccessState.STANDBY: (STANDBY_ALLOWED, LU_NOT_ACCESSIBLE_STANDBY),
     AccessState.UNAVAILABLE: (UNAVAILABLE_ALLOWED, LU_NOT_ACCESSIBLE_UNAVAILABLE),
     AccessState.TRANSITIONING: (TRANSITIONING_ALLOWED, LU_NOT_ACCESSIBLE_TRANSITIONING),

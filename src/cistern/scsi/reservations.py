@@ -26,7 +26,7 @@ import asyncio
 import enum
 import logging
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from .pr import PersistentReservations
 from .pr_state import PrStateFile
@@ -38,11 +38,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PERSISTENT_RESERVE_IN = 0x5E
-PERSISTENT_RESERVE_OUT = 0x5F
+PERSISTENT_RESERVE_IN: Final = 0x5E
+PERSISTENT_RESERVE_OUT: Final = 0x5F
 RESERVE_6, RELEASE_6, RESERVE_10, RELEASE_10 = 0x16, 0x17, 0x56, 0x57
-_MAINTENANCE_IN = 0xA3
-_SERVICE_ACTION_IN_16 = 0x9E
+_MAINTENANCE_IN: Final = 0xA3
+_SERVICE_ACTION_IN_16: Final = 0x9E
 
 
 class Access(enum.Enum):
@@ -52,7 +52,7 @@ class Access(enum.Enum):
 
 
 # (opcode, service action or None for "any")
-_ALLOWED: frozenset[tuple[int, int | None]] = frozenset(
+_ALLOWED: Final[frozenset[tuple[int, int | None]]] = frozenset(
     {
         (0x00, None),  # TEST UNIT READY
         (0x03, None),  # REQUEST SENSE
@@ -76,7 +76,7 @@ _ALLOWED: frozenset[tuple[int, int | None]] = frozenset(
         (0xAB, 0x01),  # READ MEDIA SERIAL NUMBER
     }
 )
-_READ: frozenset[tuple[int, int | None]] = frozenset(
+_READ: Final[frozenset[tuple[int, int | None]]] = frozenset(
     {
         (0x08, None),  # READ(6)
         (0x28, None),  # READ(10)
@@ -102,8 +102,8 @@ _READ: frozenset[tuple[int, int | None]] = frozenset(
         (_MAINTENANCE_IN, 0x0D),  # REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS
     }
 )
-_SPC2_ALLOWED = frozenset({0x03, 0x12, 0x4D, 0xA0, RELEASE_6, RELEASE_10})
-_SA_OPCODES = frozenset({_SERVICE_ACTION_IN_16, _MAINTENANCE_IN, 0xAB})
+_SPC2_ALLOWED: Final = frozenset({0x03, 0x12, 0x4D, 0xA0, RELEASE_6, RELEASE_10})
+_SA_OPCODES: Final = frozenset({_SERVICE_ACTION_IN_16, _MAINTENANCE_IN, 0xAB})
 
 
 def classify(cdb: bytes | memoryview) -> Access:

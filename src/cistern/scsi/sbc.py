@@ -11,6 +11,7 @@ CDB usage masks (INVALID FIELD IN CDB).
 from __future__ import annotations
 
 import struct
+from typing import Final
 
 from .lu import MAX_WRITE_SAME_BLOCKS, LogicalUnit
 from .sense import (
@@ -26,14 +27,14 @@ from .sense import (
 )
 from .task import ScsiResult, ScsiTask
 
-_RW6 = struct.Struct(">BHB")  # from byte 1: LBA(20..16), LBA(15..0), TRANSFER LENGTH
-_RW10 = struct.Struct(">BIxH")  # from byte 1: flags, LBA, (group), TRANSFER LENGTH
-_RW12 = struct.Struct(">BII")  # from byte 1: flags, LBA, TRANSFER LENGTH
-_RW16 = struct.Struct(">BQI")  # from byte 1: flags, LBA, TRANSFER LENGTH
-_RC10 = struct.Struct(">II")
-_RC16 = struct.Struct(">QIBB")
+_RW6: Final = struct.Struct(">BHB")  # from byte 1: LBA(20..16), LBA(15..0), TRANSFER LENGTH
+_RW10: Final = struct.Struct(">BIxH")  # from byte 1: flags, LBA, (group), TRANSFER LENGTH
+_RW12: Final = struct.Struct(">BII")  # from byte 1: flags, LBA, TRANSFER LENGTH
+_RW16: Final = struct.Struct(">BQI")  # from byte 1: flags, LBA, TRANSFER LENGTH
+_RC10: Final = struct.Struct(">II")
+_RC16: Final = struct.Struct(">QIBB")
 
-_FUA = 0x08
+_FUA: Final = 0x08
 _GOOD = ScsiResult  # alias for readability
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from time import perf_counter
+from typing import Final
 
 from .alua import AccessState, Alua, implicit_transition
 from .commands import DISK_COMMANDS
@@ -50,9 +51,9 @@ TMF_FUNCTIONS = frozenset(
     {"ABORT_TASK_SET", "CLEAR_TASK_SET", "LUN_RESET", "TARGET_WARM_RESET", "TARGET_COLD_RESET"}
 )
 _INQUIRY, _REQUEST_SENSE, _REPORT_LUNS = 0x12, 0x03, 0xA0
-_UA_EXEMPT = frozenset({_INQUIRY, _REQUEST_SENSE, _REPORT_LUNS})
-_EXTENDED_COPY = 0x83
-_NO_LU_SPECS = {op: DISK_COMMANDS.by_op[op] for op in (_INQUIRY, _REQUEST_SENSE, _REPORT_LUNS)}
+_UA_EXEMPT: Final = frozenset({_INQUIRY, _REQUEST_SENSE, _REPORT_LUNS})
+_EXTENDED_COPY: Final = 0x83
+_NO_LU_SPECS: Final = {op: DISK_COMMANDS.by_op[op] for op in (_INQUIRY, _REQUEST_SENSE, _REPORT_LUNS)}
 
 
 def _reserved_bit_error(cdb: bytes, spec: CommandSpec) -> CheckCondition:

@@ -8,15 +8,18 @@ scrape time.  Nothing here allocates per command.
 from __future__ import annotations
 
 from bisect import bisect_left
+from typing import Final
 
 from .task import ScsiResult, ScsiTask, Status
 
 #: upper bounds (seconds) of the command latency histogram buckets; the last bucket is +Inf
-LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+LATENCY_BUCKETS: Final = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
 
 # READ(6/10/12/16) and the WRITE family whose data-out is the data written (SBC-3 5.x)
-READ_OPCODES = frozenset({0x08, 0x28, 0xA8, 0x88})
-WRITE_OPCODES = frozenset({0x0A, 0x2A, 0xAA, 0x8A, 0x2E, 0x8E, 0x93, 0x41, 0x89, 0x8B, 0x9C})
+READ_OPCODES: Final = frozenset({0x08, 0x28, 0xA8, 0x88})
+WRITE_OPCODES: Final = frozenset({0x0A, 0x2A, 0xAA, 0x8A, 0x2E, 0x8E, 0x93, 0x41, 0x89, 0x8B, 0x9C})
 
 #: sense keys by number (SPC-4 table 48), the label of the errors metric
 SENSE_KEY_NAMES = (

@@ -66,7 +66,7 @@ class ITNexus:
         return f"{self.target_name},t,0x{self.tpgt:04x}"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class ScsiTask:
     """One SCSI command as the transport delivers it to the device server.
 
@@ -86,8 +86,33 @@ class ScsiTask:
     data_out: bytes | bytearray | memoryview | None = None
     aborted: bool = False  # set by the transport when task management aborts the task
 
+    # init=False and a written __init__ (here and in ScsiResult, the transport's TargetTask and Frame): the
+    # accelerator (mypyc) builds a dataclass through its generated Python __init__ (an argument tuple and
+    # dict, one generic setattr per field), a written one compiles to a direct call.  Same arguments.
+    def __init__(
+        self,
+        nexus: ITNexus,
+        lun: int,
+        cdb: bytes | memoryview,
+        tag: int = 0,
+        attribute: TaskAttribute = TaskAttribute.SIMPLE,
+        direction: DataDirection = DataDirection.NONE,
+        expected_length: int = 0,
+        data_out: bytes | bytearray | memoryview | None = None,
+        aborted: bool = False,
+    ) -> None:
+        self.nexus = nexus
+        self.lun = lun
+        self.cdb = cdb
+        self.tag = tag
+        self.attribute = attribute
+        self.direction = direction
+        self.expected_length = expected_length
+        self.data_out = data_out
+        self.aborted = aborted
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class ScsiResult:
     """What the device server answers.
 
@@ -103,6 +128,20 @@ class ScsiResult:
     data_in: bytes | bytearray | memoryview | None = None
     transfer_length: int | None = None
     extra: dict[str, object] = field(default_factory=dict)
+
+    def __init__(
+        self,
+        status: Status = Status.GOOD,
+        sense: bytes | None = None,
+        data_in: bytes | bytearray | memoryview | None = None,
+        transfer_length: int | None = None,
+        extra: dict[str, object] | None = None,
+    ) -> None:
+        self.status = status
+        self.sense = sense
+        self.data_in = data_in
+        self.transfer_length = transfer_length
+        self.extra = {} if extra is None else extra
 
     @property
     def good(self) -> bool:

@@ -22,18 +22,17 @@ import os
 import time
 from typing import TYPE_CHECKING, cast
 
-from cistern.scsi.task import DataDirection, ScsiResult, ScsiTask, Status, TaskAttribute
 from cistern.target.busypoll import POLL_SLICE, BusyPoll
-from cistern.target.eager import run_eager
+from cistern.target.engine import CommandEngine
 from cistern.target.login_glue import LoginDriver
 from cistern.wire import pdu as P
-from cistern.wire.constants import CMD_READ, LogoutReason, LogoutResponse, TmfFunction, TmfResponse
+from cistern.wire.constants import LogoutReason, LogoutResponse, TmfFunction, TmfResponse
 from cistern.wire.errors import RemoteProtocolError
 from cistern.wire.framing import FramingError, PduReader, frame_pdu
 from cistern.wire.liveness import ConnectionTimers, TimerEvent
 from cistern.wire.pdu import Buffer
-from cistern.wire.target_connection import TargetConnection, fixed_sense
-from cistern.wire.target_session import Event, Logout, OutboxReady, TaskManagement, TextRequest
+from cistern.wire.target_connection import TargetConnection
+from cistern.wire.target_session import Logout, TaskManagement
 from cistern.wire.tasks import TargetTask
 
 if TYPE_CHECKING:
@@ -43,46 +42,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cistern.target")
 
-SENSE_INTERNAL_TARGET_FAILURE = fixed_sense(0x04, 0x44, 0x00)
-
-_SENSE_KEYS = (
-    "NO SENSE", "RECOVERED ERROR", "NOT READY", "MEDIUM ERROR", "HARDWARE ERROR", "ILLEGAL REQUEST",
-    "UNIT ATTENTION", "DATA PROTECT", "BLANK CHECK", "VENDOR SPECIFIC", "COPY ABORTED", "ABORTED COMMAND",
-    "0xC", "VOLUME OVERFLOW", "MISCOMPARE", "0xF",
-)  # fmt: skip
-
-
-def describe_sense(sense: bytes | None) -> str:
-    """``"ILLEGAL REQUEST 24/00"``: sense key name and ASC/ASCQ of fixed or descriptor sense (SPC-4 4.5)."""
-    if not sense or len(sense) < 4:
-        return "no sense data"
-    code = sense[0] & 0x7F
-    if code in (0x72, 0x73):
-        key, asc, ascq = sense[1] & 0x0F, sense[2], sense[3]
-    elif len(sense) >= 14:
-        key, asc, ascq = sense[2] & 0x0F, sense[12], sense[13]
-    else:
-        return f"short sense {sense.hex()}"
-    return f"{_SENSE_KEYS[key]} {asc:02X}/{ascq:02X}"
-
-
-# SCSI Command flags -> task attribute (ATTR, 3 bits) and direction (W = 0x20, R = 0x40)
-_ATTRIBUTES = tuple(TaskAttribute(a) if a <= TaskAttribute.ACA else TaskAttribute.SIMPLE for a in range(8))
-_DIRECTIONS = (DataDirection.NONE, DataDirection.WRITE, DataDirection.READ, DataDirection.BIDI)
-
 # Read data is produced as the connection can take it (issue 12, "read data"): a READ whose EDTL is above
 # GATED_READ waits until (a) the read data this connection is producing fits DATA_IN_PER_CONNECTION (a larger
 # read goes alone) and (b) what was sent before has drained below the transport's low-water mark, and its
 # EDTL is charged to the target-wide data-buffer budget ([limits] max_write_buffers) from then until its
 # Data-In is handed to the transport.  An initiator that stops reading therefore pins at most one read's
 # data beyond the transport's 4 MiB high-water mark per connection, not queue depth x EDTL.  Small reads
-# (the 4 KiB hot path) never wait here.
-GATED_READ = 256 * 1024
+# (the 4 KiB hot path) never wait here.  The gate is this class's; which reads go through it, the engine's.
 DATA_IN_PER_CONNECTION = 8 * 1024 * 1024
 
 
 class Connection(asyncio.BufferedProtocol):
     """An iSCSI connection, from TCP accept to close."""
+
+    #: the commands of this connection, from full feature phase on (set with :attr:`machine`)
+    engine: CommandEngine
 
     def __init__(self, server: TargetServer, portal: tuple[str, int]) -> None:
         self.server = server
@@ -168,7 +142,7 @@ class Connection(asyncio.BufferedProtocol):
                     machine.receive(frame, now)
                     events = machine.session.events
                     if events:
-                        self._dispatch(events)
+                        self.engine.dispatch(events)
                 except RemoteProtocolError as exc:
                     log.warning("%s: dropping connection: %s", self.peer, exc)
                     self.close()
@@ -390,6 +364,10 @@ class Connection(asyncio.BufferedProtocol):
         self.session = session
         self.cid = cid
         self.machine = machine
+        target = session.target
+        self.engine = CommandEngine(
+            self, machine, session.nexus, target.device if target is not None else None
+        )
         self.login = None
         reader = self.reader
         reader.max_data_segment_length = params.max_recv_data_segment_length
@@ -456,72 +434,6 @@ class Connection(asyncio.BufferedProtocol):
 
     # ------------------------------------------------------------------ what the machine asks for
 
-    def _dispatch(self, events: list[Event]) -> None:
-        """Act on the session's events in order (more may be added meanwhile), then forget them."""
-        try:
-            i = 0
-            while i < len(events):
-                event = events[i]
-                i += 1
-                if type(event) is TargetTask:
-                    run_eager(event.conn.owner._execute(event))  # type: ignore[union-attr]
-                elif type(event) is OutboxReady:
-                    event.conn.owner._kick()
-                elif type(event) is TaskManagement:
-                    asyncio.get_running_loop().create_task(event.conn.owner._tmf(event))
-                elif type(event) is TextRequest:
-                    owner = event.conn.owner
-                    event.conn.text_answer(event.pdu, self.server.text_answer(owner, event.pairs))
-                    owner._kick()
-                elif type(event) is Logout:
-                    event.conn.owner._logout(event)
-        finally:
-            events.clear()
-
-    async def _execute(self, task: TargetTask) -> None:
-        session = self.session
-        assert session is not None and session.target is not None and session.nexus is not None
-        flags = task.flags
-        scsi_task = ScsiTask(
-            session.nexus,
-            task.lun,
-            task.cdb,
-            task.itt,
-            _ATTRIBUTES[flags & 7],
-            _DIRECTIONS[(flags >> 5) & 3],
-            task.edtl,
-            task.buf,
-        )
-        task.scsi = scsi_task
-        gated = task.edtl if flags & CMD_READ and task.edtl > GATED_READ else 0
-        if gated and not await self._admit_data_in(gated):
-            self._finish_execute(task, ScsiResult(Status.TASK_SET_FULL, b""))
-            return
-        try:
-            try:
-                result = await session.target.device.execute(scsi_task)
-            except Exception:
-                log.exception("%s: device server failed on CDB %s", self.peer, task.cdb[:16].hex())
-                result = ScsiResult(Status.CHECK_CONDITION, SENSE_INTERNAL_TARGET_FAILURE)
-            if result.status == Status.CHECK_CONDITION and log.isEnabledFor(logging.DEBUG):
-                log.debug(
-                    "LUN %d CDB %s: CHECK CONDITION %s",
-                    task.lun,
-                    task.cdb.hex(),
-                    describe_sense(result.sense),
-                )
-            if (
-                result.data_in is not None
-                and len(result.data_in) > 65536
-                and not task.aborted
-                and not self._closing
-            ):
-                await self.drain()
-            self._finish_execute(task, result)
-        finally:
-            if gated:
-                self._release_data_in(gated)
-
     async def _admit_data_in(self, size: int) -> bool:
         """Wait until this connection can take ``size`` more bytes of read data (see GATED_READ) and charge
         them to the target-wide budget; False when the budget is full (the read is answered TASK SET FULL,
@@ -552,16 +464,6 @@ class Connection(asyncio.BufferedProtocol):
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
-
-    def _finish_execute(self, task: TargetTask, result: ScsiResult) -> None:
-        machine = task.conn
-        assert machine is not None
-        machine.complete(task, result)
-        done = task.done
-        if done is not None and not done.done():
-            done.set_result(None)
-        if not self._in_batch:
-            self._kick()
 
     # ---- Task management (RFC 7143 11.5)
 

@@ -7,8 +7,9 @@
 * :class:`LocalProtocolError`: *our* caller misused a state machine (sent a PDU the state forbids,
   handed in a value out of range). It is a bug in the caller, never answered on the wire.
 
-Older specific exceptions (:class:`cistern.wire.pdu.PduError`, :class:`cistern.wire.framing.FramingError`)
-are subclasses of :class:`RemoteProtocolError`, so a handler of the latter catches them all.
+Older specific exceptions (:class:`PduError`, also :mod:`cistern.wire.pdu`'s, and
+:class:`cistern.wire.framing.FramingError`) are subclasses of :class:`RemoteProtocolError`, so a handler
+of the latter catches them all.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "Drop",
     "LocalProtocolError",
     "LoginFailure",
+    "PduError",
     "ProtocolError",
     "Rejection",
     "RemoteProtocolError",
@@ -73,6 +75,15 @@ class RemoteProtocolError(ProtocolError):
     def reject_reason(self) -> RejectReason | None:
         """The Reject reason if the answer is a Reject, else None."""
         return self.answer.reason if isinstance(self.answer, Rejection) else None
+
+
+class PduError(RemoteProtocolError):
+    """The peer sent a PDU we cannot accept; ``reason`` is the Reject reason code to answer with
+    (:attr:`answer` is the matching :class:`Rejection`)."""
+
+    def __init__(self, message: str, reason: RejectReason = RejectReason.PROTOCOL_ERROR) -> None:
+        super().__init__(message, Rejection(reason))
+        self.reason = reason
 
 
 class LocalProtocolError(ProtocolError):

@@ -21,14 +21,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 import crc32c
 
+from cistern.wire.bhs import decode_bhs
 from cistern.wire.constants import BHS_LEN, DIGEST_LEN
-from cistern.wire.errors import RemoteProtocolError
-from cistern.wire.pdu import PDU, Buffer, PduError, decode_bhs, header_lengths
+from cistern.wire.errors import PduError, RemoteProtocolError
+from cistern.wire.pdu import PDU, Buffer, header_lengths
 
-MAX_AHS_LEN = 255 * 4
+MAX_AHS_LEN: Final = 255 * 4
 
 
 class FramingError(RemoteProtocolError):
@@ -46,7 +48,7 @@ def crc32c_digest(*parts: Buffer) -> bytes:
     return crc.to_bytes(4, "little")
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Frame:
     """One received PDU.  ``error`` is set (and ``pdu`` is None) when the BHS could not be decoded; the
     frame was still consumed whole, so the stream stays in sync.  ``data_digest_ok`` is False when the
@@ -58,24 +60,38 @@ class Frame:
     data_digest_ok: bool = True
     sunk: bool = False  # the data segment went to a sink buffer (pdu.data is a view of it)
 
+    def __init__(
+        self,
+        pdu: PDU | None,
+        header: bytes,
+        error: PduError | None = None,
+        data_digest_ok: bool = True,
+        sunk: bool = False,
+    ) -> None:  # written, not generated: a direct call when compiled (see cistern.scsi.task.ScsiTask)
+        self.pdu = pdu
+        self.header = header
+        self.error = error
+        self.data_digest_ok = data_digest_ok
+        self.sunk = sunk
+
 
 Sink = Callable[[PDU], memoryview | None]
 
-STAGING_SIZE = 64 * 1024  # greedy reads land here
-BULK_STAGING_SIZE = 256 * 1024  # ... or here, while large PDUs are staged whole (see STAGED_MAX)
+STAGING_SIZE: Final = 64 * 1024  # greedy reads land here
+BULK_STAGING_SIZE: Final = 256 * 1024  # ... or here, while large PDUs are staged whole (see STAGED_MAX)
 #: staging buffers not in use by any reader, shared by all readers of the process (bounded), one pool per
 #: size: a reader holds one only from the read that needs it until everything staged is parsed, so idle
 #: connections hold none
-_STAGING_POOL: list[bytearray] = []
-_STAGING_POOL_MAX = 256
-_BULK_POOL: list[bytearray] = []
-_BULK_POOL_MAX = 16
-_NO_STAGE = bytearray()
-_NO_VIEW = memoryview(_NO_STAGE)
-DIRECT_THRESHOLD = 16 * 1024  # a data segment this large that has a sink is read straight into it
+_STAGING_POOL: Final[list[bytearray]] = []
+_STAGING_POOL_MAX: Final = 256
+_BULK_POOL: Final[list[bytearray]] = []
+_BULK_POOL_MAX: Final = 16
+_NO_STAGE: Final = bytearray()
+_NO_VIEW: Final = memoryview(_NO_STAGE)
+DIRECT_THRESHOLD: Final = 16 * 1024  # a data segment this large that has a sink is read straight into it
 #: a PDU (header + data segment + padding and digest) up to this size without a sink (immediate data) is
 #: staged whole and copied out: several arrive per ``recv``, instead of two ``recv``s each in direct mode
-STAGED_MAX = BULK_STAGING_SIZE // 2
+STAGED_MAX: Final = BULK_STAGING_SIZE // 2
 
 
 class PduReader:
@@ -358,7 +374,7 @@ def frame_pdu(pdu: PDU, *, header_digest: bool = False, data_digest: bool = Fals
     return frame_parts(pdu.encode_header(), pdu.data, header_digest, data_digest)
 
 
-_PADS = (b"", bytes(1), bytes(2), bytes(3))
+_PADS: Final = (b"", bytes(1), bytes(2), bytes(3))
 
 
 def frame_parts(header: Buffer, data: Buffer, header_digest: bool, data_digest: bool) -> list[Buffer]:

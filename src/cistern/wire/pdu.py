@@ -18,6 +18,13 @@ import struct
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from cistern.wire.bhs import PDU_CLASSES
+from cistern.wire.bhs import data_in_header as data_in_header
+from cistern.wire.bhs import decode_bhs as decode_bhs
+from cistern.wire.bhs import decode_lun as decode_lun
+from cistern.wire.bhs import encode_lun as encode_lun
+from cistern.wire.bhs import r2t_header as r2t_header
+from cistern.wire.bhs import scsi_response_header as scsi_response_header
 from cistern.wire.constants import (
     BHS_LEN,
     CMD_ATTR_MASK,
@@ -33,44 +40,9 @@ from cistern.wire.constants import (
     Opcode,
     RejectReason,
 )
-from cistern.wire.errors import Rejection, RemoteProtocolError
+from cistern.wire.errors import PduError as PduError
 
 Buffer = bytes | bytearray | memoryview
-
-
-class PduError(RemoteProtocolError):
-    """The peer sent a PDU we cannot accept; ``reason`` is the Reject reason code to answer with
-    (:attr:`answer` is the matching :class:`cistern.wire.errors.Rejection`)."""
-
-    def __init__(self, message: str, reason: RejectReason = RejectReason.PROTOCOL_ERROR) -> None:
-        super().__init__(message, Rejection(reason))
-        self.reason = reason
-
-
-# --------------------------------------------------------------------------------------------------
-# LUN encoding (SAM-5 4.7: peripheral device addressing below 256, flat space addressing above)
-
-
-def encode_lun(lun: int) -> int:
-    """The 8-byte LUN field (as a big-endian integer) for a LUN number 0..16383."""
-    if not 0 <= lun < 16384:
-        raise ValueError(f"LUN {lun} out of range 0..16383")
-    if lun < 256:
-        return lun << 48
-    return (0x4000 | lun) << 48
-
-
-def decode_lun(field64: int) -> int:
-    """The LUN number from an 8-byte LUN field; unsupported address methods give -1 (no such LUN)."""
-    first = field64 >> 48
-    method = first >> 14
-    if field64 & 0xFFFFFFFFFFFF:
-        return -1  # second-level addressing: not something we export
-    if method == 0:  # peripheral device addressing, bus 0
-        return -1 if first & 0x3F00 else first & 0xFF
-    if method == 1:  # flat space
-        return first & 0x3FFF
-    return -1
 
 
 # --------------------------------------------------------------------------------------------------
@@ -112,9 +84,6 @@ class PDU:
         return bytes(self.encode_header()) + data + bytes(-len(data) % 4)
 
 
-_BY_OPCODE: dict[int, type[PDU]] = {}
-
-
 def _layout(fmt: str, *names: str):
     """Class decorator: attach the BHS layout (bytes 1..47) and register the opcode."""
     layout = struct.Struct(">" + fmt)
@@ -125,7 +94,7 @@ def _layout(fmt: str, *names: str):
         cls._LAYOUT = layout
         cls._FIELDS = names
         cls._GET = operator.attrgetter(*names)
-        _BY_OPCODE[cls.OPCODE] = cls
+        PDU_CLASSES[cls.OPCODE] = cls
         return cls
 
     return apply
@@ -609,96 +578,10 @@ class Reject(PDU):
 
 
 # --------------------------------------------------------------------------------------------------
-# Header templates for the target's per-command PDUs: the whole 48-byte BHS in one precompiled
-# ``struct.pack``, no dataclass built per PDU.  Same bytes as the dataclasses' ``encode_header`` (checked by
-# tests/unit/test_pdu.py).  DataSegmentLength must be below 2**24 (bytes 4..7 are packed as one word with
-# TotalAHSLength 0); the target never sends more than MaxRecvDataSegmentLength <= 2**24 - 1.
-
-_DATA_IN_BHS = struct.Struct(">BBxBIQIIIIIIII")  # RFC 7143 11.7
-_SCSI_RESPONSE_BHS = struct.Struct(">BBBBI8xIIIIIIII")  # RFC 7143 11.4
-_R2T_BHS = struct.Struct(">BB2xIQIIIIIIII")  # RFC 7143 11.8
-_OP_DATA_IN = int(Opcode.DATA_IN)
-_OP_SCSI_RESPONSE = int(Opcode.SCSI_RESPONSE)
-_OP_R2T = int(Opcode.R2T)
-
-
-def data_in_header(
-    flags: int,
-    status: int,
-    lun: int,
-    itt: int,
-    statsn: int,
-    expcmdsn: int,
-    maxcmdsn: int,
-    datasn: int,
-    buffer_offset: int,
-    residual_count: int,
-    data_length: int,
-) -> bytes:
-    """The BHS of a SCSI Data-In PDU (TTT 0xffffffff) carrying ``data_length`` bytes (RFC 7143 11.7)."""
-    return _DATA_IN_BHS.pack(
-        _OP_DATA_IN, flags, status, data_length, lun, itt, RESERVED_TAG, statsn, expcmdsn, maxcmdsn,
-        datasn, buffer_offset, residual_count,
-    )  # fmt: skip
-
-
-def scsi_response_header(
-    flags: int,
-    response: int,
-    status: int,
-    itt: int,
-    statsn: int,
-    expcmdsn: int,
-    maxcmdsn: int,
-    expdatasn: int,
-    residual_count: int,
-    data_length: int,
-) -> bytes:
-    """The BHS of a SCSI Response (SNACK Tag and Bidirectional Read Residual Count 0; RFC 7143 11.4)."""
-    return _SCSI_RESPONSE_BHS.pack(
-        _OP_SCSI_RESPONSE, flags, response, status, data_length, itt, 0, statsn, expcmdsn, maxcmdsn,
-        expdatasn, 0, residual_count,
-    )  # fmt: skip
-
-
-def r2t_header(
-    lun: int,
-    itt: int,
-    ttt: int,
-    statsn: int,
-    expcmdsn: int,
-    maxcmdsn: int,
-    r2tsn: int,
-    buffer_offset: int,
-    desired_data_transfer_length: int,
-) -> bytes:
-    """The BHS of an R2T (F bit set, no data segment; RFC 7143 11.8)."""
-    return _R2T_BHS.pack(
-        _OP_R2T, FLAG_FINAL, 0, lun, itt, ttt, statsn, expcmdsn, maxcmdsn, r2tsn, buffer_offset,
-        desired_data_transfer_length,
-    )  # fmt: skip
-
-
-# --------------------------------------------------------------------------------------------------
 
 
 def pdu_class(opcode: int) -> type[PDU] | None:
-    return _BY_OPCODE.get(opcode)
-
-
-def decode_bhs(bhs: Buffer, ahs: bytes = b"") -> PDU:
-    """Decode a 48-byte BHS (plus its AHS bytes).  The data segment is attached by the caller."""
-    if len(bhs) < BHS_LEN:
-        raise PduError(f"truncated BHS ({len(bhs)} bytes)")
-    opcode = bhs[0] & 0x3F
-    cls = _BY_OPCODE.get(opcode)
-    if cls is None:
-        raise PduError(f"unknown opcode 0x{opcode:02x}", RejectReason.COMMAND_NOT_SUPPORTED)
-    pdu = cls(*cls._LAYOUT.unpack_from(bhs, 1))
-    pdu.immediate = bool(bhs[0] & 0x40)
-    if ahs:
-        pdu.ahs = bytes(ahs)
-    return pdu
+    return PDU_CLASSES.get(opcode)
 
 
 def header_lengths(bhs: Buffer) -> tuple[int, int]:

@@ -28,12 +28,14 @@ from __future__ import annotations
 import collections
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from cistern.scsi.task import ScsiResult, Status
 from cistern.wire import pdu as P
+from cistern.wire.bhs import data_in_header, decode_lun, encode_lun, r2t_header, scsi_response_header
 from cistern.wire.constants import (
     BHS_LEN,
+    CMD_WRITE,
     DATAIN_ACK,
     DATAIN_STATUS,
     FLAG_FINAL,
@@ -72,10 +74,11 @@ __all__ = [
     "residual_flags",
 ]
 
-log = logging.getLogger("cistern.target")
+log: Final = logging.getLogger("cistern.target")
 
-MAX_FFP_TEXT = 64 * 1024  # largest Text Request assembled in full feature phase
-ENDED_EARLY_KEPT = 64  # ITTs of tasks ended before their data: late Data-Out for them is discarded silently
+MAX_FFP_TEXT: Final = 64 * 1024  # largest Text Request assembled in full feature phase
+#: ITTs of tasks ended before their data kept: late Data-Out for them is discarded silently
+ENDED_EARLY_KEPT: Final = 64
 
 
 def fixed_sense(key: int, asc: int, ascq: int) -> bytes:
@@ -89,10 +92,10 @@ def fixed_sense(key: int, asc: int, ascq: int) -> bytes:
     return bytes(sense)
 
 
-_ABORTED_COMMAND = 0x0B
-SENSE_DATA_PHASE_ERROR = fixed_sense(_ABORTED_COMMAND, 0x4B, 0x00)
-SENSE_CRC_ERROR = fixed_sense(_ABORTED_COMMAND, 0x47, 0x05)  # PROTOCOL SERVICE CRC ERROR
-SENSE_INVALID_FIELD_IN_CDB = fixed_sense(0x05, 0x24, 0x00)
+_ABORTED_COMMAND: Final = 0x0B
+SENSE_DATA_PHASE_ERROR: Final = fixed_sense(_ABORTED_COMMAND, 0x4B, 0x00)
+SENSE_CRC_ERROR: Final = fixed_sense(_ABORTED_COMMAND, 0x47, 0x05)  # PROTOCOL SERVICE CRC ERROR
+SENSE_INVALID_FIELD_IN_CDB: Final = fixed_sense(0x05, 0x24, 0x00)
 
 
 def residual_flags(edtl: int, wanted: int, moved: int) -> tuple[int, int]:
@@ -126,6 +129,7 @@ class TargetConnection:
         "hd",
         "logged_out",
         "logout_sent",
+        "max_burst",
         "max_xmit",
         "out",
         "owner",
@@ -154,6 +158,7 @@ class TargetConnection:
         self.hd = params.header_digest
         self.dd = params.data_digest
         self.max_xmit = params.max_xmit_data_segment_length
+        self.max_burst = params.max_burst_length  # session-wide, fixed at login (read per Data-In)
         self.erl = params.error_recovery_level
         self.status_log: StatusLog | None = StatusLog() if self.erl else None
         self.retained = RetainedSet()
@@ -352,9 +357,9 @@ class TargetConnection:
         cdb = pdu.parse_ahs()[0] if pdu.ahs else pdu.cdb16
         task = TargetTask(
             pdu.itt,
-            P.decode_lun(pdu.lun),
+            decode_lun(pdu.lun),
             pdu.cmdsn,
-            bytes(cdb),
+            cdb if type(cdb) is bytes else bytes(cdb),  # decoded CDBs are bytes already: no copy
             pdu.flags,
             pdu.expected_data_transfer_length,
             pdu.immediate,
@@ -382,7 +387,7 @@ class TargetConnection:
             # Immediate data rules (RFC 7143 4.2.5.2, 13.13): only with W, within EDTL and FirstBurstLength
             params = session.params
             if (
-                not pdu.write
+                not pdu.flags & CMD_WRITE
                 or not params.immediate_data
                 or dlen > pdu.expected_data_transfer_length
                 or dlen > params.first_burst_length
@@ -398,7 +403,7 @@ class TargetConnection:
         if not task.immediate:
             session.outstanding += 1
         session.tasks[task.itt] = task
-        if not pdu.write or task.edtl == 0:
+        if not pdu.flags & CMD_WRITE or task.edtl == 0:
             task.state = TaskState.EXECUTING
             session.events.append(task)
             return
@@ -460,8 +465,8 @@ class TargetConnection:
 
     def _emit_r2t(self, task: TargetTask, seq: Sequence) -> None:
         session = self.session
-        lun = P.encode_lun(task.lun) if task.lun >= 0 else 0
-        header = P.r2t_header(
+        lun = encode_lun(task.lun) if task.lun >= 0 else 0
+        header = r2t_header(
             lun, task.itt, seq.ttt, self.statsn, session.expcmdsn, session.maxcmdsn, seq.r2tsn, seq.offset,
             seq.length,
         )  # fmt: skip
@@ -536,7 +541,7 @@ class TargetConnection:
                 self._send_task_aborted(task)
             return
         edtl = task.edtl
-        lun_field = P.encode_lun(task.lun) if task.lun >= 0 else 0
+        lun_field = encode_lun(task.lun) if task.lun >= 0 else 0
         data = result.data_in
         is_read = bool(task.flags & 0x40)
         sent = min(len(data), edtl) if (data is not None and is_read) else 0
@@ -567,7 +572,7 @@ class TargetConnection:
         sense = P.sense_segment(result.sense) if result.sense else b""
         session = self.session
         statsn = self._next_statsn()
-        header = P.scsi_response_header(
+        header = scsi_response_header(
             rflags, 0, result.status, task.itt, statsn, session.expcmdsn, session.maxcmdsn, datasn, residual,
             len(sense),
         )  # fmt: skip
@@ -596,13 +601,13 @@ class TargetConnection:
         """
         session = self.session
         mxl = self.max_xmit
-        burst = session.params.max_burst_length
+        burst = self.max_burst
         total = len(view)
         hd, dd = self.hd, self.dd
         itt = task.itt
         if collapse and total <= mxl and total <= burst:  # the common case: one PDU with the status
             flags = FLAG_FINAL | DATAIN_STATUS | (rflags & (RSP_OVERFLOW | RSP_UNDERFLOW))
-            header = P.data_in_header(
+            header = data_in_header(
                 flags, status, lun_field, itt, self._next_statsn(), session.expcmdsn, session.maxcmdsn, 0, 0,
                 residual, total,
             )  # fmt: skip
@@ -617,15 +622,13 @@ class TargetConnection:
             exp, mx = session.expcmdsn, session.maxcmdsn
             if last and collapse:
                 flags = FLAG_FINAL | DATAIN_STATUS | (rflags & (RSP_OVERFLOW | RSP_UNDERFLOW))
-                header = P.data_in_header(
+                header = data_in_header(
                     flags, status, lun_field, itt, self._next_statsn(), exp, mx, datasn, offset, residual,
                     end - offset,
                 )  # fmt: skip
             else:
                 flags = FLAG_FINAL if (last or end % burst == 0) else 0
-                header = P.data_in_header(
-                    flags, 0, lun_field, itt, 0, exp, mx, datasn, offset, 0, end - offset
-                )
+                header = data_in_header(flags, 0, lun_field, itt, 0, exp, mx, datasn, offset, 0, end - offset)
             out += frame_parts(header, view[offset:end], hd, dd)
             offset = end
             datasn += 1
@@ -961,7 +964,7 @@ class TargetConnection:
         return session.detach(self, now)
 
 
-_HANDLERS: dict[type, Callable[[TargetConnection, Any, bytes], None]] = {
+_HANDLERS: Final[dict[type, Callable[[TargetConnection, Any, bytes], None]]] = {
     P.NopOut: TargetConnection._on_nop_out,
     P.ScsiCommand: TargetConnection._on_scsi_command,
     P.DataOut: TargetConnection._on_data_out,

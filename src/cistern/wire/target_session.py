@@ -19,7 +19,6 @@ connection machines append what the I/O layer must act on to :attr:`TargetSessio
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from cistern.wire import pdu as P
@@ -61,39 +60,52 @@ class _NoBudget:
         pass
 
 
-@dataclass(slots=True, eq=False)
+# The events are plain classes, not dataclasses: under mypyc a dataclass puts the types of its fields into
+# ``__annotations__`` at import, and ``TargetConnection``'s type object does not exist yet then
+# (:mod:`cistern.wire.target_connection` imports this module first).
+
+
 class TaskManagement:
     """A Task Management Function Request delivered in CmdSN order (RFC 7143 11.5): perform it."""
 
-    conn: TargetConnection
-    pdu: P.TaskMgmtRequest
+    __slots__ = ("conn", "pdu")
+
+    def __init__(self, conn: TargetConnection, pdu: P.TaskMgmtRequest) -> None:
+        self.conn = conn
+        self.pdu = pdu
 
 
-@dataclass(slots=True, eq=False)
 class TextRequest:
     """A complete Text Request in full feature phase (RFC 7143 11.10): answer ``pairs``."""
 
-    conn: TargetConnection
-    pdu: P.TextRequest
-    pairs: list[tuple[str, str]]
+    __slots__ = ("conn", "pairs", "pdu")
+
+    def __init__(self, conn: TargetConnection, pdu: P.TextRequest, pairs: list[tuple[str, str]]) -> None:
+        self.conn = conn
+        self.pdu = pdu
+        self.pairs = pairs
 
 
-@dataclass(slots=True, eq=False)
 class Logout:
     """A Logout Request was answered (RFC 7143 11.14): on SUCCESS, close the session (reason 0), the
     connection ``cid`` (reason 1, maybe another connection than ``conn``) or the last connection."""
 
-    conn: TargetConnection
-    reason: int
-    cid: int
-    response: LogoutResponse
+    __slots__ = ("cid", "conn", "reason", "response")
+
+    def __init__(self, conn: TargetConnection, reason: int, cid: int, response: LogoutResponse) -> None:
+        self.conn = conn
+        self.reason = reason
+        self.cid = cid
+        self.response = response
 
 
-@dataclass(slots=True, eq=False)
 class OutboxReady:
     """``conn`` (not the one that received) queued PDUs: a held command was delivered on it."""
 
-    conn: TargetConnection
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: TargetConnection) -> None:
+        self.conn = conn
 
 
 Event = TargetTask | TaskManagement | TextRequest | Logout | OutboxReady

@@ -50,7 +50,7 @@ class Sequence:
         return self.received >= self.length
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, init=False)
 class TargetTask:
     itt: int
     lun: int
@@ -75,6 +75,32 @@ class TargetTask:
     #: ERL 2: the device server's result, kept while the task waits for TASK REASSIGN (its connection failed)
     result: ScsiResult | None = None
     done: Any = None  # the I/O layer's waiter for the task's end (an asyncio future), never touched here
+
+    def __init__(
+        self, itt: int, lun: int, cmdsn: int, cdb: bytes, flags: int, edtl: int, immediate: bool
+    ) -> None:  # written, not generated: a direct call when compiled (see cistern.scsi.task.ScsiTask)
+        self.itt = itt
+        self.lun = lun
+        self.cmdsn = cmdsn
+        self.cdb = cdb
+        self.flags = flags
+        self.edtl = edtl
+        self.immediate = immediate
+        self.buf = None
+        self.reserved = 0
+        self.state = TaskState.COLLECTING
+        self.received = 0
+        self.unsolicited = None
+        self.r2ts = {}
+        self.next_r2t_offset = 0
+        self.r2tsn = 0
+        self.aborted = False
+        self.scsi = None
+        self.report_aborted = False
+        self.error = None
+        self.conn = None
+        self.result = None
+        self.done = None
 
     def abort(self) -> None:
         """Mark aborted; a long-running device server operation (SANITIZE) sees it and ends early."""

@@ -463,7 +463,7 @@ class RaidStore(BackingStore):
 
     async def _timed(self, aw: Any) -> Any:
         if self.member_timeout > 0:
-            if asyncio.current_task() is None:  # run eagerly outside a task (target/eager.py)
+            if asyncio.current_task() is None:  # run eagerly outside a task (target/engine.py)
                 return await asyncio.wait_for(aw, self.member_timeout)
             async with asyncio.timeout(self.member_timeout):  # a timer handle, not a task per I/O
                 return await aw
