@@ -158,9 +158,13 @@ class Connection(asyncio.BufferedProtocol):
                 self._kick()
             else:
                 self._flush()
-                poll = self._poll
-                if poll is not None and not self._polling and self._may_poll() and poll.idle():
-                    self._busy_poll(poll)
+                self._maybe_poll()
+
+    def _maybe_poll(self) -> None:
+        """Our responses have left: poll for the initiator's next command if that pays (busypoll)."""
+        poll = self._poll
+        if poll is not None and not self._polling and self._may_poll() and poll.idle():
+            self._busy_poll(poll)
 
     def _may_poll(self) -> bool:
         """Whether this connection now only waits for the initiator: everything it sent is answered and
@@ -318,7 +322,13 @@ class Connection(asyncio.BufferedProtocol):
         """Something was queued outside a received chunk: send it at the end of this loop iteration."""
         if not self._in_batch and not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            asyncio.get_running_loop().call_soon(self._flush_gathered)
+
+    def _flush_gathered(self) -> None:
+        """The end of a loop iteration: what was gathered leaves (one ``writev``), then the connection may
+        poll (responses to large PDUs and thread-pool completions leave this way)."""
+        self._flush()
+        self._maybe_poll()
 
     def _flush(self) -> None:
         self._flush_scheduled = False
