@@ -1,17 +1,16 @@
 """Adaptive busy polling: after a connection's responses leave, wait for its next command by polling
-instead of sleeping, when its commands have been arriving within the polling budget.
+instead of sleeping, as long as polls keep finding it.
 
 At queue depth 1 an initiator sends its next command a few tens of microseconds after our response.
 Sleeping in ``epoll_wait`` in between costs a context switch and a wake-up on every command, and the
-interpreter then runs with cold caches: on this project's 2-core VM that is most of the difference between
-a depth-1 command served in ~75 µs and one served in ~55 µs (bench/RESULTS.md, "Busy polling").  Linux
+interpreter then runs with cold caches: on this project's 2-core VM a depth-1 4 KiB read cost ~57 µs of
+server CPU that way and ~47 µs polled, at nearly twice the IOPS (bench/RESULTS.md, "Third session").  Linux
 offers the same trade for NIC queues (``SO_BUSY_POLL``, ``net.core.busy_read``), but not on loopback or for
 a user-space server's own work, so the target does it itself:
 
-* :class:`BusyPoll` is the per-connection decision, sans-I/O with the time passed in (seconds, any
-  monotonic clock): poll after a batch of responses, backing off exponentially after polls that found
-  nothing, so a light workload (commands milliseconds apart) polls once per 64 commands at most, and
-  an idle target never spins.  While polling, the CPU is offered to other runnable threads on every
+* :class:`BusyPoll` is the per-connection decision (sans-I/O, no clock): poll after a batch of
+  responses, backing off exponentially after polls that found nothing, so a light workload (commands
+  milliseconds apart) polls once per 64 commands at most, and an idle target never spins.  While polling, the CPU is offered to other runnable threads on every
   empty look (``sched_yield``), so on a busy machine the initiator is not kept from running.
 * :class:`PollSet` is one private ``epoll`` holding the sockets of every plain-TCP connection in full
   feature phase, so that a connection polling for its own next command stops at once when *another*
