@@ -6,15 +6,18 @@ LUN files and the target's log live in the test module's artifacts folder.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,3 +153,21 @@ def metric_value(text: str, name: str, **labels: str) -> float:
         if all(f'{k}="{v}"' in line for k, v in labels.items()):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+@contextlib.contextmanager
+def one_target_server(folder: Path, iqn: str, lun_toml: str) -> Iterator[AdminServer]:
+    """A started :class:`AdminServer` in a fresh ``folder`` serving one open target ``iqn`` on a free
+    127.0.0.1 port (``iscsi_port``) with ``lun_toml`` as its ``[[targets.luns]]`` body; stopped, and its
+    socket directory removed, afterwards."""
+    shutil.rmtree(folder, ignore_errors=True)
+    port = peers.free_port()
+    toml = f'[[targets]]\nname = "{iqn}"\nportals = ["127.0.0.1:{port}"]\nopen = true\n\n[[targets.luns]]\n{lun_toml}'
+    srv = AdminServer(folder, toml)
+    srv.iscsi_port = port
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+        shutil.rmtree(srv.sockdir, ignore_errors=True)

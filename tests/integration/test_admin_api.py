@@ -16,7 +16,7 @@ from typing import Any
 
 import peers
 import pytest
-from admin_proc import TOKEN, AdminServer, metric_value
+from admin_proc import TOKEN, AdminServer, metric_value, one_target_server
 
 pytestmark = [pytest.mark.peers, pytest.mark.timeout(300)]
 
@@ -26,20 +26,9 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "test_admin_api"
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[AdminServer]:
-    shutil.rmtree(ARTIFACTS, ignore_errors=True)
-    port = peers.free_port()
-    toml = (
-        f'[[targets]]\nname = "{IQN}"\nportals = ["127.0.0.1:{port}"]\nopen = true\n\n'
-        '[[targets.luns]]\nlun = 0\nbackend = "file"\npath = "lun0.img"\nsize = "16M"\n'
-    )
-    srv = AdminServer(ARTIFACTS, toml)
-    srv.iscsi_port = port
-    srv.start()
-    try:
+    lun = 'lun = 0\nbackend = "file"\npath = "lun0.img"\nsize = "16M"\n'
+    with one_target_server(ARTIFACTS, IQN, lun) as srv:
         yield srv
-    finally:
-        srv.stop()
-        shutil.rmtree(srv.sockdir, ignore_errors=True)
 
 
 def test_tcp_listener_token_rules(server: AdminServer) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import socket
 import struct
 import subprocess
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import peers
 import pytest
-from admin_proc import AdminServer, metric_value
+from admin_proc import AdminServer, metric_value, one_target_server
 
 from cistern.initiator.client import connect
 from cistern.initiator.errors import ScsiCheckCondition
@@ -43,20 +42,8 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "test_admin_unit
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[AdminServer, int]]:
-    shutil.rmtree(ARTIFACTS, ignore_errors=True)
-    ARTIFACTS.mkdir(parents=True)
-    port = peers.free_port()
-    toml = (
-        f'[[targets]]\nname = "{IQN}"\nportals = ["127.0.0.1:{port}"]\nopen = true\n\n'
-        '[[targets.luns]]\nlun = 0\nbackend = "memory"\nsize = "8M"\n'
-    )
-    srv = AdminServer(ARTIFACTS, toml)
-    srv.start()
-    try:
-        yield srv, port
-    finally:
-        srv.stop()
-        shutil.rmtree(srv.sockdir, ignore_errors=True)
+    with one_target_server(ARTIFACTS, IQN, 'lun = 0\nbackend = "memory"\nsize = "8M"\n') as srv:
+        yield srv, srv.iscsi_port
 
 
 LIBRARY = f"""

@@ -12,16 +12,14 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import peers
 import pytest
-from admin_proc import AdminServer, metric_value
+from admin_proc import AdminServer, metric_value, one_target_server
 
 from cistern.initiator import connect
 
@@ -34,20 +32,8 @@ BLOCK = 512
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[AdminServer]:
-    shutil.rmtree(ARTIFACTS, ignore_errors=True)
-    port = peers.free_port()
-    toml = (
-        f'[[targets]]\nname = "{IQN}"\nportals = ["127.0.0.1:{port}"]\nopen = true\n\n'
-        '[[targets.luns]]\nlun = 0\nbackend = "memory"\nsize = "32M"\n'
-    )
-    srv = AdminServer(ARTIFACTS, toml)
-    srv.iscsi_port = port
-    srv.start()
-    try:
+    with one_target_server(ARTIFACTS, IQN, 'lun = 0\nbackend = "memory"\nsize = "32M"\n') as srv:
         yield srv
-    finally:
-        srv.stop()
-        shutil.rmtree(srv.sockdir, ignore_errors=True)
 
 
 def _polls(srv: AdminServer) -> tuple[float, float]:
