@@ -26,6 +26,7 @@ from typing import Final
 import crc32c
 
 from cistern.wire.bhs import decode_bhs
+from cistern.wire.buffers import MIN_POOLED, WRITE_BUFFERS
 from cistern.wire.constants import BHS_LEN, DIGEST_LEN
 from cistern.wire.errors import PduError, RemoteProtocolError
 from cistern.wire.pdu import PDU, Buffer, header_lengths
@@ -307,6 +308,9 @@ class PduReader:
                 assert target is not None
                 dest = target[:dlen]
                 dest[:] = src
+            elif dlen >= MIN_POOLED:  # a recycled buffer: it may become the command's write buffer
+                dest = memoryview(WRITE_BUFFERS.take(dlen))
+                dest[:] = src
             else:
                 dest = memoryview(bytearray(src))
             ok = True
@@ -332,7 +336,7 @@ class PduReader:
             assert target is not None
             dest = target[:dlen]
         else:
-            dest = memoryview(bytearray(dlen))
+            dest = memoryview(WRITE_BUFFERS.take(dlen))  # filled in full before the frame is returned
         have = min(staged, dlen)
         if have > 0:
             dest[:have] = view[data_at : data_at + have]

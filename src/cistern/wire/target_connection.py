@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Final
 from cistern.scsi.task import ScsiResult, Status
 from cistern.wire import pdu as P
 from cistern.wire.bhs import data_in_header, decode_lun, encode_lun, r2t_header, scsi_response_header
+from cistern.wire.buffers import WRITE_BUFFERS
 from cistern.wire.constants import (
     BHS_LEN,
     CMD_WRITE,
@@ -434,8 +435,8 @@ class TargetConnection:
             # it becomes the write buffer as it is (no second allocation, no copy)
             task.buf = owner
         elif imm:
-            task.buf = bytearray(edtl)
-            task.buf[:imm] = data
+            task.buf = buf = WRITE_BUFFERS.take(edtl)  # filled in full before it is executed
+            buf[:imm] = data
         # else: allocated when its first Data-Out arrives (TargetTask.sink), not now
         session.write_buffered += edtl
         task.received = imm

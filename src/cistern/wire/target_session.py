@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from cistern.wire import pdu as P
+from cistern.wire.buffers import WRITE_BUFFERS
 from cistern.wire.constants import RESERVED_TAG, LogoutReason, LogoutResponse
 from cistern.wire.errors import LocalProtocolError
 from cistern.wire.serial import sn_add, sn_in_window, sn_lt
@@ -237,7 +238,14 @@ class TargetSession:
             task.reserved = 0
             self.write_buffered -= reserved
             self.budget.release_write_buffer(reserved)
-        task.buf = None  # the device server is done with it (or never got it)
+        buf = task.buf
+        if buf is not None:
+            # the device server is done with it (or never got it): large ones are reused
+            task.buf = None
+            scsi = task.scsi
+            if scsi is not None:
+                scsi.data_out = None
+            WRITE_BUFFERS.give(buf)
         if self.tasks.get(task.itt) is task:
             del self.tasks[task.itt]
             if not task.immediate:

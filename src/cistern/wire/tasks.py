@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cistern.scsi.task import ScsiResult, ScsiTask
+from cistern.wire.buffers import WRITE_BUFFERS
 from cistern.wire.constants import RESERVED_TAG
 
 if TYPE_CHECKING:
@@ -111,14 +112,15 @@ class TargetTask:
     def sink(self, offset: int, length: int) -> memoryview | None:
         """Where a Data-Out payload may land (zero copy), if it is inside this task's buffer.  The buffer
         (EDTL bytes, within the budget reserved at command arrival) is allocated here, when the first data
-        arrives: a write whose data never comes costs no memory (issue 12)."""
+        arrives: a write whose data never comes costs no memory (issue 12); a large one is recycled
+        (:mod:`cistern.wire.buffers`)."""
         if self.state is not TaskState.COLLECTING or not self.reserved:
             return None
         if offset < 0 or offset + length > self.edtl:
             return None
         buf = self.buf
         if buf is None:
-            self.buf = buf = bytearray(self.edtl)
+            self.buf = buf = WRITE_BUFFERS.take(self.edtl)
         return memoryview(buf)[offset : offset + length]
 
     def sequence_for(self, ttt: int) -> Sequence | None:
