@@ -1,5 +1,6 @@
-"""Recycled write buffers (cistern.wire.buffers): reused only when nobody else holds them, never leaking one
-command's data into another's."""
+"""Memory for data buffers: recycled write buffers (cistern.wire.buffers), reused only when nobody else holds
+them and never leaking one command's data into another's; the heap thresholds of cistern.heap.
+"""
 
 from __future__ import annotations
 
@@ -76,3 +77,10 @@ def test_large_writes_in_flight_reuse_buffers_and_read_back_intact() -> None:
                 await session.logout()
 
     run(main())
+
+
+def test_the_serving_process_keeps_freed_heap_memory() -> None:
+    """glibc (Debian's C library) accepts the heap thresholds `cistern serve` sets at start-up."""
+    from cistern.heap import keep_freed_memory
+
+    assert keep_freed_memory()

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from cistern import accel
 from cistern.config.model import Config
+from cistern.heap import keep_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ def run_server(config: Config, on_ready: OnReady | None = None, serve: ServeFn |
     """Serve ``config`` until a signal arrives; blocks. Uses uvloop when it is installed."""
     serve_fn = serve if serve is not None else load_serve()
     factory = _loop_factory()
+    keep_freed_memory()  # no brk/page-fault churn per burst of data buffers (cistern.heap)
     log.info("hot path: %s; event loop: %s", accel.describe(), "uvloop" if factory else "asyncio")
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(serve_until_signalled(config, serve_fn, on_ready))
