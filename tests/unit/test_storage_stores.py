@@ -4,8 +4,10 @@ reading back zeroes), BlockDeviceStore size probing on a regular file, and the o
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -211,3 +213,69 @@ def test_io_pool_delivers_results_and_errors_in_batches() -> None:
 
     asyncio.run(go())
     asyncio.run(go())  # a second event loop: completions go to the loop that asked
+
+
+def test_writes_without_rwf_nowait_are_done_inline_and_watched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the kernel refuses RWF_NOWAIT writes (block devices, ext4), writes run inline and timed: one that
+    waited longer than STALL_LIMIT sends the next ones to the I/O threads for a back-off that doubles."""
+    from cistern.storage import file as file_mod
+
+    if not file_mod._RWF_NOWAIT:
+        pytest.skip("this Python has no RWF_NOWAIT")
+    clock = [1000.0]
+    slow = [0.0]  # how long the next inline write takes on the fake clock
+    real_pwritev = os.pwritev
+    real_pwrite_full = file_mod._pwrite_full
+
+    def pwritev(fd: int, buffers: Any, offset: int, flags: int = 0) -> int:
+        if flags & file_mod._RWF_NOWAIT:
+            raise OSError(errno.EOPNOTSUPP, "no RWF_NOWAIT writes here")
+        return real_pwritev(fd, buffers, offset, flags)
+
+    def pwrite_full(fd: int, mv: memoryview, offset: int) -> None:
+        real_pwrite_full(fd, mv, offset)
+        clock[0] += slow[0]
+
+    pooled: list[int] = []
+    real_run = file_mod.FileStore._run
+
+    async def run(self: Any, fn: Any, *args: Any) -> Any:
+        if fn is file_mod._pwrite_full:
+            pooled.append(args[2])
+        return await real_run(self, fn, *args)
+
+    monkeypatch.setattr(file_mod.os, "pwritev", pwritev)
+    monkeypatch.setattr(file_mod, "_pwrite_full", pwrite_full)
+    monkeypatch.setattr(file_mod.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(file_mod.FileStore, "_run", run)
+    monkeypatch.delenv("CISTERN_IO_POOL_ONLY", raising=False)
+
+    async def go() -> None:
+        s = FileStore(tmp_path / "watched.img", 1 << 20)
+        s._read_mode = s._write_mode = file_mod._NOWAIT  # as on a disk filesystem
+        await s.write(0, b"a" * 4096)  # EOPNOTSUPP: this one goes to the threads, the store turns to watched
+        assert pooled == [0] and s.io_path.endswith("write=watched")
+        await s.write(4096, b"b" * 4096)  # inline, fast
+        assert pooled == [0] and s.write_stalls == 0
+        slow[0] = 0.010
+        await s.write(8192, b"c" * 4096)  # inline, but it waited 10 ms: a stall
+        slow[0] = 0.0
+        assert s.write_stalls == 1 and pooled == [0]
+        await s.write(12288, b"d" * 4096)  # within the 1 s back-off: to the threads
+        assert pooled == [0, 12288]
+        clock[0] += file_mod.STALL_BACKOFF + 0.001
+        slow[0] = 0.010
+        await s.write(16384, b"e" * 4096)  # inline again, and stalls again: back-off doubles
+        slow[0] = 0.0
+        clock[0] += file_mod.STALL_BACKOFF + 0.001  # 1 s later: still within the 2 s back-off
+        await s.write(20480, b"f" * 4096)
+        assert s.write_stalls == 2 and pooled == [0, 12288, 20480]
+        clock[0] += file_mod.STALL_BACKOFF
+        await s.write(24576, b"g" * 4096)  # the back-off is over: inline
+        assert pooled == [0, 12288, 20480]
+        buf = memoryview(bytearray(7 * 4096))
+        await s.read_into(0, buf)
+        assert bytes(buf) == b"".join(bytes([c]) * 4096 for c in b"abcdefg")
+        await s.close()
+
+    asyncio.run(go())
