@@ -45,6 +45,7 @@ from cistern.target.monitor import Monitor
 from cistern.target.raid_luns import build_ses_luns, watch_raid
 from cistern.target.session import Session, SessionTable
 from cistern.target.tape_luns import build_tape_luns, close_now
+from cistern.wire.buffers import WRITE_BUFFERS
 from cistern.wire.keys import KEYS
 from cistern.wire.negotiation import Negotiated
 from cistern.wire.target_session import TargetSession
@@ -325,6 +326,7 @@ class TargetServer:
         for conn in list(self.connections):
             conn.close()
         self.poll_set.close()
+        WRITE_BUFFERS.clear()  # the recycled write buffers go back to the heap
         for server in servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 2)
