@@ -147,7 +147,7 @@ async def _live_changes(srv: AdminServer, port: int) -> None:
 
         # keep commands in flight on LUN 1 while it is removed
         outcomes: list[str] = []
-        removed = asyncio.Event()
+        removed_at: list[int] = []  # how many outcomes there were when LUN 1 was removed
 
         async def writer(slot: int) -> None:
             block = bytes([slot]) * 65536
@@ -161,8 +161,8 @@ async def _live_changes(srv: AdminServer, port: int) -> None:
                     outcomes.append(f"{key[0]:x}/{key[1]:02x}/{key[2]:02x}")
                     if key == (0x05, 0x25, 0x00):  # LOGICAL UNIT NOT SUPPORTED: it is gone
                         return
-                if removed.is_set() and len(outcomes) > 2000:
-                    return
+                if removed_at and len(outcomes) - removed_at[0] > 2000:
+                    return  # a bound, not an outcome: 2000 commands after the removal and still no 5/25/00
 
         writers = [asyncio.create_task(writer(i)) for i in range(4)]
         await asyncio.sleep(0.3)
@@ -175,7 +175,7 @@ async def _live_changes(srv: AdminServer, port: int) -> None:
         await call(srv.api, "POST", f"/api/targets/{IQN_A}/luns/2/resize", {"size": "48M"})
         good_before_removal = outcomes.count("good")
         await call(srv.api, "DELETE", f"/api/targets/{IQN_A}/luns/1")
-        removed.set()
+        removed_at.append(len(outcomes))
         await asyncio.wait_for(asyncio.gather(*writers), 30)
 
         assert good_before_removal > 0
