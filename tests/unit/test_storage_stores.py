@@ -279,3 +279,50 @@ def test_writes_without_rwf_nowait_are_done_inline_and_watched(tmp_path: Path, m
         await s.close()
 
     asyncio.run(go())
+
+
+def test_file_store_answers_at_once_when_it_can(tmp_path: Path) -> None:
+    """read_now/write_now (the READ/WRITE hot path tries them before awaiting read/write) do the I/O
+    without a coroutine where no waiting is needed, and otherwise do nothing and leave it to read/write,
+    which raise the errors: a closed store, a range outside it, a read-only store."""
+    from cistern.storage import file as file_mod
+
+    async def go() -> None:
+        s = FileStore(tmp_path / "now.img", 64 * 1024)
+        s._read_mode = s._write_mode = file_mod._INLINE  # as on tmpfs, whatever tmp_path is
+        assert s.write_now(4096, b"x" * 4096) is True
+        assert s.read_now(4096, 4096) == b"x" * 4096
+        assert await s.read(0, 8192) == bytes(4096) + b"x" * 4096  # read answers from read_now too
+        assert s.write_now(64 * 1024 - 512, b"y" * 1024) is False  # past the end: nothing written
+        with pytest.raises(StoreError):
+            await s.write(64 * 1024 - 512, b"y" * 1024)
+        assert s.read_now(64 * 1024 - 512, 1024) is None
+        with pytest.raises(StoreError):
+            await s.read(64 * 1024 - 512, 1024)
+        assert s.read_now(-512, 512) is None and s.write_now(-512, b"z" * 512) is False
+        # a file shorter than the store (shrunk behind our back): read_now declines, read fills zeroes
+        os.truncate(s.path, 4096 + 2048)
+        assert s.read_now(4096, 4096) is None
+        assert await s.read(4096, 4096) == b"x" * 2048 + bytes(2048)
+        # writes that must go to the threads are not done here
+        s._write_mode = file_mod._POOL
+        assert s.write_now(0, b"p" * 512) is False
+        await s.write(0, b"p" * 512)
+        s._write_mode = file_mod._WATCHED
+        s._inline_from = file_mod.time.monotonic() + 60  # backed off after a stall
+        assert s.write_now(512, b"q" * 512) is False
+        s._inline_from = 0.0
+        assert s.write_now(512, b"q" * 512) is True
+        assert await s.read(0, 1024) == b"p" * 512 + b"q" * 512
+        await s.close()
+        assert s.read_now(0, 512) is None and s.write_now(0, b"c" * 512) is False
+        with pytest.raises(StoreError):
+            await s.read(0, 512)
+        ro = FileStore(tmp_path / "now.img", read_only=True)
+        ro._write_mode = file_mod._INLINE
+        assert ro.write_now(0, b"r" * 512) is False
+        with pytest.raises(StoreError):
+            await ro.write(0, b"r" * 512)
+        await ro.close()
+
+    asyncio.run(go())

@@ -102,7 +102,7 @@ class LogicalUnit(LogicalUnitBase):
         """Write ``data`` at ``lba`` and make it stable when FUA is set or the write cache is off; a store
         failure becomes MEDIUM ERROR / WRITE ERROR with the LBA (SBC-3 4.18).  The caller holds the range lock."""
         try:
-            if len(data):
+            if len(data) and not self.store.write_now(lba * self.block_size, data):
                 await self.store.write(lba * self.block_size, data)
             if fua or not self.wce:
                 await self.store.flush()

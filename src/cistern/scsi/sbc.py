@@ -59,8 +59,12 @@ async def _read(lu: LogicalUnit, lba: int, n: int, len_byte: int) -> ScsiResult:
         raise invalid_field(len_byte)
     bs = lu.block_size
     nbytes = n * bs
+    store = lu.store
     try:
-        data = await lu.store.read(lba * bs, nbytes)  # a fresh buffer the transport sends from
+        # a fresh buffer the transport sends from; without awaiting when the store has the bytes at hand
+        data = store.read_now(lba * bs, nbytes) if nbytes else None
+        if data is None:
+            data = await store.read(lba * bs, nbytes)
     except OSError:
         raise CheckCondition(SenseKey.MEDIUM_ERROR, UNRECOVERED_READ_ERROR, information=lba) from None
     return ScsiResult(data_in=data, transfer_length=nbytes)

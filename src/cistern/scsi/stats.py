@@ -7,13 +7,12 @@ scrape time.  Nothing here allocates per command.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from typing import Final
 
 from .task import ScsiResult, ScsiTask, Status
 
 #: upper bounds (seconds) of the command latency histogram buckets; the last bucket is +Inf
-LATENCY_BUCKETS: Final = (
+LATENCY_BUCKETS: Final[tuple[float, ...]] = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
 
@@ -92,7 +91,12 @@ class LuStats:
         else:
             self.other_commands += 1
         self.latency_sum += seconds
-        self.latency_buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        bucket = 0  # the first bound >= seconds (bisect_left), found without boxing the bounds per call
+        for bound in LATENCY_BUCKETS:
+            if seconds <= bound:
+                break
+            bucket += 1
+        self.latency_buckets[bucket] += 1
         sense = result.sense
         if sense is not None and len(sense) > 2:
             key = sense[1] & 0x0F if sense[0] & 0x7F in (0x72, 0x73) else sense[2] & 0x0F

@@ -69,6 +69,23 @@ class BackingStore(abc.ABC):
     async def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         """Write all of ``data`` at ``offset``."""
 
+    # The synchronous fast path (the SCSI READ/WRITE hot path tries it first).  Awaiting a coroutine
+    # costs a coroutine object, a frame and a StopIteration per call, about a tenth of a 4 KiB command's
+    # Python time (bench/RESULTS.md, "Fifth session"); a store that can often answer without waiting
+    # (the page cache) answers here.  A subclass that overrides read or write must override these too
+    # (or leave them answering "not now"), or its override would be bypassed.
+
+    def read_now(self, offset: int, length: int) -> bytes | bytearray | None:
+        """The ``length`` (> 0) bytes at ``offset`` if the store has them without waiting, else None (and
+        nothing done): then :meth:`read`.  Raises OSError as :meth:`read` does.  The default: None."""
+        return None
+
+    def write_now(self, offset: int, data: bytes | bytearray | memoryview) -> bool:
+        """Write all of ``data`` (not empty) at ``offset`` if that needs no waiting: True when done; False
+        when nothing was written (then :meth:`write`).  Raises OSError as :meth:`write` does.  The
+        default: False."""
+        return False
+
     @abc.abstractmethod
     async def flush(self) -> None:
         """Make every completed write durable."""

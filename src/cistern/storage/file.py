@@ -345,20 +345,65 @@ class FileStore(BackingStore):
                 return
         await self._run(_pread_full, fd, buf, offset)
 
+    def read_now(self, offset: int, length: int) -> bytes | bytearray | None:
+        """One ``pread`` into a fresh buffer when reads are inline (tmpfs, ramfs) or one ``RWF_NOWAIT``
+        ``preadv`` (a page-cache hit); None when the store is closed, the range is outside it (:meth:`read`
+        raises), the read would wait, or the file ends early (:meth:`read` reads the rest as zeroes)."""
+        fd = self._fd
+        mode = self._read_mode
+        if fd is None or not mode or length <= 0 or offset < 0 or offset + length > self.size:
+            return None
+        if mode == _INLINE:
+            data = os.pread(fd, length, offset)  # not zeroed first
+            return data if len(data) == length else None
+        buf = bytearray(length)
+        try:
+            done = os.preadv(fd, (buf,), offset, _RWF_NOWAIT)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            self._read_mode = _POOL  # this file or device has no RWF_NOWAIT reads
+            return None
+        return buf if done == length else None
+
     async def read(self, offset: int, length: int) -> bytes | bytearray:
-        if self._read_mode != _INLINE or not length:
-            return await super().read(offset, length)
-        fd = self._fileno()
-        self._check_range(offset, length)
-        data = os.pread(fd, length, offset)  # one fresh buffer, not zeroed first
-        if len(data) == length:
+        data = self.read_now(offset, length)
+        if data is not None:
             return data
-        buf = bytearray(length)  # short: the rest comes from read_into (zeroes past the end of the file)
-        buf[: len(data)] = data
-        await self.read_into(offset + len(data), memoryview(buf)[len(data) :])
-        return buf
+        return await super().read(offset, length)  # read_into: the checks, short files, the threads
+
+    def write_now(self, offset: int, data: bytes | bytearray | memoryview) -> bool:
+        """One ``pwrite`` when writes are inline (tmpfs, ramfs) or watched and not backed off (see
+        :meth:`_watched`); False when the store is closed or read-only, the range is outside it (:meth:`write`
+        raises), or writes go ``RWF_NOWAIT`` or to the threads now."""
+        fd = self._fd
+        mode = self._write_mode
+        total = len(data)
+        if (
+            fd is None
+            or mode < _INLINE
+            or self.read_only
+            or total <= 0
+            or offset < 0
+            or offset + total > self.size
+        ):
+            return False
+        mv = data if isinstance(data, memoryview) else memoryview(data)
+        if mode == _INLINE:
+            _pwrite_full(fd, mv, offset)
+            return True
+        started = time.monotonic()
+        if started < self._inline_from:
+            return False
+        _pwrite_full(fd, mv, offset)
+        self._watched(started, time.monotonic())
+        return True
 
     async def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        if self.write_now(offset, data):
+            return
         fd = self._fileno()
         if self.read_only:
             raise StoreError("store is read-only")
@@ -367,20 +412,13 @@ class FileStore(BackingStore):
         self._check_range(offset, total)
         if not total:
             return
-        mode = self._write_mode
-        if mode == _WATCHED:
-            started = time.monotonic()
-            if started >= self._inline_from:
-                _pwrite_full(fd, mv, offset)
-                self._watched(started, time.monotonic())
-                return
-        elif mode:
+        if self._write_mode == _NOWAIT:
             try:
-                done = os.pwritev(fd, (mv,), offset, _RWF_NOWAIT if mode == _NOWAIT else 0)
+                done = os.pwritev(fd, (mv,), offset, _RWF_NOWAIT)
             except BlockingIOError:
                 done = 0
             except OSError as exc:
-                if mode != _NOWAIT or exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
                     raise
                 self._write_mode = _WATCHED  # this file or device has no RWF_NOWAIT writes
                 done = 0
@@ -388,9 +426,7 @@ class FileStore(BackingStore):
                 return
             if done:
                 mv, offset = mv[done:], offset + done
-            if mode == _INLINE:
-                _pwrite_full(fd, mv, offset)
-                return
+        # the threads: _POOL, a watched store backed off after a stall, what RWF_NOWAIT left
         await self._run(_pwrite_full, fd, mv, offset)
 
     def _watched(self, started: float, ended: float) -> None:

@@ -28,7 +28,7 @@ from cistern.target.login_glue import LoginDriver
 from cistern.wire import pdu as P
 from cistern.wire.constants import LogoutReason, LogoutResponse, TmfFunction, TmfResponse
 from cistern.wire.errors import RemoteProtocolError
-from cistern.wire.framing import FramingError, PduReader, frame_pdu
+from cistern.wire.framing import PduReader, frame_pdu
 from cistern.wire.liveness import ConnectionTimers, TimerEvent
 from cistern.wire.pdu import Buffer
 from cistern.wire.target_connection import TargetConnection
@@ -64,6 +64,9 @@ class Connection(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.reader = PduReader(max_data_segment_length=8192)
+        # asyncio.BufferedProtocol.get_buffer: the framer's own, called by the event loop without an
+        # interpreted frame in between (its ``sizehint`` is ignored: the framer knows what comes next)
+        self.get_buffer = self.reader.get_buffer  # type: ignore[method-assign]
         self.login: LoginDriver | None = LoginDriver(server, self)
         self.session: Session | None = None
         self.machine: TargetConnection | None = None  # the protocol, from full feature phase on
@@ -115,42 +118,27 @@ class Connection(asyncio.BufferedProtocol):
         self._arm_timer()
         log.debug("connection from %s on %s:%d", self.peer, *self.portal)
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self.reader.get_buffer()
 
     def buffer_updated(self, nbytes: int) -> None:
         reader = self.reader
         reader.buffer_filled(nbytes)
-        now = time.monotonic()
         self._poll_resume = False
         self._in_batch = True
         try:
-            while not self._closing:
-                try:
-                    frame = reader.next_frame()
-                except FramingError as exc:
-                    log.warning("%s: dropping connection: %s", self.peer, exc)
-                    self.close()
-                    return
-                if frame is None:
-                    return
-                machine = self.machine
-                if machine is None:
-                    self._login_frame(frame)
-                    continue
-                try:
-                    machine.receive(frame, now)
-                    events = machine.session.events
-                    if events:
-                        self.engine.dispatch(events)
-                except RemoteProtocolError as exc:
-                    log.warning("%s: dropping connection: %s", self.peer, exc)
-                    self.close()
-                    return
-                except Exception:  # a bug of ours: never let it kill the server, but drop this connection
-                    log.exception("%s: internal error handling %s", self.peer, type(frame.pdu).__name__)
-                    self.close()
-                    return
+            if self.machine is None and not self._login_frames():
+                return
+            self.engine.receive(reader, time.monotonic())
+        except RemoteProtocolError as exc:  # FramingError too: bytes that are no PDU
+            log.warning("%s: dropping connection: %s", self.peer, exc)
+            self.close()
+        except Exception:  # a bug of ours: never let it kill the server, but drop this connection
+            frame = self.engine.frame if self.machine is not None else None
+            log.exception(
+                "%s: internal error handling %s",
+                self.peer,
+                type(frame.pdu).__name__ if frame is not None else "received bytes",
+            )
+            self.close()
         finally:
             self._in_batch = False
             if reader.bulk and not self._closing and self._outbox():
@@ -159,6 +147,19 @@ class Connection(asyncio.BufferedProtocol):
             else:
                 self._flush()
                 self._maybe_poll()
+
+    def _login_frames(self) -> bool:
+        """Hand the framer's whole PDUs to the login driver until the connection enters full feature phase
+        (True: the rest is the engine's) or the framer needs more bytes (False).  Raises FramingError."""
+        reader = self.reader
+        while not self._closing:
+            frame = reader.next_frame()
+            if frame is None:
+                return False
+            self._login_frame(frame)
+            if self.machine is not None:
+                return True
+        return False
 
     def _maybe_poll(self) -> None:
         """Our responses have left: poll for the initiator's next command if that pays (busypoll)."""

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from cistern.scsi.task import DataDirection, ScsiResult, ScsiTask, Status, TaskAttribute
 from cistern.wire.constants import CMD_READ
+from cistern.wire.framing import Frame, PduReader
 from cistern.wire.target_connection import TargetConnection, fixed_sense
 from cistern.wire.target_session import Event, Logout, OutboxReady, TaskManagement, TextRequest
 from cistern.wire.tasks import TargetTask
@@ -81,7 +82,7 @@ class CommandEngine:
     the session's I_T nexus and its target's device server (None in a discovery session, which runs no
     command)."""
 
-    __slots__ = ("conn", "device", "machine", "nexus", "server")
+    __slots__ = ("conn", "device", "frame", "machine", "nexus", "server")
 
     def __init__(
         self,
@@ -95,6 +96,29 @@ class CommandEngine:
         self.nexus = nexus
         self.device = device
         self.server = conn.server
+        self.frame: Frame | None = None  # the PDU :meth:`receive` is handling (for its caller's error log)
+
+    def receive(self, reader: PduReader, now: float) -> None:
+        """Run every whole PDU the framer holds through the connection machine and act on the session's
+        events, until the framer needs more bytes or the connection closes.  ``now``: monotonic seconds.
+
+        This is the per-PDU loop of :meth:`Connection.buffer_updated`, here so that it runs compiled.
+        Raises :class:`~cistern.wire.framing.FramingError` (bytes that are no PDU),
+        :class:`~cistern.wire.errors.RemoteProtocolError` (a PDU the protocol forbids) and whatever a bug
+        raises; :attr:`frame` is then the frame being handled (None: the framer raised)."""
+        machine = self.machine
+        conn = self.conn
+        events = machine.session.events
+        while not conn._closing:
+            self.frame = None
+            frame = reader.next_frame()
+            if frame is None:
+                return
+            self.frame = frame
+            machine.receive(frame, now)
+            if events:
+                self.dispatch(events)
+        self.frame = None
 
     def dispatch(self, events: list[Event]) -> None:
         """Act on the session's events in order (more may be added meanwhile), then forget them."""

@@ -148,7 +148,7 @@ class PduReader:
 
     # -- BufferedProtocol-style interface -----------------------------------------------------------
 
-    def get_buffer(self) -> memoryview:
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
         target = self._target
         if target is not None:
             if self._target_have < len(target):
