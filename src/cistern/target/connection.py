@@ -141,8 +141,17 @@ class Connection(asyncio.BufferedProtocol):
             self.close()
         finally:
             self._in_batch = False
-            if reader.bulk and not self._closing and self._outbox():
-                # large PDUs come one per read: gather the responses of this loop iteration's reads
+            machine = self.machine
+            if (
+                reader.bulk
+                and not self._closing
+                and self._outbox()
+                and machine is not None
+                and machine.session.outstanding
+            ):
+                # large PDUs come one per read: gather the responses of this loop iteration's reads (the
+                # event loop reads a socket up to 32 times per iteration), unless no command is left
+                # whose response could join them (depth 1: it leaves now, an iteration earlier)
                 self._kick()
             else:
                 self._flush()
