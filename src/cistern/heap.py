@@ -20,9 +20,10 @@ nothing is set.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 from typing import Final
+
+from cistern import libc
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +40,9 @@ MMAP_THRESHOLD: Final = 4 * 1024 * 1024
 
 def keep_freed_memory() -> bool:
     """Set glibc's trim and mmap thresholds (see the module docstring); True if both were set."""
-    name = ctypes.util.find_library("c")
-    if name is None:
+    mallopt = libc.function("mallopt", [ctypes.c_int, ctypes.c_int], ctypes.c_int)
+    if mallopt is None:
         return False
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
     done = mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
     if not done:
         log.debug("mallopt refused the heap thresholds")

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import logging
@@ -40,6 +39,8 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+from cistern import libc
 
 from .base import BackingStore, StoreError
 from .mapping import DEFAULT_MAX_EXTENTS, Extent, coalesce
@@ -129,32 +130,8 @@ class IoPool:
 _pool = IoPool(_IO_THREADS)
 
 
-def _load_fallocate() -> Any:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn = libc.fallocate
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_fallocate = _load_fallocate()
-
-
-def _load_fstatfs() -> Any:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn = libc.fstatfs
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_void_p]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_fstatfs = _load_fstatfs()
+_fallocate = libc.function("fallocate", [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64], ctypes.c_int)
+_fstatfs = libc.function("fstatfs", [ctypes.c_int, ctypes.c_void_p], ctypes.c_int)
 
 
 def on_memory_fs(fd: int) -> bool:
