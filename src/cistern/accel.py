@@ -45,6 +45,7 @@ COMPILED_MODULES: tuple[str, ...] = (
     "cistern.target.engine",
     "cistern.wire.bhs",
     "cistern.scsi.reservations",
+    "cistern.scsi.rangelock",
 )
 
 ENV_PURE = "CISTERN_PURE_PYTHON"

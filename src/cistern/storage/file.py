@@ -182,7 +182,7 @@ def _pread_full(fd: int, buf: memoryview, offset: int) -> None:
 
 
 def _pwrite_full(fd: int, data: memoryview, offset: int) -> None:
-    done = 0
+    done = os.pwrite(fd, data, offset)  # all of it, nearly always: no slice for the first call
     total = len(data)
     while done < total:
         done += os.pwrite(fd, data[done:], offset + done)

@@ -386,7 +386,7 @@ class TargetConnection:
         dlen = len(pdu.data)
         if dlen:
             # Immediate data rules (RFC 7143 4.2.5.2, 13.13): only with W, within EDTL and FirstBurstLength
-            params = session.params
+            params = session.params.session  # SessionParams: Negotiated's flat properties are interpreted
             if (
                 not pdu.flags & CMD_WRITE
                 or not params.immediate_data
@@ -425,7 +425,7 @@ class TargetConnection:
             self.ended_early.append(task.itt)
             self.complete(task, ScsiResult(Status.TASK_SET_FULL, b""))
             return
-        params = session.params
+        params = session.params.session  # SessionParams: Negotiated's flat properties are interpreted
         data = pdu.data
         imm = len(data)
         owner = data.obj if isinstance(data, memoryview) else None
@@ -441,7 +441,7 @@ class TargetConnection:
         session.write_buffered += edtl
         task.received = imm
         unsolicited_end = imm
-        if not params.initial_r2t and not pdu.final:
+        if not params.initial_r2t and not pdu.flags & FLAG_FINAL:
             # RFC 7143 11.3.1: F=0 announces unsolicited Data-Out, up to FirstBurstLength in all; with F=1
             # only the immediate data (if any) was unsolicited and the rest is asked for with R2Ts
             unsolicited_end = max(imm, min(params.first_burst_length, edtl))
@@ -454,7 +454,7 @@ class TargetConnection:
     def _send_r2ts(self, task: TargetTask) -> None:
         """R2Ts for the data not yet asked for, up to MaxOutstandingR2T (RFC 7143 11.8, 13.17)."""
         session = self.session
-        params = session.params
+        params = session.params.session
         while task.next_r2t_offset < task.edtl and len(task.r2ts) < params.max_outstanding_r2t:
             offset = task.next_r2t_offset
             length = min(params.max_burst_length, task.edtl - offset)
@@ -496,7 +496,7 @@ class TargetConnection:
             self._fail_task(task, SENSE_DATA_PHASE_ERROR, "Data-Out outside the expected transfer")
             return
         try:
-            seq = task.accept(pdu.ttt, pdu.datasn, pdu.buffer_offset, len(data), pdu.final)
+            seq = task.accept(pdu.ttt, pdu.datasn, pdu.buffer_offset, len(data), bool(pdu.flags & FLAG_FINAL))
         except UnknownTransferTag as unknown:  # not "exc": mypyc types a name by its first except clause
             # a Target Transfer Tag of no outstanding R2T of this task (RFC 7143 11.7.4, 11.17.1): Reject;
             # at ErrorRecoveryLevel 0 nothing can resend the burst, so the command ends as well
@@ -675,7 +675,7 @@ class TargetConnection:
         for exactly its bytes again with a recovery R2T (RFC 7143 7.2.2 / 7.4 at ERL >= 1)."""
         length = len(pdu.data)
         try:
-            seq = task.accept(pdu.ttt, pdu.datasn, pdu.buffer_offset, length, pdu.final)
+            seq = task.accept(pdu.ttt, pdu.datasn, pdu.buffer_offset, length, bool(pdu.flags & FLAG_FINAL))
         except DataOutError as exc:
             self._fail_task(task, SENSE_CRC_ERROR, str(exc))
             return
