@@ -52,6 +52,13 @@ log = logging.getLogger("cistern.target")
 DATA_IN_PER_CONNECTION = 8 * 1024 * 1024
 
 
+#: after GATHER_ALONE gathers in a row of a loop iteration's responses to large PDUs each sent one response
+#: alone, GATHER_SKIP responses go at once before gathering is tried again (at depth 1 waiting for the end
+#: of the iteration costs an epoll_pwait per command and gathers nothing)
+GATHER_ALONE = 8
+GATHER_SKIP = 63
+
+
 class Connection(asyncio.BufferedProtocol):
     """An iSCSI connection, from TCP accept to close."""
 
@@ -88,6 +95,11 @@ class Connection(asyncio.BufferedProtocol):
         self._out: list[Buffer] = []  # the outbox during login (the machine's afterwards)
         self._in_batch = False  # inside buffer_updated: what is queued leaves at its end
         self._flush_scheduled = False
+        # responses to large PDUs: gathered to the end of the loop iteration (True while one such gather is
+        # scheduled), unless gathering has been gathering nothing (GATHER_ALONE)
+        self._bulk_gather = False
+        self._gathered_alone = 0  # such gathers in a row that sent one response alone
+        self._gather_skip = 0
         # adaptive busy polling (cistern.target.busypoll): plain TCP sockets in full feature phase only
         self._fd = -1  # the socket's descriptor when it carries plain iSCSI (not TLS)
         self._poll: BusyPoll | None = None
@@ -141,17 +153,10 @@ class Connection(asyncio.BufferedProtocol):
             self.close()
         finally:
             self._in_batch = False
-            machine = self.machine
-            if (
-                reader.bulk
-                and not self._closing
-                and self._outbox()
-                and machine is not None
-                and machine.session.outstanding
-            ):
+            if reader.bulk and not self._closing and self._outbox() and self._gather():
                 # large PDUs come one per read: gather the responses of this loop iteration's reads (the
-                # event loop reads a socket up to 32 times per iteration), unless no command is left
-                # whose response could join them (depth 1: it leaves now, an iteration earlier)
+                # event loop reads a socket up to 32 times per iteration)
+                self._bulk_gather = True
                 self._kick()
             else:
                 self._flush()
@@ -337,8 +342,26 @@ class Connection(asyncio.BufferedProtocol):
     def _flush_gathered(self) -> None:
         """The end of a loop iteration: what was gathered leaves (one ``writev``), then the connection may
         poll (responses to large PDUs and thread-pool completions leave this way)."""
+        if self._bulk_gather:
+            self._bulk_gather = False
+            if len(self._outbox()) >= 2:
+                self._gathered_alone = 0
+            else:
+                self._gathered_alone += 1
+                if self._gathered_alone >= GATHER_ALONE:
+                    # gathering gathers nothing here (depth 1): the next responses leave at once, one loop
+                    # iteration (an epoll_pwait) earlier each
+                    self._gathered_alone = 0
+                    self._gather_skip = GATHER_SKIP
         self._flush()
         self._maybe_poll()
+
+    def _gather(self) -> bool:
+        """Whether a large PDU's response waits for the end of the loop iteration (see _flush_gathered)."""
+        if self._gather_skip:
+            self._gather_skip -= 1
+            return False
+        return True
 
     def _flush(self) -> None:
         self._flush_scheduled = False
