@@ -57,12 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     this_src = str(_HERE.parent / "src")
     samples: dict[tuple[str, str], list[tuple[float, float]]] = {}
     started = time.monotonic()
+    base_dir = args.dir / "cistern-ab-base"
     with contextlib.ExitStack() as stack:
         # two sets of files: a backing file is exported by one target at a time (store lock)
+        stack.callback(lambda: base_dir.exists() and not any(base_dir.iterdir()) and base_dir.rmdir())
         disks = stack.enter_context(targets.prepared_disks(args.dir, args.size << 20))
-        disks_base = stack.enter_context(
-            targets.prepared_disks(args.dir / "cistern-ab-base", args.size << 20)
-        )
+        disks_base = stack.enter_context(targets.prepared_disks(base_dir, args.size << 20))
         runs = [
             ("tgt", stack.enter_context(targets.tgt_target(disks, args.log_dir))),
             ("base", stack.enter_context(

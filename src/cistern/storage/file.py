@@ -130,7 +130,9 @@ class IoPool:
 _pool = IoPool(_IO_THREADS)
 
 
-_fallocate = libc.function("fallocate", [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64], ctypes.c_int)
+_fallocate = libc.function(
+    "fallocate", [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64], ctypes.c_int
+)
 _fstatfs = libc.function("fstatfs", [ctypes.c_int, ctypes.c_void_p], ctypes.c_int)
 
 

@@ -130,7 +130,6 @@ class Connection(asyncio.BufferedProtocol):
         self._arm_timer()
         log.debug("connection from %s on %s:%d", self.peer, *self.portal)
 
-
     def buffer_updated(self, nbytes: int) -> None:
         reader = self.reader
         reader.buffer_filled(nbytes)
