@@ -326,3 +326,36 @@ def test_file_store_answers_at_once_when_it_can(tmp_path: Path) -> None:
         await ro.close()
 
     asyncio.run(go())
+
+
+def test_file_store_read_now_where_the_kernel_refuses_rwf_nowait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page-cache hit is read at once with RWF_NOWAIT; where the kernel refuses the flag, read_now declines,
+    the store's reads go to the threads from then on, and read still returns the bytes."""
+    from cistern.storage import file as file_mod
+
+    if not file_mod._RWF_NOWAIT:
+        pytest.skip("this Python has no RWF_NOWAIT")
+    real_preadv = os.preadv
+    refuse = [False]
+
+    def preadv(fd: int, buffers: Any, offset: int, flags: int = 0) -> int:
+        if refuse[0] and flags & file_mod._RWF_NOWAIT:
+            raise OSError(errno.EOPNOTSUPP, "no RWF_NOWAIT reads here")
+        return real_preadv(fd, buffers, offset, flags)
+
+    monkeypatch.setattr(file_mod.os, "preadv", preadv)
+
+    async def go() -> None:
+        s = FileStore(tmp_path / "nowait.img", 64 * 1024)
+        await s.write(0, b"n" * 4096)
+        s._read_mode = file_mod._NOWAIT  # as on a disk filesystem
+        assert s.read_now(0, 4096) == b"n" * 4096  # in the page cache: read at once
+        refuse[0] = True
+        assert s.read_now(0, 4096) is None
+        assert s.io_path.startswith("read=pool")
+        assert await s.read(0, 4096) == b"n" * 4096
+        await s.close()
+
+    asyncio.run(go())

@@ -306,15 +306,7 @@ class FileStore(BackingStore):
             return
         mode = self._read_mode
         if mode:
-            try:
-                done = os.preadv(fd, (buf,), offset, _RWF_NOWAIT if mode == _NOWAIT else 0)
-            except BlockingIOError:
-                done = 0
-            except OSError as exc:
-                if mode != _NOWAIT or exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-                    raise
-                self._read_mode = _POOL  # this file or device has no RWF_NOWAIT reads
-                done = 0
+            done = self._read_at_once(fd, buf, offset)
             if done == total:
                 return
             if done:
@@ -336,16 +328,22 @@ class FileStore(BackingStore):
             data = os.pread(fd, length, offset)  # not zeroed first
             return data if len(data) == length else None
         buf = bytearray(length)
+        return buf if self._read_at_once(fd, memoryview(buf), offset) == length else None
+
+    def _read_at_once(self, fd: int, buf: memoryview, offset: int) -> int:
+        """One ``preadv`` that does not wait: plain when reads are inline, else ``RWF_NOWAIT``.  Bytes read;
+        0 when the read would wait, or when the kernel refuses ``RWF_NOWAIT`` here (reads then go to the
+        threads from now on).  Raises OSError (I/O errors)."""
+        nowait = self._read_mode == _NOWAIT
         try:
-            done = os.preadv(fd, (buf,), offset, _RWF_NOWAIT)
+            return os.preadv(fd, (buf,), offset, _RWF_NOWAIT if nowait else 0)
         except BlockingIOError:
-            return None
+            return 0
         except OSError as exc:
-            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            if not nowait or exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
                 raise
             self._read_mode = _POOL  # this file or device has no RWF_NOWAIT reads
-            return None
-        return buf if done == length else None
+            return 0
 
     async def read(self, offset: int, length: int) -> bytes | bytearray:
         data = self.read_now(offset, length)
