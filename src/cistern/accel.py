@@ -44,6 +44,7 @@ COMPILED_MODULES: tuple[str, ...] = (
     "cistern.wire.tasks",
     "cistern.target.engine",
     "cistern.wire.bhs",
+    "cistern.wire.pdu",
     "cistern.scsi.reservations",
     "cistern.scsi.rangelock",
 )

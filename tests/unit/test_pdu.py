@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import crc32c
 import pytest
 from hypothesis import given, settings
@@ -21,6 +23,31 @@ def test_every_opcode_round_trips() -> None:
         assert len(raw) == BHS_LEN
         assert raw[0] & 0x3F == opcode
         assert P.decode_bhs(raw) == pdu
+
+
+@pytest.mark.parametrize("cls", [P.ScsiCommand, P.DataOut])
+def test_written_constructors_take_every_field_with_its_default(cls: type[P.PDU]) -> None:
+    """ScsiCommand and DataOut have hand-written __init__s (the framer builds one per command): they must
+    take exactly the dataclass fields, positionally in layout order, with the fields' defaults."""
+    fields = dataclasses.fields(cls)
+    plain = cls()
+    for f in fields:
+        assert getattr(plain, f.name) == f.default, f.name
+    values: dict[str, object] = {}
+    for i, f in enumerate(fields):  # a distinct value of each field's kind
+        values[f.name] = (
+            bytes([i + 1]) * (len(f.default) or 4)
+            if isinstance(f.default, bytes)
+            else (i + 1 if f.name != "immediate" else True)
+        )
+    built = cls(**values)
+    assert {f.name: getattr(built, f.name) for f in fields} == values
+    positional = [values[f.name] for f in fields if not f.kw_only]
+    assert cls(*positional, immediate=True, ahs=values["ahs"], data=values["data"]) == built
+    with pytest.raises(TypeError):
+        cls(*positional, True)  # immediate, ahs and data are keyword-only
+    raw = built.encode_header()
+    assert P.decode_bhs(raw[:BHS_LEN], bytes(raw[BHS_LEN:])) == dataclasses.replace(built, data=b"")
 
 
 def test_scsi_command_field_offsets() -> None:

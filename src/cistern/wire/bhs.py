@@ -1,54 +1,25 @@
-"""The BHS work on every SCSI command's path: decoding a received BHS into its PDU, LUN field encoding
-(SAM-5 4.7) and the header templates of the target's per-command PDUs (SCSI Data-In, SCSI Response, R2T;
-RFC 7143 11.7, 11.4, 11.8).
+"""The BHS work on every SCSI command's path that builds no PDU object: LUN field encoding (SAM-5 4.7)
+and the header templates of the target's per-command PDUs (SCSI Data-In, SCSI Response, R2T; RFC 7143
+11.7, 11.4, 11.8).
 
-They are plain functions over ints and bytes, apart from :mod:`cistern.wire.pdu` (which re-exports them,
-so ``pdu.decode_bhs``, ``pdu.encode_lun`` and friends are the same functions; its PDU classes register
-in :data:`PDU_CLASSES`) so that the optional accelerator compiles them without the PDU dataclasses:
-compiled callers (the connection machine, the framer) then call them directly instead of through an
-interpreted frame each.
+They are plain functions over ints and bytes; :mod:`cistern.wire.pdu` re-exports them, so
+``pdu.encode_lun`` and ``pdu.data_in_header`` are the same functions.
 """
 
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Any, Final
+from typing import Final
 
-from cistern.wire.constants import BHS_LEN, FLAG_FINAL, RESERVED_TAG, Opcode, RejectReason
-from cistern.wire.errors import PduError
-
-if TYPE_CHECKING:
-    from cistern.wire.pdu import PDU, Buffer
+from cistern.wire.constants import FLAG_FINAL, RESERVED_TAG, Opcode
 
 __all__ = [
-    "PDU_CLASSES",
     "data_in_header",
-    "decode_bhs",
     "decode_lun",
     "encode_lun",
     "r2t_header",
     "scsi_response_header",
 ]
-
-#: the PDU class of each opcode (:mod:`cistern.wire.pdu` registers them as it defines them)
-PDU_CLASSES: Final[dict[int, Any]] = {}
-
-
-def decode_bhs(bhs: Buffer, ahs: bytes = b"") -> PDU:
-    """Decode a 48-byte BHS (plus its AHS bytes).  The data segment is attached by the caller.  Raises
-    PduError: a short BHS (Reject reason PROTOCOL_ERROR), an unknown opcode (COMMAND_NOT_SUPPORTED)."""
-    if len(bhs) < BHS_LEN:
-        raise PduError(f"truncated BHS ({len(bhs)} bytes)")
-    first = bhs[0]
-    opcode = first & 0x3F
-    cls = PDU_CLASSES.get(opcode)
-    if cls is None:
-        raise PduError(f"unknown opcode 0x{opcode:02x}", RejectReason.COMMAND_NOT_SUPPORTED)
-    pdu = cls(*cls._LAYOUT.unpack_from(bhs, 1))
-    pdu.immediate = bool(first & 0x40)
-    if ahs:
-        pdu.ahs = bytes(ahs)
-    return pdu
 
 
 # --------------------------------------------------------------------------------------------------

@@ -25,11 +25,10 @@ from typing import Final
 
 import crc32c
 
-from cistern.wire.bhs import decode_bhs
 from cistern.wire.buffers import MIN_POOLED, WRITE_BUFFERS
 from cistern.wire.constants import BHS_LEN, DIGEST_LEN
 from cistern.wire.errors import PduError, RemoteProtocolError
-from cistern.wire.pdu import PDU, Buffer, header_lengths
+from cistern.wire.pdu import PDU, Buffer, decode_bhs, header_lengths
 
 MAX_AHS_LEN: Final = 255 * 4
 

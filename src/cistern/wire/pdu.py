@@ -1,8 +1,10 @@
 """iSCSI PDU codec: the Basic Header Segment of every opcode, AHS and LUN encoding (RFC 7143 section 11).
 
 Each PDU type is a slotted dataclass whose first fields are, in order, the fields of its 48-byte BHS from
-byte 1 on (as its ``_LAYOUT`` struct unpacks them), so decoding is one ``unpack_from`` and one
-constructor call.  Byte 0 (opcode and the I bit) and bytes 4..7 (TotalAHSLength, DataSegmentLength) are
+byte 1 on (as the struct registered for it by ``_register`` right after the class unpacks them), so
+decoding is one ``unpack_from`` and one constructor call.  The optional accelerator compiles this module
+(the classes become native: compiled readers get their fields directly), which is why the layout is
+registered in a table rather than kept on the class (docs/design.md, "The optional compiled accelerator").  Byte 0 (opcode and the I bit) and bytes 4..7 (TotalAHSLength, DataSegmentLength) are
 handled here for every type: ``immediate``, ``ahs`` and ``data`` are ordinary attributes and the lengths
 are derived from them when encoding.
 
@@ -15,12 +17,10 @@ from __future__ import annotations
 
 import operator
 import struct
-from dataclasses import dataclass, field
-from typing import ClassVar
+from dataclasses import dataclass, field, fields
+from typing import Any, Final
 
-from cistern.wire.bhs import PDU_CLASSES
 from cistern.wire.bhs import data_in_header as data_in_header
-from cistern.wire.bhs import decode_bhs as decode_bhs
 from cistern.wire.bhs import decode_lun as decode_lun
 from cistern.wire.bhs import encode_lun as encode_lun
 from cistern.wire.bhs import r2t_header as r2t_header
@@ -52,27 +52,23 @@ Buffer = bytes | bytearray | memoryview
 class PDU:
     """Common part of every PDU.  Subclasses add their BHS fields before these (see module doc)."""
 
-    OPCODE: ClassVar[int] = -1
-    _LAYOUT: ClassVar[struct.Struct]
-    _FIELDS: ClassVar[tuple[str, ...]]
-    _GET: ClassVar[operator.attrgetter[tuple[object, ...]]]
-
     immediate: bool = field(default=False, kw_only=True)
     ahs: bytes = field(default=b"", kw_only=True)
     data: Buffer = field(default=b"", kw_only=True)
 
     @property
     def opcode(self) -> int:
-        return self.OPCODE
+        return _CODECS[type(self)].opcode
 
     def encode_header(self) -> bytearray:
         """BHS followed by the AHS (padded to 4 bytes); DataSegmentLength from ``len(self.data)``."""
+        codec = _CODECS[type(self)]
         ahs = self.ahs
         if len(ahs) % 4:
             ahs = ahs + bytes(4 - len(ahs) % 4)
         buf = bytearray(BHS_LEN + len(ahs))
-        self._LAYOUT.pack_into(buf, 1, *self._GET(self))
-        buf[0] = self.OPCODE | (0x40 if self.immediate else 0)
+        codec.layout.pack_into(buf, 1, *codec.get(self))
+        buf[0] = codec.opcode | (0x40 if self.immediate else 0)
         buf[4] = len(ahs) // 4
         buf[5:8] = len(self.data).to_bytes(3, "big")
         buf[BHS_LEN:] = ahs
@@ -84,30 +80,42 @@ class PDU:
         return bytes(self.encode_header()) + data + bytes(-len(data) % 4)
 
 
-def _layout(fmt: str, *names: str):
-    """Class decorator: attach the BHS layout (bytes 1..47) and register the opcode."""
+class _Codec:
+    """How one PDU class maps to its BHS: the opcode, the struct of bytes 1..47 and a getter of the
+    fields it packs (the class's leading dataclass fields, in layout order)."""
+
+    __slots__ = ("cls", "get", "layout", "opcode")
+
+    def __init__(self, cls: type[PDU], opcode: int, layout: struct.Struct, names: list[str]) -> None:
+        self.cls: Any = cls  # called with the unpacked fields (its subclass constructor, not PDU's)
+        self.opcode = opcode
+        self.layout = layout
+        self.get = operator.attrgetter(*names)
+
+
+#: the codec of each PDU class, and of each opcode (PDU_CLASSES: the decoder's table)
+_CODECS: Final[dict[type[PDU], _Codec]] = {}
+PDU_CLASSES: Final[dict[int, _Codec]] = {}
+
+
+def _register(cls: type[PDU], opcode: int, fmt: str) -> struct.Struct:
+    """Register ``cls`` as the PDU of ``opcode`` whose BHS bytes 1..47 are ``fmt`` (a struct format,
+    big-endian) carrying its leading fields in order; returns the layout.  The PDU classes are native
+    classes when the accelerator compiles this module, so the layout is kept here, not on the class."""
     layout = struct.Struct(">" + fmt)
-    if layout.size != BHS_LEN - 1:
-        raise AssertionError(f"layout {fmt} covers {layout.size} bytes, not 47")
-
-    def apply(cls: type[PDU]) -> type[PDU]:
-        cls._LAYOUT = layout
-        cls._FIELDS = names
-        cls._GET = operator.attrgetter(*names)
-        PDU_CLASSES[cls.OPCODE] = cls
-        return cls
-
-    return apply
+    names = [f.name for f in fields(cls) if not f.kw_only]
+    if layout.size != BHS_LEN - 1 or len(layout.unpack(bytes(BHS_LEN - 1))) != len(names):
+        raise AssertionError(f"layout {fmt} of {cls.__name__} does not carry its {len(names)} fields")
+    _CODECS[cls] = PDU_CLASSES[opcode] = _Codec(cls, opcode, layout, names)
+    return layout
 
 
 # Fragments of layouts.  "3x4x" skips bytes 2..3 plus 4..7 (lengths), "2x4x" skips byte 3 too, etc.
 # Layouts start at byte 1.
 
 
-@_layout("B2x4xQIIII16x", "flags", "lun", "itt", "ttt", "cmdsn", "expstatsn")
 @dataclass(slots=True)
 class NopOut(PDU):
-    OPCODE: ClassVar[int] = Opcode.NOP_OUT
     flags: int = FLAG_FINAL
     lun: int = 0
     itt: int = RESERVED_TAG
@@ -116,10 +124,11 @@ class NopOut(PDU):
     expstatsn: int = 0
 
 
-@_layout("B2x4xQIIIII12x", "flags", "lun", "itt", "ttt", "statsn", "expcmdsn", "maxcmdsn")
+_register(NopOut, Opcode.NOP_OUT, "B2x4xQIIII16x")
+
+
 @dataclass(slots=True)
 class NopIn(PDU):
-    OPCODE: ClassVar[int] = Opcode.NOP_IN
     flags: int = FLAG_FINAL
     lun: int = 0
     itt: int = RESERVED_TAG
@@ -129,19 +138,11 @@ class NopIn(PDU):
     maxcmdsn: int = 0
 
 
-@_layout(
-    "B2x4xQIIII16s",
-    "flags",
-    "lun",
-    "itt",
-    "expected_data_transfer_length",
-    "cmdsn",
-    "expstatsn",
-    "cdb16",
-)
+_register(NopIn, Opcode.NOP_IN, "B2x4xQIIIII12x")
+
+
 @dataclass(slots=True)
 class ScsiCommand(PDU):
-    OPCODE: ClassVar[int] = Opcode.SCSI_COMMAND
     flags: int = FLAG_FINAL
     lun: int = 0
     itt: int = 0
@@ -149,6 +150,33 @@ class ScsiCommand(PDU):
     cmdsn: int = 0
     expstatsn: int = 0
     cdb16: bytes = bytes(16)
+
+    # Written out (the dataclass keeps a class's own __init__) because the framer builds one per command:
+    # compiled, it is a direct call instead of the generated Python __init__.  Same parameters as the fields.
+    def __init__(
+        self,
+        flags: int = FLAG_FINAL,
+        lun: int = 0,
+        itt: int = 0,
+        expected_data_transfer_length: int = 0,
+        cmdsn: int = 0,
+        expstatsn: int = 0,
+        cdb16: bytes = bytes(16),
+        *,
+        immediate: bool = False,
+        ahs: bytes = b"",
+        data: Buffer = b"",
+    ) -> None:
+        self.flags = flags
+        self.lun = lun
+        self.itt = itt
+        self.expected_data_transfer_length = expected_data_transfer_length
+        self.cmdsn = cmdsn
+        self.expstatsn = expstatsn
+        self.cdb16 = cdb16
+        self.immediate = immediate
+        self.ahs = ahs
+        self.data = data
 
     @property
     def final(self) -> bool:
@@ -191,24 +219,11 @@ class ScsiCommand(PDU):
         return cdb, bidi_len
 
 
-@_layout(
-    "BBB4xQIIIIIIII",
-    "flags",
-    "response",
-    "status",
-    "reserved_lun",
-    "itt",
-    "snack_tag",
-    "statsn",
-    "expcmdsn",
-    "maxcmdsn",
-    "expdatasn",
-    "bidi_residual_count",
-    "residual_count",
-)
+_SCSI_COMMAND_BHS: Final = _register(ScsiCommand, Opcode.SCSI_COMMAND, "B2x4xQIIII16s")
+
+
 @dataclass(slots=True)
 class ScsiResponse(PDU):
-    OPCODE: ClassVar[int] = Opcode.SCSI_RESPONSE
     flags: int = FLAG_FINAL
     response: int = 0
     status: int = 0
@@ -231,20 +246,11 @@ class ScsiResponse(PDU):
         return data[2 : 2 + n]
 
 
-@_layout(
-    "B2x4xQIIIIII8x",
-    "flags",
-    "lun",
-    "itt",
-    "referenced_task_tag",
-    "cmdsn",
-    "expstatsn",
-    "refcmdsn",
-    "expdatasn",
-)
+_register(ScsiResponse, Opcode.SCSI_RESPONSE, "BBB4xQIIIIIIII")
+
+
 @dataclass(slots=True)
 class TaskMgmtRequest(PDU):
-    OPCODE: ClassVar[int] = Opcode.TASK_MGMT_REQUEST
     flags: int = FLAG_FINAL
     lun: int = 0
     itt: int = 0
@@ -259,10 +265,11 @@ class TaskMgmtRequest(PDU):
         return self.flags & 0x7F
 
 
-@_layout("BB1x4x8xI4xIII12x", "flags", "response", "itt", "statsn", "expcmdsn", "maxcmdsn")
+_register(TaskMgmtRequest, Opcode.TASK_MGMT_REQUEST, "B2x4xQIIIIII8x")
+
+
 @dataclass(slots=True)
 class TaskMgmtResponse(PDU):
-    OPCODE: ClassVar[int] = Opcode.TASK_MGMT_RESPONSE
     flags: int = FLAG_FINAL
     response: int = 0
     itt: int = 0
@@ -271,10 +278,11 @@ class TaskMgmtResponse(PDU):
     maxcmdsn: int = 0
 
 
-@_layout("B2x4xQII4xI4xII4x", "flags", "lun", "itt", "ttt", "expstatsn", "datasn", "buffer_offset")
+_register(TaskMgmtResponse, Opcode.TASK_MGMT_RESPONSE, "BB1x4x8xI4xIII12x")
+
+
 @dataclass(slots=True)
 class DataOut(PDU):
-    OPCODE: ClassVar[int] = Opcode.DATA_OUT
     flags: int = 0
     lun: int = 0
     itt: int = 0
@@ -283,28 +291,42 @@ class DataOut(PDU):
     datasn: int = 0
     buffer_offset: int = 0
 
+    # written out for the framer, as ScsiCommand's
+    def __init__(
+        self,
+        flags: int = 0,
+        lun: int = 0,
+        itt: int = 0,
+        ttt: int = RESERVED_TAG,
+        expstatsn: int = 0,
+        datasn: int = 0,
+        buffer_offset: int = 0,
+        *,
+        immediate: bool = False,
+        ahs: bytes = b"",
+        data: Buffer = b"",
+    ) -> None:
+        self.flags = flags
+        self.lun = lun
+        self.itt = itt
+        self.ttt = ttt
+        self.expstatsn = expstatsn
+        self.datasn = datasn
+        self.buffer_offset = buffer_offset
+        self.immediate = immediate
+        self.ahs = ahs
+        self.data = data
+
     @property
     def final(self) -> bool:
         return bool(self.flags & FLAG_FINAL)
 
 
-@_layout(
-    "B1xB4xQIIIIIIII",
-    "flags",
-    "status",
-    "lun",
-    "itt",
-    "ttt",
-    "statsn",
-    "expcmdsn",
-    "maxcmdsn",
-    "datasn",
-    "buffer_offset",
-    "residual_count",
-)
+_DATA_OUT_BHS: Final = _register(DataOut, Opcode.DATA_OUT, "B2x4xQII4xI4xII4x")
+
+
 @dataclass(slots=True)
 class DataIn(PDU):
-    OPCODE: ClassVar[int] = Opcode.DATA_IN
     flags: int = 0
     status: int = 0
     lun: int = 0
@@ -326,22 +348,11 @@ class DataIn(PDU):
         return bool(self.flags & DATAIN_STATUS)
 
 
-@_layout(
-    "B2x4xQIIIIIIII",
-    "flags",
-    "lun",
-    "itt",
-    "ttt",
-    "statsn",
-    "expcmdsn",
-    "maxcmdsn",
-    "r2tsn",
-    "buffer_offset",
-    "desired_data_transfer_length",
-)
+_register(DataIn, Opcode.DATA_IN, "B1xB4xQIIIIIIII")
+
+
 @dataclass(slots=True)
 class R2T(PDU):
-    OPCODE: ClassVar[int] = Opcode.R2T
     flags: int = FLAG_FINAL
     lun: int = 0
     itt: int = 0
@@ -354,23 +365,11 @@ class R2T(PDU):
     desired_data_transfer_length: int = 0
 
 
-@_layout(
-    "B2x4xQI4xIIIBBHHH4x",
-    "flags",
-    "lun",
-    "itt",
-    "statsn",
-    "expcmdsn",
-    "maxcmdsn",
-    "async_event",
-    "async_vcode",
-    "parameter1",
-    "parameter2",
-    "parameter3",
-)
+_register(R2T, Opcode.R2T, "B2x4xQIIIIIIII")
+
+
 @dataclass(slots=True)
 class AsyncMessage(PDU):
-    OPCODE: ClassVar[int] = Opcode.ASYNC_MESSAGE
     flags: int = FLAG_FINAL
     lun: int = 0
     itt: int = RESERVED_TAG
@@ -384,10 +383,11 @@ class AsyncMessage(PDU):
     parameter3: int = 0
 
 
-@_layout("B2x4xQIIII16x", "flags", "lun", "itt", "ttt", "cmdsn", "expstatsn")
+_register(AsyncMessage, Opcode.ASYNC_MESSAGE, "B2x4xQI4xIIIBBHHH4x")
+
+
 @dataclass(slots=True)
 class TextRequest(PDU):
-    OPCODE: ClassVar[int] = Opcode.TEXT_REQUEST
     flags: int = FLAG_FINAL
     lun: int = 0
     itt: int = 0
@@ -404,10 +404,11 @@ class TextRequest(PDU):
         return bool(self.flags & TEXT_CONTINUE)
 
 
-@_layout("B2x4xQIIIII12x", "flags", "lun", "itt", "ttt", "statsn", "expcmdsn", "maxcmdsn")
+_register(TextRequest, Opcode.TEXT_REQUEST, "B2x4xQIIII16x")
+
+
 @dataclass(slots=True)
 class TextResponse(PDU):
-    OPCODE: ClassVar[int] = Opcode.TEXT_RESPONSE
     flags: int = FLAG_FINAL
     lun: int = 0
     itt: int = 0
@@ -425,11 +426,14 @@ class TextResponse(PDU):
         return bool(self.flags & TEXT_CONTINUE)
 
 
-class _LoginFlags:
-    """Accessors shared by Login Request and Login Response (byte 1: T C . . CSG NSG)."""
+_register(TextResponse, Opcode.TEXT_RESPONSE, "B2x4xQIIIII12x")
 
-    __slots__ = ()
-    flags: int
+
+@dataclass(slots=True)
+class _Login(PDU):
+    """Login Request and Login Response: byte 1 is T C . . CSG NSG (RFC 7143 11.12, 11.13)."""
+
+    flags: int = 0
 
     @property
     def transit(self) -> bool:
@@ -452,21 +456,8 @@ def login_flags(transit: bool, cont: bool, csg: int, nsg: int) -> int:
     return (LOGIN_TRANSIT if transit else 0) | (LOGIN_CONTINUE if cont else 0) | (csg & 3) << 2 | (nsg & 3)
 
 
-@_layout(
-    "BBB4x6sHIH2xII16x",
-    "flags",
-    "version_max",
-    "version_min",
-    "isid",
-    "tsih",
-    "itt",
-    "cid",
-    "cmdsn",
-    "expstatsn",
-)
 @dataclass(slots=True)
-class LoginRequest(_LoginFlags, PDU):
-    OPCODE: ClassVar[int] = Opcode.LOGIN_REQUEST
+class LoginRequest(_Login):
     flags: int = 0
     version_max: int = 0
     version_min: int = 0
@@ -478,23 +469,11 @@ class LoginRequest(_LoginFlags, PDU):
     expstatsn: int = 0
 
 
-@_layout(
-    "BBB4x6sHI4xIIIBB10x",
-    "flags",
-    "version_max",
-    "version_active",
-    "isid",
-    "tsih",
-    "itt",
-    "statsn",
-    "expcmdsn",
-    "maxcmdsn",
-    "status_class",
-    "status_detail",
-)
+_register(LoginRequest, Opcode.LOGIN_REQUEST, "BBB4x6sHIH2xII16x")
+
+
 @dataclass(slots=True)
-class LoginResponse(_LoginFlags, PDU):
-    OPCODE: ClassVar[int] = Opcode.LOGIN_RESPONSE
+class LoginResponse(_Login):
     flags: int = 0
     version_max: int = 0
     version_active: int = 0
@@ -508,10 +487,11 @@ class LoginResponse(_LoginFlags, PDU):
     status_detail: int = 0
 
 
-@_layout("B2x4x8xIH2xII16x", "flags", "itt", "cid", "cmdsn", "expstatsn")
+_register(LoginResponse, Opcode.LOGIN_RESPONSE, "BBB4x6sHI4xIIIBB10x")
+
+
 @dataclass(slots=True)
 class LogoutRequest(PDU):
-    OPCODE: ClassVar[int] = Opcode.LOGOUT_REQUEST
     flags: int = FLAG_FINAL
     itt: int = 0
     cid: int = 0
@@ -523,20 +503,11 @@ class LogoutRequest(PDU):
         return self.flags & 0x7F
 
 
-@_layout(
-    "BB1x4x8xI4xIII4xHH4x",
-    "flags",
-    "response",
-    "itt",
-    "statsn",
-    "expcmdsn",
-    "maxcmdsn",
-    "time2wait",
-    "time2retain",
-)
+_register(LogoutRequest, Opcode.LOGOUT_REQUEST, "B2x4x8xIH2xII16x")
+
+
 @dataclass(slots=True)
 class LogoutResponse(PDU):
-    OPCODE: ClassVar[int] = Opcode.LOGOUT_RESPONSE
     flags: int = FLAG_FINAL
     response: int = 0
     itt: int = 0
@@ -547,10 +518,11 @@ class LogoutResponse(PDU):
     time2retain: int = 0
 
 
-@_layout("B2x4xQII4xI8xII", "flags", "lun", "itt", "ttt", "expstatsn", "begrun", "runlength")
+_register(LogoutResponse, Opcode.LOGOUT_RESPONSE, "BB1x4x8xI4xIII4xHH4x")
+
+
 @dataclass(slots=True)
 class SnackRequest(PDU):
-    OPCODE: ClassVar[int] = Opcode.SNACK_REQUEST
     flags: int = FLAG_FINAL
     lun: int = 0
     itt: int = 0
@@ -564,10 +536,11 @@ class SnackRequest(PDU):
         return self.flags & 0x0F
 
 
-@_layout("BB1x4x8xI4xIIII8x", "flags", "reason", "itt", "statsn", "expcmdsn", "maxcmdsn", "datasn_r2tsn")
+_register(SnackRequest, Opcode.SNACK_REQUEST, "B2x4xQII4xI8xII")
+
+
 @dataclass(slots=True)
 class Reject(PDU):
-    OPCODE: ClassVar[int] = Opcode.REJECT
     flags: int = FLAG_FINAL
     reason: int = 0
     itt: int = RESERVED_TAG
@@ -577,11 +550,45 @@ class Reject(PDU):
     datasn_r2tsn: int = 0
 
 
+_register(Reject, Opcode.REJECT, "BB1x4x8xI4xIIII8x")
+
+
 # --------------------------------------------------------------------------------------------------
 
 
 def pdu_class(opcode: int) -> type[PDU] | None:
-    return PDU_CLASSES.get(opcode)
+    codec = PDU_CLASSES.get(opcode)
+    return None if codec is None else codec.cls
+
+
+_OP_SCSI_COMMAND: Final = int(Opcode.SCSI_COMMAND)
+_OP_DATA_OUT: Final = int(Opcode.DATA_OUT)
+
+
+def decode_bhs(bhs: Buffer, ahs: bytes = b"") -> PDU:
+    """Decode a 48-byte BHS (plus its AHS bytes).  The data segment is attached by the caller.  Raises
+    PduError: a short BHS (Reject reason PROTOCOL_ERROR), an unknown opcode (COMMAND_NOT_SUPPORTED)."""
+    if len(bhs) < BHS_LEN:
+        raise PduError(f"truncated BHS ({len(bhs)} bytes)")
+    first = bhs[0]
+    opcode = first & 0x3F
+    immediate = bool(first & 0x40)
+    pdu: PDU
+    if opcode == _OP_SCSI_COMMAND:  # the per-command ones: a direct constructor call when compiled
+        flags, lun, itt, edtl, cmdsn, expstatsn, cdb16 = _SCSI_COMMAND_BHS.unpack_from(bhs, 1)
+        pdu = ScsiCommand(flags, lun, itt, edtl, cmdsn, expstatsn, cdb16, immediate=immediate)
+    elif opcode == _OP_DATA_OUT:
+        flags, lun, itt, ttt, expstatsn, datasn, offset = _DATA_OUT_BHS.unpack_from(bhs, 1)
+        pdu = DataOut(flags, lun, itt, ttt, expstatsn, datasn, offset, immediate=immediate)
+    else:
+        codec = PDU_CLASSES.get(opcode)
+        if codec is None:
+            raise PduError(f"unknown opcode 0x{opcode:02x}", RejectReason.COMMAND_NOT_SUPPORTED)
+        pdu = codec.cls(*codec.layout.unpack_from(bhs, 1))
+        pdu.immediate = immediate
+    if ahs:
+        pdu.ahs = bytes(ahs)
+    return pdu
 
 
 def header_lengths(bhs: Buffer) -> tuple[int, int]:
