@@ -11,7 +11,8 @@ CDB usage masks (INVALID FIELD IN CDB).
 from __future__ import annotations
 
 import struct
-from typing import Final
+from collections.abc import Coroutine
+from typing import Any, Final
 
 from .lu import MAX_WRITE_SAME_BLOCKS, LogicalUnit
 from .sense import (
@@ -50,6 +51,8 @@ def _check_range(lu: LogicalUnit, lba: int, n: int, len_byte: int) -> None:
 
 
 # -- READ --------------------------------------------------------------------------------------
+# READ(n) and WRITE(n) decode their CDB and hand back the coroutine of _read/_write (the device server
+# awaits it): a plain function instead of an `async def` awaiting it saves a coroutine per command.
 
 
 async def _read(lu: LogicalUnit, lba: int, n: int, len_byte: int) -> ScsiResult:
@@ -70,24 +73,24 @@ async def _read(lu: LogicalUnit, lba: int, n: int, len_byte: int) -> ScsiResult:
     return ScsiResult(data_in=data, transfer_length=nbytes)
 
 
-async def read6(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+def read6(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> Coroutine[Any, Any, ScsiResult]:
     hi, lo, n = _RW6.unpack_from(cdb, 1)
-    return await _read(lu, (hi & 0x1F) << 16 | lo, n or 256, 4)
+    return _read(lu, (hi & 0x1F) << 16 | lo, n or 256, 4)
 
 
-async def read10(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+def read10(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> Coroutine[Any, Any, ScsiResult]:
     _, lba, n = _RW10.unpack_from(cdb, 1)
-    return await _read(lu, lba, n, 7)
+    return _read(lu, lba, n, 7)
 
 
-async def read12(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+def read12(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> Coroutine[Any, Any, ScsiResult]:
     _, lba, n = _RW12.unpack_from(cdb, 1)
-    return await _read(lu, lba, n, 6)
+    return _read(lu, lba, n, 6)
 
 
-async def read16(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+def read16(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> Coroutine[Any, Any, ScsiResult]:
     _, lba, n = _RW16.unpack_from(cdb, 1)
-    return await _read(lu, lba, n, 10)
+    return _read(lu, lba, n, 10)
 
 
 # -- WRITE -------------------------------------------------------------------------------------
@@ -137,24 +140,24 @@ async def _write(lu: LogicalUnit, task: ScsiTask, lba: int, n: int, fua: bool, l
     return ScsiResult(transfer_length=nbytes)
 
 
-async def write6(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+def write6(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> Coroutine[Any, Any, ScsiResult]:
     hi, lo, n = _RW6.unpack_from(cdb, 1)
-    return await _write(lu, task, (hi & 0x1F) << 16 | lo, n or 256, False, 4)
+    return _write(lu, task, (hi & 0x1F) << 16 | lo, n or 256, False, 4)
 
 
-async def write10(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+def write10(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> Coroutine[Any, Any, ScsiResult]:
     flags, lba, n = _RW10.unpack_from(cdb, 1)
-    return await _write(lu, task, lba, n, bool(flags & _FUA), 7)
+    return _write(lu, task, lba, n, bool(flags & _FUA), 7)
 
 
-async def write12(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+def write12(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> Coroutine[Any, Any, ScsiResult]:
     flags, lba, n = _RW12.unpack_from(cdb, 1)
-    return await _write(lu, task, lba, n, bool(flags & _FUA), 6)
+    return _write(lu, task, lba, n, bool(flags & _FUA), 6)
 
 
-async def write16(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+def write16(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> Coroutine[Any, Any, ScsiResult]:
     flags, lba, n = _RW16.unpack_from(cdb, 1)
-    return await _write(lu, task, lba, n, bool(flags & _FUA), 10)
+    return _write(lu, task, lba, n, bool(flags & _FUA), 10)
 
 
 # -- WRITE AND VERIFY --------------------------------------------------------------------------

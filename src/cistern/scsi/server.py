@@ -11,7 +11,7 @@ then the handler.  ``execute`` never raises: every failure is CHECK CONDITION wi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Final
 
@@ -89,72 +89,22 @@ class DeviceServer:
         """Execute one SCSI command; never raises for bad input.  Counts it once in the LU's
         :class:`~cistern.scsi.stats.LuStats` and the nexus' byte counters (read by the metrics)."""
         lu = self.luns.get(task.lun)
-        if lu is None:
-            return await self._execute(task)
-        stats = lu.stats
-        stats.in_flight += 1
-        start = perf_counter()
+        stats = lu.stats if lu is not None else None
+        start = 0.0
+        if stats is not None:
+            stats.in_flight += 1
+            start = perf_counter()
         try:
-            result = await self._execute(task)
-        finally:
-            stats.in_flight -= 1
-        stats.record(task, result, perf_counter() - start, self.nexus_io.get(id(task.nexus)))
-        return result
-
-    async def _execute(self, task: ScsiTask) -> ScsiResult:
-        lu: LogicalUnitBase | None = None
-        try:
-            cdb = task.cdb if type(task.cdb) is bytes else bytes(task.cdb)
-            if not cdb:
-                raise CheckCondition(SenseKey.ILLEGAL_REQUEST, INVALID_COMMAND_OPERATION_CODE)
-            op = cdb[0]
-            lu = self.luns.get(task.lun)
-            if lu is None:
-                return await self._no_lu(task, cdb, op)
-            if lu.sanitize is not None and isinstance(
-                lu, LogicalUnit
-            ):  # SANITIZE IN PROGRESS / FAILED come before unit attentions
-                blocked = check_sanitize(lu, op)
-                if blocked is not None:
-                    return blocked
-            if lu.ua and op not in _UA_EXEMPT:
-                ua = lu.pop_ua(task.nexus)
-                if ua is not None:
-                    return ScsiResult(
-                        Status.CHECK_CONDITION,
-                        sense=build_sense(SenseKey.UNIT_ATTENTION, ua, descriptor=lu.d_sense),
-                    )
-            table = lu.commands
-            spec = table.by_op[op]
-            if spec is None:
-                spec = table.lookup(cdb)
-            if not spec.available(lu):
-                if spec.service_action is not None:
-                    raise invalid_field(1, 4)
-                raise CheckCondition(SenseKey.ILLEGAL_REQUEST, INVALID_COMMAND_OPERATION_CODE)
-            n = len(spec.usage)
-            if len(cdb) < n:
-                raise CheckCondition(SenseKey.ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB)
-            if int.from_bytes(cdb[:n], "big") & spec.inv_mask:
-                raise _reserved_bit_error(cdb, spec)
-            if spec.needs_medium and not lu.medium_present:
-                raise CheckCondition(SenseKey.NOT_READY, MEDIUM_NOT_PRESENT)
-            self.alua.check(task.nexus, cdb)  # ALUA state of the port the command came through
-            lu.check_access(task, spec)
-            if spec.writes:
-                if op != _EXTENDED_COPY:  # XCOPY writes its destination LU, which may be another one
-                    lu.check_writable()  # DATA PROTECT for every medium-changing command
-                if lu.soft_threshold is not None and isinstance(lu, LogicalUnit):
-                    result = await spec.handler(self, lu, task, cdb)
-                    await check_soft_threshold(lu)
-                    return result
-            return await spec.handler(self, lu, task, cdb)
+            step = self._start(task, lu)  # the checks run now; the command's own work is awaited here
+            result = step if isinstance(step, ScsiResult) else await step
         except ReservationConflict:
-            return ScsiResult(Status.RESERVATION_CONFLICT)
+            result = ScsiResult(Status.RESERVATION_CONFLICT)
         except CheckCondition as cc:
-            return ScsiResult(Status.CHECK_CONDITION, sense=cc.sense(lu.d_sense if lu is not None else False))
+            result = ScsiResult(
+                Status.CHECK_CONDITION, sense=cc.sense(lu.d_sense if lu is not None else False)
+            )
         except Exception:  # a bug of ours: report it as sense, never to the transport
-            return ScsiResult(
+            result = ScsiResult(
                 Status.CHECK_CONDITION,
                 sense=build_sense(
                     SenseKey.HARDWARE_ERROR,
@@ -162,6 +112,70 @@ class DeviceServer:
                     descriptor=lu.d_sense if lu is not None else False,
                 ),
             )
+        finally:
+            if stats is not None:
+                stats.in_flight -= 1
+        if stats is not None:
+            stats.record(task, result, perf_counter() - start, self.nexus_io.get(id(task.nexus)))
+        return result
+
+    def _start(self, task: ScsiTask, lu: LogicalUnitBase | None) -> ScsiResult | Awaitable[ScsiResult]:
+        """The checks every command passes (SAM-5/SPC-4 order: SANITIZE in progress, unit attention, opcode,
+        reserved bits, medium, ALUA state, reservations, write protection), then the command's handler: its
+        result, or what to await for it (a plain call, not a coroutine of its own, so a command costs one
+        coroutine less).  Raises CheckCondition and ReservationConflict (:meth:`execute` turns them into
+        status)."""
+        cdb = task.cdb if type(task.cdb) is bytes else bytes(task.cdb)
+        if not cdb:
+            raise CheckCondition(SenseKey.ILLEGAL_REQUEST, INVALID_COMMAND_OPERATION_CODE)
+        op = cdb[0]
+        if lu is None:
+            return self._no_lu(task, cdb, op)
+        if lu.sanitize is not None and isinstance(
+            lu, LogicalUnit
+        ):  # SANITIZE IN PROGRESS / FAILED come before unit attentions
+            blocked = check_sanitize(lu, op)
+            if blocked is not None:
+                return blocked
+        if lu.ua and op not in _UA_EXEMPT:
+            ua = lu.pop_ua(task.nexus)
+            if ua is not None:
+                return ScsiResult(
+                    Status.CHECK_CONDITION,
+                    sense=build_sense(SenseKey.UNIT_ATTENTION, ua, descriptor=lu.d_sense),
+                )
+        table = lu.commands
+        spec = table.by_op[op]
+        if spec is None:
+            spec = table.lookup(cdb)
+        if not spec.available(lu):
+            if spec.service_action is not None:
+                raise invalid_field(1, 4)
+            raise CheckCondition(SenseKey.ILLEGAL_REQUEST, INVALID_COMMAND_OPERATION_CODE)
+        n = len(spec.usage)
+        if len(cdb) < n:
+            raise CheckCondition(SenseKey.ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB)
+        if int.from_bytes(cdb[:n], "big") & spec.inv_mask:
+            raise _reserved_bit_error(cdb, spec)
+        if spec.needs_medium and not lu.medium_present:
+            raise CheckCondition(SenseKey.NOT_READY, MEDIUM_NOT_PRESENT)
+        self.alua.check(task.nexus, cdb)  # ALUA state of the port the command came through
+        lu.check_access(task, spec)
+        if spec.writes:
+            if op != _EXTENDED_COPY:  # XCOPY writes its destination LU, which may be another one
+                lu.check_writable()  # DATA PROTECT for every medium-changing command
+            if lu.soft_threshold is not None and isinstance(lu, LogicalUnit):
+                return self._write_then_check_threshold(spec, lu, task, cdb)
+        return spec.handler(self, lu, task, cdb)
+
+    async def _write_then_check_threshold(
+        self, spec: CommandSpec, lu: LogicalUnit, task: ScsiTask, cdb: bytes
+    ) -> ScsiResult:
+        """A medium-changing command on a thin LU with a soft threshold: the command, then the threshold
+        check (a unit attention when crossed, SBC-4 4.7.3.8)."""
+        result = await spec.handler(self, lu, task, cdb)
+        await check_soft_threshold(lu)
+        return result
 
     async def _no_lu(self, task: ScsiTask, cdb: bytes, op: int) -> ScsiResult:
         """Commands addressed to a LUN that has no logical unit (SPC-4 6.6.2, 6.33, 6.39)."""

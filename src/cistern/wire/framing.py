@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, cast
 
 import crc32c
 
@@ -82,9 +82,9 @@ BULK_STAGING_SIZE: Final = 256 * 1024  # ... or here, while large PDUs are stage
 #: staging buffers not in use by any reader, shared by all readers of the process (bounded), one pool per
 #: size: a reader holds one only from the read that needs it until everything staged is parsed, so idle
 #: connections hold none
-_STAGING_POOL: Final[list[bytearray]] = []
+_STAGING_POOL: Final[list[memoryview]] = []  # views of free staging buffers (a view made once per buffer)
 _STAGING_POOL_MAX: Final = 256
-_BULK_POOL: Final[list[bytearray]] = []
+_BULK_POOL: Final[list[memoryview]] = []
 _BULK_POOL_MAX: Final = 16
 _NO_STAGE: Final = bytearray()
 _NO_VIEW: Final = memoryview(_NO_STAGE)
@@ -156,10 +156,10 @@ class PduReader:
         unit = self._unit
         if not self._stage:
             if unit:
-                self._stage = _BULK_POOL.pop() if _BULK_POOL else bytearray(BULK_STAGING_SIZE)
+                view = _BULK_POOL.pop() if _BULK_POOL else memoryview(bytearray(BULK_STAGING_SIZE))
             else:
-                self._stage = _STAGING_POOL.pop() if _STAGING_POOL else bytearray(STAGING_SIZE)
-            self._view = memoryview(self._stage)
+                view = _STAGING_POOL.pop() if _STAGING_POOL else memoryview(bytearray(STAGING_SIZE))
+            self._stage, self._view = cast(bytearray, view.obj), view
         if self._start == self._end:
             self._start = self._end = 0
         size = len(self._stage)
@@ -184,15 +184,15 @@ class PduReader:
                 stop = base + (size - base) // unit * unit
                 if stop > self._end:
                     return self._view[self._end : stop]
-        return self._view[self._end :]
+        return self._view[self._end :] if self._end else self._view
 
     def _grow_stage(self) -> int:
         """Move what is staged to the front of a bulk staging buffer (the small one goes back to its pool)."""
-        bulk = _BULK_POOL.pop() if _BULK_POOL else bytearray(BULK_STAGING_SIZE)
+        view = _BULK_POOL.pop() if _BULK_POOL else memoryview(bytearray(BULK_STAGING_SIZE))
         n = self._end - self._start
-        bulk[:n] = self._view[self._start : self._end]
+        view[:n] = self._view[self._start : self._end]
         self._give_back_stage()
-        self._stage, self._view = bulk, memoryview(bulk)
+        self._stage, self._view = cast(bytearray, view.obj), view
         self._end = n
         return BULK_STAGING_SIZE
 
@@ -228,12 +228,12 @@ class PduReader:
 
     def _give_back_stage(self) -> None:
         """Everything staged is parsed: return the staging buffer to its pool (an idle reader holds none)."""
-        stage = self._stage
-        if len(stage) == STAGING_SIZE:
+        view = self._view
+        if len(view) == STAGING_SIZE:
             if len(_STAGING_POOL) < _STAGING_POOL_MAX:
-                _STAGING_POOL.append(stage)
+                _STAGING_POOL.append(view)
         elif len(_BULK_POOL) < _BULK_POOL_MAX:
-            _BULK_POOL.append(stage)
+            _BULK_POOL.append(view)
         self._stage, self._view = _NO_STAGE, _NO_VIEW
         self._start = self._end = 0
 

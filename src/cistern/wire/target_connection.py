@@ -557,15 +557,15 @@ class TargetConnection:
         kept: Retained | None = None
         if sent:
             assert data is not None
-            view = data if isinstance(data, memoryview) else memoryview(data)
-            if len(view) != sent:
-                view = view[:sent]
+            if len(data) != sent:
+                data = (data if isinstance(data, memoryview) else memoryview(data))[:sent]
             if self.erl:
+                view = data if isinstance(data, memoryview) else memoryview(data)
                 kept = self._send_data_in_retained(task, lun_field, view, first_datasn)
                 datasn = kept.count()
             else:
                 collapse = result.status == 0 and not result.sense
-                datasn = self._send_data_in(task, lun_field, view, collapse, rflags, residual, result.status)
+                datasn = self._send_data_in(task, lun_field, data, collapse, rflags, residual, result.status)
                 if collapse:
                     return
         else:
@@ -588,13 +588,14 @@ class TargetConnection:
         self,
         task: TargetTask,
         lun_field: int,
-        view: memoryview,
+        data: Buffer,
         collapse: bool,
         rflags: int,
         residual: int,
         status: int,
     ) -> int:
-        """Queue ``view`` as Data-In PDUs; returns how many (the ExpDataSN of a separate SCSI Response).
+        """Queue ``data`` as Data-In PDUs; returns how many (the ExpDataSN of a separate SCSI Response).
+        One PDU sends ``data`` as it is; several send slices of a memoryview of it (no copies).
 
         RFC 7143 11.7.1/13.14: a Data-In sequence is at most MaxBurstLength bytes and its last PDU has the
         F bit; no PDU carries more than MaxRecvDataSegmentLength (the initiator's) and none straddles a
@@ -603,7 +604,7 @@ class TargetConnection:
         session = self.session
         mxl = self.max_xmit
         burst = self.max_burst
-        total = len(view)
+        total = len(data)
         hd, dd = self.hd, self.dd
         itt = task.itt
         if collapse and total <= mxl and total <= burst:  # the common case: one PDU with the status
@@ -612,8 +613,9 @@ class TargetConnection:
                 flags, status, lun_field, itt, self._next_statsn(), session.expcmdsn, session.maxcmdsn, 0, 0,
                 residual, total,
             )  # fmt: skip
-            self.out += frame_parts(header, view, hd, dd)
+            self.out += frame_parts(header, data, hd, dd)
             return 1
+        view = data if isinstance(data, memoryview) else memoryview(data)
         out = self.out
         offset = 0
         datasn = 0
