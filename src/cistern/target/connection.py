@@ -490,7 +490,7 @@ class Connection(asyncio.BufferedProtocol):
             # the transport sees it (and pauses above its high-water mark) before this read makes more
             self._flush()
         await self.drain()
-        if self.server.reserve_write_buffer(size):
+        if self.server.write_budget.reserve_write_buffer(size):
             return True
         self._data_in_held -= size
         self._wake_data_in()
@@ -498,7 +498,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def _release_data_in(self, size: int) -> None:
         self._data_in_held -= size
-        self.server.release_write_buffer(size)
+        self.server.write_budget.release_write_buffer(size)
         self._wake_data_in()
 
     def _wake_data_in(self) -> None:

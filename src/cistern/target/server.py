@@ -48,7 +48,7 @@ from cistern.target.tape_luns import build_tape_luns, close_now
 from cistern.wire.buffers import WRITE_BUFFERS
 from cistern.wire.keys import KEYS
 from cistern.wire.negotiation import Negotiated
-from cistern.wire.target_session import TargetSession
+from cistern.wire.target_session import TargetSession, WriteBudget
 from cistern.wire.text import NO_VALUE, TextError, decode_number, encode_text
 
 log = logging.getLogger("cistern.target")
@@ -87,9 +87,8 @@ class TargetServer:
         self.nofile_limit = 0
         self.base_descriptors = 0
         self.background: set[asyncio.Task[None]] = set()
-        #: write buffers held by all sessions together, and their cap (TASK SET FULL beyond it)
-        self.write_buffered = 0
-        self.max_write_buffers = max_write_buffers
+        #: data buffers held by all sessions together, and their cap (TASK SET FULL beyond it)
+        self.write_budget = WriteBudget(max_write_buffers)
         self.login_timeout = login_timeout
         self.nop_interval = nop_interval
         self.nop_timeout = nop_timeout
@@ -151,18 +150,6 @@ class TargetServer:
             return False
         log.warning("TLS certificate, key, CA and CRL reloaded from %s", self.tls.certificate)
         return True
-
-    def reserve_write_buffer(self, size: int) -> bool:
-        """Account ``size`` bytes of data buffer (a write's buffer, or a large read's data until it is handed
-        to the connection) against the target-wide budget; False when over it (the command is answered TASK
-        SET FULL, SAM-5 5.3.1)."""
-        if self.write_buffered + size > self.max_write_buffers:
-            return False
-        self.write_buffered += size
-        return True
-
-    def release_write_buffer(self, size: int) -> None:
-        self.write_buffered -= size
 
     def portal_is_tls(self, portal: tuple[str, int]) -> bool:
         return any(
@@ -389,7 +376,7 @@ class TargetServer:
             discovery=target is None,
             max_write_buffer=target.limits.max_write_buffer if target else None,
             max_session_write_buffer=target.limits.max_session_write_buffer if target else None,
-            budget=self,
+            budget=self.write_budget,
         )
         session = Session(self.sessions.allocate_tsih(), initiator_name, isid, target, core)
         if target is not None and group is not None:

@@ -302,16 +302,18 @@ class PduReader:
         target = self.sink(pdu) if (self.sink is not None and pdu is not None) else None
         sunk = target is not None and len(target) >= dlen
         if staged >= dlen + extra:  # the whole data segment is staged: copy it out
-            src = view[data_at : data_at + dlen]
+            dest: Buffer
             if sunk:
                 assert target is not None
-                dest = target[:dlen]
-                dest[:] = src
+                into = target[:dlen]
+                into[:] = view[data_at : data_at + dlen]
+                dest = into
             elif dlen >= MIN_POOLED:  # a recycled buffer: it may become the command's write buffer
-                dest = memoryview(WRITE_BUFFERS.take(dlen))
-                dest[:] = src
-            else:
-                dest = memoryview(bytearray(src))
+                into = memoryview(WRITE_BUFFERS.take(dlen))
+                into[:] = view[data_at : data_at + dlen]
+                dest = into
+            else:  # a bytearray of its own (one copy, no view): it may become the command's write buffer too
+                dest = self._stage[data_at : data_at + dlen]
             ok = True
             if self.data_digest:
                 got = bytes(view[data_at + dlen + pad : data_at + dlen + extra])

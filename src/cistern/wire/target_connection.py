@@ -428,11 +428,11 @@ class TargetConnection:
         params = session.params.session  # SessionParams: Negotiated's flat properties are interpreted
         data = pdu.data
         imm = len(data)
-        owner = data.obj if isinstance(data, memoryview) else None
+        owner = data.obj if isinstance(data, memoryview) else data
         task.reserved = edtl
         if imm == edtl and type(owner) is bytearray and len(owner) == imm:
-            # all the data came as immediate data, in a buffer the framer allocated for this PDU alone:
-            # it becomes the write buffer as it is (no second allocation, no copy)
+            # all the data came as immediate data, in a buffer the framer allocated for this PDU alone (a
+            # bytearray or a view of all of one): it becomes the write buffer as it is (no allocation, no copy)
             task.buf = owner
         elif imm:
             task.buf = buf = WRITE_BUFFERS.take(edtl)  # filled in full before it is executed

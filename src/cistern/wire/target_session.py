@@ -19,10 +19,10 @@ connection machines append what the I/O layer must act on to :attr:`TargetSessio
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from cistern.wire import pdu as P
-from cistern.wire.buffers import WRITE_BUFFERS
+from cistern.wire.buffers import MIN_POOLED, WRITE_BUFFERS
 from cistern.wire.constants import RESERVED_TAG, LogoutReason, LogoutResponse
 from cistern.wire.errors import LocalProtocolError
 from cistern.wire.serial import sn_add, sn_in_window, sn_lt
@@ -45,20 +45,29 @@ __all__ = [
 ]
 
 
-class WriteBudget(Protocol):
-    """The target-wide write-buffer budget (bytes), shared by all sessions (SAM-5 TASK SET FULL beyond it)."""
+class WriteBudget:
+    """The target-wide data-buffer budget, bytes: one per target server (``TargetServer.write_budget``),
+    shared by all its sessions; beyond ``limit`` commands are answered TASK SET FULL (SAM-5 5.3.1).  A
+    write's buffer is charged from its command until it ends, a large read's data until the connection has
+    taken it.  ``limit`` None: unbounded (a session built without a server, in tests)."""
 
-    def reserve_write_buffer(self, size: int) -> bool: ...
+    __slots__ = ("buffered", "limit")
 
-    def release_write_buffer(self, size: int) -> None: ...
+    def __init__(self, limit: int | None = None) -> None:
+        self.buffered = 0  # bytes charged now
+        self.limit = limit
 
-
-class _NoBudget:
     def reserve_write_buffer(self, size: int) -> bool:
+        """Charge ``size`` bytes; False (nothing charged) when that would pass the limit."""
+        limit = self.limit
+        if limit is not None and self.buffered + size > limit:
+            return False
+        self.buffered += size
         return True
 
     def release_write_buffer(self, size: int) -> None:
-        pass
+        """Give back ``size`` bytes charged by :meth:`reserve_write_buffer`."""
+        self.buffered -= size
 
 
 # The events are plain classes, not dataclasses: under mypyc a dataclass puts the types of its fields into
@@ -162,7 +171,7 @@ class TargetSession:
         self.discovery = discovery
         self.max_write_buffer = max_write_buffer
         self.max_session_write_buffer = max_session_write_buffer
-        self.budget: WriteBudget = budget if budget is not None else _NoBudget()
+        self.budget = budget if budget is not None else WriteBudget()
         self.outstanding = 0  # non-immediate commands delivered and not yet completed
         self.write_buffered = 0  # bytes of write buffers of this session's commands not yet completed
         self.held: dict[int, Held] = {}  # CmdSN -> a request received ahead of ExpCmdSN
@@ -245,7 +254,8 @@ class TargetSession:
             scsi = task.scsi
             if scsi is not None:
                 scsi.data_out = None
-            WRITE_BUFFERS.give(buf)
+            if len(buf) >= MIN_POOLED:  # only large ones are pooled (the pool's rule, checked here to save
+                WRITE_BUFFERS.give(buf)  # an interpreted call per small write)
         if self.tasks.get(task.itt) is task:
             del self.tasks[task.itt]
             if not task.immediate:
