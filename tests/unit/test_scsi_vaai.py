@@ -87,7 +87,7 @@ def test_range_lock_shared_never_waits_and_exclusive_waits_for_overlap_only() ->
         assert not ex.done()
         lock.release(b)
         token = await ex
-        assert token == (8, 9, True)
+        assert (token.start, token.end, token.exclusive) == (8, 9, True)
         lock.release(token)
         assert lock.try_shared(8, 9) is not None
 

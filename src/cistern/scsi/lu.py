@@ -98,6 +98,17 @@ class LogicalUnit(LogicalUnitBase):
 
     # -- state helpers ---------------------------------------------------------------------------
 
+    def write_blocks_now(self, lba: int, data: bytes | bytearray | memoryview, fua: bool) -> bool:
+        """:meth:`write_blocks` without waiting: True when ``data`` is written and nothing more is due (no
+        FUA, write cache on, the store took it at once: :meth:`BackingStore.write_now`); False, with nothing
+        done, when :meth:`write_blocks` must be awaited.  Raises CheckCondition as :meth:`write_blocks`."""
+        if fua or not self.wce or not len(data):
+            return False
+        try:
+            return self.store.write_now(lba * self.block_size, data)
+        except OSError:
+            raise CheckCondition(SenseKey.MEDIUM_ERROR, WRITE_ERROR, information=lba) from None
+
     async def write_blocks(self, lba: int, data: bytes | bytearray | memoryview, fua: bool) -> None:
         """Write ``data`` at ``lba`` and make it stable when FUA is set or the write cache is off; a store
         failure becomes MEDIUM ERROR / WRITE ERROR with the LBA (SBC-3 4.18).  The caller holds the range lock."""

@@ -9,20 +9,30 @@ every overlapping holder waits for them.  Waiters are served first come, first s
 ranges, so a stream of writes cannot starve a COMPARE AND WRITE.
 
 The uncontended path is the hot path of every WRITE: :meth:`RangeLock.try_shared` is synchronous, appends
-one tuple to a list and returns it as the token to release; cost is O(active ranges), no coroutine, no
-future.  Ranges are half-open ``[start, end)`` in logical blocks.
+one :class:`Token` to a list and returns it to be released; cost is O(active ranges), no coroutine, no
+future.  A token is an object, not a tuple: compiled, a tuple of fixed shape would be rebuilt at each use
+as an object, and :meth:`RangeLock.release` would then find it by comparing fields instead of by identity.  Ranges are half-open ``[start, end)`` in logical blocks.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-Token = tuple[int, int, bool]
-"""(start, end, exclusive): what :meth:`RangeLock.release` takes back."""
 
+class Token:
+    """One range held or waited for, ``[start, end)`` in logical blocks: what :meth:`RangeLock.release`
+    takes back."""
 
-def _conflict(a_start: int, a_end: int, a_excl: bool, b_start: int, b_end: int, b_excl: bool) -> bool:
-    return (a_excl or b_excl) and a_start < b_end and b_start < a_end
+    __slots__ = ("end", "exclusive", "start")
+
+    def __init__(self, start: int, end: int, exclusive: bool) -> None:
+        self.start = start
+        self.end = end
+        self.exclusive = exclusive
+
+    def conflicts(self, other: Token) -> bool:
+        """Whether the two cannot be held at once: they overlap and one of them is exclusive."""
+        return (self.exclusive or other.exclusive) and self.start < other.end and other.start < self.end
 
 
 class RangeLock:
@@ -45,20 +55,15 @@ class RangeLock:
         return len(self._waiters)
 
     def _grantable(self, token: Token, ahead: int) -> bool:
-        start, end, excl = token
-        if excl or self._exclusive:
-            for h_start, h_end, h_excl in self._held:
-                if _conflict(start, end, excl, h_start, h_end, h_excl):
+        if token.exclusive or self._exclusive:
+            for held in self._held:
+                if token.conflicts(held):
                     return False
-        for i in range(ahead):
-            (w_start, w_end, w_excl), _ = self._waiters[i]
-            if _conflict(start, end, excl, w_start, w_end, w_excl):
-                return False
-        return True
+        return not any(token.conflicts(self._waiters[i][0]) for i in range(ahead))
 
     def try_shared(self, start: int, end: int) -> Token | None:
         """Take ``[start, end)`` shared if that needs no waiting; the token, or None."""
-        token = (start, end, False)
+        token = Token(start, end, False)
         if (not self._exclusive and not self._waiters) or self._grantable(token, len(self._waiters)):
             self._held.append(token)
             return token
@@ -68,10 +73,10 @@ class RangeLock:
         token = self.try_shared(start, end)
         if token is not None:
             return token
-        return await self._wait((start, end, False))
+        return await self._wait(Token(start, end, False))
 
     async def exclusive(self, start: int, end: int) -> Token:
-        token = (start, end, True)
+        token = Token(start, end, True)
         if not self._waiters and self._grantable(token, 0):
             self._held.append(token)
             self._exclusive += 1
@@ -94,8 +99,8 @@ class RangeLock:
         return token
 
     def release(self, token: Token) -> None:
-        self._held.remove(token)
-        if token[2]:
+        self._held.remove(token)  # found by identity
+        if token.exclusive:
             self._exclusive -= 1
         if self._waiters:
             self._wake()
@@ -110,7 +115,7 @@ class RangeLock:
             if self._grantable(token, i):
                 del self._waiters[i]
                 self._held.append(token)
-                if token[2]:
+                if token.exclusive:
                     self._exclusive += 1
                 fut.set_result(None)
                 continue

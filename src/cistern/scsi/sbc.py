@@ -105,8 +105,8 @@ def _data_out(task: ScsiTask, nbytes: int) -> memoryview:
     return mv if len(mv) == nbytes else mv[:nbytes]
 
 
-def _received(task: ScsiTask, nbytes: int) -> memoryview:
-    """The data-out bytes to write: at most ``nbytes``.
+def _received(task: ScsiTask, nbytes: int) -> bytes | bytearray | memoryview:
+    """The data-out bytes to write: at most ``nbytes`` (the buffer as it is, or a view of its start).
 
     When the initiator sent less than the CDB asks for (SPDTL > EDTL, an iSCSI residual overflow) only
     what arrived is written and the command completes normally (FCP-4 / RFC 7143 11.4.5.2 option a);
@@ -114,9 +114,10 @@ def _received(task: ScsiTask, nbytes: int) -> memoryview:
     """
     data = task.data_out
     if data is None:
-        return memoryview(b"")
-    mv = data if isinstance(data, memoryview) else memoryview(data)
-    return mv if len(mv) <= nbytes else mv[:nbytes]
+        return b""
+    if len(data) <= nbytes:
+        return data
+    return (data if isinstance(data, memoryview) else memoryview(data))[:nbytes]
 
 
 async def _write(lu: LogicalUnit, task: ScsiTask, lba: int, n: int, fua: bool, len_byte: int) -> ScsiResult:
@@ -134,7 +135,8 @@ async def _write(lu: LogicalUnit, task: ScsiTask, lba: int, n: int, fua: bool, l
         if token is None:
             token = await lock.shared(lba, lba + n)
         try:
-            await lu.write_blocks(lba, mv, fua)
+            if not lu.write_blocks_now(lba, mv, fua):
+                await lu.write_blocks(lba, mv, fua)
         finally:
             lock.release(token)
     return ScsiResult(transfer_length=nbytes)

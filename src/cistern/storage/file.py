@@ -183,11 +183,13 @@ def _pread_full(fd: int, buf: memoryview, offset: int) -> None:
         done += n
 
 
-def _pwrite_full(fd: int, data: memoryview, offset: int) -> None:
-    done = os.pwrite(fd, data, offset)  # all of it, nearly always: no slice for the first call
+def _pwrite_full(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+    done = os.pwrite(fd, data, offset)  # all of it, nearly always: no view, no slice for the first call
     total = len(data)
-    while done < total:
-        done += os.pwrite(fd, data[done:], offset + done)
+    if done < total:
+        mv = data if isinstance(data, memoryview) else memoryview(data)
+        while done < total:
+            done += os.pwrite(fd, mv[done:], offset + done)
 
 
 def file_extents(fd: int, offset: int, length: int, max_extents: int) -> list[Extent]:
@@ -367,14 +369,13 @@ class FileStore(BackingStore):
             or offset + total > self.size
         ):
             return False
-        mv = data if isinstance(data, memoryview) else memoryview(data)
         if mode == _INLINE:
-            _pwrite_full(fd, mv, offset)
+            _pwrite_full(fd, data, offset)
             return True
         started = time.monotonic()
         if started < self._inline_from:
             return False
-        _pwrite_full(fd, mv, offset)
+        _pwrite_full(fd, data, offset)
         self._watched(started, time.monotonic())
         return True
 
