@@ -19,6 +19,7 @@ LATENCY_BUCKETS: Final[tuple[float, ...]] = (
 # READ(6/10/12/16) and the WRITE family whose data-out is the data written (SBC-3 5.x)
 READ_OPCODES: Final = frozenset({0x08, 0x28, 0xA8, 0x88})
 WRITE_OPCODES: Final = frozenset({0x0A, 0x2A, 0xAA, 0x8A, 0x2E, 0x8E, 0x93, 0x41, 0x89, 0x8B, 0x9C})
+_GOOD: Final = int(Status.GOOD)  # compiled, an enum member would be an attribute lookup per use
 
 #: sense keys by number (SPC-4 table 48), the label of the errors metric
 SENSE_KEY_NAMES = (
@@ -75,15 +76,17 @@ class LuStats:
         if op in READ_OPCODES:
             self.read_commands += 1
             data = result.data_in
-            if data is not None and result.status == Status.GOOD:
-                n = min(len(data), task.expected_length)
+            if data is not None and result.status == _GOOD:
+                n = len(data)
+                if n > task.expected_length:
+                    n = task.expected_length
                 self.read_bytes += n
                 if io is not None:
                     io[0] += n
         elif op in WRITE_OPCODES:
             self.write_commands += 1
             data = task.data_out
-            if data is not None and result.status == Status.GOOD:
+            if data is not None and result.status == _GOOD:
                 n = len(data)
                 self.write_bytes += n
                 if io is not None:

@@ -9,7 +9,7 @@ knows what a CDB means.  SAM-5 names are used throughout.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class Status(enum.IntEnum):
@@ -127,7 +127,6 @@ class ScsiResult:
     sense: bytes | None = None
     data_in: bytes | bytearray | memoryview | None = None
     transfer_length: int | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
     def __init__(
         self,
@@ -135,13 +134,11 @@ class ScsiResult:
         sense: bytes | None = None,
         data_in: bytes | bytearray | memoryview | None = None,
         transfer_length: int | None = None,
-        extra: dict[str, object] | None = None,
     ) -> None:
         self.status = status
         self.sense = sense
         self.data_in = data_in
         self.transfer_length = transfer_length
-        self.extra = {} if extra is None else extra
 
     @property
     def good(self) -> bool:

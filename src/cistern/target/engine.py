@@ -73,7 +73,14 @@ def describe_sense(sense: bytes | None) -> str:
 _ATTRIBUTES: Final = tuple(
     TaskAttribute(a) if a <= TaskAttribute.ACA else TaskAttribute.SIMPLE for a in range(8)
 )
-_DIRECTIONS: Final = (DataDirection.NONE, DataDirection.WRITE, DataDirection.READ, DataDirection.BIDI)
+# (tuple[X, ...]: compiled, a Final tuple of fixed shape would be rebuilt at every use)
+_DIRECTIONS: Final[tuple[DataDirection, ...]] = (
+    DataDirection.NONE,
+    DataDirection.WRITE,
+    DataDirection.READ,
+    DataDirection.BIDI,
+)
+_CHECK_CONDITION: Final = int(Status.CHECK_CONDITION)  # an int: an enum member is a lookup per use
 
 
 class CommandEngine:
@@ -175,7 +182,7 @@ class CommandEngine:
             except Exception:
                 log.exception("%s: device server failed on CDB %s", conn.peer, task.cdb[:16].hex())
                 result = ScsiResult(Status.CHECK_CONDITION, SENSE_INTERNAL_TARGET_FAILURE)
-            if result.status == Status.CHECK_CONDITION and log.isEnabledFor(logging.DEBUG):
+            if result.status == _CHECK_CONDITION and log.isEnabledFor(logging.DEBUG):
                 log.debug(
                     "LUN %d CDB %s: CHECK CONDITION %s",
                     task.lun,

@@ -379,19 +379,27 @@ def frame_pdu(pdu: PDU, *, header_digest: bool = False, data_digest: bool = Fals
     return frame_parts(pdu.encode_header(), pdu.data, header_digest, data_digest)
 
 
-_PADS: Final = (b"", bytes(1), bytes(2), bytes(3))
+_PADS: Final[tuple[bytes, ...]] = (b"", bytes(1), bytes(2), bytes(3))  # not a fixed shape: see docs/design.md
 
 
 def frame_parts(header: Buffer, data: Buffer, header_digest: bool, data_digest: bool) -> list[Buffer]:
     """The buffers to send for an encoded header (BHS + AHS) and its data segment: header [+digest], data,
     padding [+digest] (RFC 7143 11.2); the data is not copied."""
+    parts: list[Buffer] = []
+    frame_into(parts, header, data, header_digest, data_digest)
+    return parts
+
+
+def frame_into(out: list[Buffer], header: Buffer, data: Buffer, header_digest: bool, data_digest: bool) -> None:
+    """:func:`frame_parts`, appended to ``out`` (a connection's send list: no list per PDU)."""
     if header_digest:
         header = bytes(header) + crc32c_digest(header)
+    out.append(header)
     if not data:
-        return [header]
+        return
+    out.append(data)
     pad = _PADS[-len(data) % 4]
     if data_digest:
-        return [header, data, pad + crc32c_digest(data, pad)]
-    if pad:
-        return [header, data, pad]
-    return [header, data]
+        out.append(pad + crc32c_digest(data, pad))
+    elif pad:
+        out.append(pad)

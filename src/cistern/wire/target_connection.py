@@ -53,7 +53,7 @@ from cistern.wire.constants import (
     TmfResponse,
 )
 from cistern.wire.errors import Rejection, RemoteProtocolError
-from cistern.wire.framing import Frame, frame_parts, frame_pdu
+from cistern.wire.framing import Frame, frame_into, frame_parts, frame_pdu
 from cistern.wire.liveness import ConnectionTimers, TimerEvent
 from cistern.wire.recovery import Retained, RetainedSet, StatusLog, snack_range
 from cistern.wire.serial import sn_lt
@@ -269,6 +269,12 @@ class TargetConnection:
             if not frame.data_digest_ok:
                 self._data_digest_error(pdu, frame.header)
                 return
+            if isinstance(pdu, P.ScsiCommand):  # the per-command PDUs as direct calls, the rest by the table
+                self._on_scsi_command(pdu, frame.header)
+                return
+            if isinstance(pdu, P.DataOut):
+                self._on_data_out(pdu, frame.header)
+                return
             handler = _HANDLERS.get(type(pdu))
             if handler is None:
                 # initiator opcodes not taken here (Login in full feature phase) and target opcodes sent by
@@ -299,14 +305,10 @@ class TargetConnection:
         whichever connection carried it), never when it is outside the window."""
         session = self.session
         cmdsn = pdu.cmdsn  # type: ignore[attr-defined]
-        if pdu.immediate:
+        if pdu.immediate or session.take_next(cmdsn):  # in order, nothing held: the common case
             deliver(self, pdu, header)
             return
         if cmdsn == session.expcmdsn:
-            if not session.held:  # in order, nothing held: the common case
-                session.expcmdsn = (cmdsn + 1) & 0xFFFFFFFF
-                deliver(self, pdu, header)
-                return
             ready = session.advance()
             deliver(self, pdu, header)
             for fn, conn, held_pdu, held_header in ready:
@@ -346,7 +348,10 @@ class TargetConnection:
         # A rejected command still consumes its CmdSN: it goes through the window like any other, and the
         # checks run when it is delivered in order.  Rejecting on arrival without advancing ExpCmdSN would
         # leave a gap that holds every later command forever (the initiator never resends a rejected one).
-        self._check_sn(pdu, header, TargetConnection._deliver_command)
+        if pdu.immediate or self.session.take_next(pdu.cmdsn):  # _check_sn's common case, as a direct call
+            self._deliver_command(pdu, header)
+        else:
+            self._check_sn(pdu, header, _DELIVER_COMMAND)
 
     def _deliver_command(self, pdu: P.ScsiCommand, header: bytes) -> None:
         if self.closed:
@@ -471,7 +476,7 @@ class TargetConnection:
             lun, task.itt, seq.ttt, self.statsn, session.expcmdsn, session.maxcmdsn, seq.r2tsn, seq.offset,
             seq.length,
         )  # fmt: skip
-        self.out += frame_parts(header, b"", self.hd, False)
+        frame_into(self.out, header, b"", self.hd, False)
 
     def _maybe_execute(self, task: TargetTask) -> None:
         if task.state is TaskState.COLLECTING and task.received >= task.edtl:
@@ -545,7 +550,11 @@ class TargetConnection:
         lun_field = encode_lun(task.lun) if task.lun >= 0 else 0
         data = result.data_in
         is_read = bool(task.flags & 0x40)
-        sent = min(len(data), edtl) if (data is not None and is_read) else 0
+        sent = 0
+        if data is not None and is_read:
+            sent = len(data)
+            if sent > edtl:
+                sent = edtl
         tl = result.transfer_length
         if is_read:
             wanted = tl if tl is not None else len(data or b"")
@@ -613,7 +622,7 @@ class TargetConnection:
                 flags, status, lun_field, itt, self._next_statsn(), session.expcmdsn, session.maxcmdsn, 0, 0,
                 residual, total,
             )  # fmt: skip
-            self.out += frame_parts(header, data, hd, dd)
+            frame_into(self.out, header, data, hd, dd)
             return 1
         view = data if isinstance(data, memoryview) else memoryview(data)
         out = self.out
@@ -632,7 +641,7 @@ class TargetConnection:
             else:
                 flags = FLAG_FINAL if (last or end % burst == 0) else 0
                 header = data_in_header(flags, 0, lun_field, itt, 0, exp, mx, datasn, offset, 0, end - offset)
-            out += frame_parts(header, view[offset:end], hd, dd)
+            frame_into(out, header, view[offset:end], hd, dd)
             offset = end
             datasn += 1
         return datasn
@@ -967,6 +976,7 @@ class TargetConnection:
         return session.detach(self, now)
 
 
+_DELIVER_COMMAND: Final = TargetConnection._deliver_command  # a static, not a class lookup per command
 _HANDLERS: Final[dict[type, Callable[[TargetConnection, Any, bytes], None]]] = {
     P.NopOut: TargetConnection._on_nop_out,
     P.ScsiCommand: TargetConnection._on_scsi_command,

@@ -201,6 +201,14 @@ class TargetSession:
         """Inside [ExpCmdSN, MaxCmdSN] and not already held: a command that may be held."""
         return sn_in_window(cmdsn, self.expcmdsn, self._maxcmdsn) and cmdsn not in self.held
 
+    def take_next(self, cmdsn: int) -> bool:
+        """The common case of the CmdSN window (RFC 7143 3.2.2.1): ``cmdsn`` is ExpCmdSN and nothing is held.
+        Then ExpCmdSN moves past it and True (deliver it now); otherwise nothing changes and False."""
+        if cmdsn != self.expcmdsn or self.held:
+            return False
+        self.expcmdsn = (cmdsn + 1) & 0xFFFFFFFF
+        return True
+
     def advance(self) -> list[Held]:
         """ExpCmdSN moves past a delivered command; returns held requests that are now in order."""
         self.expcmdsn = sn_add(self.expcmdsn, 1)
