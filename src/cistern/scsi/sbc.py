@@ -28,10 +28,11 @@ from .sense import (
 )
 from .task import ScsiResult, ScsiTask
 
-_RW6: Final = struct.Struct(">BHB")  # from byte 1: LBA(20..16), LBA(15..0), TRANSFER LENGTH
-_RW10: Final = struct.Struct(">BIxH")  # from byte 1: flags, LBA, (group), TRANSFER LENGTH
-_RW12: Final = struct.Struct(">BII")  # from byte 1: flags, LBA, TRANSFER LENGTH
-_RW16: Final = struct.Struct(">BQI")  # from byte 1: flags, LBA, TRANSFER LENGTH
+# bound unpack_from methods: compiled, a method called by name is looked up on every call
+_UNPACK_RW6: Final = struct.Struct(">BHB").unpack_from  # from byte 1: LBA(20..16), LBA(15..0), LENGTH
+_UNPACK_RW10: Final = struct.Struct(">BIxH").unpack_from  # from byte 1: flags, LBA, (group), TRANSFER LENGTH
+_UNPACK_RW12: Final = struct.Struct(">BII").unpack_from  # from byte 1: flags, LBA, TRANSFER LENGTH
+_UNPACK_RW16: Final = struct.Struct(">BQI").unpack_from  # from byte 1: flags, LBA, TRANSFER LENGTH
 _RC10: Final = struct.Struct(">II")
 _RC16: Final = struct.Struct(">QIBB")
 
@@ -74,22 +75,22 @@ async def _read(lu: LogicalUnit, lba: int, n: int, len_byte: int) -> ScsiResult:
 
 
 def read6(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> Coroutine[Any, Any, ScsiResult]:
-    hi, lo, n = _RW6.unpack_from(cdb, 1)
+    hi, lo, n = _UNPACK_RW6(cdb, 1)
     return _read(lu, (hi & 0x1F) << 16 | lo, n or 256, 4)
 
 
 def read10(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> Coroutine[Any, Any, ScsiResult]:
-    _, lba, n = _RW10.unpack_from(cdb, 1)
+    _, lba, n = _UNPACK_RW10(cdb, 1)
     return _read(lu, lba, n, 7)
 
 
 def read12(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> Coroutine[Any, Any, ScsiResult]:
-    _, lba, n = _RW12.unpack_from(cdb, 1)
+    _, lba, n = _UNPACK_RW12(cdb, 1)
     return _read(lu, lba, n, 6)
 
 
 def read16(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> Coroutine[Any, Any, ScsiResult]:
-    _, lba, n = _RW16.unpack_from(cdb, 1)
+    _, lba, n = _UNPACK_RW16(cdb, 1)
     return _read(lu, lba, n, 10)
 
 
@@ -143,22 +144,22 @@ async def _write(lu: LogicalUnit, task: ScsiTask, lba: int, n: int, fua: bool, l
 
 
 def write6(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> Coroutine[Any, Any, ScsiResult]:
-    hi, lo, n = _RW6.unpack_from(cdb, 1)
+    hi, lo, n = _UNPACK_RW6(cdb, 1)
     return _write(lu, task, (hi & 0x1F) << 16 | lo, n or 256, False, 4)
 
 
 def write10(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> Coroutine[Any, Any, ScsiResult]:
-    flags, lba, n = _RW10.unpack_from(cdb, 1)
+    flags, lba, n = _UNPACK_RW10(cdb, 1)
     return _write(lu, task, lba, n, bool(flags & _FUA), 7)
 
 
 def write12(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> Coroutine[Any, Any, ScsiResult]:
-    flags, lba, n = _RW12.unpack_from(cdb, 1)
+    flags, lba, n = _UNPACK_RW12(cdb, 1)
     return _write(lu, task, lba, n, bool(flags & _FUA), 6)
 
 
 def write16(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> Coroutine[Any, Any, ScsiResult]:
-    flags, lba, n = _RW16.unpack_from(cdb, 1)
+    flags, lba, n = _UNPACK_RW16(cdb, 1)
     return _write(lu, task, lba, n, bool(flags & _FUA), 10)
 
 
@@ -166,17 +167,17 @@ def write16(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> Coro
 
 
 async def write_verify10(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
-    _, lba, n = _RW10.unpack_from(cdb, 1)
+    _, lba, n = _UNPACK_RW10(cdb, 1)
     return await _write(lu, task, lba, n, True, 7)
 
 
 async def write_verify12(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
-    _, lba, n = _RW12.unpack_from(cdb, 1)
+    _, lba, n = _UNPACK_RW12(cdb, 1)
     return await _write(lu, task, lba, n, True, 6)
 
 
 async def write_verify16(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
-    _, lba, n = _RW16.unpack_from(cdb, 1)
+    _, lba, n = _UNPACK_RW16(cdb, 1)
     return await _write(lu, task, lba, n, True, 10)
 
 
@@ -223,17 +224,17 @@ async def _verify(lu: LogicalUnit, task: ScsiTask, flags: int, lba: int, n: int,
 
 
 async def verify10(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
-    flags, lba, n = _RW10.unpack_from(cdb, 1)
+    flags, lba, n = _UNPACK_RW10(cdb, 1)
     return await _verify(lu, task, flags, lba, n, 7)
 
 
 async def verify12(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
-    flags, lba, n = _RW12.unpack_from(cdb, 1)
+    flags, lba, n = _UNPACK_RW12(cdb, 1)
     return await _verify(lu, task, flags, lba, n, 6)
 
 
 async def verify16(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
-    flags, lba, n = _RW16.unpack_from(cdb, 1)
+    flags, lba, n = _UNPACK_RW16(cdb, 1)
     return await _verify(lu, task, flags, lba, n, 10)
 
 
@@ -241,7 +242,7 @@ async def verify16(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) 
 
 
 async def prefetch10(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
-    _, lba, n = _RW10.unpack_from(cdb, 1)
+    _, lba, n = _UNPACK_RW10(cdb, 1)
     if lba + n > lu.num_blocks:
         raise _lba_oob()
     # There is no cache to load the blocks into, so GOOD (not CONDITION MET), SBC-3 5.9.
@@ -249,7 +250,7 @@ async def prefetch10(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes
 
 
 async def prefetch16(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
-    _, lba, n = _RW16.unpack_from(cdb, 1)
+    _, lba, n = _UNPACK_RW16(cdb, 1)
     if lba + n > lu.num_blocks:
         raise _lba_oob()
     return ScsiResult(transfer_length=0)
@@ -266,12 +267,12 @@ async def _sync(lu: LogicalUnit, lba: int, n: int) -> ScsiResult:
 
 
 async def sync_cache10(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
-    _, lba, n = _RW10.unpack_from(cdb, 1)
+    _, lba, n = _UNPACK_RW10(cdb, 1)
     return await _sync(lu, lba, n)
 
 
 async def sync_cache16(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
-    _, lba, n = _RW16.unpack_from(cdb, 1)
+    _, lba, n = _UNPACK_RW16(cdb, 1)
     return await _sync(lu, lba, n)
 
 
@@ -370,10 +371,10 @@ async def _write_same(
 
 
 async def write_same10(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
-    flags, lba, n = _RW10.unpack_from(cdb, 1)
+    flags, lba, n = _UNPACK_RW10(cdb, 1)
     return await _write_same(lu, task, flags, lba, n, 7, False)
 
 
 async def write_same16(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
-    flags, lba, n = _RW16.unpack_from(cdb, 1)
+    flags, lba, n = _UNPACK_RW16(cdb, 1)
     return await _write_same(lu, task, flags, lba, n, 10, bool(flags & 0x01))

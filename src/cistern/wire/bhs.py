@@ -54,9 +54,10 @@ def decode_lun(field64: int) -> int:
 # tests/unit/test_pdu.py).  DataSegmentLength must be below 2**24 (bytes 4..7 are packed as one word with
 # TotalAHSLength 0); the target never sends more than MaxRecvDataSegmentLength <= 2**24 - 1.
 
-_DATA_IN_BHS: Final = struct.Struct(">BBxBIQIIIIIIII")  # RFC 7143 11.7
-_SCSI_RESPONSE_BHS: Final = struct.Struct(">BBBBI8xIIIIIIII")  # RFC 7143 11.4
-_R2T_BHS: Final = struct.Struct(">BB2xIQIIIIIIII")  # RFC 7143 11.8
+# bound pack methods: compiled, a method called by name is looked up on every call
+_PACK_DATA_IN: Final = struct.Struct(">BBxBIQIIIIIIII").pack  # RFC 7143 11.7
+_PACK_SCSI_RESPONSE: Final = struct.Struct(">BBBBI8xIIIIIIII").pack  # RFC 7143 11.4
+_PACK_R2T: Final = struct.Struct(">BB2xIQIIIIIIII").pack  # RFC 7143 11.8
 _OP_DATA_IN: Final = int(Opcode.DATA_IN)
 _OP_SCSI_RESPONSE: Final = int(Opcode.SCSI_RESPONSE)
 _OP_R2T: Final = int(Opcode.R2T)
@@ -76,7 +77,7 @@ def data_in_header(
     data_length: int,
 ) -> bytes:
     """The BHS of a SCSI Data-In PDU (TTT 0xffffffff) carrying ``data_length`` bytes (RFC 7143 11.7)."""
-    return _DATA_IN_BHS.pack(
+    return _PACK_DATA_IN(
         _OP_DATA_IN, flags, status, data_length, lun, itt, RESERVED_TAG, statsn, expcmdsn, maxcmdsn,
         datasn, buffer_offset, residual_count,
     )  # fmt: skip
@@ -95,7 +96,7 @@ def scsi_response_header(
     data_length: int,
 ) -> bytes:
     """The BHS of a SCSI Response (SNACK Tag and Bidirectional Read Residual Count 0; RFC 7143 11.4)."""
-    return _SCSI_RESPONSE_BHS.pack(
+    return _PACK_SCSI_RESPONSE(
         _OP_SCSI_RESPONSE, flags, response, status, data_length, itt, 0, statsn, expcmdsn, maxcmdsn,
         expdatasn, 0, residual_count,
     )  # fmt: skip
@@ -113,7 +114,7 @@ def r2t_header(
     desired_data_transfer_length: int,
 ) -> bytes:
     """The BHS of an R2T (F bit set, no data segment; RFC 7143 11.8)."""
-    return _R2T_BHS.pack(
+    return _PACK_R2T(
         _OP_R2T, FLAG_FINAL, 0, lun, itt, ttt, statsn, expcmdsn, maxcmdsn, r2tsn, buffer_offset,
         desired_data_transfer_length,
     )  # fmt: skip

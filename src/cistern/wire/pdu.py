@@ -219,7 +219,8 @@ class ScsiCommand(PDU):
         return cdb, bidi_len
 
 
-_SCSI_COMMAND_BHS: Final = _register(ScsiCommand, Opcode.SCSI_COMMAND, "B2x4xQIIII16s")
+# (decode_bhs calls the bound unpack_from: compiled, a method called by name is looked up on every call)
+_UNPACK_SCSI_COMMAND: Final = _register(ScsiCommand, Opcode.SCSI_COMMAND, "B2x4xQIIII16s").unpack_from
 
 
 @dataclass(slots=True)
@@ -322,7 +323,7 @@ class DataOut(PDU):
         return bool(self.flags & FLAG_FINAL)
 
 
-_DATA_OUT_BHS: Final = _register(DataOut, Opcode.DATA_OUT, "B2x4xQII4xI4xII4x")
+_UNPACK_DATA_OUT: Final = _register(DataOut, Opcode.DATA_OUT, "B2x4xQII4xI4xII4x").unpack_from
 
 
 @dataclass(slots=True)
@@ -575,10 +576,10 @@ def decode_bhs(bhs: Buffer, ahs: bytes = b"") -> PDU:
     immediate = bool(first & 0x40)
     pdu: PDU
     if opcode == _OP_SCSI_COMMAND:  # the per-command ones: a direct constructor call when compiled
-        flags, lun, itt, edtl, cmdsn, expstatsn, cdb16 = _SCSI_COMMAND_BHS.unpack_from(bhs, 1)
+        flags, lun, itt, edtl, cmdsn, expstatsn, cdb16 = _UNPACK_SCSI_COMMAND(bhs, 1)
         pdu = ScsiCommand(flags, lun, itt, edtl, cmdsn, expstatsn, cdb16, immediate=immediate)
     elif opcode == _OP_DATA_OUT:
-        flags, lun, itt, ttt, expstatsn, datasn, offset = _DATA_OUT_BHS.unpack_from(bhs, 1)
+        flags, lun, itt, ttt, expstatsn, datasn, offset = _UNPACK_DATA_OUT(bhs, 1)
         pdu = DataOut(flags, lun, itt, ttt, expstatsn, datasn, offset, immediate=immediate)
     else:
         codec = PDU_CLASSES.get(opcode)
