@@ -47,6 +47,7 @@ COMPILED_MODULES: tuple[str, ...] = (
     "cistern.wire.pdu",
     "cistern.scsi.reservations",
     "cistern.scsi.rangelock",
+    "cistern.target.busypoll",
 )
 
 ENV_PURE = "CISTERN_PURE_PYTHON"

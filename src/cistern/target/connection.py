@@ -159,7 +159,8 @@ class Connection(asyncio.BufferedProtocol):
                 self._kick()
             else:
                 self._flush()
-                self._maybe_poll()
+                if not self._polling:  # a poll in progress goes on by itself (no call to decide it again)
+                    self._maybe_poll()
 
     def _login_frames(self) -> bool:
         """Hand the framer's whole PDUs to the login driver until the connection enters full feature phase

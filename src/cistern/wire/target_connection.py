@@ -977,10 +977,9 @@ class TargetConnection:
 
 
 _DELIVER_COMMAND: Final = TargetConnection._deliver_command  # a static, not a class lookup per command
+# the other initiator PDUs of full feature phase (receive() calls the SCSI Command and Data-Out ones directly)
 _HANDLERS: Final[dict[type, Callable[[TargetConnection, Any, bytes], None]]] = {
     P.NopOut: TargetConnection._on_nop_out,
-    P.ScsiCommand: TargetConnection._on_scsi_command,
-    P.DataOut: TargetConnection._on_data_out,
     P.TaskMgmtRequest: TargetConnection._on_tmf,
     P.TextRequest: TargetConnection._on_text,
     P.LogoutRequest: TargetConnection._on_logout,
