@@ -1,9 +1,11 @@
-"""Adaptive busy polling (``busy_poll_us``) against real initiators.
+"""Adaptive busy polling (``busy_poll_us``, ``busy_poll_mode``) against real initiators.
 
 libiscsi's ``iscsi-perf`` at depth 1 sends its next command a few tens of microseconds after each
-response: the target polls for it instead of sleeping (``cistern_busy_polls_total{outcome="caught"}``
-grows), while a second session from our own initiator is served with written data read back intact and
-no command waiting behind the poller.  ``busy_poll_us = 0`` applied live through the admin API stops the
+response.  In the default ``busy_poll_mode = "adaptive"`` the server measures, in turns, what a wait for
+the initiator costs it polled and sleeping (``cistern_busy_poll_cpu_seconds_per_wait``), polling in every
+polled turn (``cistern_busy_polls_total{outcome="caught"}`` grows), while a second session from our own
+initiator is served with written data read back intact and no command waiting behind the poller.
+``busy_poll_mode = "always"`` applied live polls all the time; ``busy_poll_us = 0`` applied live stops the
 polling (the counters stand still) and the target goes on serving.
 """
 
@@ -85,34 +87,61 @@ async def _second_session(srv: AdminServer, seconds: float) -> float:
     return slowest
 
 
-def test_a_depth_one_initiator_is_polled_and_another_session_is_served(server: AdminServer) -> None:
+def _costs(srv: AdminServer) -> tuple[float, float]:
+    text = srv.metrics()
+    return (
+        metric_value(text, "cistern_busy_poll_cpu_seconds_per_wait", way="poll"),
+        metric_value(text, "cistern_busy_poll_cpu_seconds_per_wait", way="sleep"),
+    )
+
+
+def test_a_depth_one_initiator_is_measured_polled_and_another_session_is_served(server: AdminServer) -> None:
     caught0, _ = _polls(server)
     perf = _start_perf(server)
     try:
         time.sleep(0.5)
-        slowest = asyncio.run(_second_session(server, 2.0))
+        slowest = asyncio.run(_second_session(server, 2.5))
     finally:
         iops = _stop_perf(perf)
     caught, empty = _polls(server)
     assert iops > 500
-    # most of iscsi-perf's commands come within the 50 µs budget on loopback (thousands per second);
-    # a loaded machine misses some, never all of them
+    # thousands of waits per second: several measuring turns, each way costed at some microseconds of
+    # CPU per wait (a wait is at least a command's worth of work, and far less than a millisecond)
+    poll_cost, sleep_cost = _costs(server)
+    assert 1e-6 < poll_cost < 1e-3 and 1e-6 < sleep_cost < 1e-3, (poll_cost, sleep_cost)
+    # every polled turn polls: most of iscsi-perf's commands come within the 50 µs budget on loopback; a
+    # loaded machine misses some, never all of them
     assert caught - caught0 >= 100, (caught, empty)
     # the poller leaves the event loop when the other session has data: no command waits behind it
     assert slowest < 0.5
 
 
-def test_busy_poll_us_zero_applied_live_stops_polling(server: AdminServer) -> None:
+def _apply(srv: AdminServer, toml: str) -> None:
+    srv.api("POST", "/api/config/apply", {"toml": toml})
+    assert srv.api("GET", "/api/config?format=toml") == toml
+
+
+def test_busy_poll_mode_and_budget_apply_live(server: AdminServer) -> None:
     dump = server.api("GET", "/api/config?format=toml")
-    assert isinstance(dump, str) and "\nbusy_poll_us = 50\n" in dump  # the default, written out
-    server.api("POST", "/api/config/apply", {"toml": dump.replace("\nbusy_poll_us = 50\n", "\nbusy_poll_us = 0\n")})
+    # the defaults, written out
+    assert isinstance(dump, str) and "\nbusy_poll_us = 50\n" in dump
+    assert '\nbusy_poll_mode = "adaptive"\n' in dump
+    always = dump.replace('\nbusy_poll_mode = "adaptive"\n', '\nbusy_poll_mode = "always"\n')
     try:
-        assert "busy_poll_us = 0" in server.api("GET", "/api/config?format=toml")
+        _apply(server, always)
         before = _polls(server)
         perf = _start_perf(server)
         time.sleep(1.5)
-        iops = _stop_perf(perf)
-        assert iops > 500
+        assert metric_value(server.metrics(), "cistern_busy_poll_active") == 1
+        assert _stop_perf(perf) > 500
+        assert _polls(server)[0] - before[0] >= 100
+
+        _apply(server, always.replace("\nbusy_poll_us = 50\n", "\nbusy_poll_us = 0\n"))
+        before = _polls(server)
+        perf = _start_perf(server)
+        time.sleep(1.5)
+        assert metric_value(server.metrics(), "cistern_busy_poll_active") == 0
+        assert _stop_perf(perf) > 500
         assert _polls(server) == before
     finally:
-        server.api("POST", "/api/config/apply", {"toml": dump})
+        _apply(server, dump)

@@ -10,7 +10,7 @@ from test_target_harness import BLOCK, logged_in, read10, run, running_server
 
 from cistern.config.errors import ConfigError
 from cistern.config.model import parse_config
-from cistern.target.busypoll import MAX_SKIP, BusyPoll, PollSet
+from cistern.target.busypoll import MAX_SKIP, PROBE_WAITS, RUN_WAITS, BusyPoll, PollGovernor, PollSet
 
 US = 1e-6
 
@@ -50,6 +50,56 @@ def test_a_caught_command_resets_the_back_off() -> None:
     assert [poll.idle() for _ in range(3)] == [False, False, True]  # back to skipping 2
 
 
+class FakeCpu:
+    """The process's CPU clock for a governor: each wait costs ``poll`` or ``sleep`` seconds, depending on
+    how the governor had the connections wait."""
+
+    def __init__(self, governor: PollGovernor, poll: float, sleep: float) -> None:
+        self.governor, self.poll, self.sleep, self.now = governor, poll, sleep, 0.0
+
+    def waits(self, count: int) -> list[bool]:
+        """``count`` waits, each spent the way the governor says; whether each was polled."""
+        polled = []
+        for _ in range(count):
+            if self.governor.wait():
+                self.governor.measure(self.now)
+            polled.append(self.governor.polling)
+            self.now += self.poll if self.governor.polling else self.sleep
+        return polled
+
+
+def test_governor_keeps_sleeping_where_it_costs_less_cpu_than_polling() -> None:
+    governor = PollGovernor()
+    cpu = FakeCpu(governor, poll=30 * US, sleep=20 * US)
+    polled = cpu.waits(2 * PROBE_WAITS)
+    assert polled == [True] * PROBE_WAITS + [False] * PROBE_WAITS  # one turn each way
+    assert cpu.waits(RUN_WAITS) == [False] * RUN_WAITS  # then the cheaper way for a whole run
+    assert governor.poll_cost == pytest.approx(30 * US) and governor.sleep_cost == pytest.approx(20 * US)
+    # then it measures again: the machine may have changed (here polling got cheap)
+    cpu.poll = 10 * US
+    assert cpu.waits(2 * PROBE_WAITS + 10) == [True] * PROBE_WAITS + [False] * PROBE_WAITS + [True] * 10
+    assert governor.poll_cost == pytest.approx(10 * US)
+
+
+def test_governor_polls_where_polling_costs_less_or_about_the_same() -> None:
+    for sleep in (50 * US, 31 * US, 29 * US):  # sleeping must save more than SLEEP_MARGIN (5 %)
+        governor = PollGovernor()
+        cpu = FakeCpu(governor, poll=30 * US, sleep=sleep)
+        cpu.waits(2 * PROBE_WAITS)
+        assert cpu.waits(RUN_WAITS) == [True] * RUN_WAITS, sleep
+
+
+def test_governor_in_always_mode_never_measures_and_always_polls() -> None:
+    governor = PollGovernor(adaptive=False)
+    cpu = FakeCpu(governor, poll=30 * US, sleep=1 * US)
+    assert all(cpu.waits(3 * RUN_WAITS))
+    assert governor.poll_cost == governor.sleep_cost == 0.0
+    governor.set_adaptive(True)  # measuring starts afresh: a polling turn first
+    assert cpu.waits(2 * PROBE_WAITS + 1) == [True] * PROBE_WAITS + [False] * (PROBE_WAITS + 1)
+    governor.set_adaptive(False)
+    assert governor.polling and all(cpu.waits(10))
+
+
 def test_poll_set_tells_own_data_from_another_sockets_data() -> None:
     pollset = PollSet()
     a, a_peer = socket.socketpair()
@@ -77,6 +127,14 @@ def test_busy_poll_us_is_honoured_or_refused() -> None:
     for bad in (-1, 1001, 2.5, "50"):
         with pytest.raises(ConfigError):
             parse_config({"busy_poll_us": bad})
+
+
+def test_busy_poll_mode_is_honoured_or_refused() -> None:
+    assert parse_config({}).busy_poll_mode == "adaptive"
+    assert parse_config({"busy_poll_mode": "always"}).busy_poll_mode == "always"
+    for bad in ("never", "Adaptive", 1, True):
+        with pytest.raises(ConfigError):
+            parse_config({"busy_poll_mode": bad})
 
 
 @pytest.mark.parametrize("budget_us", [0, 200])

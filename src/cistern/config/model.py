@@ -81,6 +81,9 @@ class Config(BaseModel):
     #: microseconds a connection polls for its initiator's next command after sending its responses, while
     #: the initiator answers that fast (adaptive; 0: never poll).  See :mod:`cistern.target.busypoll`.
     busy_poll_us: int = Field(default=50, ge=0, le=1000)
+    #: "adaptive": poll only while polling costs less server CPU per command than sleeping, measured in
+    #: turns; "always": poll whenever the initiator answers within busy_poll_us (lowest latency)
+    busy_poll_mode: Literal["adaptive", "always"] = "adaptive"
     portals: list[PortalField] | None = None
     discovery_auth: AuthConfig | None = None
     #: certificates of the TLS portals (see :mod:`cistern.config.tls`)

@@ -397,7 +397,7 @@ class Controller:
         server.login_timeout = new.login_timeout
         server.nop_interval = new.nop_interval
         server.nop_timeout = new.nop_timeout
-        server.set_busy_poll(new.busy_poll_us)
+        server.set_busy_poll(new.busy_poll_us, new.busy_poll_mode)
         server.discovery_chap = discovery_secret(new)
         logging.getLogger("cistern").setLevel(new.log_level.upper())
         for change in changes:

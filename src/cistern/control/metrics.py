@@ -141,6 +141,22 @@ class ServerCollector:
         polls.add_metric(["caught"], server.poll_set.caught)
         polls.add_metric(["empty"], server.poll_set.empty)
         yield polls
+        governor = server.poll_governor
+        yield GaugeMetricFamily(
+            "cistern_busy_poll_active",
+            "1 while connections poll after their responses (busy_poll_mode always, or adaptive and polling "
+            "measured cheaper than sleeping), else 0.",
+            value=1 if governor.polling and server.busy_poll > 0 else 0,
+        )
+        cost = GaugeMetricFamily(
+            "cistern_busy_poll_cpu_seconds_per_wait",
+            "Server CPU per wait for an initiator in busy_poll_mode adaptive's last measuring turns, polling "
+            "and sleeping (0: not measured yet).",
+            labels=["way"],
+        )
+        cost.add_metric(["poll"], governor.poll_cost)
+        cost.add_metric(["sleep"], governor.sleep_cost)
+        yield cost
 
         if self.lag is not None:
             yield GaugeMetricFamily(

@@ -16,6 +16,13 @@ a user-space server's own work, so the target does it itself:
   feature phase, so that a connection polling for its own next command stops at once when *another*
   connection has data (the event loop serves that one), never starving it.
 
+* :class:`PollGovernor` decides, for the whole server, whether polling pays at all on this machine.  What
+  a sleep and a wake-up cost depends on the machine, not on us: on this project's VM an idle CPU halts and
+  every wake-up is an inter-processor interrupt through the hypervisor, so polling costs less CPU per
+  command than sleeping; where idle CPUs wake cheaply (guest halt-polling, bare metal with shallow idle
+  states) sleeping costs 16-36 % less than polling at depth 1 (bench/RESULTS.md, "Seventh session").  So
+  the governor measures both in turns, in server CPU per wait, and keeps the cheaper.
+
 The polling loop itself (read the socket, hand bytes to the framer) is the connection's:
 :meth:`cistern.target.connection.Connection._busy_poll`.  ``busy_poll_us`` in the config is the budget
 (0 turns polling off; docs/config.md).
@@ -33,6 +40,85 @@ POLL_SLICE = 0.001
 #: after polls that found nothing, a connection skips up to 2**MAX_MISSES batches before polling again
 MAX_MISSES = 6
 MAX_SKIP = 1 << MAX_MISSES
+
+
+#: waits (a connection's responses have left and it only waits for its initiator) in each measuring turn
+#: of :class:`PollGovernor`, and in each stretch that then keeps the cheaper way before measuring again
+PROBE_WAITS = 512
+RUN_WAITS = 16384
+#: sleeping must cost this much less server CPU per wait than polling before polling stops (on a tie
+#: polling wins: it answers sooner)
+SLEEP_MARGIN = 0.05
+
+# PollGovernor's turns
+_START = 0
+_POLL = 1
+_SLEEP = 2
+_RUN = 3
+
+
+class PollGovernor:
+    """Whether connections poll after their responses at all: measured, not assumed (sans-I/O; the caller
+    reads the clock when asked).
+
+    In adaptive mode the governor counts waits (:meth:`wait`) and runs in turns: :data:`PROBE_WAITS` waits
+    polling, :data:`PROBE_WAITS` waits sleeping, then :data:`RUN_WAITS` waits the cheaper way, then
+    measures again.  When a turn ends, :meth:`wait` returns True and the caller passes the process's CPU
+    time (seconds, ``time.process_time()``) to :meth:`measure`.  The cost of a way is the server CPU spent
+    per wait during its turn (:attr:`poll_cost`, :attr:`sleep_cost`, seconds); polling stops only when
+    sleeping costs :data:`SLEEP_MARGIN` less.  With ``adaptive`` False connections always poll (as far as
+    their own :class:`BusyPoll` back-off lets them) and nothing is measured.
+    """
+
+    __slots__ = ("_cpu0", "_left", "_phase", "adaptive", "poll_cost", "polling", "sleep_cost")
+
+    def __init__(self, adaptive: bool = True) -> None:
+        self.adaptive = adaptive
+        #: whether connections poll now
+        self.polling = True
+        #: server CPU seconds per wait in the last polling and sleeping turns (0.0: not measured yet)
+        self.poll_cost = 0.0
+        self.sleep_cost = 0.0
+        self._phase = _START
+        self._left = 0  # waits left in this turn
+        self._cpu0 = 0.0  # process CPU time when this turn began
+
+    def set_adaptive(self, adaptive: bool) -> None:
+        """Switch between measuring (True) and always polling (False); measuring starts afresh."""
+        self.adaptive = adaptive
+        self.polling = True
+        self._phase = _START
+        self._left = 0
+
+    def wait(self) -> bool:
+        """A connection's responses have left and it only waits for its initiator.  True: a turn ended,
+        call :meth:`measure` now."""
+        if not self.adaptive:
+            return False
+        self._left -= 1
+        return self._left <= 0
+
+    def measure(self, cpu: float) -> None:
+        """The process's CPU time (seconds) at the end of a turn: cost the turn, start the next one and
+        set :attr:`polling` for it."""
+        phase = self._phase
+        if phase == _POLL:
+            self.poll_cost = (cpu - self._cpu0) / PROBE_WAITS
+        elif phase == _SLEEP:
+            self.sleep_cost = (cpu - self._cpu0) / PROBE_WAITS
+        self._cpu0 = cpu
+        if phase == _POLL:
+            self._phase = _SLEEP
+            self.polling = False
+            self._left = PROBE_WAITS
+        elif phase == _SLEEP:
+            self._phase = _RUN
+            self.polling = self.sleep_cost >= self.poll_cost * (1.0 - SLEEP_MARGIN)
+            self._left = RUN_WAITS
+        else:  # the start, or the end of a run: measure polling again
+            self._phase = _POLL
+            self.polling = True
+            self._left = PROBE_WAITS
 
 
 class BusyPoll:

@@ -178,8 +178,16 @@ class Connection(asyncio.BufferedProtocol):
     def _maybe_poll(self) -> None:
         """Our responses have left: poll for the initiator's next command if that pays (busypoll)."""
         poll = self._poll
-        if poll is not None and not self._polling and self._may_poll() and poll.idle():
+        if poll is not None and not self._polling and self._may_poll() and self._governed() and poll.idle():
             self._busy_poll(poll)
+
+    def _governed(self) -> bool:
+        """This connection waits for its initiator: count the wait with the server's governor; True if
+        connections poll now (:class:`cistern.target.busypoll.PollGovernor`)."""
+        governor = self.server.poll_governor
+        if governor.wait():
+            governor.measure(time.process_time())
+        return governor.polling
 
     def _may_poll(self) -> bool:
         """Whether this connection now only waits for the initiator: everything it sent is answered and
@@ -236,7 +244,7 @@ class Connection(asyncio.BufferedProtocol):
                 pollset.caught += 1
                 self.buffer_updated(nbytes)
                 now = clock()
-                if not self._may_poll():
+                if not self._may_poll() or not self._governed():
                     return
                 if now >= end:
                     # visit the event loop (timers, other sockets, thread-pool completions) without

@@ -37,7 +37,7 @@ from cistern.security.tls import target_context
 from cistern.storage.base import BackingStore
 from cistern.storage.factory import open_store
 from cistern.storage.raid import as_raid
-from cistern.target.busypoll import PollSet
+from cistern.target.busypoll import PollGovernor, PollSet
 from cistern.target.connection import Connection
 from cistern.target.gate import GatedConnection, TlsListener
 from cistern.target.model import ChapSecret, PortalGroupSpec, TargetLimits, TargetSpec
@@ -72,6 +72,7 @@ class TargetServer:
         listen_backlog: int = 0,
         max_write_buffers: int = 1 << 30,
         busy_poll_us: int = 0,
+        busy_poll_mode: str = "adaptive",
     ) -> None:
         self.targets = {t.name: t for t in targets}
         self.stores = stores or []
@@ -96,6 +97,8 @@ class TargetServer:
         #: the sockets that may be polled (cistern.target.busypoll)
         self.busy_poll = busy_poll_us / 1e6
         self.poll_set = PollSet()
+        #: whether polling pays on this machine ("adaptive": measured) or is always done ("always")
+        self.poll_governor = PollGovernor(adaptive=busy_poll_mode == "adaptive")
         self.sessions = SessionTable()
         self.connections: set[Connection] = set()
         self._listeners: dict[tuple[str, int], Any] = {}  # asyncio.Server or TlsListener
@@ -288,9 +291,13 @@ class TargetServer:
                 return h, p
         return host, port
 
-    def set_busy_poll(self, busy_poll_us: int) -> None:
-        """Change the busy-polling budget (microseconds, 0: off) of every connection, live."""
+    def set_busy_poll(self, busy_poll_us: int, busy_poll_mode: str = "adaptive") -> None:
+        """Change the busy-polling budget (microseconds, 0: off) of every connection, and whether the
+        server measures that polling pays ("adaptive") or always polls ("always"), live."""
         self.busy_poll = busy_poll_us / 1e6
+        adaptive = busy_poll_mode == "adaptive"
+        if adaptive != self.poll_governor.adaptive:
+            self.poll_governor.set_adaptive(adaptive)
         for conn in list(self.connections):
             conn.set_busy_poll(self.busy_poll)
 
@@ -791,6 +798,7 @@ def build_server(config: Config) -> TargetServer:
         nop_interval=config.nop_interval,
         nop_timeout=config.nop_timeout,
         busy_poll_us=config.busy_poll_us,
+        busy_poll_mode=config.busy_poll_mode,
     )
 
 
