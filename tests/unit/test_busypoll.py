@@ -11,6 +11,7 @@ from test_target_harness import BLOCK, logged_in, read10, run, running_server
 from cistern.config.errors import ConfigError
 from cistern.config.model import parse_config
 from cistern.target.busypoll import MAX_SKIP, PROBE_WAITS, RUN_WAITS, BusyPoll, PollGovernor, PollSet
+from cistern.target.server import TargetServer
 
 US = 1e-6
 
@@ -165,3 +166,14 @@ def test_commands_are_served_with_and_without_polling(budget_us: int) -> None:
             await client.close()
 
     run(main())
+
+
+def test_server_refuses_an_unknown_busy_poll_mode() -> None:
+    with pytest.raises(ValueError, match="busy_poll_mode"):
+        TargetServer([], busy_poll_mode="never")
+    server = TargetServer([], busy_poll_mode="always")
+    assert not server.poll_governor.adaptive
+    server.set_busy_poll(50, "adaptive")
+    assert server.poll_governor.adaptive
+    with pytest.raises(ValueError, match="busy_poll_mode"):
+        server.set_busy_poll(50, "sometimes")

@@ -54,6 +54,13 @@ from cistern.wire.text import NO_VALUE, TextError, decode_number, encode_text
 log = logging.getLogger("cistern.target")
 
 
+def _adaptive(busy_poll_mode: str) -> bool:
+    """True for "adaptive", False for "always"; ValueError for anything else."""
+    if busy_poll_mode not in ("adaptive", "always"):
+        raise ValueError(f"busy_poll_mode must be 'adaptive' or 'always', not {busy_poll_mode!r}")
+    return busy_poll_mode == "adaptive"
+
+
 class TargetServer:
     """Everything one cistern process serves."""
 
@@ -98,7 +105,7 @@ class TargetServer:
         self.busy_poll = busy_poll_us / 1e6
         self.poll_set = PollSet()
         #: whether polling pays on this machine ("adaptive": measured) or is always done ("always")
-        self.poll_governor = PollGovernor(adaptive=busy_poll_mode == "adaptive")
+        self.poll_governor = PollGovernor(adaptive=_adaptive(busy_poll_mode))
         self.sessions = SessionTable()
         self.connections: set[Connection] = set()
         self._listeners: dict[tuple[str, int], Any] = {}  # asyncio.Server or TlsListener
@@ -294,8 +301,8 @@ class TargetServer:
     def set_busy_poll(self, busy_poll_us: int, busy_poll_mode: str = "adaptive") -> None:
         """Change the busy-polling budget (microseconds, 0: off) of every connection, and whether the
         server measures that polling pays ("adaptive") or always polls ("always"), live."""
+        adaptive = _adaptive(busy_poll_mode)
         self.busy_poll = busy_poll_us / 1e6
-        adaptive = busy_poll_mode == "adaptive"
         if adaptive != self.poll_governor.adaptive:
             self.poll_governor.set_adaptive(adaptive)
         for conn in list(self.connections):
