@@ -42,83 +42,106 @@ MAX_MISSES = 6
 MAX_SKIP = 1 << MAX_MISSES
 
 
-#: waits (a connection's responses have left and it only waits for its initiator) in each measuring turn
-#: of :class:`PollGovernor`, and in each stretch that then keeps the cheaper way before measuring again
-PROBE_WAITS = 512
-RUN_WAITS = 16384
+#: a measuring turn of :class:`PollGovernor` alternates PROBE_SLICES slices of SLICE_WAITS waits (a
+#: connection's responses have left and it only waits for its initiator) polled with as many sleeping;
+#: then RUN_WAITS waits go the cheaper way before the next turn
+PROBE_SLICES = 16
+SLICE_WAITS = 64
+RUN_WAITS = 65536
 #: sleeping must cost this much less server CPU per wait than polling before polling stops (on a tie
 #: polling wins: it answers sooner)
-SLEEP_MARGIN = 0.05
+SLEEP_MARGIN = 0.1
 
-# PollGovernor's turns
-_START = 0
-_POLL = 1
-_SLEEP = 2
-_RUN = 3
+
+def _median(costs: list[float]) -> float:
+    ordered = sorted(costs)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 class PollGovernor:
     """Whether connections poll after their responses at all: measured, not assumed (sans-I/O; the caller
     reads the clock when asked).
 
-    In adaptive mode the governor counts waits (:meth:`wait`) and runs in turns: :data:`PROBE_WAITS` waits
-    polling, :data:`PROBE_WAITS` waits sleeping, then :data:`RUN_WAITS` waits the cheaper way, then
-    measures again.  When a turn ends, :meth:`wait` returns True and the caller passes the process's CPU
-    time (seconds, ``time.process_time()``) to :meth:`measure`.  The cost of a way is the server CPU spent
-    per wait during its turn (:attr:`poll_cost`, :attr:`sleep_cost`, seconds); polling stops only when
-    sleeping costs :data:`SLEEP_MARGIN` less.  With ``adaptive`` False connections always poll (as far as
-    their own :class:`BusyPoll` back-off lets them) and nothing is measured.
+    In adaptive mode the governor counts waits (:meth:`wait`) and works in turns: a measuring turn
+    alternates :data:`SLICE_WAITS` waits polled and :data:`SLICE_WAITS` waits sleeping,
+    :data:`PROBE_SLICES` times each; then :data:`RUN_WAITS` waits go the cheaper way; then it measures
+    again.  When a slice or run ends, :meth:`wait` returns True and the caller passes the process's CPU
+    time (seconds, ``time.process_time()``) to :meth:`measure`.  A way's cost is the median over its slices
+    of the server CPU per wait (:attr:`poll_cost`, :attr:`sleep_cost`, seconds): interleaving makes drift
+    (the workload changing, other processes) hit both ways alike, and the median ignores the odd slice
+    that paid for a login or an idle gap.  Polling stops only when sleeping costs :data:`SLEEP_MARGIN`
+    less.  With ``adaptive`` False connections always poll (as far as their own :class:`BusyPoll` back-off
+    lets them) and nothing is measured.
     """
 
-    __slots__ = ("_cpu0", "_left", "_phase", "adaptive", "poll_cost", "polling", "sleep_cost")
+    __slots__ = (
+        "_cpu0",
+        "_left",
+        "_measuring",
+        "_polled",
+        "_slept",
+        "adaptive",
+        "poll_cost",
+        "polling",
+        "sleep_cost",
+    )
 
     def __init__(self, adaptive: bool = True) -> None:
         self.adaptive = adaptive
         #: whether connections poll now
         self.polling = True
-        #: server CPU seconds per wait in the last polling and sleeping turns (0.0: not measured yet)
+        #: server CPU seconds per wait, polled and sleeping, from the last measuring turn (0.0: none yet)
         self.poll_cost = 0.0
         self.sleep_cost = 0.0
-        self._phase = _START
-        self._left = 0  # waits left in this turn
-        self._cpu0 = 0.0  # process CPU time when this turn began
+        self._measuring = False
+        self._left = 0  # waits left in this slice or run
+        self._cpu0 = 0.0  # process CPU time when this slice or run began
+        self._polled: list[float] = []  # this turn's slice costs, each way
+        self._slept: list[float] = []
 
     def set_adaptive(self, adaptive: bool) -> None:
         """Switch between measuring (True) and always polling (False); measuring starts afresh."""
         self.adaptive = adaptive
         self.polling = True
-        self._phase = _START
+        self._measuring = False
         self._left = 0
+        self._polled = []
+        self._slept = []
 
     def wait(self) -> bool:
-        """A connection's responses have left and it only waits for its initiator.  True: a turn ended,
-        call :meth:`measure` now."""
+        """A connection's responses have left and it only waits for its initiator.  True: a slice or run
+        ended, call :meth:`measure` now."""
         if not self.adaptive:
             return False
         self._left -= 1
         return self._left <= 0
 
     def measure(self, cpu: float) -> None:
-        """The process's CPU time (seconds) at the end of a turn: cost the turn, start the next one and
-        set :attr:`polling` for it."""
-        phase = self._phase
-        if phase == _POLL:
-            self.poll_cost = (cpu - self._cpu0) / PROBE_WAITS
-        elif phase == _SLEEP:
-            self.sleep_cost = (cpu - self._cpu0) / PROBE_WAITS
-        self._cpu0 = cpu
-        if phase == _POLL:
-            self._phase = _SLEEP
-            self.polling = False
-            self._left = PROBE_WAITS
-        elif phase == _SLEEP:
-            self._phase = _RUN
-            self.polling = self.sleep_cost >= self.poll_cost * (1.0 - SLEEP_MARGIN)
-            self._left = RUN_WAITS
-        else:  # the start, or the end of a run: measure polling again
-            self._phase = _POLL
+        """The process's CPU time (seconds) at the end of a slice or run: cost the slice, start the next
+        one and set :attr:`polling` for it."""
+        if not self._measuring:  # the start, or the end of a run: measure again, polled slice first
+            self._measuring = True
             self.polling = True
-            self._left = PROBE_WAITS
+            self._left = SLICE_WAITS
+        else:
+            cost = (cpu - self._cpu0) / SLICE_WAITS
+            if self.polling:
+                self._polled.append(cost)
+            else:
+                self._slept.append(cost)
+            if len(self._slept) < PROBE_SLICES:
+                self.polling = not self.polling
+                self._left = SLICE_WAITS
+            else:
+                self.poll_cost = _median(self._polled)
+                self.sleep_cost = _median(self._slept)
+                self._polled = []
+                self._slept = []
+                self._measuring = False
+                self.polling = self.sleep_cost >= self.poll_cost * (1.0 - SLEEP_MARGIN)
+                self._left = RUN_WAITS
+        self._cpu0 = cpu
 
 
 class BusyPoll:
