@@ -85,9 +85,14 @@ def test_governor_keeps_sleeping_where_it_costs_less_cpu_than_polling() -> None:
     governor = PollGovernor()
     cpu = FakeCpu(governor, poll=30 * US, sleep=20 * US)
     assert cpu.waits(len(TURN)) == TURN
-    assert cpu.waits(RUN_WAITS) == [False] * RUN_WAITS  # then the cheaper way for a whole run
+    # sleeping won one turn: not enough (SLEEP_TURNS), the run polls
+    assert cpu.waits(RUN_WAITS) == [True] * RUN_WAITS
     assert governor.poll_cost == pytest.approx(30 * US) and governor.sleep_cost == pytest.approx(20 * US)
-    # then it measures again: the machine may have changed (here polling got cheap)
+    assert cpu.waits(len(TURN)) == TURN
+    assert cpu.waits(RUN_WAITS) == [False] * RUN_WAITS  # twice in a row: a whole run sleeps
+    assert cpu.waits(len(TURN) + RUN_WAITS)[len(TURN) :] == [False] * RUN_WAITS  # and goes on sleeping
+    # it measures between runs: the machine may have changed (here polling got cheap); one turn that
+    # sleeping does not win brings polling back
     cpu.poll = 10 * US
     assert cpu.waits(len(TURN) + 10) == TURN + [True] * 10
     assert governor.poll_cost == pytest.approx(10 * US)
@@ -121,7 +126,7 @@ def test_governor_in_always_mode_never_measures_and_always_polls() -> None:
     assert all(cpu.waits(3 * len(TURN)))
     assert governor.poll_cost == governor.sleep_cost == 0.0
     governor.set_adaptive(True)  # measuring starts afresh
-    assert cpu.waits(len(TURN) + 1) == [*TURN, False]
+    assert cpu.waits(len(TURN) + 1) == [*TURN, True]  # sleeping won once: not yet
     governor.set_adaptive(False)
     assert governor.polling and all(cpu.waits(10))
 

@@ -48,9 +48,11 @@ MAX_SKIP = 1 << MAX_MISSES
 PROBE_SLICES = 16
 SLICE_WAITS = 64
 RUN_WAITS = 65536
-#: sleeping must cost this much less server CPU per wait than polling before polling stops (on a tie
-#: polling wins: it answers sooner)
+#: sleeping must cost this much less server CPU per wait than polling, in this many measuring turns in a
+#: row, before polling stops (on a tie polling wins: it answers sooner); one turn the other way brings
+#: polling back
 SLEEP_MARGIN = 0.1
+SLEEP_TURNS = 2
 
 
 def _median(costs: list[float]) -> float:
@@ -71,7 +73,7 @@ class PollGovernor:
     of the server CPU per wait (:attr:`poll_cost`, :attr:`sleep_cost`, seconds): interleaving makes drift
     (the workload changing, other processes) hit both ways alike, and the median ignores the odd slice
     that paid for a login or an idle gap.  Polling stops only when sleeping costs :data:`SLEEP_MARGIN`
-    less.  With ``adaptive`` False connections always poll (as far as their own :class:`BusyPoll` back-off
+    less in :data:`SLEEP_TURNS` turns in a row, and comes back after one turn that sleeping does not win.  With ``adaptive`` False connections always poll (as far as their own :class:`BusyPoll` back-off
     lets them) and nothing is measured.
     """
 
@@ -80,6 +82,7 @@ class PollGovernor:
         "_left",
         "_measuring",
         "_polled",
+        "_sleep_wins",
         "_slept",
         "adaptive",
         "poll_cost",
@@ -99,6 +102,7 @@ class PollGovernor:
         self._cpu0 = 0.0  # process CPU time when this slice or run began
         self._polled: list[float] = []  # this turn's slice costs, each way
         self._slept: list[float] = []
+        self._sleep_wins = 0  # measuring turns in a row that sleeping won
 
     def set_adaptive(self, adaptive: bool) -> None:
         """Switch between measuring (True) and always polling (False); measuring starts afresh."""
@@ -108,6 +112,7 @@ class PollGovernor:
         self._left = 0
         self._polled = []
         self._slept = []
+        self._sleep_wins = 0
 
     def wait(self) -> bool:
         """A connection's responses have left and it only waits for its initiator.  True: a slice or run
@@ -139,7 +144,11 @@ class PollGovernor:
                 self._polled = []
                 self._slept = []
                 self._measuring = False
-                self.polling = self.sleep_cost >= self.poll_cost * (1.0 - SLEEP_MARGIN)
+                if self.sleep_cost < self.poll_cost * (1.0 - SLEEP_MARGIN):
+                    self._sleep_wins += 1
+                else:
+                    self._sleep_wins = 0
+                self.polling = self._sleep_wins < SLEEP_TURNS
                 self._left = RUN_WAITS
         self._cpu0 = cpu
 
