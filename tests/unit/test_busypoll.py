@@ -13,7 +13,8 @@ from cistern.config.model import parse_config
 from cistern.target.busypoll import (
     MAX_SKIP,
     PROBE_SLICES,
-    RUN_WAITS,
+    RUN_MAX_WAITS,
+    RUN_MIN_WAITS,
     SLICE_WAITS,
     BusyPoll,
     PollGovernor,
@@ -86,11 +87,13 @@ def test_governor_keeps_sleeping_where_it_costs_less_cpu_than_polling() -> None:
     cpu = FakeCpu(governor, poll=30 * US, sleep=20 * US)
     assert cpu.waits(len(TURN)) == TURN
     # sleeping won one turn: not enough (SLEEP_TURNS), the run polls
-    assert cpu.waits(RUN_WAITS) == [True] * RUN_WAITS
+    assert cpu.waits(2 * RUN_MIN_WAITS) == [True] * (2 * RUN_MIN_WAITS)  # (the same decision: run doubled)
     assert governor.poll_cost == pytest.approx(30 * US) and governor.sleep_cost == pytest.approx(20 * US)
     assert cpu.waits(len(TURN)) == TURN
-    assert cpu.waits(RUN_WAITS) == [False] * RUN_WAITS  # twice in a row: a whole run sleeps
-    assert cpu.waits(len(TURN) + RUN_WAITS)[len(TURN) :] == [False] * RUN_WAITS  # and goes on sleeping
+    assert cpu.waits(RUN_MIN_WAITS) == [False] * RUN_MIN_WAITS  # twice in a row: a (short) run sleeps
+    # and goes on sleeping, measuring less and less often
+    for length in (2 * RUN_MIN_WAITS, 4 * RUN_MIN_WAITS, 8 * RUN_MIN_WAITS, RUN_MAX_WAITS, RUN_MAX_WAITS):
+        assert cpu.waits(len(TURN) + length)[len(TURN) :] == [False] * length
     # it measures between runs: the machine may have changed (here polling got cheap); one turn that
     # sleeping does not win brings polling back
     cpu.poll = 10 * US
@@ -103,7 +106,7 @@ def test_governor_polls_where_polling_costs_less_or_about_the_same() -> None:
         governor = PollGovernor()
         cpu = FakeCpu(governor, poll=30 * US, sleep=sleep)
         cpu.waits(len(TURN))
-        assert cpu.waits(RUN_WAITS) == [True] * RUN_WAITS, sleep
+        assert cpu.waits(2 * RUN_MIN_WAITS) == [True] * (2 * RUN_MIN_WAITS), sleep
 
 
 def test_governor_ignores_the_odd_slice_that_paid_for_something_else() -> None:

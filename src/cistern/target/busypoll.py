@@ -44,10 +44,12 @@ MAX_SKIP = 1 << MAX_MISSES
 
 #: a measuring turn of :class:`PollGovernor` alternates PROBE_SLICES slices of SLICE_WAITS waits (a
 #: connection's responses have left and it only waits for its initiator) polled with as many sleeping;
-#: then RUN_WAITS waits go the cheaper way before the next turn
+#: then a run of waits goes the cheaper way before the next turn: RUN_MIN_WAITS after the decision
+#: changed, twice as many as the last run (up to RUN_MAX_WAITS) while it stays the same
 PROBE_SLICES = 16
 SLICE_WAITS = 64
-RUN_WAITS = 65536
+RUN_MIN_WAITS = 8192
+RUN_MAX_WAITS = 131072
 #: sleeping must cost this much less server CPU per wait than polling, in this many measuring turns in a
 #: row, before polling stops (on a tie polling wins: it answers sooner); one turn the other way brings
 #: polling back
@@ -67,8 +69,10 @@ class PollGovernor:
 
     In adaptive mode the governor counts waits (:meth:`wait`) and works in turns: a measuring turn
     alternates :data:`SLICE_WAITS` waits polled and :data:`SLICE_WAITS` waits sleeping,
-    :data:`PROBE_SLICES` times each; then :data:`RUN_WAITS` waits go the cheaper way; then it measures
-    again.  When a slice or run ends, :meth:`wait` returns True and the caller passes the process's CPU
+    :data:`PROBE_SLICES` times each; then a run of waits goes the cheaper way; then it measures again.
+    A run is :data:`RUN_MIN_WAITS` long after the decision changed and doubles (up to
+    :data:`RUN_MAX_WAITS`) while it holds, so a new server or a changed machine settles within some
+    ten thousand waits and a settled one spends 2 % of its waits measuring.  When a slice or run ends, :meth:`wait` returns True and the caller passes the process's CPU
     time (seconds, ``time.process_time()``) to :meth:`measure`.  A way's cost is the median over its slices
     of the server CPU per wait (:attr:`poll_cost`, :attr:`sleep_cost`, seconds): interleaving makes drift
     (the workload changing, other processes) hit both ways alike, and the median ignores the odd slice
@@ -79,9 +83,11 @@ class PollGovernor:
 
     __slots__ = (
         "_cpu0",
+        "_decided",
         "_left",
         "_measuring",
         "_polled",
+        "_run",
         "_sleep_wins",
         "_slept",
         "adaptive",
@@ -103,6 +109,8 @@ class PollGovernor:
         self._polled: list[float] = []  # this turn's slice costs, each way
         self._slept: list[float] = []
         self._sleep_wins = 0  # measuring turns in a row that sleeping won
+        self._decided = True  # what the last turn decided (polling or not)
+        self._run = RUN_MIN_WAITS  # waits in the last run
 
     def set_adaptive(self, adaptive: bool) -> None:
         """Switch between measuring (True) and always polling (False); measuring starts afresh."""
@@ -113,6 +121,8 @@ class PollGovernor:
         self._polled = []
         self._slept = []
         self._sleep_wins = 0
+        self._decided = True
+        self._run = RUN_MIN_WAITS
 
     def wait(self) -> bool:
         """A connection's responses have left and it only waits for its initiator.  True: a slice or run
@@ -148,8 +158,10 @@ class PollGovernor:
                     self._sleep_wins += 1
                 else:
                     self._sleep_wins = 0
-                self.polling = self._sleep_wins < SLEEP_TURNS
-                self._left = RUN_WAITS
+                polling = self._sleep_wins < SLEEP_TURNS
+                self._run = min(2 * self._run, RUN_MAX_WAITS) if polling == self._decided else RUN_MIN_WAITS
+                self._decided = self.polling = polling
+                self._left = self._run
         self._cpu0 = cpu
 
 
