@@ -18,10 +18,11 @@ a user-space server's own work, so the target does it itself:
 
 * :class:`PollGovernor` decides, for the whole server, whether polling pays at all on this machine.  What
   a sleep and a wake-up cost depends on the machine, not on us: on this project's VM an idle CPU halts and
-  every wake-up is an inter-processor interrupt through the hypervisor, so polling costs less CPU per
-  command than sleeping; where idle CPUs wake cheaply (guest halt-polling, bare metal with shallow idle
-  states) sleeping costs 16-36 % less than polling at depth 1 (bench/RESULTS.md, "Seventh session").  So
-  the governor measures both in turns, in server CPU per wait, and keeps the cheaper.
+  every wake-up is an inter-processor interrupt through the hypervisor, so polling costs no more CPU per
+  command than sleeping, at twice the IOPS; where idle CPUs wake cheaply (the same VM with guest
+  halt-polling; likely bare metal with shallow idle states) sleeping costs 16-36 % less than polling at
+  depth 1 (bench/RESULTS.md, "Seventh session").  So the governor measures both in turns, in server CPU
+  per wait, and keeps the cheaper.
 
 The polling loop itself (read the socket, hand bytes to the framer) is the connection's:
 :meth:`cistern.target.connection.Connection._busy_poll`.  ``busy_poll_us`` in the config is the budget
