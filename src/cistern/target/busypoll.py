@@ -71,15 +71,18 @@ class PollGovernor:
     In adaptive mode the governor counts waits (:meth:`wait`) and works in turns: a measuring turn
     alternates :data:`SLICE_WAITS` waits polled and :data:`SLICE_WAITS` waits sleeping,
     :data:`PROBE_SLICES` times each; then a run of waits goes the cheaper way; then it measures again.
-    A run is :data:`RUN_MIN_WAITS` long after the decision changed and doubles (up to
-    :data:`RUN_MAX_WAITS`) while it holds, so a new server or a changed machine settles within some
-    ten thousand waits and a settled one spends 2 % of its waits measuring.  When a slice or run ends, :meth:`wait` returns True and the caller passes the process's CPU
-    time (seconds, ``time.process_time()``) to :meth:`measure`.  A way's cost is the median over its slices
-    of the server CPU per wait (:attr:`poll_cost`, :attr:`sleep_cost`, seconds): interleaving makes drift
-    (the workload changing, other processes) hit both ways alike, and the median ignores the odd slice
-    that paid for a login or an idle gap.  Polling stops only when sleeping costs :data:`SLEEP_MARGIN`
-    less in :data:`SLEEP_TURNS` turns in a row, and comes back after one turn that sleeping does not win.  With ``adaptive`` False connections always poll (as far as their own :class:`BusyPoll` back-off
-    lets them) and nothing is measured.
+    When a slice or run ends, :meth:`wait` returns True and the caller passes the process's CPU time
+    (seconds, ``time.process_time()``) to :meth:`measure`.
+
+    A way's cost is the median over its slices of the server CPU per wait (:attr:`poll_cost`,
+    :attr:`sleep_cost`, seconds): interleaving makes drift (the workload changing, other processes) hit
+    both ways alike, and the median ignores the odd slice that paid for a login or an idle gap.  Polling
+    stops only when sleeping costs :data:`SLEEP_MARGIN` less in :data:`SLEEP_TURNS` turns in a row, and
+    comes back after one turn that sleeping does not win.  A run is :data:`RUN_MIN_WAITS` long after the
+    decision changed and doubles (up to :data:`RUN_MAX_WAITS`) while it holds, so a new server where
+    sleeping pays settles after some 20,000 waits and a settled one spends under 2 % of its waits
+    measuring.  With ``adaptive`` False connections always poll (as far as their own :class:`BusyPoll`
+    back-off lets them) and nothing is measured.
     """
 
     __slots__ = (
@@ -97,21 +100,24 @@ class PollGovernor:
         "sleep_cost",
     )
 
+    adaptive: bool
+    #: whether connections poll now
+    polling: bool
+    _measuring: bool
+    _left: int  # waits left in this slice or run
+    _cpu0: float  # process CPU time when this slice or run began
+    _polled: list[float]  # this turn's slice costs, each way
+    _slept: list[float]
+    _sleep_wins: int  # measuring turns in a row that sleeping won
+    _decided: bool  # what the last turn decided (polling or not)
+    _run: int  # waits in the last run
+
     def __init__(self, adaptive: bool = True) -> None:
-        self.adaptive = adaptive
-        #: whether connections poll now
-        self.polling = True
         #: server CPU seconds per wait, polled and sleeping, from the last measuring turn (0.0: none yet)
         self.poll_cost = 0.0
         self.sleep_cost = 0.0
-        self._measuring = False
-        self._left = 0  # waits left in this slice or run
-        self._cpu0 = 0.0  # process CPU time when this slice or run began
-        self._polled: list[float] = []  # this turn's slice costs, each way
-        self._slept: list[float] = []
-        self._sleep_wins = 0  # measuring turns in a row that sleeping won
-        self._decided = True  # what the last turn decided (polling or not)
-        self._run = RUN_MIN_WAITS  # waits in the last run
+        self._cpu0 = 0.0
+        self.set_adaptive(adaptive)
 
     def set_adaptive(self, adaptive: bool) -> None:
         """Switch between measuring (True) and always polling (False); measuring starts afresh."""
