@@ -46,14 +46,7 @@ def _parse_variant(text: str) -> tuple[str, tuple[str, ...]]:
     name, colon, settings = text.partition(":")
     if not colon or not name.strip() or not settings.strip():
         raise ValueError(f"{text!r}: expected NAME:KEY=VALUE[;KEY=VALUE...]")
-    root = []
-    for item in settings.split(";"):
-        key, equals, value = item.partition("=")
-        if not equals or not key.strip() or not value.strip():
-            raise ValueError(f"{item!r}: expected KEY=VALUE")
-        root.append(f"{key.strip()} = {value.strip()}")
-    targets.check_root_settings(tuple(root))
-    return name.strip(), tuple(root)
+    return name.strip(), targets.root_settings(settings.split(";"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -139,9 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         print("no workload matches --filter", file=sys.stderr)
         return 2
     size = _parse_size(args.size)
-    root = tuple(f"{k.strip()} = {v.strip()}" for k, _, v in (item.partition("=") for item in args.set))
     try:
-        targets.check_root_settings(root)
+        root = targets.root_settings(args.set)
     except ValueError as exc:
         print(f"--set: {exc}", file=sys.stderr)
         return 2

@@ -177,6 +177,19 @@ def cistern_config_toml(port: int, disks: Disks, root: tuple[str, ...] = ()) -> 
     )
 
 
+def root_settings(items: list[str]) -> tuple[str, ...]:
+    """``KEY=VALUE`` items (TOML values) -> root-level TOML lines, checked with :func:`check_root_settings`;
+    ValueError (one line) when an item is malformed or the settings are not a valid config."""
+    root = []
+    for item in items:
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip() or not value.strip():
+            raise ValueError(f"{item!r}: expected KEY=VALUE")
+        root.append(f"{key.strip()} = {value.strip()}")
+    check_root_settings(tuple(root))
+    return tuple(root)
+
+
 def check_root_settings(root: tuple[str, ...]) -> None:
     """Raise ValueError (one line) unless ``root`` lines make a valid cistern config."""
     try:

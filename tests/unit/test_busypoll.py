@@ -206,7 +206,10 @@ def test_server_refuses_an_unknown_busy_poll_mode() -> None:
         TargetServer([], busy_poll_mode="never")
     server = TargetServer([], busy_poll_mode="always")
     assert not server.poll_governor.adaptive
+    server.set_busy_poll(20)  # the budget alone: the mode stays
+    assert not server.poll_governor.adaptive and server.busy_poll == pytest.approx(20e-6)
     server.set_busy_poll(50, "adaptive")
     assert server.poll_governor.adaptive
     with pytest.raises(ValueError, match="busy_poll_mode"):
-        server.set_busy_poll(50, "sometimes")
+        server.set_busy_poll(0, "sometimes")
+    assert server.poll_governor.adaptive and server.busy_poll == pytest.approx(50e-6)  # nothing changed

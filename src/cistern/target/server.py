@@ -298,10 +298,11 @@ class TargetServer:
                 return h, p
         return host, port
 
-    def set_busy_poll(self, busy_poll_us: int, busy_poll_mode: str = "adaptive") -> None:
+    def set_busy_poll(self, busy_poll_us: int, busy_poll_mode: str | None = None) -> None:
         """Change the busy-polling budget (microseconds, 0: off) of every connection, and whether the
-        server measures that polling pays ("adaptive") or always polls ("always"), live."""
-        adaptive = _adaptive(busy_poll_mode)
+        server measures that polling pays ("adaptive") or always polls ("always"; None: unchanged), live.
+        ValueError (and nothing changed) for another mode."""
+        adaptive = self.poll_governor.adaptive if busy_poll_mode is None else _adaptive(busy_poll_mode)
         self.busy_poll = busy_poll_us / 1e6
         if adaptive != self.poll_governor.adaptive:
             self.poll_governor.set_adaptive(adaptive)
