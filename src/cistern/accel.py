@@ -48,6 +48,7 @@ COMPILED_MODULES: tuple[str, ...] = (
     "cistern.scsi.reservations",
     "cistern.scsi.rangelock",
     "cistern.target.busypoll",
+    "cistern.target.pump",
 )
 
 ENV_PURE = "CISTERN_PURE_PYTHON"

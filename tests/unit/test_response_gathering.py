@@ -1,5 +1,5 @@
 """Responses to large PDUs: gathered to the end of the event-loop iteration while that gathers several,
-sent at once at depth 1 (target/connection.py, GATHER_ALONE / GATHER_SKIP)."""
+sent at once at depth 1 (target/pump.py, GATHER_ALONE / GATHER_SKIP)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 from test_target_harness import BLOCK, INITIATOR, IQN, LUN_SIZE, run, running_server
 
 from cistern.initiator import connect
-from cistern.target import connection as conn_mod
+from cistern.target import pump as pump_mod
 
 
 def test_depth_one_large_writes_are_answered_without_waiting_for_the_loop_iteration() -> None:
@@ -25,23 +25,21 @@ def test_depth_one_large_writes_are_answered_without_waiting_for_the_loop_iterat
             )
             try:
                 (conn,) = served.server.connections
-                gathers: list[int] = []
-                flush_gathered = conn._flush_gathered
-
-                def counting() -> None:
-                    gathers.append(len(conn._outbox()))
-                    flush_gathered()
-
-                conn._flush_gathered = counting  # type: ignore[method-assign]
+                pump = conn.pump
                 slots = LUN_SIZE // size
                 last: dict[int, bytes] = {}
+                skips: list[int] = []  # GATHER_SKIP counting down once gathering was given up
                 for n in range(count):
                     last[n % slots] = data = os.urandom(size)
                     await session.write(0, (n % slots) * blocks, data)
-                # the first GATHER_ALONE writes were gathered (one response each), the rest went at once
-                assert len(gathers) == conn_mod.GATHER_ALONE, gathers
-                assert all(n == 1 for n in gathers)
-                assert conn._gather_skip == conn_mod.GATHER_SKIP - (count - conn_mod.GATHER_ALONE)
+                    skips.append(pump.gather_skip)
+                # the first GATHER_ALONE writes were gathered, one response each: after the last of them
+                # gathering stops and the following responses go at once, counting down GATHER_SKIP
+                alone = pump_mod.GATHER_ALONE
+                assert skips[: alone - 1] == [0] * (alone - 1), skips
+                assert skips[alone - 1 :] == [pump_mod.GATHER_SKIP - k for k in range(count - alone + 1)], (
+                    skips
+                )
                 for slot, data in last.items():
                     assert bytes(await session.read(0, slot * blocks, blocks)) == data
             finally:

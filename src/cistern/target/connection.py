@@ -4,13 +4,13 @@ device server.  The protocol is the sans-I/O machines' (:mod:`cistern.wire.targe
 
 :class:`Connection` is a ``BufferedProtocol`` whose ``get_buffer`` hands out the
 :class:`~cistern.wire.framing.PduReader`'s buffers, so Data-Out payloads land directly in the command's write
-buffer (the machine's ``sink``).  Each framed PDU goes to the machine with the time of the read; what the
-machine asks for (``session.events``: a command to execute, a TMF, a Text answer, a logout) is done at once,
-so a command served from memory or the page cache completes inline.  The machine's outbox (header +
-payload views, packed from header templates) leaves in one ``transport.writelines`` at the end of the
-received chunk; completions outside it (thread-pool I/O) are gathered until the end of the loop iteration
-(one ``call_soon``), so a burst of responses costs one ``writev``, not one each.  A PDU that cannot be
-framed (oversized, bad header digest) or a machine's Drop answer closes the connection.
+buffer (the machine's ``sink``), and whose ``buffer_updated`` is its :class:`~cistern.target.pump.Pump`'s:
+each framed PDU goes to the machine with the time of the read and what the machine asks for (a command to
+execute, a TMF, a Text answer, a logout) is done at once, so a command served from memory or the page cache
+completes inline; the responses leave in one ``transport.writelines`` at the end of the read, and the
+connection may then busy-poll for the next command.  This class keeps what is not per read: the
+transport's life, login, timers, backpressure and the read-data gate, task management and logout.  A PDU
+that cannot be framed (oversized, bad header digest) or a machine's Drop answer closes the connection.
 """
 
 from __future__ import annotations
@@ -18,19 +18,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from typing import TYPE_CHECKING, cast
 
-from cistern.target.busypoll import POLL_SLICE, BusyPoll
 from cistern.target.engine import CommandEngine
 from cistern.target.login_glue import LoginDriver
+from cistern.target.pump import Pump
 from cistern.wire import pdu as P
 from cistern.wire.constants import LogoutReason, LogoutResponse, TmfFunction, TmfResponse
-from cistern.wire.errors import RemoteProtocolError
 from cistern.wire.framing import PduReader, frame_pdu
 from cistern.wire.liveness import ConnectionTimers, TimerEvent
-from cistern.wire.pdu import Buffer
 from cistern.wire.target_connection import TargetConnection
 from cistern.wire.target_session import Logout, TaskManagement
 from cistern.wire.tasks import TargetTask
@@ -52,13 +49,6 @@ log = logging.getLogger("cistern.target")
 DATA_IN_PER_CONNECTION = 8 * 1024 * 1024
 
 
-#: after GATHER_ALONE gathers in a row of a loop iteration's responses to large PDUs each sent one response
-#: alone, GATHER_SKIP responses go at once before gathering is tried again (at depth 1 waiting for the end
-#: of the iteration costs an epoll_pwait per command and gathers nothing)
-GATHER_ALONE = 8
-GATHER_SKIP = 63
-
-
 class Connection(asyncio.BufferedProtocol):
     """An iSCSI connection, from TCP accept to close."""
 
@@ -70,16 +60,19 @@ class Connection(asyncio.BufferedProtocol):
         self.portal = portal
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
-        self.reader = PduReader(max_data_segment_length=8192)
-        # asyncio.BufferedProtocol.get_buffer: the framer's own, called by the event loop without an
-        # interpreted frame in between (its ``sizehint`` is ignored: the framer knows what comes next)
-        self.get_buffer = self.reader.get_buffer  # type: ignore[method-assign]
+        self.reader = reader = PduReader(max_data_segment_length=8192)
+        #: the per-read path (compiled with the accelerator): framing, the engine, sending, busy polling
+        self.pump = pump = Pump(self, reader, server.poll_governor, server.poll_set)
+        # asyncio.BufferedProtocol.get_buffer and buffer_updated: the framer's and the pump's own, bound
+        # here because the event loop looks them up once, when the transport is made, and then calls them
+        # without an interpreted frame in between (``sizehint`` is ignored: the framer knows what comes next)
+        self.get_buffer = reader.get_buffer  # type: ignore[method-assign]
+        self.buffer_updated = pump.buffer_updated  # type: ignore[method-assign]
         self.login: LoginDriver | None = LoginDriver(server, self)
         self.session: Session | None = None
         self.machine: TargetConnection | None = None  # the protocol, from full feature phase on
         self.cid = 0
         self.statsn = 0  # during login (the machine's from full feature phase on)
-        self._closing = False
         self._write_ok: asyncio.Future[None] | None = None
         self._data_in_held = 0  # bytes of read data being produced on this connection (see GATED_READ)
         self._data_in_waiters: list[asyncio.Future[None]] = []
@@ -92,19 +85,6 @@ class Connection(asyncio.BufferedProtocol):
             nop_timeout=server.nop_timeout,
         )
         self._timer: asyncio.TimerHandle | None = None
-        self._out: list[Buffer] = []  # the outbox during login (the machine's afterwards)
-        self._in_batch = False  # inside buffer_updated: what is queued leaves at its end
-        self._flush_scheduled = False
-        # responses to large PDUs: gathered to the end of the loop iteration (True while one such gather is
-        # scheduled), unless gathering has been gathering nothing (GATHER_ALONE)
-        self._bulk_gather = False
-        self._gathered_alone = 0  # such gathers in a row that sent one response alone
-        self._gather_skip = 0
-        # adaptive busy polling (cistern.target.busypoll): plain TCP sockets in full feature phase only
-        self._fd = -1  # the socket's descriptor when it carries plain iSCSI (not TLS)
-        self._poll: BusyPoll | None = None
-        self._polling = False
-        self._poll_resume = False  # a poll stretch ended at POLL_SLICE and continues after a loop visit
 
     # ------------------------------------------------------------------ asyncio plumbing
 
@@ -124,172 +104,28 @@ class Connection(asyncio.BufferedProtocol):
                 and transport.get_extra_info("ssl_object") is None
             ):
                 with contextlib.suppress(OSError, ValueError):
-                    self._fd = sock.fileno()
+                    self.pump.fd = sock.fileno()
+        self.pump.transport = self.transport
         self.transport.set_write_buffer_limits(high=4 * 1024 * 1024, low=1024 * 1024)
         self.server.connections.add(self)
         self._arm_timer()
         log.debug("connection from %s on %s:%d", self.peer, *self.portal)
 
-    def buffer_updated(self, nbytes: int) -> None:
-        reader = self.reader
-        reader.buffer_filled(nbytes)
-        self._poll_resume = False
-        self._in_batch = True
-        try:
-            if self.machine is None and not self._login_frames():
-                return
-            self.engine.receive(reader, time.monotonic())
-        except RemoteProtocolError as exc:  # FramingError too: bytes that are no PDU
-            log.warning("%s: dropping connection: %s", self.peer, exc)
-            self.close()
-        except Exception:  # a bug of ours: never let it kill the server, but drop this connection
-            frame = self.engine.frame if self.machine is not None else None
-            log.exception(
-                "%s: internal error handling %s",
-                self.peer,
-                type(frame.pdu).__name__ if frame is not None else "received bytes",
-            )
-            self.close()
-        finally:
-            self._in_batch = False
-            if reader.bulk and not self._closing and self._outbox() and self._gather():
-                # large PDUs come one per read: gather the responses of this loop iteration's reads (the
-                # event loop reads a socket up to 32 times per iteration)
-                self._bulk_gather = True
-                self._kick()
-            else:
-                self._flush()
-                if not self._polling:  # a poll in progress goes on by itself (no call to decide it again)
-                    self._maybe_poll()
-
-    def _login_frames(self) -> bool:
-        """Hand the framer's whole PDUs to the login driver until the connection enters full feature phase
-        (True: the rest is the engine's) or the framer needs more bytes (False).  Raises FramingError."""
-        reader = self.reader
-        while not self._closing:
-            frame = reader.next_frame()
-            if frame is None:
-                return False
-            self._login_frame(frame)
-            if self.machine is not None:
-                return True
-        return False
-
-    def _maybe_poll(self) -> None:
-        """Our responses have left: poll for the initiator's next command if that pays (busypoll)."""
-        poll = self._poll
-        if poll is not None and not self._polling and self._may_poll() and self._governed() and poll.idle():
-            self._busy_poll(poll)
-
-    def _governed(self) -> bool:
-        """This connection waits for its initiator: count the wait with the server's governor; True if
-        connections poll now (:class:`cistern.target.busypoll.PollGovernor`)."""
-        governor = self.server.poll_governor
-        if governor.wait():
-            governor.measure(time.process_time())
-        return governor.polling
-
-    def _may_poll(self) -> bool:
-        """Whether this connection now only waits for the initiator: everything it sent is answered and
-        sent, reading is not paused (backpressure, gated reads) and nothing is queued for later."""
-        machine = self.machine
-        transport = self.transport
-        return (
-            machine is not None
-            and not self._closing
-            and not self._flush_scheduled
-            and machine.session.outstanding == 0
-            and not machine.session.held
-            and transport is not None
-            and transport.is_reading()
-            and transport.get_write_buffer_size() == 0
-        )
-
-    def _busy_poll(self, poll: BusyPoll) -> None:
-        """Poll the socket for the initiator's next bytes for up to ``poll.budget`` seconds (see
-        :mod:`cistern.target.busypoll`), handing what arrives to :meth:`buffer_updated` as the event loop
-        would; stop when another connection has data or when this connection no longer only waits for
-        its initiator.  Every :data:`POLL_SLICE` the event loop gets one turn (without sleeping) before
-        the poll goes on."""
-        fd = self._fd
-        yield_cpu = os.sched_yield
-        pollset = self.server.poll_set
-        reader = self.reader
-        clock = time.monotonic
-        started = clock()
-        deadline = started + poll.budget
-        end = started + POLL_SLICE
-        self._polling = True
-        try:
-            while True:
-                state = pollset.ready(fd)
-                if state < 0:
-                    return
-                if state == 0:
-                    if clock() >= deadline:
-                        poll.timed_out()
-                        pollset.empty += 1
-                        return
-                    yield_cpu()  # a runnable initiator on this CPU gets it
-                    continue
-                try:
-                    nbytes = os.readv(fd, [reader.get_buffer()])
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    return  # the event loop sees the error or EOF on its next read and closes
-                if nbytes == 0:
-                    return
-                poll.caught()
-                pollset.caught += 1
-                self.buffer_updated(nbytes)
-                now = clock()
-                if not self._may_poll() or not self._governed():
-                    return
-                if now >= end:
-                    # visit the event loop (timers, other sockets, thread-pool completions) without
-                    # sleeping in it: a ready callback makes its epoll_wait return at once
-                    self._poll_resume = True
-                    asyncio.get_running_loop().call_soon(self._resume_poll)
-                    return
-                deadline = now + poll.budget
-        finally:
-            self._polling = False
-
-    def _resume_poll(self) -> None:
-        """Continue a poll stretch cut at :data:`POLL_SLICE`, unless bytes came through the loop since."""
-        poll = self._poll
-        if self._poll_resume and poll is not None and not self._polling and self._may_poll():
-            self._poll_resume = False
-            self._busy_poll(poll)
-
     def set_busy_poll(self, budget: float) -> None:
         """Poll for up to ``budget`` seconds after each batch of responses (0: never); plain-TCP
-        connections in full feature phase only."""
-        pollset = self.server.poll_set
-        if budget > 0 and self._fd >= 0 and self.machine is not None and not self._closing:
-            if self._poll is None:
-                if not pollset.register(self._fd):
-                    return
-                self._poll = BusyPoll(budget)
-            else:
-                self._poll.budget = budget
-        elif self._poll is not None:
-            self._poll = None
-            pollset.unregister(self._fd)
+        connections in full feature phase only (:meth:`Pump.set_busy_poll`)."""
+        self.pump.set_busy_poll(budget)
 
     def eof_received(self) -> bool:
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._closing = True
+        self.pump.closing = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self.server.connections.discard(self)
-        if self._poll is not None:
-            self._poll = None
-            self.server.poll_set.unregister(self._fd)
+        self.pump.stop_polling()
         if self._write_ok is not None and not self._write_ok.done():
             self._write_ok.set_result(None)
         if self.session is not None:
@@ -314,83 +150,41 @@ class Connection(asyncio.BufferedProtocol):
         if self._write_ok is not None and not self._write_ok.done():
             await self._write_ok
 
+    @property
+    def closing(self) -> bool:
+        """Whether the connection is closing (or closed): it reads and sends nothing more."""
+        return self.pump.closing
+
     def close(self) -> None:
-        if not self._closing:
-            self._flush()  # what was queued before the close still goes out (e.g. a Logout Response)
-            self._closing = True
+        pump = self.pump
+        if not pump.closing:
+            pump.flush()  # what was queued before the close still goes out (e.g. a Logout Response)
+            pump.closing = True
             if self.transport is not None:
                 self.transport.close()
 
     def abort(self) -> None:
-        self._closing = True
+        self.pump.closing = True
         if self.transport is not None:
             self.transport.abort()
 
     # ------------------------------------------------------------------ sending
 
-    def _outbox(self) -> list[Buffer]:
-        machine = self.machine
-        return machine.out if machine is not None else self._out
-
     def send(self, pdu: P.PDU) -> None:
         """Queue a PDU as it is (login phase: Login Responses); it leaves with the batch."""
         machine = self.machine
+        pump = self.pump
         if machine is not None:
             machine.send(pdu)
         else:
-            self._out += frame_pdu(pdu, header_digest=False, data_digest=False)
-        self._kick()
-
-    def _kick(self) -> None:
-        """Something was queued outside a received chunk: send it at the end of this loop iteration."""
-        if not self._in_batch and not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_gathered)
-
-    def _flush_gathered(self) -> None:
-        """The end of a loop iteration: what was gathered leaves (one ``writev``), then the connection may
-        poll (responses to large PDUs and thread-pool completions leave this way)."""
-        if self._bulk_gather:
-            self._bulk_gather = False
-            if len(self._outbox()) >= 2:
-                self._gathered_alone = 0
-            else:
-                self._gathered_alone += 1
-                if self._gathered_alone >= GATHER_ALONE:
-                    # gathering gathers nothing here (depth 1): the next responses leave at once, one loop
-                    # iteration (an epoll_pwait) earlier each
-                    self._gathered_alone = 0
-                    self._gather_skip = GATHER_SKIP
-        self._flush()
-        self._maybe_poll()
-
-    def _gather(self) -> bool:
-        """Whether a large PDU's response waits for the end of the loop iteration (see _flush_gathered)."""
-        if self._gather_skip:
-            self._gather_skip -= 1
-            return False
-        return True
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        machine = self.machine
-        if machine is not None:
-            out = machine.out
-            if not out:
-                return
-            machine.out = []
-        else:
-            out = self._out
-            if not out:
-                return
-            self._out = []
-        transport = self.transport
-        if transport is not None and not transport.is_closing():
-            transport.writelines(out)
+            pump.out += frame_pdu(pdu, header_digest=False, data_digest=False)
+        pump.kick()
 
     # ------------------------------------------------------------------ login glue
 
-    def _login_frame(self, frame: object) -> None:
+    def login_frame(self, frame: object) -> None:
+        """One framed PDU before full feature phase (:meth:`Pump.buffer_updated`): a Login Request goes to
+        the login driver; anything else ends the connection."""
         pdu = frame.pdu  # type: ignore[attr-defined]
         # RFC 7143 6.3: only Login Requests are allowed before full feature phase; anything else, an
         # undecodable header included, is a protocol error that ends the connection
@@ -410,8 +204,6 @@ class Connection(asyncio.BufferedProtocol):
         connection of the session with the same CID is reinstated (RFC 7143 6.3.4): it goes."""
         now = time.monotonic()
         machine = TargetConnection(session.core, cid, params, self.statsn, self.timers, now, owner=self)
-        machine.out = self._out  # the final Login Response is still queued: it leaves first
-        self._out = []
         self.session = session
         self.cid = cid
         self.machine = machine
@@ -419,6 +211,7 @@ class Connection(asyncio.BufferedProtocol):
         self.engine = CommandEngine(
             self, machine, session.nexus, target.device if target is not None else None
         )
+        self.pump.enter_full_feature(machine, self.engine)  # the final Login Response leaves first
         self.login = None
         reader = self.reader
         reader.max_data_segment_length = params.max_recv_data_segment_length
@@ -458,13 +251,13 @@ class Connection(asyncio.BufferedProtocol):
             self._timer.cancel()
             self._timer = None
         when = (self.machine or self.timers).next_timer()
-        if when is not None and not self._closing:
+        if when is not None and not self.pump.closing:
             delay = max(0.0, when - time.monotonic())
             self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
-        if self._closing:
+        if self.pump.closing:
             return
         event = (self.machine or self.timers).handle_timer(time.monotonic())
         if event is TimerEvent.LOGIN_TIMED_OUT:
@@ -480,7 +273,7 @@ class Connection(asyncio.BufferedProtocol):
             self.abort()
             return
         if event is TimerEvent.SEND_PING:
-            self._kick()
+            self.pump.kick()
         self._arm_timer()
 
     # ------------------------------------------------------------------ what the machine asks for
@@ -494,10 +287,10 @@ class Connection(asyncio.BufferedProtocol):
             self._data_in_waiters.append(waiter)
             await waiter
         self._data_in_held += size  # claimed before draining, so later reads queue behind this one
-        if self._outbox():
+        if self.pump.outbox():
             # inside a received chunk the outbox leaves at its end: send what earlier reads produced now, so
             # the transport sees it (and pauses above its high-water mark) before this read makes more
-            self._flush()
+            self.pump.flush()
         await self.drain()
         if self.server.write_budget.reserve_write_buffer(size):
             return True
@@ -579,7 +372,7 @@ class Connection(asyncio.BufferedProtocol):
                 "TARGET_COLD_RESET" if cold else "TARGET_WARM_RESET", session.nexus, None
             )
             event.conn.tmf_response(pdu, response)
-            self._flush()  # before the connections close
+            self.pump.flush()  # before the connections close
             if cold:  # RFC 7143 11.5.1: all connections of all sessions to the target are closed
                 for s in others:
                     for c in list(s.connections.values()):
@@ -593,14 +386,14 @@ class Connection(asyncio.BufferedProtocol):
         else:
             response = TmfResponse.FUNCTION_NOT_SUPPORTED
         event.conn.tmf_response(pdu, response)
-        self._kick()
+        self.pump.kick()
 
     # ---- Logout (RFC 7143 11.14) and the asynchronous logout request (shutdown)
 
     def _logout(self, event: Logout) -> None:
         """The machine answered a Logout Request on this connection: close what it names."""
         if event.response != LogoutResponse.SUCCESS:
-            self._kick()
+            self.pump.kick()
             return
         session = self.session
         assert session is not None
@@ -614,7 +407,7 @@ class Connection(asyncio.BufferedProtocol):
                 log.info("%s: CID %d removed for recovery from CID %d", self.peer, event.cid, self.cid)
                 failed.close(time.monotonic())
                 failed.owner.abort()
-            self._kick()
+            self.pump.kick()
             return
         if event.reason == LogoutReason.CLOSE_SESSION:
             self.server.end_session(session, exclude=self)
@@ -627,7 +420,7 @@ class Connection(asyncio.BufferedProtocol):
             if other is not None:
                 log.info("%s: CID %d logged out from CID %d", self.peer, event.cid, self.cid)
                 other.owner.close()
-            self._kick()
+            self.pump.kick()
             return
         self.close()
 
@@ -635,10 +428,10 @@ class Connection(asyncio.BufferedProtocol):
         """Ask the initiator to log out within ``seconds`` (Asynchronous Message, RFC 7143 11.9.1)."""
         if self.machine is not None:
             self.machine.request_logout(seconds)
-            self._kick()
+            self.pump.kick()
 
     def abort_tasks_with_status(self, lun: int) -> None:
         """Tasks on ``lun`` aborted by another I_T nexus (PREEMPT AND ABORT): TASK ABORTED status (TAS=1)."""
         if self.machine is not None:
             self.machine.abort_lun_with_status(lun)
-            self._kick()
+            self.pump.kick()

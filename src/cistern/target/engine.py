@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from cistern.scsi.server import DeviceServer
     from cistern.scsi.task import ITNexus
     from cistern.target.connection import Connection
+    from cistern.target.pump import Pump
 
 __all__ = ["GATED_READ", "CommandEngine", "describe_sense", "run_eager"]
 
@@ -89,7 +90,7 @@ class CommandEngine:
     the session's I_T nexus and its target's device server (None in a discovery session, which runs no
     command)."""
 
-    __slots__ = ("conn", "device", "frame", "machine", "nexus", "server")
+    __slots__ = ("conn", "device", "frame", "machine", "nexus", "pump", "server")
 
     def __init__(
         self,
@@ -99,6 +100,7 @@ class CommandEngine:
         device: DeviceServer | None,
     ) -> None:
         self.conn = conn
+        self.pump: Pump = conn.pump  # its per-read path: whether it closes, whether a read is being handled
         self.machine = machine
         self.nexus = nexus
         self.device = device
@@ -109,14 +111,14 @@ class CommandEngine:
         """Run every whole PDU the framer holds through the connection machine and act on the session's
         events, until the framer needs more bytes or the connection closes.  ``now``: monotonic seconds.
 
-        This is the per-PDU loop of :meth:`Connection.buffer_updated`, here so that it runs compiled.
+        This is the per-PDU loop of :meth:`~cistern.target.pump.Pump.buffer_updated`.
         Raises :class:`~cistern.wire.framing.FramingError` (bytes that are no PDU),
         :class:`~cistern.wire.errors.RemoteProtocolError` (a PDU the protocol forbids) and whatever a bug
         raises; :attr:`frame` is then the frame being handled (None: the framer raised)."""
         machine = self.machine
-        conn = self.conn
+        pump = self.pump
         events = machine.session.events
-        while not conn._closing:
+        while not pump.closing:
             self.frame = None
             frame = reader.next_frame()
             if frame is None:
@@ -141,13 +143,13 @@ class CommandEngine:
                     engine: CommandEngine = self if machine is self.machine else machine.owner.engine
                     run_eager(engine.execute(event))
                 elif isinstance(event, OutboxReady):
-                    event.conn.owner._kick()
+                    event.conn.owner.pump.kick()
                 elif isinstance(event, TaskManagement):
                     asyncio.get_running_loop().create_task(event.conn.owner._tmf(event))
                 elif isinstance(event, TextRequest):
                     owner = event.conn.owner
                     event.conn.text_answer(event.pdu, self.server.text_answer(owner, event.pairs))
-                    owner._kick()
+                    owner.pump.kick()
                 elif isinstance(event, Logout):
                     event.conn.owner._logout(event)
         finally:
@@ -190,7 +192,7 @@ class CommandEngine:
                     describe_sense(result.sense),
                 )
             data_in = result.data_in
-            if data_in is not None and len(data_in) > 65536 and not task.aborted and not conn._closing:
+            if data_in is not None and len(data_in) > 65536 and not task.aborted and not self.pump.closing:
                 await conn.drain()
             self.finish(task, result)
         finally:
@@ -207,9 +209,9 @@ class CommandEngine:
         done = task.done
         if done is not None and not done.done():
             done.set_result(None)
-        conn = self.conn
-        if not conn._in_batch:
-            conn._kick()
+        pump = self.pump
+        if not pump.in_batch:
+            pump.kick()
 
 
 _FINISHED: Final = object()  # what _step's next() answers once the coroutine has returned
