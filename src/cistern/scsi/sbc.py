@@ -15,6 +15,7 @@ from collections.abc import Coroutine
 from typing import Any, Final
 
 from .lu import MAX_WRITE_SAME_BLOCKS, LogicalUnit
+from .rangelock import Token
 from .sense import (
     INVALID_FIELD_IN_COMMAND_IU,
     LBA_OUT_OF_RANGE,
@@ -52,44 +53,61 @@ def _check_range(lu: LogicalUnit, lba: int, n: int, len_byte: int) -> None:
 
 
 # -- READ --------------------------------------------------------------------------------------
-# READ(n) and WRITE(n) decode their CDB and hand back the coroutine of _read/_write (the device server
-# awaits it): a plain function instead of an `async def` awaiting it saves a coroutine per command.
+# READ(n) decodes its CDB and answers at once when the store has the bytes at hand (memory, page cache):
+# no coroutine is made for such a read.  Otherwise it hands back the coroutine that waits for the store.
 
 
-async def _read(lu: LogicalUnit, lba: int, n: int, len_byte: int) -> ScsiResult:
+def _read(lu: LogicalUnit, lba: int, n: int, len_byte: int) -> ScsiResult | Coroutine[Any, Any, ScsiResult]:
     if lba + n > lu.num_blocks:
         raise _lba_oob()
     if n > lu.max_transfer_blocks:
         raise invalid_field(len_byte)
     bs = lu.block_size
     nbytes = n * bs
-    store = lu.store
+    if nbytes:
+        try:
+            # a fresh buffer the transport sends from, when the store has the bytes at hand
+            data = lu.store.read_now(lba * bs, nbytes)
+        except OSError:
+            raise CheckCondition(SenseKey.MEDIUM_ERROR, UNRECOVERED_READ_ERROR, information=lba) from None
+        if data is not None:
+            return ScsiResult(data_in=data, transfer_length=nbytes)
+    return _read_waiting(lu, lba, nbytes)
+
+
+async def _read_waiting(lu: LogicalUnit, lba: int, nbytes: int) -> ScsiResult:
+    """A read the store serves from its threads (a page-cache miss, a store without inline reads)."""
     try:
-        # a fresh buffer the transport sends from; without awaiting when the store has the bytes at hand
-        data = store.read_now(lba * bs, nbytes) if nbytes else None
-        if data is None:
-            data = await store.read(lba * bs, nbytes)
+        data = await lu.store.read(lba * lu.block_size, nbytes)
     except OSError:
         raise CheckCondition(SenseKey.MEDIUM_ERROR, UNRECOVERED_READ_ERROR, information=lba) from None
     return ScsiResult(data_in=data, transfer_length=nbytes)
 
 
-def read6(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> Coroutine[Any, Any, ScsiResult]:
+def read6(
+    server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes
+) -> ScsiResult | Coroutine[Any, Any, ScsiResult]:
     hi, lo, n = _UNPACK_RW6(cdb, 1)
     return _read(lu, (hi & 0x1F) << 16 | lo, n or 256, 4)
 
 
-def read10(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> Coroutine[Any, Any, ScsiResult]:
+def read10(
+    server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes
+) -> ScsiResult | Coroutine[Any, Any, ScsiResult]:
     _, lba, n = _UNPACK_RW10(cdb, 1)
     return _read(lu, lba, n, 7)
 
 
-def read12(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> Coroutine[Any, Any, ScsiResult]:
+def read12(
+    server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes
+) -> ScsiResult | Coroutine[Any, Any, ScsiResult]:
     _, lba, n = _UNPACK_RW12(cdb, 1)
     return _read(lu, lba, n, 6)
 
 
-def read16(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> Coroutine[Any, Any, ScsiResult]:
+def read16(
+    server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes
+) -> ScsiResult | Coroutine[Any, Any, ScsiResult]:
     _, lba, n = _UNPACK_RW16(cdb, 1)
     return _read(lu, lba, n, 10)
 
@@ -121,44 +139,73 @@ def _received(task: ScsiTask, nbytes: int) -> bytes | bytearray | memoryview:
     return (data if isinstance(data, memoryview) else memoryview(data))[:nbytes]
 
 
-async def _write(lu: LogicalUnit, task: ScsiTask, lba: int, n: int, fua: bool, len_byte: int) -> ScsiResult:
+def _write(
+    lu: LogicalUnit, task: ScsiTask, lba: int, n: int, fua: bool, len_byte: int
+) -> ScsiResult | Coroutine[Any, Any, ScsiResult]:
+    """WRITE(n): answered at once when the range is free and the store takes the bytes without waiting
+    (memory, page cache), else the coroutine that waits for the range and the store."""
     lu.check_writable()
     if lba + n > lu.num_blocks:
         raise _lba_oob()
     if n > lu.max_transfer_blocks:
         raise invalid_field(len_byte)
-    bs = lu.block_size
-    nbytes = n * bs
-    if nbytes:
-        mv = _received(task, nbytes)
-        lock = lu.range_lock  # shared: only COMPARE AND WRITE and friends exclude (rangelock.py)
-        token = lock.try_shared(lba, lba + n)
-        if token is None:
-            token = await lock.shared(lba, lba + n)
-        try:
-            if not lu.write_blocks_now(lba, mv, fua):
-                await lu.write_blocks(lba, mv, fua)
-        finally:
+    nbytes = n * lu.block_size
+    if not nbytes:
+        return ScsiResult(transfer_length=0)
+    mv = _received(task, nbytes)
+    lock = lu.range_lock  # shared: only COMPARE AND WRITE and friends exclude (rangelock.py)
+    token = lock.try_shared(lba, lba + n)
+    if token is None:
+        return _write_waiting(lu, lba, n, mv, fua, None)
+    handed_on = False
+    try:
+        if not lu.write_blocks_now(lba, mv, fua):
+            handed_on = True  # the coroutine releases the range
+            return _write_waiting(lu, lba, n, mv, fua, token)
+    finally:
+        if not handed_on:
             lock.release(token)
     return ScsiResult(transfer_length=nbytes)
 
 
-def write6(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> Coroutine[Any, Any, ScsiResult]:
+async def _write_waiting(
+    lu: LogicalUnit, lba: int, n: int, mv: bytes | bytearray | memoryview, fua: bool, token: Token | None
+) -> ScsiResult:
+    """A write that waits: for its range (``token`` None: not taken yet) or for the store's threads."""
+    lock = lu.range_lock
+    if token is None:
+        token = await lock.shared(lba, lba + n)
+    try:
+        await lu.write_blocks(lba, mv, fua)
+    finally:
+        lock.release(token)
+    return ScsiResult(transfer_length=n * lu.block_size)
+
+
+def write6(
+    server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes
+) -> ScsiResult | Coroutine[Any, Any, ScsiResult]:
     hi, lo, n = _UNPACK_RW6(cdb, 1)
     return _write(lu, task, (hi & 0x1F) << 16 | lo, n or 256, False, 4)
 
 
-def write10(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> Coroutine[Any, Any, ScsiResult]:
+def write10(
+    server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes
+) -> ScsiResult | Coroutine[Any, Any, ScsiResult]:
     flags, lba, n = _UNPACK_RW10(cdb, 1)
     return _write(lu, task, lba, n, bool(flags & _FUA), 7)
 
 
-def write12(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> Coroutine[Any, Any, ScsiResult]:
+def write12(
+    server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes
+) -> ScsiResult | Coroutine[Any, Any, ScsiResult]:
     flags, lba, n = _UNPACK_RW12(cdb, 1)
     return _write(lu, task, lba, n, bool(flags & _FUA), 6)
 
 
-def write16(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> Coroutine[Any, Any, ScsiResult]:
+def write16(
+    server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes
+) -> ScsiResult | Coroutine[Any, Any, ScsiResult]:
     flags, lba, n = _UNPACK_RW16(cdb, 1)
     return _write(lu, task, lba, n, bool(flags & _FUA), 10)
 
@@ -166,19 +213,25 @@ def write16(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> Coro
 # -- WRITE AND VERIFY --------------------------------------------------------------------------
 
 
-async def write_verify10(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+def write_verify10(
+    server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes
+) -> ScsiResult | Coroutine[Any, Any, ScsiResult]:
     _, lba, n = _UNPACK_RW10(cdb, 1)
-    return await _write(lu, task, lba, n, True, 7)
+    return _write(lu, task, lba, n, True, 7)
 
 
-async def write_verify12(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+def write_verify12(
+    server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes
+) -> ScsiResult | Coroutine[Any, Any, ScsiResult]:
     _, lba, n = _UNPACK_RW12(cdb, 1)
-    return await _write(lu, task, lba, n, True, 6)
+    return _write(lu, task, lba, n, True, 6)
 
 
-async def write_verify16(server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes) -> ScsiResult:
+def write_verify16(
+    server: object, lu: LogicalUnit, task: ScsiTask, cdb: bytes
+) -> ScsiResult | Coroutine[Any, Any, ScsiResult]:
     _, lba, n = _UNPACK_RW16(cdb, 1)
-    return await _write(lu, task, lba, n, True, 10)
+    return _write(lu, task, lba, n, True, 10)
 
 
 # -- VERIFY ------------------------------------------------------------------------------------

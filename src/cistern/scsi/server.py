@@ -11,9 +11,9 @@ then the handler.  ``execute`` never raises: every failure is CHECK CONDITION wi
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from time import perf_counter
-from typing import Final
+from typing import Any, Final
 
 from .alua import AccessState, Alua, implicit_transition
 from .commands import DISK_COMMANDS
@@ -64,6 +64,21 @@ def _reserved_bit_error(cdb: bytes, spec: CommandSpec) -> CheckCondition:
     return CheckCondition(SenseKey.ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB)
 
 
+def _failure(exc: Exception, lu: LogicalUnitBase | None) -> ScsiResult:
+    """The status of a command that raised: RESERVATION CONFLICT, CHECK CONDITION with the sense it carries,
+    or (a bug of ours, reported as sense, never to the transport) HARDWARE ERROR / INTERNAL TARGET
+    FAILURE (SPC-4 4.5)."""
+    if isinstance(exc, ReservationConflict):
+        return ScsiResult(Status.RESERVATION_CONFLICT)
+    descriptor = lu.d_sense if lu is not None else False
+    if isinstance(exc, CheckCondition):
+        return ScsiResult(Status.CHECK_CONDITION, sense=exc.sense(descriptor))
+    return ScsiResult(
+        Status.CHECK_CONDITION,
+        sense=build_sense(SenseKey.HARDWARE_ERROR, INTERNAL_TARGET_FAILURE, descriptor=descriptor),
+    )
+
+
 class DeviceServer:
     """The device server of one SCSI target device: its logical units by LUN."""
 
@@ -86,37 +101,47 @@ class DeviceServer:
     # -- command execution -----------------------------------------------------------------------
 
     async def execute(self, task: ScsiTask) -> ScsiResult:
-        """Execute one SCSI command; never raises for bad input.  Counts it once in the LU's
-        :class:`~cistern.scsi.stats.LuStats` and the nexus' byte counters (read by the metrics)."""
+        """Execute one SCSI command; never raises for bad input (:meth:`submit`, awaited)."""
+        step = self.submit(task)
+        return step if isinstance(step, ScsiResult) else await step
+
+    def submit(self, task: ScsiTask) -> ScsiResult | Coroutine[Any, Any, ScsiResult]:
+        """Start one SCSI command: its result when it completes without waiting (a read from memory or the
+        page cache), else the coroutine to await for it.  Never raises for bad input: every failure is a
+        result (CHECK CONDITION with sense data, RESERVATION CONFLICT).  Counts the command once in the
+        LU's :class:`~cistern.scsi.stats.LuStats` and the nexus' byte counters (read by the metrics)."""
         lu = self.luns.get(task.lun)
+        start = perf_counter()
+        try:
+            step = self._start(task, lu)  # the checks run now; the command's own work may wait
+        except Exception as exc:
+            return self._done(task, lu, _failure(exc, lu), start)
+        if isinstance(step, ScsiResult):
+            return self._done(task, lu, step, start)
+        return self._waiting(task, lu, step, start)
+
+    async def _waiting(
+        self, task: ScsiTask, lu: LogicalUnitBase | None, step: Awaitable[ScsiResult], start: float
+    ) -> ScsiResult:
+        """A command whose work waits (thread-pool I/O, a write's data): it counts as in flight meanwhile."""
         stats = lu.stats if lu is not None else None
-        start = 0.0
         if stats is not None:
             stats.in_flight += 1
-            start = perf_counter()
         try:
-            step = self._start(task, lu)  # the checks run now; the command's own work is awaited here
-            result = step if isinstance(step, ScsiResult) else await step
-        except ReservationConflict:
-            result = ScsiResult(Status.RESERVATION_CONFLICT)
-        except CheckCondition as cc:
-            result = ScsiResult(
-                Status.CHECK_CONDITION, sense=cc.sense(lu.d_sense if lu is not None else False)
-            )
-        except Exception:  # a bug of ours: report it as sense, never to the transport
-            result = ScsiResult(
-                Status.CHECK_CONDITION,
-                sense=build_sense(
-                    SenseKey.HARDWARE_ERROR,
-                    INTERNAL_TARGET_FAILURE,
-                    descriptor=lu.d_sense if lu is not None else False,
-                ),
-            )
+            result = await step
+        except Exception as exc:
+            result = _failure(exc, lu)
         finally:
             if stats is not None:
                 stats.in_flight -= 1
-        if stats is not None:
-            stats.record(task, result, perf_counter() - start, self.nexus_io.get(id(task.nexus)))
+        return self._done(task, lu, result, start)
+
+    def _done(
+        self, task: ScsiTask, lu: LogicalUnitBase | None, result: ScsiResult, start: float
+    ) -> ScsiResult:
+        """Count the finished command (``start``: its perf_counter() at submission) and answer it."""
+        if lu is not None:
+            lu.stats.record(task, result, perf_counter() - start, self.nexus_io.get(id(task.nexus)))
         return result
 
     def _start(self, task: ScsiTask, lu: LogicalUnitBase | None) -> ScsiResult | Awaitable[ScsiResult]:
@@ -173,7 +198,8 @@ class DeviceServer:
     ) -> ScsiResult:
         """A medium-changing command on a thin LU with a soft threshold: the command, then the threshold
         check (a unit attention when crossed, SBC-4 4.7.3.8)."""
-        result = await spec.handler(self, lu, task, cdb)
+        step = spec.handler(self, lu, task, cdb)
+        result = step if isinstance(step, ScsiResult) else await step
         await check_soft_threshold(lu)
         return result
 
@@ -188,7 +214,8 @@ class DeviceServer:
             raise CheckCondition(SenseKey.ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB)
         if int.from_bytes(cdb[: len(spec.usage)], "big") & spec.inv_mask:
             raise _reserved_bit_error(cdb, spec)
-        return await handler(self, None, task, cdb)
+        step = handler(self, None, task, cdb)
+        return step if isinstance(step, ScsiResult) else await step
 
     # -- I_T nexus events and task management -----------------------------------------------------
 

@@ -18,8 +18,9 @@ from typing import Any
 from .sense import INVALID_COMMAND_OPERATION_CODE, CheckCondition, SenseKey, invalid_field
 from .task import ScsiResult, ScsiTask
 
-Handler = Callable[[Any, Any, ScsiTask, bytes], Awaitable[ScsiResult]]
-"""``handler(server, lu, task, cdb) -> ScsiResult``; raises :class:`CheckCondition` for errors."""
+Handler = Callable[[Any, Any, ScsiTask, bytes], ScsiResult | Awaitable[ScsiResult]]
+"""``handler(server, lu, task, cdb)``: the :class:`ScsiResult` when the command completes without waiting,
+else what to await for it; raises :class:`CheckCondition` for errors."""
 
 NOMINAL_TIMEOUT = 30  # seconds, for the command timeouts descriptor
 RECOMMENDED_TIMEOUT = 60

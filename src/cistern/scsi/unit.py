@@ -18,7 +18,9 @@ A device type (SBC disk ``lu.LogicalUnit``, SSC tape ``tape.TapeUnit``, SMC chan
 The base owns what every type shares: identity (vendor, product, revision, serial, NAA designator),
 the I_T nexuses that see it, their unit attentions, PREVENT ALLOW MEDIUM REMOVAL holders, SPC-2 and
 persistent reservations, and the control mode page state (D_SENSE, SWP).  Handlers have the signature
-``async handler(server, lu, task, cdb) -> ScsiResult`` and raise :class:`CheckCondition` for errors;
+``handler(server, lu, task, cdb)``, answer a :class:`ScsiResult` or an awaitable of one (most are
+``async def``; READ and WRITE answer at once when the store does not wait) and raise
+:class:`CheckCondition` for errors;
 the generic SPC handlers (``spc``, ``inquiry``, ``mode``, ``log``, ``pr_commands``, ``table``) work on
 any subclass, so a new type's table usually lists them next to its own commands.
 
@@ -123,7 +125,7 @@ class LogicalUnitBase:
         self.nexuses: set[ITNexus] = set()
         # SPC-2 and persistent reservations; APTPL state in ``pr_state_path`` (None: PTPL_C=0).
         self.reservations = LuReservations(pr_state_path)
-        # I/O counters, bumped once per command by DeviceServer.execute; read by the metrics (stats.py)
+        # I/O counters, bumped once per command by DeviceServer.submit; read by the metrics (stats.py)
         self.stats = LuStats()
 
     # -- hooks -----------------------------------------------------------------------------------

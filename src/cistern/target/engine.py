@@ -11,8 +11,10 @@ It is a plain class, not part of the ``asyncio.BufferedProtocol`` subclass, so t
 accelerator (:mod:`cistern.accel`) compiles it to a native class: a class deriving from an interpreted base
 keeps Python attribute dictionaries and generic calls, and compiling it gains nothing (bench/RESULTS.md).
 
-A command runs *eagerly* (:func:`run_eager`): inline until it finishes or waits on a future that is not
-done.  ``loop.create_task`` would defer a coroutine's first step to the next loop iteration, which for a
+A command the device server answers without waiting (:meth:`DeviceServer.submit
+<cistern.scsi.server.DeviceServer.submit>`: a read or write the page cache serves) completes inline, with no
+coroutine at all.  One that waits runs *eagerly* (:func:`run_eager`): inline until it waits on a future that
+is not done.  ``loop.create_task`` would defer a coroutine's first step to the next loop iteration, which for a
 RAM-backed read is the whole cost of the command twice over: the response would go out one iteration
 later.  The first step runs at once (as Python 3.12's eager task factory does) and the coroutine resumes
 from the awaited future's done callback, the way ``asyncio.Task`` steps it.  No cancellation is needed: an
@@ -141,7 +143,7 @@ class CommandEngine:
                     assert machine is not None
                     # the task runs on the connection it is allegiant to (another one under MC/S)
                     engine: CommandEngine = self if machine is self.machine else machine.owner.engine
-                    run_eager(engine.execute(event))
+                    engine.execute(event)
                 elif isinstance(event, OutboxReady):
                     event.conn.owner.pump.kick()
                 elif isinstance(event, TaskManagement):
@@ -155,8 +157,10 @@ class CommandEngine:
         finally:
             events.clear()
 
-    async def execute(self, task: TargetTask) -> None:
-        """Run ``task`` through the device server and complete it on its connection machine."""
+    def execute(self, task: TargetTask) -> None:
+        """Run ``task`` through the device server and complete it on its connection machine: at once when
+        the device server answers without waiting (a read or write the page cache serves), else from a
+        coroutine run eagerly (:func:`run_eager`)."""
         nexus = self.nexus
         device = self.device
         assert nexus is not None and device is not None
@@ -173,31 +177,71 @@ class CommandEngine:
             task.buf,
         )
         task.scsi = scsi_task
+        if flags & CMD_READ and edtl > GATED_READ:
+            run_eager(self._execute_gated(task, scsi_task, edtl))
+            return
+        try:
+            step = device.submit(scsi_task)
+        except Exception:
+            step = self._failed(task)
+        if isinstance(step, ScsiResult):
+            if self._must_drain(task, step):
+                run_eager(self._drain_then_finish(task, step))
+            else:
+                self._finish_result(task, step)
+        else:
+            run_eager(self._execute_waiting(task, step))
+
+    async def _execute_waiting(self, task: TargetTask, step: Coroutine[Any, Any, ScsiResult]) -> None:
+        """The rest of a command whose device-server work waits (thread-pool I/O, a range lock)."""
+        try:
+            result = await step
+        except Exception:
+            result = self._failed(task)
+        if self._must_drain(task, result):
+            await self.conn.drain()
+        self._finish_result(task, result)
+
+    async def _drain_then_finish(self, task: TargetTask, result: ScsiResult) -> None:
+        await self.conn.drain()
+        self._finish_result(task, result)
+
+    async def _execute_gated(self, task: TargetTask, scsi_task: ScsiTask, gated: int) -> None:
+        """A large READ: it waits for the connection's read-data gate first (GATED_READ)."""
         conn = self.conn
-        gated = edtl if flags & CMD_READ and edtl > GATED_READ else 0
-        if gated and not await conn._admit_data_in(gated):
+        if not await conn._admit_data_in(gated):
             self.finish(task, ScsiResult(Status.TASK_SET_FULL, b""))
             return
         try:
+            device = self.device
+            assert device is not None
             try:
                 result = await device.execute(scsi_task)
             except Exception:
-                log.exception("%s: device server failed on CDB %s", conn.peer, task.cdb[:16].hex())
-                result = ScsiResult(Status.CHECK_CONDITION, SENSE_INTERNAL_TARGET_FAILURE)
-            if result.status == _CHECK_CONDITION and log.isEnabledFor(logging.DEBUG):
-                log.debug(
-                    "LUN %d CDB %s: CHECK CONDITION %s",
-                    task.lun,
-                    task.cdb.hex(),
-                    describe_sense(result.sense),
-                )
-            data_in = result.data_in
-            if data_in is not None and len(data_in) > 65536 and not task.aborted and not self.pump.closing:
+                result = self._failed(task)
+            if self._must_drain(task, result):
                 await conn.drain()
-            self.finish(task, result)
+            self._finish_result(task, result)
         finally:
-            if gated:
-                conn._release_data_in(gated)
+            conn._release_data_in(gated)
+
+    def _failed(self, task: TargetTask) -> ScsiResult:
+        """The device server raised (a bug of ours; it answers bad input with status): logged, and the
+        command ends with HARDWARE ERROR / INTERNAL TARGET FAILURE."""
+        log.exception("%s: device server failed on CDB %s", self.conn.peer, task.cdb[:16].hex())
+        return ScsiResult(Status.CHECK_CONDITION, SENSE_INTERNAL_TARGET_FAILURE)
+
+    def _must_drain(self, task: TargetTask, result: ScsiResult) -> bool:
+        """Whether a large read's data waits until what was sent before has drained (backpressure)."""
+        data_in = result.data_in
+        return data_in is not None and len(data_in) > 65536 and not task.aborted and not self.pump.closing
+
+    def _finish_result(self, task: TargetTask, result: ScsiResult) -> None:
+        if result.status == _CHECK_CONDITION and log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "LUN %d CDB %s: CHECK CONDITION %s", task.lun, task.cdb.hex(), describe_sense(result.sense)
+            )
+        self.finish(task, result)
 
     def finish(self, task: TargetTask, result: ScsiResult) -> None:
         """``task``'s result goes to its connection machine (Data-In, SCSI Response); whoever waits for its
