@@ -152,7 +152,7 @@ async def _measure(args: argparse.Namespace) -> None:
         (conn,) = list(server.connections)
         transport = _CountingTransport()
         real = conn.transport
-        conn.transport = transport
+        conn.transport = conn.pump.transport = transport  # type: ignore[assignment]
         rows = []
         cg = _callgrind_control() if args.callgrind else None
         cases = [(lun, write, depth, BLOCK) for lun in (0, 1) for write in (False, True) for depth in (1, 32)]
@@ -186,7 +186,7 @@ async def _measure(args: argparse.Namespace) -> None:
             rows.append((name, (t1 - t0) / done * 1e6))
             if profiler:
                 pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
-        conn.transport = real
+        conn.transport = conn.pump.transport = real
         for name, us in rows:
             print(f"{name:24s} {us:6.2f} µs Python CPU per command")
         await client.close()
