@@ -150,11 +150,6 @@ class Connection(asyncio.BufferedProtocol):
         if self._write_ok is not None and not self._write_ok.done():
             await self._write_ok
 
-    @property
-    def closing(self) -> bool:
-        """Whether the connection is closing (or closed): it reads and sends nothing more."""
-        return self.pump.closing
-
     def close(self) -> None:
         pump = self.pump
         if not pump.closing:
