@@ -106,10 +106,12 @@ class DeviceServer:
         return step if isinstance(step, ScsiResult) else await step
 
     def submit(self, task: ScsiTask) -> ScsiResult | Coroutine[Any, Any, ScsiResult]:
-        """Start one SCSI command: its result when it completes without waiting (a read from memory or the
-        page cache), else the coroutine to await for it.  Never raises for bad input: every failure is a
-        result (CHECK CONDITION with sense data, RESERVATION CONFLICT).  Counts the command once in the
-        LU's :class:`~cistern.scsi.stats.LuStats` and the nexus' byte counters (read by the metrics)."""
+        """Start one SCSI command: its result when it completes without waiting (a READ or WRITE the store
+        serves at once, e.g. the file store from the page cache), else the coroutine to await for it, which
+        the caller must await or run to its end (a waiting WRITE holds its LBA range until then).  Never
+        raises for bad input: every failure is a result (CHECK CONDITION with sense data, RESERVATION
+        CONFLICT).  Counts the command once in the LU's :class:`~cistern.scsi.stats.LuStats` and the
+        nexus' byte counters (read by the metrics)."""
         lu = self.luns.get(task.lun)
         start = perf_counter()
         try:
@@ -148,7 +150,7 @@ class DeviceServer:
         """The checks every command passes (SAM-5/SPC-4 order: SANITIZE in progress, unit attention, opcode,
         reserved bits, medium, ALUA state, reservations, write protection), then the command's handler: its
         result, or what to await for it (a plain call, not a coroutine of its own, so a command costs one
-        coroutine less).  Raises CheckCondition and ReservationConflict (:meth:`execute` turns them into
+        coroutine less).  Raises CheckCondition and ReservationConflict (:meth:`submit` turns them into
         status)."""
         cdb = task.cdb if type(task.cdb) is bytes else bytes(task.cdb)
         if not cdb:

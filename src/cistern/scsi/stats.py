@@ -1,6 +1,6 @@
 """Per-logical-unit I/O counters: plain integers in one slotted object, bumped once per command.
 
-:meth:`DeviceServer.execute <cistern.scsi.server.DeviceServer.execute>` calls :meth:`LuStats.record` once
+:meth:`DeviceServer.submit <cistern.scsi.server.DeviceServer.submit>` has :meth:`LuStats.record` called once
 per command; the metrics exporter (:mod:`cistern.control.metrics`) and the dashboard read the integers at
 scrape time.  Nothing here allocates per command.
 """

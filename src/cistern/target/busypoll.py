@@ -24,8 +24,8 @@ a user-space server's own work, so the target does it itself:
   depth 1 (bench/RESULTS.md, "Seventh session").  So the governor measures both in turns, in server CPU
   per wait, and keeps the cheaper.
 
-The polling loop itself (read the socket, hand bytes to the framer) is the connection's:
-:meth:`cistern.target.connection.Connection._busy_poll`.  ``busy_poll_us`` in the config is the budget
+The polling loop itself (read the socket, hand bytes to the framer) is the connection's pump's:
+:meth:`cistern.target.pump.Pump._busy_poll`.  ``busy_poll_us`` in the config is the budget
 (0 turns polling off; docs/config.md).
 """
 

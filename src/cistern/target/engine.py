@@ -160,7 +160,14 @@ class CommandEngine:
     def execute(self, task: TargetTask) -> None:
         """Run ``task`` through the device server and complete it on its connection machine: at once when
         the device server answers without waiting (a read or write the page cache serves), else from a
-        coroutine run eagerly (:func:`run_eager`)."""
+        coroutine run eagerly (:func:`run_eager`).  A bug of ours here is logged and costs this command,
+        not the connection or the other commands of its read."""
+        try:
+            self._execute(task)
+        except Exception:
+            log.exception("%s: command failed (ITT 0x%08x)", self.conn.peer, task.itt)
+
+    def _execute(self, task: TargetTask) -> None:
         nexus = self.nexus
         device = self.device
         assert nexus is not None and device is not None

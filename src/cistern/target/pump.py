@@ -1,17 +1,19 @@
 """The bytes of one target connection between its socket and its machine: the per-read path, compiled.
 
-:class:`Pump` is what the event loop calls for every read of a :class:`~cistern.target.connection.Connection`
-(its ``buffer_updated``, bound at the connection's construction, as ``get_buffer`` is the framer's): the
-framed PDUs go to the login driver or, in full feature phase, to the :class:`~cistern.target.engine.CommandEngine`;
-what they produced leaves in one ``transport.writelines`` at the end of the read; then the connection may busy-poll
-its socket for the initiator's next command (:mod:`cistern.target.busypoll`).  Responses produced outside a
-read (thread-pool completions, task management, pings) are gathered to the end of the loop iteration
-(:meth:`Pump.kick`), so a burst of them costs one ``writev``.
+:class:`Pump` is what the event loop calls for every read of a
+:class:`~cistern.target.connection.Connection` (its ``buffer_updated``, bound at the connection's
+construction, as ``get_buffer`` is the framer's): the framed PDUs go to the login driver or, in full
+feature phase, to the :class:`~cistern.target.engine.CommandEngine`; what they produced leaves in one
+``transport.writelines`` at the end of the read; then the connection may busy-poll its socket for the
+initiator's next command (:mod:`cistern.target.busypoll`).  Responses produced outside a read (thread-pool
+completions, task management, pings) are gathered to the end of the loop iteration (:meth:`Pump.kick`), so
+a burst of them costs one ``writev``.
 
 It is a plain class, not the ``asyncio.BufferedProtocol`` subclass, so that the optional accelerator
-(:mod:`cistern.accel`) compiles it to a native class: the read path then runs without an interpreted frame,
-which at queue depth 1 is a few microseconds of every command (bench/RESULTS.md, eighth session).  The
-asyncio connection keeps what is not per read: login, timers, backpressure, task management, logout.
+(:mod:`cistern.accel`) compiles it to a native class: the read path then runs compiled from the event
+loop's callback to the ``writelines`` (the file store's inline I/O calls aside), which at queue depth 1
+was about 2 µs of server CPU per command (bench/RESULTS.md, eighth session).  The asyncio connection keeps
+what is not per read: login, timers, backpressure, task management, logout.
 
 State it owns: whether the connection is closing, whether a read is being handled (``in_batch``), the
 gathering of responses, and the busy-poll state of the connection.
