@@ -53,15 +53,12 @@ def _check_range(lu: LogicalUnit, lba: int, n: int, len_byte: int) -> None:
 
 
 # -- READ --------------------------------------------------------------------------------------
-# READ(n) decodes its CDB and answers at once when the store has the bytes at hand (memory, page cache):
-# no coroutine is made for such a read.  Otherwise it hands back the coroutine that waits for the store.
+# READ(n) decodes its CDB and answers at once when the store has the bytes at hand (the file store's inline
+# and page-cache reads): no coroutine is made for such a read.  Otherwise it hands back the coroutine that waits for the store.
 
 
 def _read(lu: LogicalUnit, lba: int, n: int, len_byte: int) -> ScsiResult | Coroutine[Any, Any, ScsiResult]:
-    if lba + n > lu.num_blocks:
-        raise _lba_oob()
-    if n > lu.max_transfer_blocks:
-        raise invalid_field(len_byte)
+    _check_range(lu, lba, n, len_byte)
     bs = lu.block_size
     nbytes = n * bs
     if nbytes:
@@ -143,12 +140,9 @@ def _write(
     lu: LogicalUnit, task: ScsiTask, lba: int, n: int, fua: bool, len_byte: int
 ) -> ScsiResult | Coroutine[Any, Any, ScsiResult]:
     """WRITE(n): answered at once when the range is free and the store takes the bytes without waiting
-    (memory, page cache), else the coroutine that waits for the range and the store."""
+    (the file store's inline and page-cache writes), else the coroutine that waits for the range and the store."""
     lu.check_writable()
-    if lba + n > lu.num_blocks:
-        raise _lba_oob()
-    if n > lu.max_transfer_blocks:
-        raise invalid_field(len_byte)
+    _check_range(lu, lba, n, len_byte)
     nbytes = n * lu.block_size
     if not nbytes:
         return ScsiResult(transfer_length=0)

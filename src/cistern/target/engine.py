@@ -219,16 +219,10 @@ class CommandEngine:
         if not await conn._admit_data_in(gated):
             self.finish(task, ScsiResult(Status.TASK_SET_FULL, b""))
             return
+        device = self.device
+        assert device is not None
         try:
-            device = self.device
-            assert device is not None
-            try:
-                result = await device.execute(scsi_task)
-            except Exception:
-                result = self._failed(task)
-            if self._must_drain(task, result):
-                await conn.drain()
-            self._finish_result(task, result)
+            await self._execute_waiting(task, device.execute(scsi_task))
         finally:
             conn._release_data_in(gated)
 
